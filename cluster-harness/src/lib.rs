@@ -1,0 +1,1 @@
+//! The cluster harness (see the crate README).

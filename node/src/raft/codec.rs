@@ -1,0 +1,58 @@
+//! Encoding of openraft's messages on the peer transport: postcard over openraft's serde
+//! types, wrapped in a `RaftMessage` that names the encoding version.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::pb::raft::{RaftMessage, TransportVersion};
+
+/// The encoding this build speaks.
+pub const VERSION: TransportVersion = TransportVersion::Openraft010A37;
+
+/// Errors decoding a peer message.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("peer speaks transport version {0}, this node speaks {v}", v = VERSION as i32)]
+    Version(i32),
+    #[error("cannot decode {what}: {source}")]
+    Decode { what: &'static str, source: postcard::Error },
+    #[error("cannot encode {what}: {source}")]
+    Encode { what: &'static str, source: postcard::Error },
+}
+
+impl From<CodecError> for tonic::Status {
+    fn from(e: CodecError) -> Self {
+        tonic::Status::invalid_argument(e.to_string())
+    }
+}
+
+/// Wraps a value into a `RaftMessage`.
+pub fn pack<T: Serialize>(what: &'static str, value: &T) -> Result<RaftMessage, CodecError> {
+    let data = postcard::to_allocvec(value).map_err(|source| CodecError::Encode { what, source })?;
+    Ok(RaftMessage { version: VERSION as i32, data: data.into() })
+}
+
+/// Unwraps a value from a `RaftMessage`, checking the version.
+pub fn unpack<T: DeserializeOwned>(what: &'static str, msg: &RaftMessage) -> Result<T, CodecError> {
+    check_version(msg.version)?;
+    decode(what, &msg.data)
+}
+
+/// Checks a transport version number.
+pub fn check_version(version: i32) -> Result<(), CodecError> {
+    if version == VERSION as i32 {
+        Ok(())
+    } else {
+        Err(CodecError::Version(version))
+    }
+}
+
+/// Decodes raw postcard bytes.
+pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, CodecError> {
+    postcard::from_bytes(bytes).map_err(|source| CodecError::Decode { what, source })
+}
+
+/// Encodes raw postcard bytes.
+pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, CodecError> {
+    postcard::to_allocvec(value).map_err(|source| CodecError::Encode { what, source })
+}

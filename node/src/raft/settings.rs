@@ -1,0 +1,51 @@
+//! Raft timings and log/snapshot policy, with defaults tuned for a LAN or loopback.
+
+use std::sync::Arc;
+
+use openraft::{Config, SnapshotPolicy};
+
+/// Default heartbeat interval.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
+/// Default minimum election timeout; the maximum is twice this.
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 500;
+/// Default number of log entries between snapshots.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10_000;
+
+/// The Raft settings a user can change.
+#[derive(Debug, Clone)]
+pub struct RaftSettings {
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+        }
+    }
+}
+
+impl RaftSettings {
+    /// Builds and validates the openraft configuration.
+    pub fn to_config(&self, cluster_name: &str) -> Result<Arc<Config>, openraft::ConfigError> {
+        let config = Config {
+            cluster_name: cluster_name.to_string(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_ms,
+            election_timeout_max: self.election_timeout_ms * 2,
+            // A new leader's first append waits for the follower; keep it well above a heartbeat.
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            // Keep some log behind the snapshot so a briefly lagging follower catches up by
+            // log, not by a full snapshot.
+            max_in_snapshot_log_to_keep: self.snapshot_every / 2,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        };
+        Ok(Arc::new(config.validate()?))
+    }
+}

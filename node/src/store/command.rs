@@ -1,0 +1,122 @@
+//! What the Raft log carries and what applying it returns.
+//!
+//! These are domain types, not wire types: the gRPC layer converts `petkv.v1` requests into a
+//! [`Command`] and a [`CommandResult`] back into a reply. They are serialized with serde into
+//! the log (postcard), so changing them changes the on-disk format.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies one logical client write, so a retried write is applied once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteId {
+    /// Random per client process.
+    pub client_id: u64,
+    /// Increases by one for every new write of that client; a retry reuses it.
+    pub sequence: u64,
+}
+
+/// A replicated state machine command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Write a key, optionally only if its mod_index matches (0 = absent).
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        if_mod_index: Option<u64>,
+        write_id: Option<WriteId>,
+    },
+    /// Delete a key, optionally only if its mod_index matches.
+    Delete {
+        key: Vec<u8>,
+        if_mod_index: Option<u64>,
+        write_id: Option<WriteId>,
+    },
+    /// Allocate a never-used node id for a pod ordinal (a new volume joining).
+    AllocateNodeId { ordinal: u32 },
+}
+
+impl Command {
+    /// The client write identity, if the command carries one.
+    pub fn write_id(&self) -> Option<WriteId> {
+        match self {
+            Command::Put { write_id, .. } | Command::Delete { write_id, .. } => *write_id,
+            Command::AllocateNodeId { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Put { key, value, if_mod_index, .. } => write!(
+                f,
+                "put key={} value_len={} if_mod_index={if_mod_index:?}",
+                String::from_utf8_lossy(key),
+                value.len()
+            ),
+            Command::Delete { key, if_mod_index, .. } => {
+                write!(f, "delete key={} if_mod_index={if_mod_index:?}", String::from_utf8_lossy(key))
+            }
+            Command::AllocateNodeId { ordinal } => write!(f, "allocate-node-id ordinal={ordinal}"),
+        }
+    }
+}
+
+/// A key with its value and versions, as the state machine stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredValue {
+    pub value: Vec<u8>,
+    /// Raft index of the write that created the key.
+    pub create_index: u64,
+    /// Raft index of the last write to the key.
+    pub mod_index: u64,
+    /// Writes since creation; 1 for a new key.
+    pub version: u64,
+}
+
+/// A key together with its stored value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: Vec<u8>,
+    pub stored: StoredValue,
+}
+
+/// What applying a command returned. Kept per client in the dedup table, so a retry gets the
+/// original answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum CommandResult {
+    /// Blank and membership entries.
+    #[default]
+    Nothing,
+    Put {
+        /// The index the command was applied at.
+        index: u64,
+        succeeded: bool,
+        /// The key after the write, or as it is when the compare failed.
+        current: Option<KeyValue>,
+    },
+    Delete {
+        index: u64,
+        succeeded: bool,
+        deleted: bool,
+        previous: Option<KeyValue>,
+    },
+    NodeId { index: u64, node_id: u64 },
+    /// The client already moved past this sequence number: the write was not applied now,
+    /// and its original answer is no longer kept.
+    StaleSequence { last_applied: u64 },
+}
+
+impl CommandResult {
+    /// The Raft index the result reflects.
+    pub fn index(&self) -> u64 {
+        match self {
+            CommandResult::Put { index, .. }
+            | CommandResult::Delete { index, .. }
+            | CommandResult::NodeId { index, .. } => *index,
+            CommandResult::Nothing | CommandResult::StaleSequence { .. } => 0,
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Durable storage of one node, all in one sled database on the node's volume.
+//!
+//! - [`log_store`]: the Raft log and vote (openraft `RaftLogStorage`). An append or a vote is
+//!   reported durable only after sled's `flush`, i.e. after fsync.
+//! - [`state_machine`]: the replicated key-value state (openraft `RaftStateMachine`), the
+//!   per-client dedup table and the node-id allocator.
+//! - [`snapshot`]: the snapshot file format (checksummed), built from and installed into the
+//!   state machine.
+//! - [`command`]: the commands the log carries and what applying them returns.
+//!
+//! Layout inside `<data-dir>/sled`:
+//!
+//! | tree | keys |
+//! |---|---|
+//! | `raft_log` | big-endian log index → postcard(entry) |
+//! | `raft_meta` | `vote`, `committed`, `last_purged` |
+//! | `sm_pointer` | `active` (generation of the live state-machine tree), `snapshot` |
+//! | `sm.<generation>` | `d<key>` values, `m…` applied/membership/count, `s<client>` dedup, `i<ordinal>` ids |
+//!
+//! Installing a snapshot writes a new `sm.<generation>` tree and flips `active` only once it
+//! is complete and flushed, so a crash halfway through an install leaves the old state intact.
+
+pub mod command;
+pub mod log_store;
+pub mod snapshot;
+pub mod state_machine;
+
+use std::path::{Path, PathBuf};
+
+pub use log_store::LogStore;
+pub use state_machine::StateMachine;
+
+/// Errors opening a node's storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the sled database at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("storage at {path} is corrupt or unreadable: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("storage I/O error at {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Storage tuning that has a user-visible effect.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { cache_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+/// Opens (or creates) the node's storage under `data_dir`.
+pub fn open(data_dir: &Path, options: &StoreOptions) -> Result<(LogStore, StateMachine), StoreError> {
+    let path = data_dir.join("sled");
+    let db = sled::Config::new()
+        .path(&path)
+        .cache_capacity(options.cache_bytes)
+        .open()
+        .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+    let log = LogStore::open(&db).map_err(|e| corrupt(&path, e))?;
+    let sm = StateMachine::open(db, data_dir.join("snapshots"))?;
+    Ok((log, sm))
+}
+
+/// True when `data_dir` holds a sled database (i.e. the volume has state).
+pub fn exists(data_dir: &Path) -> bool {
+    data_dir.join("sled").join("conf").exists() || data_dir.join("sled").join("db").exists()
+}
+
+fn corrupt(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { path: path.to_path_buf(), detail: e.to_string() }
+}
+
+/// Converts any displayable error into the `io::Error` openraft's storage traits use.
+pub(crate) fn io_err(context: &str, e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("{context}: {e}"))
+}
+
+/// postcard-encodes a value for storage.
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
+    postcard::to_allocvec(value).map_err(|e| io_err("encode", e))
+}
+
+/// Decodes a stored postcard value.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> std::io::Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| io_err(&format!("decode {what}"), e))
+}
+
+#[cfg(test)]
+mod conformance {
+    //! openraft's own storage conformance suite, run against the sled store.
+
+    use openraft::error::ErrorSource;
+    use openraft::testing::log::{StoreBuilder, Suite};
+    use openraft::StorageError;
+
+    use super::*;
+    use crate::raft::TypeConfig;
+
+    struct SledBuilder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for SledBuilder {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
+            let dir = tempfile::tempdir().map_err(|e| StorageError::read(ErrorSource::from_error(&e)))?;
+            let (log, sm) =
+                open(dir.path(), &StoreOptions::default()).map_err(|e| StorageError::read(ErrorSource::from_error(&e)))?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn openraft_storage_suite_passes_on_sled() -> Result<(), StorageError<TypeConfig>> {
+        Suite::test_all(SledBuilder).await
+    }
+}

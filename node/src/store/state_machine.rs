@@ -1,0 +1,477 @@
+//! The replicated key-value state machine, stored in sled.
+//!
+//! Applying an entry writes one sled batch to the live state-machine tree: the key change, the
+//! client's dedup record and the new `applied` log id together, so a crash never leaves an
+//! entry half applied (re-applying would bump a key's version twice).
+//!
+//! Deduplication: a write may carry `(client_id, sequence)`. The tree remembers the last
+//! sequence and result per client; a write with that sequence again (a retry after a timeout or
+//! a leader change) returns the remembered result without applying anything.
+//!
+//! Snapshots dump the whole tree into a checksummed file ([`super::snapshot`]). Installing one
+//! fills a fresh `sm.<generation>` tree and flips the `active` pointer only once that tree is
+//! complete and flushed.
+
+use std::io;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use futures::{Stream, StreamExt};
+use openraft::entry::RaftEntry;
+use openraft::alias::SnapshotOf;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
+
+use super::command::{Command, CommandResult, KeyValue, StoredValue, WriteId};
+use super::snapshot::{self, SnapshotFile};
+use super::{decode, encode, io_err, StoreError};
+use crate::raft::{self, LogId, SnapshotMeta, StoredMembership, TypeConfig};
+
+const DATA: u8 = b'd';
+const SESSION: u8 = b's';
+const INCARNATION: u8 = b'i';
+const APPLIED: &[u8] = b"mapplied";
+const MEMBERSHIP: &[u8] = b"mmembership";
+const KEY_COUNT: &[u8] = b"mkeys";
+
+const ACTIVE: &[u8] = b"active";
+const CURRENT_SNAPSHOT: &[u8] = b"snapshot";
+
+/// Records per sled batch while installing a snapshot.
+const INSTALL_BATCH: usize = 10_000;
+
+/// The last write of one client, for deduplication.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Session {
+    sequence: u64,
+    result: CommandResult,
+}
+
+/// The snapshot the state machine currently offers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SnapshotRecord {
+    meta: SnapshotMeta,
+    file_name: String,
+}
+
+/// A page of a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanPage {
+    pub kvs: Vec<KeyValue>,
+    /// True when keys remain in the range after the last one returned.
+    pub more: bool,
+}
+
+/// The state machine handle. Cheap to clone; the read path (gets, scans, status) holds one
+/// clone and openraft another.
+#[derive(Clone)]
+pub struct StateMachine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    pointer: sled::Tree,
+    active: RwLock<Active>,
+    /// Serializes applying entries with building and installing snapshots, so a snapshot is a
+    /// consistent cut of the tree.
+    apply_lock: Mutex<()>,
+    snapshot_dir: PathBuf,
+    snapshot_seq: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Active {
+    generation: u64,
+    tree: sled::Tree,
+}
+
+fn tree_name(generation: u64) -> String {
+    format!("sm.{generation}")
+}
+
+fn data_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(DATA);
+    k.extend_from_slice(key);
+    k
+}
+
+fn prefixed(prefix: u8, id: &[u8]) -> Vec<u8> {
+    let mut k = vec![prefix];
+    k.extend_from_slice(id);
+    k
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means another thread panicked while holding `()`: the tree itself
+    // is protected by sled's own atomic batches.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl StateMachine {
+    pub(crate) fn open(db: sled::Db, snapshot_dir: PathBuf) -> Result<Self, StoreError> {
+        let sled_path = snapshot_dir.with_file_name("sled");
+        let sled_err = |e: sled::Error| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() };
+        std::fs::create_dir_all(&snapshot_dir)
+            .map_err(|source| StoreError::Io { path: snapshot_dir.clone(), source })?;
+        let pointer = db.open_tree("sm_pointer").map_err(sled_err)?;
+        let generation = match pointer.get(ACTIVE).map_err(sled_err)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                path: sled_path.clone(),
+                detail: "state machine pointer is not 8 bytes".into(),
+            })?),
+            None => 0,
+        };
+        let tree = db.open_tree(tree_name(generation)).map_err(sled_err)?;
+        // Trees of other generations are leftovers of an install that crashed halfway.
+        for name in db.tree_names() {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            if name.starts_with("sm.") && name != tree_name(generation) {
+                tracing::warn!(tree = %name, "dropping an incomplete state machine tree");
+                db.drop_tree(name.as_bytes()).map_err(sled_err)?;
+            }
+        }
+        let sm = Self {
+            inner: Arc::new(Inner {
+                db,
+                pointer,
+                active: RwLock::new(Active { generation, tree }),
+                apply_lock: Mutex::new(()),
+                snapshot_dir,
+                snapshot_seq: AtomicU64::new(0),
+            }),
+        };
+        let keep = sm.current_snapshot_record().map_err(|e| StoreError::Corrupt {
+            path: sled_path.clone(),
+            detail: e.to_string(),
+        })?;
+        sm.remove_snapshot_files_except(keep.as_ref().map(|r| r.file_name.as_str()))
+            .map_err(|source| StoreError::Io { path: sm.inner.snapshot_dir.clone(), source })?;
+        Ok(sm)
+    }
+
+    fn active(&self) -> Active {
+        self.inner.active.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(tree: &sled::Tree, what: &str, key: &[u8]) -> io::Result<Option<T>> {
+        match tree.get(key).map_err(|e| io_err(what, e))? {
+            Some(v) => Ok(Some(decode(what, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads one key from the local state machine.
+    pub fn get(&self, key: &[u8]) -> io::Result<Option<KeyValue>> {
+        let tree = self.active().tree;
+        Ok(Self::read::<StoredValue>(&tree, "value", &data_key(key))?
+            .map(|stored| KeyValue { key: key.to_vec(), stored }))
+    }
+
+    /// Reads up to `limit` keys in `[start, end)` order from the local state machine.
+    pub fn scan(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, limit: usize) -> io::Result<ScanPage> {
+        let tree = self.active().tree;
+        let lower = match start {
+            Bound::Included(k) => Bound::Included(data_key(&k)),
+            Bound::Excluded(k) => Bound::Excluded(data_key(&k)),
+            Bound::Unbounded => Bound::Included(vec![DATA]),
+        };
+        let upper = match end {
+            Bound::Included(k) => Bound::Included(data_key(&k)),
+            Bound::Excluded(k) => Bound::Excluded(data_key(&k)),
+            Bound::Unbounded => Bound::Excluded(vec![DATA + 1]),
+        };
+        let mut kvs = Vec::new();
+        let mut more = false;
+        for item in tree.range::<Vec<u8>, _>((lower, upper)) {
+            let (k, v) = item.map_err(|e| io_err("scan", e))?;
+            if kvs.len() == limit {
+                more = true;
+                break;
+            }
+            kvs.push(KeyValue { key: k[1..].to_vec(), stored: decode("value", &v)? });
+        }
+        Ok(ScanPage { kvs, more })
+    }
+
+    /// The log id of the last applied entry.
+    pub fn applied(&self) -> io::Result<Option<LogId>> {
+        Ok(Self::read::<Option<LogId>>(&self.active().tree, "applied", APPLIED)?.flatten())
+    }
+
+    /// How many keys the state machine holds.
+    pub fn key_count(&self) -> io::Result<u64> {
+        Ok(Self::read::<u64>(&self.active().tree, "key count", KEY_COUNT)?.unwrap_or(0))
+    }
+
+    /// The membership the state machine last applied.
+    pub fn membership(&self) -> io::Result<StoredMembership> {
+        Ok(Self::read(&self.active().tree, "membership", MEMBERSHIP)?.unwrap_or_default())
+    }
+
+    /// Where the peer transport writes a snapshot while it is being received.
+    pub fn incoming_snapshot_path(&self) -> PathBuf {
+        let n = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        self.inner.snapshot_dir.join(format!("incoming-{}-{n}.tmp", std::process::id()))
+    }
+
+    /// Flushes everything to disk (used at shutdown).
+    pub async fn flush(&self) -> io::Result<()> {
+        self.inner.db.flush_async().await.map(|_| ()).map_err(|e| io_err("flush", e))
+    }
+
+    fn current_snapshot_record(&self) -> io::Result<Option<SnapshotRecord>> {
+        Self::read(&self.inner.pointer, "snapshot record", CURRENT_SNAPSHOT)
+    }
+
+    fn remove_snapshot_files_except(&self, keep: Option<&str>) -> io::Result<()> {
+        for entry in std::fs::read_dir(&self.inner.snapshot_dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if Some(name.as_str()) != keep {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_entry(&self, tree: &sled::Tree, entry: &raft::Entry) -> io::Result<CommandResult> {
+        let log_id = entry.log_id();
+        let mut batch = sled::Batch::default();
+        let result = match entry.payload {
+            EntryPayload::Blank => CommandResult::Nothing,
+            EntryPayload::Membership(ref m) => {
+                batch.insert(MEMBERSHIP, encode(&StoredMembership::new(Some(log_id), m.clone()))?);
+                CommandResult::Nothing
+            }
+            EntryPayload::Normal(ref cmd) => apply_command(tree, &mut batch, log_id.index, cmd)?,
+        };
+        batch.insert(APPLIED, encode(&Some(log_id))?);
+        tree.apply_batch(batch).map_err(|e| io_err("apply", e))?;
+        Ok(result)
+    }
+
+    fn build_snapshot_blocking(&self) -> io::Result<SnapshotOf<TypeConfig, SnapshotFile>> {
+        let guard = lock(&self.inner.apply_lock);
+        let tree = self.active().tree;
+        let last_log_id: Option<LogId> = Self::read::<Option<LogId>>(&tree, "applied", APPLIED)?.flatten();
+        let last_membership: StoredMembership = Self::read(&tree, "membership", MEMBERSHIP)?.unwrap_or_default();
+        let meta = SnapshotMeta { last_log_id, last_membership };
+        let n = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        let index = last_log_id.map(|l| l.index).unwrap_or(0);
+        let file_name = format!("snap-{index:020}-{}-{n}.snap", std::process::id());
+        let records = tree.iter().map(|item| {
+            item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| io_err("snapshot read", e))
+        });
+        let file = snapshot::write(&self.inner.snapshot_dir.join(&file_name), &meta, records)?;
+        drop(guard);
+        self.publish_snapshot(&meta, &file_name, None)?;
+        Ok(Snapshot { meta, snapshot: file })
+    }
+
+    /// Makes `file_name` the current snapshot (optionally flipping the active tree at the
+    /// same time), durably, and removes older snapshot files.
+    fn publish_snapshot(&self, meta: &SnapshotMeta, file_name: &str, new_active: Option<u64>) -> io::Result<()> {
+        // The state machine must be durable at least up to the snapshot before openraft may
+        // purge the log behind it.
+        self.inner.db.flush().map_err(|e| io_err("flush state machine", e))?;
+        let record = SnapshotRecord { meta: meta.clone(), file_name: file_name.to_string() };
+        let mut batch = sled::Batch::default();
+        batch.insert(CURRENT_SNAPSHOT, encode(&record)?);
+        if let Some(generation) = new_active {
+            batch.insert(ACTIVE, &generation.to_be_bytes());
+        }
+        self.inner.pointer.apply_batch(batch).map_err(|e| io_err("record snapshot", e))?;
+        self.inner.db.flush().map_err(|e| io_err("flush snapshot record", e))?;
+        self.remove_snapshot_files_except(Some(file_name))
+    }
+
+    fn install_snapshot_blocking(&self, meta: &SnapshotMeta, file: &SnapshotFile) -> io::Result<()> {
+        // Check the whole file before touching anything.
+        let (file_meta, _) = snapshot::verify(&file.path)?;
+        if file_meta.last_log_id != meta.last_log_id {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("snapshot file is for {:?}, expected {:?}", file_meta.last_log_id, meta.last_log_id),
+            ));
+        }
+        let _guard = lock(&self.inner.apply_lock);
+        let old = self.active();
+        let generation = old.generation + 1;
+        let name = tree_name(generation);
+        self.inner.db.drop_tree(name.as_bytes()).map_err(|e| io_err("drop stale tree", e))?;
+        let tree = self.inner.db.open_tree(name.as_bytes()).map_err(|e| io_err("create tree", e))?;
+        let mut batch = sled::Batch::default();
+        let mut pending = 0usize;
+        snapshot::read(&file.path, |k, v| {
+            batch.insert(k, v);
+            pending += 1;
+            if pending == INSTALL_BATCH {
+                tree.apply_batch(std::mem::take(&mut batch)).map_err(|e| io_err("install", e))?;
+                pending = 0;
+            }
+            Ok(())
+        })?;
+        batch.insert(APPLIED, encode(&meta.last_log_id)?);
+        batch.insert(MEMBERSHIP, encode(&meta.last_membership)?);
+        tree.apply_batch(batch).map_err(|e| io_err("install", e))?;
+
+        let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+        let n = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        let file_name = format!("snap-{index:020}-{}-{n}.snap", std::process::id());
+        let dest = self.inner.snapshot_dir.join(&file_name);
+        if file.path != dest {
+            std::fs::rename(&file.path, &dest).or_else(|_| std::fs::copy(&file.path, &dest).map(|_| ()))?;
+            snapshot::sync_dir(&dest)?;
+        }
+        self.publish_snapshot(meta, &file_name, Some(generation))?;
+        *self.inner.active.write().unwrap_or_else(|p| p.into_inner()) = Active { generation, tree };
+        self.inner.db.drop_tree(tree_name(old.generation).as_bytes()).map_err(|e| io_err("drop old tree", e))?;
+        Ok(())
+    }
+}
+
+/// Applies one command to `tree` through `batch`; returns what the client is told.
+fn apply_command(tree: &sled::Tree, batch: &mut sled::Batch, index: u64, cmd: &Command) -> io::Result<CommandResult> {
+    if let Some(WriteId { client_id, sequence }) = cmd.write_id() {
+        let key = prefixed(SESSION, &client_id.to_be_bytes());
+        if let Some(session) = StateMachine::read::<Session>(tree, "session", &key)? {
+            if sequence == session.sequence {
+                return Ok(session.result);
+            }
+            if sequence < session.sequence {
+                return Ok(CommandResult::StaleSequence { last_applied: session.sequence });
+            }
+        }
+        let result = execute(tree, batch, index, cmd)?;
+        batch.insert(key, encode(&Session { sequence, result: result.clone() })?);
+        return Ok(result);
+    }
+    execute(tree, batch, index, cmd)
+}
+
+fn execute(tree: &sled::Tree, batch: &mut sled::Batch, index: u64, cmd: &Command) -> io::Result<CommandResult> {
+    let key_count = || -> io::Result<u64> { Ok(StateMachine::read::<u64>(tree, "key count", KEY_COUNT)?.unwrap_or(0)) };
+    match cmd {
+        Command::Put { key, value, if_mod_index, .. } => {
+            let current: Option<StoredValue> = StateMachine::read(tree, "value", &data_key(key))?;
+            if let Some(expected) = if_mod_index {
+                if current.as_ref().map(|c| c.mod_index).unwrap_or(0) != *expected {
+                    let current = current.map(|stored| KeyValue { key: key.clone(), stored });
+                    return Ok(CommandResult::Put { index, succeeded: false, current });
+                }
+            }
+            let stored = StoredValue {
+                value: value.clone(),
+                create_index: current.as_ref().map(|c| c.create_index).unwrap_or(index),
+                mod_index: index,
+                version: current.as_ref().map(|c| c.version + 1).unwrap_or(1),
+            };
+            if current.is_none() {
+                batch.insert(KEY_COUNT, encode(&(key_count()? + 1))?);
+            }
+            batch.insert(data_key(key), encode(&stored)?);
+            Ok(CommandResult::Put { index, succeeded: true, current: Some(KeyValue { key: key.clone(), stored }) })
+        }
+        Command::Delete { key, if_mod_index, .. } => {
+            let current: Option<StoredValue> = StateMachine::read(tree, "value", &data_key(key))?;
+            let previous = current.clone().map(|stored| KeyValue { key: key.clone(), stored });
+            if let Some(expected) = if_mod_index {
+                if current.as_ref().map(|c| c.mod_index).unwrap_or(0) != *expected {
+                    return Ok(CommandResult::Delete { index, succeeded: false, deleted: false, previous });
+                }
+            }
+            if current.is_some() {
+                batch.remove(data_key(key));
+                batch.insert(KEY_COUNT, encode(&key_count()?.saturating_sub(1))?);
+            }
+            Ok(CommandResult::Delete { index, succeeded: true, deleted: current.is_some(), previous })
+        }
+        Command::AllocateNodeId { ordinal } => {
+            let key = prefixed(INCARNATION, &ordinal.to_be_bytes());
+            let stored: u32 = StateMachine::read(tree, "incarnation", &key)?.unwrap_or(0);
+            // Ids in the membership count too: the bootstrap node took incarnation 1 without
+            // an allocation.
+            let membership: StoredMembership = StateMachine::read(tree, "membership", MEMBERSHIP)?.unwrap_or_default();
+            let in_membership = membership
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .filter(|id| raft::ordinal_of(*id) == *ordinal)
+                .map(raft::incarnation_of)
+                .max()
+                .unwrap_or(0);
+            let next = stored.max(in_membership) + 1;
+            batch.insert(key, encode(&next)?);
+            Ok(CommandResult::NodeId { index, node_id: raft::node_id(*ordinal, next) })
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
+        let sm = self.clone();
+        tokio::task::spawn_blocking(move || sm.build_snapshot_blocking())
+            .await
+            .map_err(|e| io_err("snapshot task", e))?
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.applied()?, self.membership()?))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let result = {
+                let _guard = lock(&self.inner.apply_lock);
+                let tree = self.active().tree;
+                self.apply_entry(&tree, &entry)?
+            };
+            if let Some(responder) = responder {
+                responder.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
+        let sm = self.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || sm.install_snapshot_blocking(&meta, &snapshot))
+            .await
+            .map_err(|e| io_err("install task", e))?
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
+        let Some(record) = self.current_snapshot_record()? else { return Ok(None) };
+        let path = self.inner.snapshot_dir.join(&record.file_name);
+        match SnapshotFile::at(path.clone()) {
+            Ok(file) => Ok(Some(Snapshot { meta: record.meta, snapshot: file })),
+            Err(e) => Err(io_err(&format!("current snapshot {} is missing", path.display()), e)),
+        }
+    }
+}
+
+/// Returns the snapshot directory of a data dir.
+pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("snapshots")
+}
