@@ -4,9 +4,26 @@
 //!
 //! - [`identity`]: who this node is (hostname → set and ordinal) and the identity record
 //!   kept on its volume.
+//! - [`startup`]: the start-up decision table (resume, join, bootstrap, wait).
+//! - [`discovery`]: peer addresses, the StatefulSet way (DNS names or a static map).
 //! - [`store`]: sled storage: the Raft log and vote, the state machine, snapshot files.
 //! - [`raft`]: everything that names openraft: type config, peer transport (client and
 //!   server), settings.
+//! - [`node`]: the running node's shared context.
+//! - [`validation`]: request checks at the edge.
+pub mod config;
+pub mod discovery;
+pub mod identity;
+pub mod node;
 pub mod pb;
 pub mod raft;
+pub mod startup;
 pub mod store;
+pub mod validation;
+pub mod api;
+pub mod membership;
+pub mod boot;
+pub mod server;
+pub mod shutdown;
+pub mod client;
+pub mod cli;

@@ -1,1 +1,139 @@
-fn main() {}
+//! The `petkv` binary: `serve` runs a node, `wait-primary` is the init-container step, the
+//! rest are client commands. Exit codes: 0 success, 1 error, 3 key not found or compare
+//! failed, 4 outcome unknown (a write that may or may not have been applied).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use petkv::cli::output::{kv_json, print_kvs, print_members, print_reply, print_status};
+use petkv::cli::{Cli, ClientArgs, Command, LogFormat};
+use petkv::client::{Client, ClientError};
+use petkv::pb::v1::ScanRequest;
+use serde_json::json;
+
+const EXIT_ERROR: u8 = 1;
+const EXIT_NOT_FOUND_OR_COMPARE_FAILED: u8 = 3;
+const EXIT_OUTCOME_UNKNOWN: u8 = 4;
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn client(args: &ClientArgs) -> Result<Client, ClientError> {
+    Client::new(&args.endpoints, args.timeout())
+}
+
+async fn run_client(command: Command) -> Result<u8, ClientError> {
+    match command {
+        Command::Put { key, value, if_mod_index, client: args } => {
+            let r = client(&args)?.put(key.as_bytes(), value.as_bytes(), if_mod_index).await?;
+            let kv = r.kv.as_ref();
+            let human = if r.succeeded {
+                format!("OK {key} version {}", kv.map(|k| k.version).unwrap_or(0))
+            } else {
+                format!("NOT WRITTEN: {key} has mod index {}", kv.map(|k| k.mod_index).unwrap_or(0))
+            };
+            print_reply(args.output, &r.header, json!({"succeeded": r.succeeded, "kv": kv.map(kv_json)}), human);
+            Ok(if r.succeeded { 0 } else { EXIT_NOT_FOUND_OR_COMPARE_FAILED })
+        }
+        Command::Get { key, consistency, client: args } => {
+            let r = client(&args)?.get(key.as_bytes(), consistency.into()).await?;
+            let kvs: Vec<_> = r.kv.into_iter().collect();
+            if kvs.is_empty() && args.output == petkv::cli::OutputFormat::Table {
+                let h = r.header.unwrap_or_default();
+                eprintln!("{key}: not found (raft index {}, served by node {})", h.raft_index, h.served_by);
+                return Ok(EXIT_NOT_FOUND_OR_COMPARE_FAILED);
+            }
+            print_kvs(args.output, &r.header, &kvs, &[]);
+            Ok(if kvs.is_empty() { EXIT_NOT_FOUND_OR_COMPARE_FAILED } else { 0 })
+        }
+        Command::Delete { key, if_mod_index, client: args } => {
+            let r = client(&args)?.delete(key.as_bytes(), if_mod_index).await?;
+            let human = match (r.succeeded, r.deleted) {
+                (false, _) => format!("NOT DELETED: {key} has mod index {}", r.previous.as_ref().map(|k| k.mod_index).unwrap_or(0)),
+                (true, true) => format!("DELETED {key}"),
+                (true, false) => format!("{key} did not exist"),
+            };
+            let fields = json!({"succeeded": r.succeeded, "deleted": r.deleted, "previous": r.previous.as_ref().map(kv_json)});
+            print_reply(args.output, &r.header, fields, human);
+            Ok(if r.succeeded && r.deleted { 0 } else { EXIT_NOT_FOUND_OR_COMPARE_FAILED })
+        }
+        Command::Scan { prefix, start, end, limit, all, consistency, client: args } => {
+            let c = client(&args)?;
+            let mut req = ScanRequest {
+                prefix: prefix.unwrap_or_default().into_bytes().into(),
+                start_key: start.unwrap_or_default().into_bytes().into(),
+                end_key: end.unwrap_or_default().into_bytes().into(),
+                limit,
+                page_token: Default::default(),
+                consistency: petkv::pb::v1::Consistency::from(consistency) as i32,
+            };
+            let mut kvs = Vec::new();
+            loop {
+                let r = c.scan(req.clone()).await?;
+                kvs.extend(r.kvs);
+                if !all || r.next_page_token.is_empty() {
+                    print_kvs(args.output, &r.header, &kvs, &r.next_page_token);
+                    return Ok(0);
+                }
+                req.page_token = r.next_page_token;
+            }
+        }
+        Command::Status { client: args } => {
+            print_status(args.output, &client(&args)?.status().await?);
+            Ok(0)
+        }
+        Command::Members { client: args } => {
+            print_members(args.output, &client(&args)?.members().await?);
+            Ok(0)
+        }
+        Command::Serve(_) | Command::WaitPrimary(_) => unreachable!("handled in main"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging(args.log_format);
+            let result = async { petkv::server::run(args.to_config()?).await }.await;
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("petkv: {e:#}");
+                    ExitCode::from(EXIT_ERROR)
+                }
+            }
+        }
+        Command::WaitPrimary(args) => {
+            let result = async {
+                let id = &args.identity;
+                let timeout = args.timeout_secs.map(std::time::Duration::from_secs);
+                petkv::boot::wait_primary(&id.data_dir, &id.pod()?, &id.peers()?, timeout).await
+            }
+            .await;
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("petkv wait-primary: {e:#}");
+                    ExitCode::from(EXIT_ERROR)
+                }
+            }
+        }
+        command => match run_client(command).await {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("petkv: {e}");
+                ExitCode::from(if matches!(e, ClientError::OutcomeUnknown(_)) { EXIT_OUTCOME_UNKNOWN } else { EXIT_ERROR })
+            }
+        },
+    }
+}

@@ -8,8 +8,8 @@
 //! - [`settings`]: Raft timings and snapshot policy.
 
 pub mod codec;
-// pub mod network;
-// pub mod service;
+pub mod network;
+pub mod service;
 pub mod settings;
 pub mod types;
 

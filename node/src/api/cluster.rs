@@ -1,0 +1,62 @@
+//! `petkv.v1.Cluster`: who is who. `Members` asks every member for its own status, so the
+//! answer shows what each node itself reports (role, applied index, key count), not what the
+//! answering node believes about it.
+
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+
+use super::{header, Api};
+use crate::pb::v1::cluster_client::ClusterClient;
+use crate::pb::v1::cluster_server::Cluster;
+use crate::pb::v1::{Member, MembersRequest, MembersResponse, NodeStatus, StatusRequest};
+
+/// How long `Members` waits for each member's status.
+const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[tonic::async_trait]
+impl Cluster for Api {
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<NodeStatus>, Status> {
+        Ok(Response::new(self.node.status()))
+    }
+
+    async fn members(&self, _req: Request<MembersRequest>) -> Result<Response<MembersResponse>, Status> {
+        let node = &self.node;
+        let metrics = node.metrics().ok_or_else(|| Status::unavailable("node is starting: not a member yet"))?;
+        let membership = metrics.membership_config.membership().clone();
+        let voters: std::collections::BTreeSet<_> = membership.voter_ids().collect();
+        let asks = membership.nodes().map(|(id, peer)| {
+            let (id, peer, voter) = (*id, peer.clone(), voters.contains(id));
+            let channel = node.channels.get(&peer.client_addr);
+            async move {
+                let status = async {
+                    let mut client = ClusterClient::new(channel.map_err(|e| e.to_string())?);
+                    let mut req = Request::new(StatusRequest {});
+                    req.set_timeout(MEMBER_STATUS_TIMEOUT);
+                    tokio::time::timeout(MEMBER_STATUS_TIMEOUT, client.status(req))
+                        .await
+                        .map_err(|_| "timed out".to_string())?
+                        .map(|r| r.into_inner())
+                        .map_err(|s| s.message().to_string())
+                }
+                .await;
+                let (status, error) = match status {
+                    Ok(s) => (Some(s), String::new()),
+                    Err(e) => (None, e),
+                };
+                Member {
+                    node_id: id,
+                    ordinal: peer.ordinal,
+                    client_addr: peer.client_addr,
+                    peer_addr: peer.peer_addr,
+                    voter,
+                    status,
+                    error,
+                }
+            }
+        });
+        let members = futures::future::join_all(asks).await;
+        let applied = node.sm.applied().ok().flatten().map(|l| l.index).unwrap_or(0);
+        Ok(Response::new(MembersResponse { header: Some(header(node, applied)), members }))
+    }
+}

@@ -1,0 +1,54 @@
+//! Forwarding to the leader.
+//!
+//! A follower that receives a write or a linearizable read sends it on to the leader it knows
+//! and relays the answer, so clients may talk to any member (a plain load-balanced Service
+//! works). A forwarded request is marked; a node that receives a marked request and is not the
+//! leader answers UNAVAILABLE instead of forwarding again, so leader changes cannot make a
+//! request bounce between nodes.
+
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+use crate::node::Node;
+use crate::pb::v1::kv_client::KvClient;
+use crate::raft::{NodeId, PeerNode};
+
+/// Metadata key that marks a forwarded request.
+pub const FORWARDED: &str = "x-petkv-forwarded";
+
+/// Where a request that needs the leader should go.
+pub enum Route {
+    /// This node is (or thinks it is) the leader: serve locally.
+    Local,
+    /// Forward to this leader.
+    Leader(NodeId, PeerNode),
+}
+
+/// True when the request was already forwarded once.
+pub fn was_forwarded<T>(req: &Request<T>) -> bool {
+    req.metadata().contains_key(FORWARDED)
+}
+
+/// Answer for a request that needs a leader when none can be used.
+pub fn no_leader(node: &Node, forwarded: bool) -> Status {
+    if forwarded {
+        return Status::unavailable("leadership moved while the request was forwarded; retry");
+    }
+    match node.leader() {
+        Some((id, _)) if Some(id) == node.node_id() => Status::unavailable("this node is stepping down; retry"),
+        _ => Status::unavailable("no leader is known (election in progress or no quorum); retry"),
+    }
+}
+
+/// A client to the leader's public API, on a cached channel, and a request marked as forwarded
+/// with the node's request timeout.
+pub fn to_leader<T>(node: &Node, leader: &PeerNode, msg: T) -> Result<(KvClient<Channel>, Request<T>), Status> {
+    let channel = node.channels.get(&leader.client_addr).map_err(|e| Status::internal(e.to_string()))?;
+    let mut req = Request::new(msg);
+    req.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    req.set_timeout(node.config.request_timeout);
+    let client = KvClient::new(channel)
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    Ok((client, req))
+}

@@ -1,0 +1,189 @@
+//! `petkv.v1.KV`: the data path.
+//!
+//! - Put/Delete: validated, turned into a [`Command`], proposed with `client_write`. The reply
+//!   comes after a majority has the entry fsync'd and this leader applied it. On a follower the
+//!   request is forwarded to the leader. A write that does not finish within the request
+//!   timeout is reported as DEADLINE_EXCEEDED with "outcome unknown", never as failed.
+//! - Get/Scan: `linearizable` confirms leadership with a read-index round (no log write) and
+//!   waits until the state machine applied up to it; `stale` reads the local state machine.
+
+use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::ReadPolicy;
+use tonic::{Request, Response, Status};
+
+use super::forward::{no_leader, to_leader, was_forwarded};
+use super::{header, to_pb, Api};
+use crate::pb::v1::kv_server::Kv;
+use crate::pb::v1::{
+    DeleteRequest, DeleteResponse, GetRequest, GetResponse, PutRequest, PutResponse, ScanRequest, ScanResponse,
+    WriteId as PbWriteId,
+};
+use crate::raft::PeerNode;
+use crate::store::command::{Command, CommandResult, WriteId};
+use crate::validation::{self, ReadConsistency};
+
+/// Why a request that needs the leader was not served here.
+enum NotServed {
+    Forward(PeerNode),
+    Failed(Status),
+}
+
+fn write_id(w: Option<PbWriteId>) -> Option<WriteId> {
+    w.map(|w| WriteId { client_id: w.client_id, sequence: w.sequence })
+}
+
+impl Api {
+    /// Proposes a command on this node if it leads.
+    async fn propose(&self, cmd: Command, forwarded: bool) -> Result<CommandResult, NotServed> {
+        let node = &self.node;
+        let raft = node.raft().map_err(NotServed::Failed)?;
+        let outcome = tokio::time::timeout(node.config.request_timeout, raft.client_write(cmd)).await;
+        match outcome {
+            Err(_) => Err(NotServed::Failed(Status::deadline_exceeded(
+                "outcome unknown: the write was proposed but not confirmed within the request timeout; \
+                 it may or may not be applied (retry with the same write id to find out)",
+            ))),
+            Ok(Ok(resp)) => match resp.data {
+                CommandResult::StaleSequence { last_applied } => Err(NotServed::Failed(Status::failed_precondition(
+                    format!("write id sequence is older than this client's last applied sequence {last_applied}"),
+                ))),
+                result => Ok(result),
+            },
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => match (f.leader_id, f.leader_node) {
+                (Some(id), Some(n)) if !forwarded && Some(id) != node.node_id() => Err(NotServed::Forward(n)),
+                _ => Err(NotServed::Failed(no_leader(node, forwarded))),
+            },
+            Ok(Err(e)) => Err(NotServed::Failed(Status::unavailable(format!("write failed before it was proposed: {e}")))),
+        }
+    }
+
+    /// Confirms this node can serve a linearizable read right now.
+    async fn read_index(&self, forwarded: bool) -> Result<(), NotServed> {
+        let node = &self.node;
+        let raft = node.raft().map_err(NotServed::Failed)?;
+        let outcome = tokio::time::timeout(node.config.request_timeout, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await;
+        match outcome {
+            Err(_) => Err(NotServed::Failed(Status::deadline_exceeded("read-index round timed out (no quorum?)"))),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => match (f.leader_id, f.leader_node) {
+                (Some(id), Some(n)) if !forwarded && Some(id) != node.node_id() => Err(NotServed::Forward(n)),
+                _ => Err(NotServed::Failed(no_leader(node, forwarded))),
+            },
+            Ok(Err(e)) => Err(NotServed::Failed(Status::unavailable(format!("linearizable read failed: {e}")))),
+        }
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.node.sm.applied().ok().flatten().map(|l| l.index).unwrap_or(0)
+    }
+
+    fn storage_error(e: std::io::Error) -> Status {
+        Status::internal(format!("storage error: {e}"))
+    }
+}
+
+
+#[tonic::async_trait]
+impl Kv for Api {
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let forwarded = was_forwarded(&req);
+        let msg = req.into_inner();
+        let limits = &self.node.config.limits;
+        limits.key(&msg.key)?;
+        limits.value(&msg.value)?;
+        let cmd = Command::Put {
+            key: msg.key.to_vec(),
+            value: msg.value.to_vec(),
+            if_mod_index: msg.if_mod_index,
+            write_id: write_id(msg.write_id),
+        };
+        match self.propose(cmd, forwarded).await {
+            Ok(CommandResult::Put { index, succeeded, current }) => Ok(Response::new(PutResponse {
+                header: Some(header(&self.node, index)),
+                succeeded,
+                kv: current.map(to_pb),
+            })),
+            Ok(other) => Err(Status::internal(format!("unexpected result for a put: {other:?}"))),
+            Err(NotServed::Forward(leader)) => {
+                let (mut client, req) = to_leader(&self.node, &leader, msg)?;
+                client.put(req).await
+            }
+            Err(NotServed::Failed(s)) => Err(s),
+        }
+    }
+
+    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let forwarded = was_forwarded(&req);
+        let msg = req.into_inner();
+        self.node.config.limits.key(&msg.key)?;
+        let cmd = Command::Delete { key: msg.key.to_vec(), if_mod_index: msg.if_mod_index, write_id: write_id(msg.write_id) };
+        match self.propose(cmd, forwarded).await {
+            Ok(CommandResult::Delete { index, succeeded, deleted, previous }) => Ok(Response::new(DeleteResponse {
+                header: Some(header(&self.node, index)),
+                succeeded,
+                deleted,
+                previous: previous.map(to_pb),
+            })),
+            Ok(other) => Err(Status::internal(format!("unexpected result for a delete: {other:?}"))),
+            Err(NotServed::Forward(leader)) => {
+                let (mut client, req) = to_leader(&self.node, &leader, msg)?;
+                client.delete(req).await
+            }
+            Err(NotServed::Failed(s)) => Err(s),
+        }
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let forwarded = was_forwarded(&req);
+        let msg = req.into_inner();
+        self.node.config.limits.key(&msg.key)?;
+        if validation::consistency(msg.consistency)? == ReadConsistency::Linearizable {
+            match self.read_index(forwarded).await {
+                Ok(()) => {}
+                Err(NotServed::Forward(leader)) => {
+                    let (mut client, req) = to_leader(&self.node, &leader, msg)?;
+                    return client.get(req).await;
+                }
+                Err(NotServed::Failed(s)) => return Err(s),
+            }
+        } else {
+            self.node.raft()?;
+        }
+        let index = self.applied_index();
+        let kv = self.node.sm.get(&msg.key).map_err(Self::storage_error)?;
+        Ok(Response::new(GetResponse { header: Some(header(&self.node, index)), kv: kv.map(to_pb) }))
+    }
+
+    async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let forwarded = was_forwarded(&req);
+        let msg = req.into_inner();
+        let plan = self.node.config.limits.scan(&msg)?;
+        if validation::consistency(msg.consistency)? == ReadConsistency::Linearizable {
+            match self.read_index(forwarded).await {
+                Ok(()) => {}
+                Err(NotServed::Forward(leader)) => {
+                    let (mut client, req) = to_leader(&self.node, &leader, msg)?;
+                    return client.scan(req).await;
+                }
+                Err(NotServed::Failed(s)) => return Err(s),
+            }
+        } else {
+            self.node.raft()?;
+        }
+        let index = self.applied_index();
+        let sm = self.node.sm.clone();
+        let page = tokio::task::spawn_blocking(move || sm.scan(plan.start, plan.end, plan.limit))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Self::storage_error)?;
+        let next_page_token = match (page.more, page.kvs.last()) {
+            (true, Some(last)) => last.key.clone().into(),
+            _ => Default::default(),
+        };
+        Ok(Response::new(ScanResponse {
+            header: Some(header(&self.node, index)),
+            kvs: page.kvs.into_iter().map(to_pb).collect(),
+            next_page_token,
+        }))
+    }
+}

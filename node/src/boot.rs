@@ -1,0 +1,276 @@
+//! Carrying out the start-up decision ([`crate::startup`]) against real peers.
+//!
+//! - [`probe`] asks every other pod's peer port whether it belongs to a running cluster.
+//! - [`establish`] loops until the node runs Raft: it resumes from the volume, joins an
+//!   answering cluster under a newly allocated node id, bootstraps (ordinal 0 of a new set),
+//!   or waits with back-off, saying what it waits for.
+//! - [`ensure_member`] makes sure a node with an identity is in the membership (a node that
+//!   crashed between writing its identity and joining finishes joining here).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tonic::Request;
+
+use crate::discovery::PeerDirectory;
+use crate::identity::{self, IdentityRecord, PodName};
+use crate::node::Node;
+use crate::pb::raft::raft_client::RaftClient;
+use crate::pb::raft::{AllocateNodeIdRequest, ClusterInfoRequest, ClusterInfoResponse, JoinRequest};
+use crate::raft::network::{Network, PeerChannels};
+use crate::raft::{self, Raft};
+use crate::startup::{decide, StartupAction, StartupFacts, WaitReason};
+
+/// Timeout of one start-up RPC to a peer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest pause between two probes while waiting.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How often a waiting node repeats what it waits for.
+const SAY_EVERY: Duration = Duration::from_secs(5);
+
+/// A running cluster found at start-up.
+#[derive(Debug, Clone)]
+pub struct ClusterFound {
+    /// The pod that answered, and its answer.
+    pub via: String,
+    pub info: ClusterInfoResponse,
+}
+
+async fn cluster_info(channels: &PeerChannels, addr: &str) -> Option<ClusterInfoResponse> {
+    let channel = channels.get(addr).ok()?;
+    let mut req = Request::new(ClusterInfoRequest {});
+    req.set_timeout(PROBE_TIMEOUT);
+    let reply = tokio::time::timeout(PROBE_TIMEOUT, RaftClient::new(channel).cluster_info(req)).await.ok()?.ok()?;
+    Some(reply.into_inner())
+}
+
+/// Asks every other pod whether a cluster runs there. Prefers an answer that names a leader.
+pub async fn probe(channels: &PeerChannels, peers: &PeerDirectory, me: &PodName) -> Option<ClusterFound> {
+    let asks = peers.candidates(me).into_iter().map(|(_, addr)| async move {
+        cluster_info(channels, &addr).await.map(|info| ClusterFound { via: addr, info })
+    });
+    let answers: Vec<ClusterFound> =
+        futures::future::join_all(asks).await.into_iter().flatten().filter(|f| f.info.initialized).collect();
+    let with_leader = answers.iter().find(|f| !f.info.leader_peer_addr.is_empty()).cloned();
+    with_leader.or_else(|| answers.into_iter().next())
+}
+
+/// True when the "set was bootstrapped" marker exists.
+pub fn set_was_bootstrapped(marker: Option<&Path>) -> bool {
+    marker.is_some_and(|m| m.exists())
+}
+
+fn write_marker(marker: &Path, cluster_id: &str) -> anyhow::Result<()> {
+    if let Some(dir) = marker.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    std::fs::write(marker, format!("{cluster_id}\n")).with_context(|| format!("write bootstrap marker {}", marker.display()))
+}
+
+async fn start_raft(node: &Arc<Node>, record: IdentityRecord) -> anyhow::Result<Raft> {
+    let config = node.config.raft.to_config(&record.cluster_id).context("invalid Raft settings")?;
+    node.set_identity(record.clone());
+    let raft = Raft::new(record.node_id, config, Network::new(node.channels.clone()), node.log.clone(), node.sm.clone())
+        .await
+        .context("starting Raft")?;
+    node.set_raft(raft.clone());
+    tracing::info!(node_id = record.node_id, cluster_id = %record.cluster_id, "raft started");
+    Ok(raft)
+}
+
+/// Runs until this node runs Raft with an identity (or fails for a reason that retrying cannot
+/// fix). `identity` is what the volume held.
+pub async fn establish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> anyhow::Result<()> {
+    if let Some(record) = identity {
+        tracing::info!(pod = %node.config.pod, node_id = record.node_id, "volume has state: resuming");
+        start_raft(node, record).await?;
+        return Ok(());
+    }
+    let config = &node.config;
+    let mut backoff = Duration::from_millis(100);
+    let mut last_said: Option<Instant> = None;
+    loop {
+        let found = probe(&node.channels, &config.peers, &config.pod).await;
+        let facts = StartupFacts {
+            volume_has_identity: false,
+            cluster_answers: found.is_some(),
+            ordinal: config.pod.ordinal,
+            set_was_bootstrapped: set_was_bootstrapped(config.bootstrap_marker.as_deref()),
+        };
+        match (decide(facts), found) {
+            (StartupAction::Join, Some(found)) => match join_new(node, &found).await {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::warn!(via = %found.via, error = %format!("{e:#}"), "joining failed; will retry"),
+            },
+            (StartupAction::Bootstrap, _) => return bootstrap(node).await,
+            (StartupAction::Wait(reason), _) => {
+                if last_said.is_none_or(|t| t.elapsed() >= SAY_EVERY) {
+                    say_waiting(node, reason);
+                    last_said = Some(Instant::now());
+                }
+            }
+            (action, found) => bail!("start-up decision {action:?} with {found:?} is inconsistent"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn say_waiting(node: &Node, reason: WaitReason) {
+    let primary = node.config.pod.sibling(0);
+    let addr = node.config.peers.peer_addr(&primary).unwrap_or_else(|| "(no address)".into());
+    match reason {
+        WaitReason::ForPrimary => tracing::info!(
+            "empty volume: waiting for the primary {primary} at {addr} to bootstrap the cluster"
+        ),
+        WaitReason::ForExistingCluster => tracing::warn!(
+            "empty volume on ordinal 0, but the set was bootstrapped before (marker {:?}): waiting for \
+             a running member to rejoin instead of starting a second cluster",
+            node.config.bootstrap_marker
+        ),
+    }
+}
+
+async fn leader_client(node: &Node, found: &ClusterFound) -> anyhow::Result<RaftClient<tonic::transport::Channel>> {
+    let addr = if found.info.leader_peer_addr.is_empty() { &found.via } else { &found.info.leader_peer_addr };
+    Ok(RaftClient::new(node.channels.get(addr)?))
+}
+
+async fn join_new(node: &Arc<Node>, found: &ClusterFound) -> anyhow::Result<()> {
+    let pod = &node.config.pod;
+    let mut leader = leader_client(node, found).await?;
+    let allocated = leader
+        .allocate_node_id(AllocateNodeIdRequest { ordinal: pod.ordinal })
+        .await
+        .context("asking the leader for a node id")?
+        .into_inner();
+    tracing::info!(%pod, node_id = allocated.node_id, cluster_id = %allocated.cluster_id, "empty volume: joining the running cluster");
+    let record = IdentityRecord::new(pod, allocated.cluster_id, allocated.node_id);
+    identity::save(&node.config.data_dir, &record)?;
+    start_raft(node, record).await?;
+    Ok(())
+}
+
+async fn bootstrap(node: &Arc<Node>) -> anyhow::Result<()> {
+    let cluster_id = format!("{:016x}", rand::random::<u64>());
+    let record = IdentityRecord::new(&node.config.pod, cluster_id.clone(), raft::node_id(0, 1));
+    tracing::info!(pod = %node.config.pod, %cluster_id, "empty volume, no cluster answers, ordinal 0: bootstrapping");
+    identity::save(&node.config.data_dir, &record)?;
+    let raft = start_raft(node, record).await?;
+    initialize(node, &raft).await?;
+    if let Some(marker) = &node.config.bootstrap_marker {
+        write_marker(marker, &cluster_id)?;
+    }
+    Ok(())
+}
+
+async fn initialize(node: &Node, raft: &Raft) -> anyhow::Result<()> {
+    let id = node.node_id().context("no identity")?;
+    let members = std::collections::BTreeMap::from([(id, node.peer_node())]);
+    raft.initialize(members).await.context("initializing the one-member cluster")?;
+    Ok(())
+}
+
+/// Makes sure this node is in the membership: joins through the leader if it is not, and
+/// finishes a bootstrap that crashed between writing the identity and initializing.
+pub async fn ensure_member(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let Some(identity) = node.identity().cloned() else { return };
+    let mut said = false;
+    loop {
+        if node.member(identity.node_id).is_some() {
+            return;
+        }
+        let found = probe(&node.channels, &node.config.peers, &node.config.pod).await;
+        let result = match &found {
+            Some(found) => join_existing(&node, &identity, found).await,
+            None if identity.node_id == raft::node_id(0, 1) && !set_was_bootstrapped(node.config.bootstrap_marker.as_deref()) => {
+                match node.raft() {
+                    Ok(raft) if !raft.is_initialized().await.unwrap_or(true) => {
+                        tracing::warn!("finishing an interrupted bootstrap");
+                        let r = initialize(&node, raft).await;
+                        if r.is_ok() {
+                            if let Some(marker) = &node.config.bootstrap_marker {
+                                let _ = write_marker(marker, &identity.cluster_id);
+                            }
+                        }
+                        r
+                    }
+                    _ => Ok(()),
+                }
+            }
+            None => Ok(()),
+        };
+        match result {
+            Err(e) if !said => {
+                tracing::warn!(error = %format!("{e:#}"), "not a member yet; will keep asking the leader");
+                said = true;
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn join_existing(node: &Node, identity: &IdentityRecord, found: &ClusterFound) -> anyhow::Result<()> {
+    if found.info.cluster_id != identity.cluster_id {
+        bail!(
+            "the cluster answering at {} is {:?} but this volume belongs to cluster {:?}",
+            found.via,
+            found.info.cluster_id,
+            identity.cluster_id
+        );
+    }
+    let me = node.peer_node();
+    let mut leader = leader_client(node, found).await?;
+    leader
+        .join(JoinRequest {
+            node_id: identity.node_id,
+            ordinal: identity.ordinal,
+            client_addr: me.client_addr,
+            peer_addr: me.peer_addr,
+            cluster_id: identity.cluster_id.clone(),
+        })
+        .await
+        .context("asking the leader to add this node")?;
+    Ok(())
+}
+
+/// `petkv wait-primary`: returns once a cluster answers (or at once if the volume has state).
+pub async fn wait_primary(data_dir: &Path, pod: &PodName, peers: &PeerDirectory, timeout: Option<Duration>) -> anyhow::Result<()> {
+    if identity::load(data_dir)?.is_some() {
+        println!("{pod}: volume {} has state; nothing to wait for", data_dir.display());
+        return Ok(());
+    }
+    let channels = PeerChannels::default();
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    let mut last_said: Option<Instant> = None;
+    loop {
+        if let Some(found) = probe(&channels, peers, pod).await {
+            println!("{pod}: cluster {} answers at {}", found.info.cluster_id, found.via);
+            return Ok(());
+        }
+        if pod.ordinal == 0 {
+            println!("{pod}: no cluster answers; ordinal 0 may bootstrap");
+            return Ok(());
+        }
+        if last_said.is_none_or(|t| t.elapsed() >= SAY_EVERY) {
+            let primary = pod.sibling(0);
+            println!(
+                "{pod}: waiting for the primary {primary} at {}",
+                peers.peer_addr(&primary).unwrap_or_else(|| "(no address)".into())
+            );
+            last_said = Some(Instant::now());
+        }
+        if timeout.is_some_and(|t| started.elapsed() >= t) {
+            bail!("no cluster answered within {:?}", timeout.unwrap_or_default());
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,137 @@
+//! The `petkv` command line: `serve`, `wait-primary`, and the client subcommands.
+//!
+//! Every flag can also be set by a `PETKV_*` environment variable (shown in `--help`), which
+//! is how the Kubernetes manifests configure the node.
+
+pub mod output;
+pub mod serve;
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default client port.
+pub const DEFAULT_CLIENT_PORT: u16 = 7379;
+/// Default peer (Raft) port.
+pub const DEFAULT_PEER_PORT: u16 = 7380;
+
+#[derive(Debug, Parser)]
+#[command(name = "petkv", version, about = "A replicated key-value store that runs as a Kubernetes StatefulSet")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node. Its hostname (petkv-0, petkv-1, …) decides its identity.
+    Serve(Box<serve::ServeArgs>),
+    /// Init-container step: wait until the set's cluster answers (or return at once if the
+    /// volume already has state).
+    WaitPrimary(serve::WaitPrimaryArgs),
+    /// Write a key.
+    Put {
+        key: String,
+        value: String,
+        /// Only write if the key's mod_index equals this (0 = the key must not exist).
+        #[arg(long)]
+        if_mod_index: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Read a key.
+    Get {
+        key: String,
+        #[arg(long, value_enum, default_value_t = ConsistencyArg::Linearizable, env = "PETKV_CONSISTENCY")]
+        consistency: ConsistencyArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a key.
+    Delete {
+        key: String,
+        /// Only delete if the key's mod_index equals this.
+        #[arg(long)]
+        if_mod_index: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List keys by prefix or range.
+    Scan {
+        /// Keys starting with this prefix.
+        #[arg(long, conflicts_with_all = ["start", "end"])]
+        prefix: Option<String>,
+        /// First key of the range (inclusive).
+        #[arg(long)]
+        start: Option<String>,
+        /// End of the range (exclusive).
+        #[arg(long)]
+        end: Option<String>,
+        /// Keys per page (0 = the server's default).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        /// Follow page tokens until the range is exhausted.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_enum, default_value_t = ConsistencyArg::Linearizable, env = "PETKV_CONSISTENCY")]
+        consistency: ConsistencyArg,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Status of the node behind the first endpoint that answers.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Every member of the cluster, each with its own status.
+    Members {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Client endpoints (host:port), comma separated; the client fails over to the next one.
+    #[arg(long, env = "PETKV_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:7379")]
+    pub endpoints: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table, env = "PETKV_OUTPUT")]
+    pub output: OutputFormat,
+    /// Overall time a request may take, failovers included, in milliseconds.
+    #[arg(long = "timeout-ms", env = "PETKV_TIMEOUT_MS", default_value_t = 10_000)]
+    pub timeout_ms: u64,
+}
+
+impl ClientArgs {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsistencyArg {
+    Linearizable,
+    Stale,
+}
+
+impl From<ConsistencyArg> for crate::pb::v1::Consistency {
+    fn from(c: ConsistencyArg) -> Self {
+        match c {
+            ConsistencyArg::Linearizable => crate::pb::v1::Consistency::Linearizable,
+            ConsistencyArg::Stale => crate::pb::v1::Consistency::Stale,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}

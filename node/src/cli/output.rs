@@ -1,0 +1,158 @@
+//! How client subcommands print: a human table or JSON (`--output json`). Keys and values are
+//! shown as UTF-8 (invalid bytes replaced).
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use serde_json::{json, Value};
+
+use super::OutputFormat;
+use crate::pb::v1::{KeyValue, MembersResponse, NodeStatus, ResponseHeader};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn header_json(h: &Option<ResponseHeader>) -> Value {
+    let h = h.clone().unwrap_or_default();
+    json!({"raft_index": h.raft_index, "term": h.term, "served_by": h.served_by})
+}
+
+/// A key-value as JSON.
+pub fn kv_json(kv: &KeyValue) -> Value {
+    json!({
+        "key": text(&kv.key), "value": text(&kv.value),
+        "create_index": kv.create_index, "mod_index": kv.mod_index, "version": kv.version,
+    })
+}
+
+fn table(headers: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(headers.to_vec());
+    t
+}
+
+/// Prints a reply that carries a header plus some fields.
+pub fn print_reply(format: OutputFormat, header: &Option<ResponseHeader>, fields: Value, human: String) {
+    match format {
+        OutputFormat::Json => {
+            let mut v = fields;
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("header".into(), header_json(header));
+            }
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        OutputFormat::Table => {
+            let h = header.clone().unwrap_or_default();
+            println!("{human}  (raft index {}, served by node {})", h.raft_index, h.served_by);
+        }
+    }
+}
+
+/// Prints key-values (get, scan).
+pub fn print_kvs(format: OutputFormat, header: &Option<ResponseHeader>, kvs: &[KeyValue], next_page_token: &[u8]) {
+    match format {
+        OutputFormat::Json => {
+            let v = json!({
+                "header": header_json(header),
+                "kvs": kvs.iter().map(kv_json).collect::<Vec<_>>(),
+                "next_page_token": text(next_page_token),
+            });
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        OutputFormat::Table => {
+            let mut t = table(&["key", "value", "version", "mod index", "create index"]);
+            for kv in kvs {
+                t.add_row(vec![
+                    text(&kv.key),
+                    text(&kv.value),
+                    kv.version.to_string(),
+                    kv.mod_index.to_string(),
+                    kv.create_index.to_string(),
+                ]);
+            }
+            println!("{t}");
+            let h = header.clone().unwrap_or_default();
+            println!("{} key(s) at raft index {}, served by node {}", kvs.len(), h.raft_index, h.served_by);
+            if !next_page_token.is_empty() {
+                println!("more keys follow; continue after {:?}", text(next_page_token));
+            }
+        }
+    }
+}
+
+fn status_json(s: &NodeStatus) -> Value {
+    json!({
+        "hostname": s.hostname, "set": s.set_name, "ordinal": s.ordinal, "node_id": s.node_id,
+        "cluster_id": s.cluster_id, "data_dir": s.data_dir, "role": s.role, "leader_id": s.leader_id,
+        "term": s.term, "last_log_index": s.last_log_index, "committed_index": s.committed_index,
+        "applied_index": s.applied_index, "snapshot_index": s.snapshot_index, "purged_index": s.purged_index,
+        "key_count": s.key_count, "client_addr": s.client_addr, "peer_addr": s.peer_addr,
+    })
+}
+
+/// Prints one node's status.
+pub fn print_status(format: OutputFormat, s: &NodeStatus) {
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status_json(s)).unwrap_or_default()),
+        OutputFormat::Table => {
+            let mut t = table(&["field", "value"]);
+            if let Value::Object(map) = status_json(s) {
+                for (k, v) in map {
+                    t.add_row(vec![k, v.to_string().trim_matches('"').to_string()]);
+                }
+            }
+            println!("{t}");
+        }
+    }
+}
+
+/// Prints the members table.
+pub fn print_members(format: OutputFormat, m: &MembersResponse) {
+    match format {
+        OutputFormat::Json => {
+            let members: Vec<Value> = m
+                .members
+                .iter()
+                .map(|mem| {
+                    json!({
+                        "node_id": mem.node_id, "ordinal": mem.ordinal, "voter": mem.voter,
+                        "client_addr": mem.client_addr, "peer_addr": mem.peer_addr,
+                        "status": mem.status.as_ref().map(status_json), "error": mem.error,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&json!({"header": header_json(&m.header), "members": members})).unwrap_or_default());
+        }
+        OutputFormat::Table => {
+            let mut t = table(&["pod", "node id", "kind", "role", "term", "applied", "keys", "client addr", "note"]);
+            for mem in &m.members {
+                let kind = if mem.voter { "voter" } else { "learner" };
+                match &mem.status {
+                    Some(s) => t.add_row(vec![
+                        s.hostname.clone(),
+                        mem.node_id.to_string(),
+                        kind.into(),
+                        s.role.clone(),
+                        s.term.to_string(),
+                        s.applied_index.to_string(),
+                        s.key_count.to_string(),
+                        mem.client_addr.clone(),
+                        String::new(),
+                    ]),
+                    None => t.add_row(vec![
+                        format!("ordinal {}", mem.ordinal),
+                        mem.node_id.to_string(),
+                        kind.into(),
+                        "unreachable".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        mem.client_addr.clone(),
+                        mem.error.clone(),
+                    ]),
+                };
+            }
+            println!("{t}");
+        }
+    }
+}

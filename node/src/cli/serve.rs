@@ -1,0 +1,184 @@
+//! Flags of `petkv serve` and `petkv wait-primary`, and their translation into a
+//! [`NodeConfig`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use super::{LogFormat, DEFAULT_CLIENT_PORT, DEFAULT_PEER_PORT};
+use crate::config::{NodeConfig, DEFAULT_VOTERS};
+use crate::discovery::{PeerDirectory, DEFAULT_PROBE_ORDINALS};
+use crate::identity::{self, PodName};
+use crate::raft::settings::{RaftSettings, DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_EVERY};
+use crate::store::StoreOptions;
+use crate::validation::{Limits, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_SCAN_LIMIT, DEFAULT_MAX_VALUE_BYTES};
+
+/// Who the node is and where its peers are (shared by `serve` and `wait-primary`).
+#[derive(Debug, Clone, Args)]
+pub struct IdentityArgs {
+    /// Override the hostname (on a laptop). The rule stays: it must look like <set>-<ordinal>.
+    #[arg(long, env = "PETKV_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// The node's volume.
+    #[arg(long, env = "PETKV_DATA_DIR", default_value = "/var/lib/petkv")]
+    pub data_dir: PathBuf,
+    /// Static peer map for a laptop or the harness: ordinal=host:port of each peer port,
+    /// comma separated. Without it, peers are <set>-<ordinal>.<peer-domain>.
+    #[arg(long, env = "PETKV_PEERS", conflicts_with = "peer_domain")]
+    pub peers: Option<String>,
+    /// The headless service domain, e.g. petkv.default.svc.cluster.local.
+    #[arg(long, env = "PETKV_PEER_DOMAIN")]
+    pub peer_domain: Option<String>,
+    /// Peer port of the other pods in DNS mode.
+    #[arg(long, env = "PETKV_PEER_PORT", default_value_t = DEFAULT_PEER_PORT)]
+    pub peer_port: u16,
+    /// How many ordinals to probe for a running cluster in DNS mode.
+    #[arg(long, env = "PETKV_PROBE_ORDINALS", default_value_t = DEFAULT_PROBE_ORDINALS)]
+    pub probe_ordinals: u32,
+}
+
+impl IdentityArgs {
+    /// The hostname to use: the flag, or the machine's.
+    pub fn hostname(&self) -> String {
+        self.hostname.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
+    }
+
+    pub fn pod(&self) -> anyhow::Result<PodName> {
+        Ok(identity::parse_hostname(&self.hostname())?)
+    }
+
+    pub fn peers(&self) -> anyhow::Result<PeerDirectory> {
+        match (&self.peers, &self.peer_domain) {
+            (Some(spec), _) => Ok(PeerDirectory::parse_static(spec)?),
+            (None, Some(domain)) => Ok(PeerDirectory::Dns {
+                domain: domain.clone(),
+                port: self.peer_port,
+                probe_ordinals: self.probe_ordinals,
+            }),
+            (None, None) => bail!("say where the peers are: --peers (static map) or --peer-domain (headless service)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WaitPrimaryArgs {
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// Give up after this many seconds (default: wait forever, like an init container).
+    #[arg(long, env = "PETKV_WAIT_TIMEOUT_SECS")]
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// Address the client API listens on.
+    #[arg(long, env = "PETKV_CLIENT_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_CLIENT_PORT)))]
+    pub client_listen: SocketAddr,
+    /// Address the peer (Raft) port listens on.
+    #[arg(long, env = "PETKV_PEER_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PEER_PORT)))]
+    pub peer_listen: SocketAddr,
+    /// host:port clients and other nodes use for this node's client API (default: the listen
+    /// address if it is specific, else <hostname>.<peer-domain>:<port>).
+    #[arg(long, env = "PETKV_CLIENT_ADVERTISE")]
+    pub client_advertise: Option<String>,
+    /// host:port other nodes use for this node's peer port (default: this ordinal's entry in
+    /// --peers, else <hostname>.<peer-domain>:<port>).
+    #[arg(long, env = "PETKV_PEER_ADVERTISE")]
+    pub peer_advertise: Option<String>,
+    /// Ordinals below this vote; the others are read replicas (Raft learners).
+    #[arg(long, env = "PETKV_VOTERS", default_value_t = DEFAULT_VOTERS)]
+    pub voters: u32,
+    #[arg(long, env = "PETKV_HEARTBEAT_MS", default_value_t = DEFAULT_HEARTBEAT_MS)]
+    pub heartbeat_ms: u64,
+    /// Minimum election timeout; the maximum is twice this.
+    #[arg(long, env = "PETKV_ELECTION_TIMEOUT_MS", default_value_t = DEFAULT_ELECTION_TIMEOUT_MS)]
+    pub election_timeout_ms: u64,
+    /// Log entries between snapshots (the log is purged behind them).
+    #[arg(long, env = "PETKV_SNAPSHOT_EVERY", default_value_t = DEFAULT_SNAPSHOT_EVERY)]
+    pub snapshot_every: u64,
+    #[arg(long, env = "PETKV_MAX_KEY_BYTES", default_value_t = DEFAULT_MAX_KEY_BYTES)]
+    pub max_key_bytes: usize,
+    #[arg(long, env = "PETKV_MAX_VALUE_BYTES", default_value_t = DEFAULT_MAX_VALUE_BYTES)]
+    pub max_value_bytes: usize,
+    #[arg(long, env = "PETKV_MAX_SCAN_LIMIT", default_value_t = DEFAULT_MAX_SCAN_LIMIT)]
+    pub max_scan_limit: u32,
+    /// Time a client request may take on the server before DEADLINE_EXCEEDED.
+    #[arg(long, env = "PETKV_REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
+    pub request_timeout_ms: u64,
+    /// Time between SIGTERM and exit.
+    #[arg(long, env = "PETKV_SHUTDOWN_GRACE_MS", default_value_t = 20_000)]
+    pub shutdown_grace_ms: u64,
+    /// The "set was bootstrapped" marker file (outside the volume). When it exists, an empty
+    /// ordinal 0 never bootstraps a second cluster.
+    #[arg(long, env = "PETKV_BOOTSTRAP_MARKER")]
+    pub bootstrap_marker: Option<PathBuf>,
+    /// sled page cache, in MiB.
+    #[arg(long, env = "PETKV_CACHE_MB", default_value_t = 64)]
+    pub cache_mb: u64,
+    #[arg(long, value_enum, env = "PETKV_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+fn is_specific(addr: &SocketAddr) -> bool {
+    !addr.ip().is_unspecified()
+}
+
+impl ServeArgs {
+    /// Checks the flags and builds the node configuration.
+    pub fn to_config(&self) -> anyhow::Result<NodeConfig> {
+        let hostname = self.identity.hostname();
+        let pod = self.identity.pod()?;
+        let peers = self.identity.peers()?;
+        if self.voters == 0 {
+            bail!("--voters must be at least 1");
+        }
+        let dns_name = |port: u16| match &self.identity.peer_domain {
+            Some(domain) => Some(format!("{pod}.{domain}:{port}")),
+            None => None,
+        };
+        let peer_advertise = match &self.peer_advertise {
+            Some(a) => a.clone(),
+            None => peers
+                .peer_addr(&pod)
+                .or_else(|| is_specific(&self.peer_listen).then(|| self.peer_listen.to_string()))
+                .context("cannot tell the peer address to advertise: add this ordinal to --peers or set --peer-advertise")?,
+        };
+        let client_advertise = match &self.client_advertise {
+            Some(a) => a.clone(),
+            None => is_specific(&self.client_listen)
+                .then(|| self.client_listen.to_string())
+                .or_else(|| dns_name(self.client_listen.port()))
+                .context("cannot tell the client address to advertise: set --client-advertise")?,
+        };
+        Ok(NodeConfig {
+            hostname,
+            pod,
+            data_dir: self.identity.data_dir.clone(),
+            client_listen: self.client_listen,
+            peer_listen: self.peer_listen,
+            client_advertise,
+            peer_advertise,
+            peers,
+            voters: self.voters,
+            raft: RaftSettings {
+                heartbeat_ms: self.heartbeat_ms,
+                election_timeout_ms: self.election_timeout_ms,
+                snapshot_every: self.snapshot_every,
+            },
+            limits: Limits {
+                max_key_bytes: self.max_key_bytes,
+                max_value_bytes: self.max_value_bytes,
+                max_scan_limit: self.max_scan_limit,
+            },
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            bootstrap_marker: self.bootstrap_marker.clone(),
+            store: StoreOptions { cache_bytes: self.cache_mb * 1024 * 1024 },
+        })
+    }
+}

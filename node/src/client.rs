@@ -1,0 +1,232 @@
+//! A petkv client: talks to any of several endpoints, fails over to the next on UNAVAILABLE,
+//! and gives every write a `(client_id, sequence)` so retries are applied once.
+//!
+//! A write whose outcome the client could not learn (timeouts on every attempt) is reported as
+//! [`ClientError::OutcomeUnknown`], never as failed: it may have been applied.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use crate::pb::v1::cluster_client::ClusterClient;
+use crate::pb::v1::kv_client::KvClient;
+use crate::pb::v1::{
+    Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse, MembersRequest, MembersResponse, NodeStatus,
+    PutRequest, PutResponse, ScanRequest, ScanResponse, StatusRequest, WriteId,
+};
+
+/// Default time one request may take end to end, failovers included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors a client call returns.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid endpoint {endpoint:?}: {detail}")]
+    BadEndpoint { endpoint: String, detail: String },
+    #[error("no endpoint answered ({endpoints}): {last}")]
+    Unavailable { endpoints: String, last: String },
+    #[error("outcome unknown: the write may or may not have been applied ({0})")]
+    OutcomeUnknown(String),
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Rejected(Status),
+}
+
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::InvalidArgument => "invalid argument",
+        Code::FailedPrecondition => "failed precondition",
+        Code::NotFound => "not found",
+        Code::PermissionDenied => "permission denied",
+        Code::Unauthenticated => "unauthenticated",
+        Code::ResourceExhausted => "resource exhausted",
+        Code::Internal => "internal error",
+        _ => "error",
+    }
+}
+
+impl ClientError {
+    /// The gRPC status behind a rejection, if any.
+    pub fn status(&self) -> Option<&Status> {
+        match self {
+            ClientError::Rejected(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// A client of a petkv cluster.
+pub struct Client {
+    endpoints: Vec<String>,
+    channels: Vec<Channel>,
+    preferred: AtomicU64,
+    client_id: u64,
+    sequence: AtomicU64,
+    timeout: Duration,
+}
+
+/// Whether an error means "try another endpoint".
+fn retryable(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded)
+}
+
+impl Client {
+    /// A client for `endpoints` (`host:port`, at least one). Connects lazily.
+    pub fn new(endpoints: &[String], timeout: Duration) -> Result<Self, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::BadEndpoint { endpoint: String::new(), detail: "no endpoints given".into() });
+        }
+        let channels = endpoints
+            .iter()
+            .map(|e| {
+                let url = if e.contains("://") { e.clone() } else { format!("http://{e}") };
+                Endpoint::from_shared(url)
+                    .map(|ep| ep.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true).connect_lazy())
+                    .map_err(|err| ClientError::BadEndpoint { endpoint: e.clone(), detail: err.to_string() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            endpoints: endpoints.to_vec(),
+            channels,
+            preferred: AtomicU64::new(0),
+            client_id: rand::random::<u64>() | 1,
+            sequence: AtomicU64::new(0),
+            timeout,
+        })
+    }
+
+    /// This client's id in write ids.
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    fn next_write_id(&self) -> WriteId {
+        WriteId { client_id: self.client_id, sequence: self.sequence.fetch_add(1, Ordering::Relaxed) + 1 }
+    }
+
+    /// Calls `f` on endpoints in turn, starting with the last one that worked, until one
+    /// answers something other than a retryable error or the overall timeout passes.
+    async fn with_failover<T, F, Fut>(&self, is_write: bool, mut f: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let n = self.channels.len();
+        let mut attempt = 0usize;
+        let mut saw_timeout = false;
+        let mut last = String::from("no attempt made");
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let i = (self.preferred.load(Ordering::Relaxed) as usize + attempt) % n;
+            let per_try = remaining.min(Duration::from_secs(5));
+            match tokio::time::timeout(per_try, f(self.channels[i].clone(), per_try)).await {
+                Ok(Ok(v)) => {
+                    self.preferred.store(i as u64, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Ok(Err(status)) if retryable(&status) => {
+                    saw_timeout |= status.code() == Code::DeadlineExceeded;
+                    last = format!("{}: {}", self.endpoints[i], status.message());
+                }
+                Ok(Err(status)) => return Err(ClientError::Rejected(status)),
+                Err(_) => {
+                    saw_timeout = true;
+                    last = format!("{}: timed out", self.endpoints[i]);
+                }
+            }
+            attempt += 1;
+            if attempt % n == 0 {
+                tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+        if is_write && saw_timeout {
+            Err(ClientError::OutcomeUnknown(last))
+        } else {
+            Err(ClientError::Unavailable { endpoints: self.endpoints.join(","), last })
+        }
+    }
+
+    fn request<T>(msg: T, timeout: Duration) -> Request<T> {
+        let mut req = Request::new(msg);
+        req.set_timeout(timeout);
+        req
+    }
+
+    /// Writes `key`. With `if_mod_index`, only if the key's mod_index equals it (0 = absent).
+    pub async fn put(&self, key: &[u8], value: &[u8], if_mod_index: Option<u64>) -> Result<PutResponse, ClientError> {
+        let msg = PutRequest {
+            key: key.to_vec().into(),
+            value: value.to_vec().into(),
+            write_id: Some(self.next_write_id()),
+            if_mod_index,
+        };
+        self.with_failover(true, |ch, t| {
+            let msg = msg.clone();
+            async move { KvClient::new(ch).put(Self::request(msg, t)).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// Deletes `key`, optionally only if its mod_index matches.
+    pub async fn delete(&self, key: &[u8], if_mod_index: Option<u64>) -> Result<DeleteResponse, ClientError> {
+        let msg = DeleteRequest { key: key.to_vec().into(), write_id: Some(self.next_write_id()), if_mod_index };
+        self.with_failover(true, |ch, t| {
+            let msg = msg.clone();
+            async move { KvClient::new(ch).delete(Self::request(msg, t)).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// Reads `key`.
+    pub async fn get(&self, key: &[u8], consistency: Consistency) -> Result<GetResponse, ClientError> {
+        let msg = GetRequest { key: key.to_vec().into(), consistency: consistency as i32 };
+        self.with_failover(false, |ch, t| {
+            let msg = msg.clone();
+            async move { KvClient::new(ch).get(Self::request(msg, t)).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// One page of a scan.
+    pub async fn scan(&self, msg: ScanRequest) -> Result<ScanResponse, ClientError> {
+        self.with_failover(false, |ch, t| {
+            let msg = msg.clone();
+            async move { KvClient::new(ch).scan(Self::request(msg, t)).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// Status of the first endpoint that answers.
+    pub async fn status(&self) -> Result<NodeStatus, ClientError> {
+        self.with_failover(false, |ch, t| async move {
+            ClusterClient::new(ch).status(Self::request(StatusRequest {}, t)).await.map(|r| r.into_inner())
+        })
+        .await
+    }
+
+    /// Status of one specific endpoint, with no failover.
+    pub async fn status_of(endpoint: &str, timeout: Duration) -> Result<NodeStatus, ClientError> {
+        let client = Client::new(&[endpoint.to_string()], timeout)?;
+        let ch = client.channels[0].clone();
+        tokio::time::timeout(timeout, ClusterClient::new(ch).status(Self::request(StatusRequest {}, timeout)))
+            .await
+            .map_err(|_| ClientError::Unavailable { endpoints: endpoint.into(), last: "timed out".into() })?
+            .map(|r| r.into_inner())
+            .map_err(|s| ClientError::Unavailable { endpoints: endpoint.into(), last: s.message().to_string() })
+    }
+
+    /// Every member with its own status.
+    pub async fn members(&self) -> Result<MembersResponse, ClientError> {
+        self.with_failover(false, |ch, t| async move {
+            ClusterClient::new(ch).members(Self::request(MembersRequest {}, t)).await.map(|r| r.into_inner())
+        })
+        .await
+    }
+}

@@ -1,0 +1,41 @@
+//! The settings of one node, independent of how they were given (flags, environment, tests).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::discovery::PeerDirectory;
+use crate::identity::PodName;
+use crate::raft::settings::RaftSettings;
+use crate::store::StoreOptions;
+use crate::validation::Limits;
+
+/// Default number of voters: ordinals below it vote, the rest are read replicas.
+pub const DEFAULT_VOTERS: u32 = 3;
+/// Default time a client request may take before the server answers DEADLINE_EXCEEDED.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time between SIGTERM and exit (Kubernetes' default grace period is 30 s).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub hostname: String,
+    pub pod: PodName,
+    pub data_dir: PathBuf,
+    pub client_listen: SocketAddr,
+    pub peer_listen: SocketAddr,
+    /// `host:port` other nodes and clients use to reach the client port.
+    pub client_advertise: String,
+    /// `host:port` other nodes use to reach the peer port.
+    pub peer_advertise: String,
+    pub peers: PeerDirectory,
+    pub voters: u32,
+    pub raft: RaftSettings,
+    pub limits: Limits,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+    /// Where the "set was bootstrapped" marker lives (outside the volume), if anywhere.
+    pub bootstrap_marker: Option<PathBuf>,
+    pub store: StoreOptions,
+}

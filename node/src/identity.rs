@@ -1,0 +1,216 @@
+//! Who this node is.
+//!
+//! A pod learns its identity from its hostname, as a StatefulSet pod does: `petkv-2` is set
+//! `petkv`, ordinal 2. The volume (`--data-dir`) keeps the durable identity, written once at
+//! first start: cluster id, set, ordinal and Raft node id. At every start the record is
+//! compared with the hostname; a volume from `petkv-1` mounted on `petkv-2` is refused with an
+//! error that names both, and nothing on disk is changed.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft::NodeId;
+
+/// The file name of the identity record inside the data dir.
+pub const IDENTITY_FILE: &str = "identity.json";
+const FORMAT: u32 = 1;
+
+/// A pod name: `<set>-<ordinal>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodName {
+    pub set: String,
+    pub ordinal: u32,
+}
+
+impl fmt::Display for PodName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.set, self.ordinal)
+    }
+}
+
+impl PodName {
+    /// The name of another pod of the same set.
+    pub fn sibling(&self, ordinal: u32) -> PodName {
+        PodName { set: self.set.clone(), ordinal }
+    }
+}
+
+/// Errors about a node's identity. Each one stops the node before it changes anything.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(
+        "hostname {0:?} is not a StatefulSet pod name: expected <set>-<ordinal>, like petkv-0 \
+         (set --hostname to override on a laptop)"
+    )]
+    BadHostname(String),
+    #[error("cannot read the identity record {path}: {source}")]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("the identity record {path} is corrupt: {detail}; refusing to start (not repairing it)")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "the volume at {data_dir} belongs to {volume} but this pod is {host}; refusing to start \
+         and leaving the volume untouched"
+    )]
+    Mismatch { data_dir: PathBuf, volume: String, host: String },
+    #[error(
+        "the volume at {data_dir} holds data but no identity record; it is foreign or damaged, \
+         refusing to start and leaving it untouched"
+    )]
+    DataWithoutIdentity { data_dir: PathBuf },
+    #[error("cannot write the identity record {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// Parses a hostname (or the first label of an FQDN) into a pod name.
+pub fn parse_hostname(hostname: &str) -> Result<PodName, IdentityError> {
+    let bad = || IdentityError::BadHostname(hostname.to_string());
+    let label = hostname.split('.').next().unwrap_or_default();
+    let (set, ordinal) = label.rsplit_once('-').ok_or_else(bad)?;
+    if set.is_empty() || ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    if ordinal.len() > 1 && ordinal.starts_with('0') {
+        return Err(bad());
+    }
+    let ordinal = ordinal.parse::<u32>().map_err(|_| bad())?;
+    Ok(PodName { set: set.to_string(), ordinal })
+}
+
+/// The durable identity kept on the volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRecord {
+    pub format: u32,
+    pub cluster_id: String,
+    pub set_name: String,
+    pub ordinal: u32,
+    pub node_id: NodeId,
+    pub created_unix: u64,
+}
+
+impl IdentityRecord {
+    pub fn new(pod: &PodName, cluster_id: String, node_id: NodeId) -> Self {
+        let created_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Self { format: FORMAT, cluster_id, set_name: pod.set.clone(), ordinal: pod.ordinal, node_id, created_unix }
+    }
+
+    /// The pod this volume belongs to.
+    pub fn pod(&self) -> PodName {
+        PodName { set: self.set_name.clone(), ordinal: self.ordinal }
+    }
+
+    /// Refuses a volume that belongs to another pod.
+    pub fn check_matches(&self, host: &PodName, data_dir: &Path) -> Result<(), IdentityError> {
+        if self.pod() != *host || crate::raft::ordinal_of(self.node_id) != host.ordinal {
+            return Err(IdentityError::Mismatch {
+                data_dir: data_dir.to_path_buf(),
+                volume: self.pod().to_string(),
+                host: host.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Reads the identity record, if the volume has one.
+pub fn load(data_dir: &Path) -> Result<Option<IdentityRecord>, IdentityError> {
+    let path = data_dir.join(IDENTITY_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if crate::store::exists(data_dir) {
+                return Err(IdentityError::DataWithoutIdentity { data_dir: data_dir.to_path_buf() });
+            }
+            return Ok(None);
+        }
+        Err(source) => return Err(IdentityError::Unreadable { path, source }),
+    };
+    let record: IdentityRecord =
+        serde_json::from_slice(&bytes).map_err(|e| IdentityError::Corrupt { path: path.clone(), detail: e.to_string() })?;
+    if record.format != FORMAT {
+        return Err(IdentityError::Corrupt { path, detail: format!("unknown format {}", record.format) });
+    }
+    Ok(Some(record))
+}
+
+/// Writes the identity record atomically and durably (temp file, fsync, rename, fsync dir).
+pub fn save(data_dir: &Path, record: &IdentityRecord) -> Result<(), IdentityError> {
+    let path = data_dir.join(IDENTITY_FILE);
+    let write = || -> std::io::Result<()> {
+        fs::create_dir_all(data_dir)?;
+        let tmp = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        fs::File::open(data_dir)?.sync_all()
+    };
+    write().map_err(|source| IdentityError::Write { path: path.clone(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_hostnames_parse() {
+        assert_eq!(parse_hostname("petkv-0").ok(), Some(PodName { set: "petkv".into(), ordinal: 0 }));
+        assert_eq!(parse_hostname("my-kv-12").ok(), Some(PodName { set: "my-kv".into(), ordinal: 12 }));
+        assert_eq!(
+            parse_hostname("petkv-2.petkv.default.svc.cluster.local").ok(),
+            Some(PodName { set: "petkv".into(), ordinal: 2 })
+        );
+    }
+
+    #[test]
+    fn hostnames_without_an_ordinal_are_refused() {
+        for bad in ["petkv", "petkv-", "-3", "petkv-x", "petkv-01", "petkv--1", "petkv-99999999999", ""] {
+            let err = parse_hostname(bad).expect_err(bad);
+            assert!(err.to_string().contains("not a StatefulSet pod name"), "{err}");
+        }
+    }
+
+    #[test]
+    fn record_round_trips_and_matches_its_pod() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pod = parse_hostname("petkv-1").expect("pod");
+        let record = IdentityRecord::new(&pod, "c1".into(), crate::raft::node_id(1, 1));
+        save(dir.path(), &record).expect("save");
+        let loaded = load(dir.path()).expect("load").expect("present");
+        assert_eq!(loaded, record);
+        loaded.check_matches(&pod, dir.path()).expect("same pod");
+    }
+
+    #[test]
+    fn volume_of_another_ordinal_is_refused_naming_both() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let record = IdentityRecord::new(&parse_hostname("petkv-1").expect("pod"), "c1".into(), crate::raft::node_id(1, 1));
+        save(dir.path(), &record).expect("save");
+        let before = fs::read(dir.path().join(IDENTITY_FILE)).expect("read");
+        let err = record.check_matches(&parse_hostname("petkv-2").expect("pod"), dir.path()).expect_err("mismatch");
+        let msg = err.to_string();
+        assert!(msg.contains("petkv-1") && msg.contains("petkv-2"), "{msg}");
+        assert_eq!(fs::read(dir.path().join(IDENTITY_FILE)).expect("read"), before);
+    }
+
+    #[test]
+    fn corrupt_record_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join(IDENTITY_FILE), b"{not json").expect("write");
+        let err = load(dir.path()).expect_err("corrupt");
+        assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn empty_volume_has_no_identity() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir(dir.path().join("lost+found")).expect("mkdir");
+        assert_eq!(load(dir.path()).expect("load"), None);
+    }
+}

@@ -1,0 +1,207 @@
+//! The membership reconciler: the one place that changes the Raft membership.
+//!
+//! It runs on every node and acts only on the leader, one change at a time, each bounded by a
+//! timeout (a change that cannot reach quorum is reported, not retried in a tight loop). Each
+//! tick it compares the membership with what the set should look like and makes at most one
+//! change:
+//!
+//! 1. **Promote** a learner whose ordinal is below `--voters` once it has caught up with the
+//!    leader's log. If an older incarnation of the same ordinal is a voter (the pod's volume
+//!    was wiped and it rejoined under a new id), the promotion replaces it in the same joint
+//!    change, so the number of voters never grows past the set's.
+//! 2. **Remove stale incarnations**: a member whose ordinal has a newer incarnation in the
+//!    membership is removed (a wiped read replica, or a voter already replaced).
+//!
+//! Joins only ever add learners ([`crate::raft::service`]); everything else happens here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{ChangeMembers, ServerState};
+
+use crate::node::Node;
+use crate::raft::{ordinal_of, Membership, NodeId, RaftMetrics};
+
+/// How often the leader reconciles.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_millis(500);
+/// Bound on one membership change.
+pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A learner within this many entries of the leader's last log counts as caught up.
+pub const CAUGHT_UP_LAG: u64 = 100;
+
+/// One membership change the reconciler wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Make `learner` a voter; `replaces` are older incarnations of its ordinal that stop voting.
+    Promote { learner: NodeId, replaces: BTreeSet<NodeId>, voters: BTreeSet<NodeId> },
+    /// Remove members superseded by a newer incarnation of their ordinal.
+    RemoveStale { ids: BTreeSet<NodeId> },
+}
+
+/// Decides the next change from a membership and the leader's replication progress.
+/// `matched` maps a member to the last log index known replicated to it.
+pub fn next_change(
+    membership: &Membership,
+    matched: &BTreeMap<NodeId, u64>,
+    leader_last_log: u64,
+    voters_wanted: u32,
+) -> Option<MembershipChange> {
+    if membership.get_joint_config().len() > 1 {
+        return None; // a change is in flight
+    }
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let members: Vec<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+    let newest = |ordinal: u32| members.iter().copied().filter(|id| ordinal_of(*id) == ordinal).max();
+
+    for learner in membership.learner_ids() {
+        let ordinal = ordinal_of(learner);
+        if ordinal >= voters_wanted || newest(ordinal) != Some(learner) {
+            continue;
+        }
+        let caught_up = matched.get(&learner).is_some_and(|m| m + CAUGHT_UP_LAG >= leader_last_log);
+        if !caught_up {
+            continue;
+        }
+        let replaces: BTreeSet<NodeId> = voters.iter().copied().filter(|v| ordinal_of(*v) == ordinal).collect();
+        let mut new_voters: BTreeSet<NodeId> = voters.difference(&replaces).copied().collect();
+        new_voters.insert(learner);
+        return Some(MembershipChange::Promote { learner, replaces, voters: new_voters });
+    }
+
+    let stale: BTreeSet<NodeId> =
+        members.iter().copied().filter(|id| newest(ordinal_of(*id)) != Some(*id)).collect();
+    // A stale voter is only removed by a promotion (above): removing it alone would shrink
+    // the quorum before its replacement has caught up.
+    let stale_learners: BTreeSet<NodeId> = stale.difference(&voters).copied().collect();
+    if !stale_learners.is_empty() {
+        return Some(MembershipChange::RemoveStale { ids: stale_learners });
+    }
+    None
+}
+
+fn matched_indexes(m: &RaftMetrics) -> BTreeMap<NodeId, u64> {
+    let mut matched: BTreeMap<NodeId, u64> = m
+        .replication
+        .as_ref()
+        .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index).unwrap_or(0))).collect())
+        .unwrap_or_default();
+    matched.insert(m.id, m.last_log_index.unwrap_or(0));
+    matched
+}
+
+/// Runs the reconciler until the node shuts down.
+pub async fn run(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let (Ok(raft), Some(m)) = (node.raft(), node.metrics()) else { continue };
+        if m.state != ServerState::Leader {
+            continue;
+        }
+        let membership = m.membership_config.membership().clone();
+        let Some(change) =
+            next_change(&membership, &matched_indexes(&m), m.last_log_index.unwrap_or(0), node.config.voters)
+        else {
+            continue;
+        };
+        tracing::info!(?change, "changing membership");
+        let request = match &change {
+            MembershipChange::Promote { voters, .. } => ChangeMembers::ReplaceAllVoters(voters.clone()),
+            MembershipChange::RemoveStale { ids } => ChangeMembers::RemoveNodes(ids.clone()),
+        };
+        match tokio::time::timeout(CHANGE_TIMEOUT, raft.change_membership(request, false)).await {
+            Ok(Ok(_)) => tracing::info!(?change, "membership changed"),
+            Ok(Err(e)) => tracing::warn!(?change, error = %e, "membership change failed"),
+            Err(_) => tracing::warn!(?change, "membership change timed out (no quorum?); will retry"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{node_id, PeerNode};
+
+    fn membership(voters: &[NodeId], learners: &[NodeId]) -> Membership {
+        let nodes: BTreeMap<NodeId, PeerNode> = voters
+            .iter()
+            .chain(learners)
+            .map(|id| (*id, PeerNode { ordinal: ordinal_of(*id), ..Default::default() }))
+            .collect();
+        Membership::new_with_defaults(vec![voters.iter().copied().collect()], nodes)
+    }
+
+    fn all_matched(ids: &[NodeId], at: u64) -> BTreeMap<NodeId, u64> {
+        ids.iter().map(|id| (*id, at)).collect()
+    }
+
+    #[test]
+    fn caught_up_learner_below_voters_is_promoted() {
+        let (a, b, c) = (node_id(0, 1), node_id(1, 1), node_id(2, 1));
+        let m = membership(&[a, b], &[c]);
+        let change = next_change(&m, &all_matched(&[a, b, c], 500), 500, 3);
+        assert_eq!(
+            change,
+            Some(MembershipChange::Promote { learner: c, replaces: BTreeSet::new(), voters: [a, b, c].into() })
+        );
+    }
+
+    #[test]
+    fn lagging_learner_waits() {
+        let (a, b, c) = (node_id(0, 1), node_id(1, 1), node_id(2, 1));
+        let m = membership(&[a, b], &[c]);
+        let mut matched = all_matched(&[a, b], 5_000);
+        matched.insert(c, 10);
+        assert_eq!(next_change(&m, &matched, 5_000, 3), None);
+    }
+
+    #[test]
+    fn read_replica_at_or_above_voters_stays_a_learner() {
+        let (a, b, c, d) = (node_id(0, 1), node_id(1, 1), node_id(2, 1), node_id(3, 1));
+        let m = membership(&[a, b, c], &[d]);
+        assert_eq!(next_change(&m, &all_matched(&[a, b, c, d], 9), 9, 3), None);
+    }
+
+    #[test]
+    fn wiped_voter_rejoining_replaces_its_old_incarnation_once_caught_up() {
+        let (a, b, old, new) = (node_id(0, 1), node_id(1, 1), node_id(2, 1), node_id(2, 2));
+        let m = membership(&[a, b, old], &[new]);
+        let change = next_change(&m, &all_matched(&[a, b, new], 50), 50, 3);
+        assert_eq!(
+            change,
+            Some(MembershipChange::Promote { learner: new, replaces: [old].into(), voters: [a, b, new].into() })
+        );
+    }
+
+    #[test]
+    fn stale_voter_is_not_removed_before_its_replacement_caught_up() {
+        let (a, b, old, new) = (node_id(0, 1), node_id(1, 1), node_id(2, 1), node_id(2, 2));
+        let m = membership(&[a, b, old], &[new]);
+        let mut matched = all_matched(&[a, b], 5_000);
+        matched.insert(new, 0);
+        assert_eq!(next_change(&m, &matched, 5_000, 3), None);
+    }
+
+    #[test]
+    fn wiped_read_replica_removes_its_old_incarnation() {
+        let (a, b, c, old, new) = (node_id(0, 1), node_id(1, 1), node_id(2, 1), node_id(3, 1), node_id(3, 2));
+        let m = membership(&[a, b, c], &[old, new]);
+        assert_eq!(
+            next_change(&m, &all_matched(&[a, b, c, new], 9), 9, 3),
+            Some(MembershipChange::RemoveStale { ids: [old].into() })
+        );
+    }
+
+    #[test]
+    fn nothing_changes_during_a_joint_configuration() {
+        let (a, b, c) = (node_id(0, 1), node_id(1, 1), node_id(2, 1));
+        let nodes: BTreeMap<NodeId, PeerNode> = [a, b, c].iter().map(|id| (*id, PeerNode::default())).collect();
+        let joint = Membership::new_with_defaults(vec![[a, b].into(), [a, b, c].into()], nodes);
+        assert_eq!(next_change(&joint, &all_matched(&[a, b, c], 1), 1, 3), None);
+    }
+}

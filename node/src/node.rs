@@ -1,0 +1,123 @@
+//! The running node's shared context: configuration, storage, and (once start-up has decided)
+//! the identity and the Raft handle. Every gRPC service and background task holds an
+//! `Arc<Node>`.
+
+use std::sync::OnceLock;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::ServerState;
+use tonic::Status;
+
+use crate::config::NodeConfig;
+use crate::identity::IdentityRecord;
+use crate::pb::v1::NodeStatus;
+use crate::raft::network::PeerChannels;
+use crate::raft::{NodeId, PeerNode, Raft, RaftMetrics};
+use crate::store::{LogStore, StateMachine};
+
+/// A node of the set.
+pub struct Node {
+    pub config: NodeConfig,
+    pub sm: StateMachine,
+    pub log: LogStore,
+    pub channels: PeerChannels,
+    identity: OnceLock<IdentityRecord>,
+    raft: OnceLock<Raft>,
+}
+
+impl Node {
+    pub fn new(config: NodeConfig, log: LogStore, sm: StateMachine) -> Self {
+        Self { config, sm, log, channels: PeerChannels::default(), identity: OnceLock::new(), raft: OnceLock::new() }
+    }
+
+    /// Records the identity decided at start-up (once).
+    pub fn set_identity(&self, identity: IdentityRecord) {
+        let _ = self.identity.set(identity);
+    }
+
+    /// Records the Raft handle once Raft runs (once).
+    pub fn set_raft(&self, raft: Raft) {
+        let _ = self.raft.set(raft);
+    }
+
+    pub fn identity(&self) -> Option<&IdentityRecord> {
+        self.identity.get()
+    }
+
+    /// The Raft handle, or UNAVAILABLE while the node is still starting.
+    pub fn raft(&self) -> Result<&Raft, Status> {
+        self.raft.get().ok_or_else(|| Status::unavailable("node is starting: not a cluster member yet"))
+    }
+
+    /// The current Raft metrics, if Raft runs.
+    pub fn metrics(&self) -> Option<RaftMetrics> {
+        self.raft.get().map(|r| r.metrics().borrow_watched().clone())
+    }
+
+    /// The node id, once known.
+    pub fn node_id(&self) -> Option<NodeId> {
+        self.identity().map(|i| i.node_id)
+    }
+
+    /// This node's address record for the membership.
+    pub fn peer_node(&self) -> PeerNode {
+        PeerNode {
+            ordinal: self.config.pod.ordinal,
+            client_addr: self.config.client_advertise.clone(),
+            peer_addr: self.config.peer_advertise.clone(),
+        }
+    }
+
+    /// The member record of `id` in the current membership.
+    pub fn member(&self, id: NodeId) -> Option<PeerNode> {
+        let m = self.metrics()?;
+        m.membership_config.membership().get_node(&id).cloned()
+    }
+
+    /// The current leader and its member record, if known.
+    pub fn leader(&self) -> Option<(NodeId, PeerNode)> {
+        let m = self.metrics()?;
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// This node's status, as `petkv status` shows it.
+    pub fn status(&self) -> NodeStatus {
+        let identity = self.identity();
+        let mut status = NodeStatus {
+            hostname: self.config.hostname.clone(),
+            set_name: self.config.pod.set.clone(),
+            ordinal: self.config.pod.ordinal,
+            node_id: identity.map(|i| i.node_id).unwrap_or(0),
+            cluster_id: identity.map(|i| i.cluster_id.clone()).unwrap_or_default(),
+            data_dir: self.config.data_dir.display().to_string(),
+            role: "joining".into(),
+            client_addr: self.config.client_advertise.clone(),
+            peer_addr: self.config.peer_advertise.clone(),
+            key_count: self.sm.key_count().unwrap_or(0),
+            ..Default::default()
+        };
+        if let Some(m) = self.metrics() {
+            let is_voter = m.membership_config.membership().voter_ids().any(|v| v == m.id);
+            let is_member = m.membership_config.membership().get_node(&m.id).is_some();
+            status.role = match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Candidate => "candidate",
+                ServerState::Shutdown => "shutdown",
+                _ if !is_member => "joining",
+                _ if !is_voter => "learner",
+                _ => "follower",
+            }
+            .into();
+            status.leader_id = m.current_leader.unwrap_or(0);
+            status.term = m.current_term;
+            status.last_log_index = m.last_log_index.unwrap_or(0);
+            status.committed_index = m.local_committed.map(|c| c.index).unwrap_or(0);
+            status.applied_index = m.last_applied.map(|c| c.index).unwrap_or(0);
+            status.snapshot_index = m.snapshot.map(|c| c.index).unwrap_or(0);
+            status.purged_index = m.purged.map(|c| c.index).unwrap_or(0);
+        }
+        status
+    }
+}

@@ -1,0 +1,229 @@
+//! The client side of the peer transport: how this node sends Raft RPCs to another member.
+//!
+//! One gRPC channel per peer address is created lazily and cached for the life of the process
+//! ([`PeerChannels`]); tonic reconnects it after a failure. Every RPC carries the deadline
+//! openraft gives it. Snapshots are streamed from the snapshot file in 1 MiB chunks followed by
+//! a CRC32 trailer.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{Backoff, RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{OptionalSend, RaftNetworkV2};
+use tonic::transport::{Channel, Endpoint};
+
+use super::codec;
+use super::types::{NodeId, PeerNode, TypeConfig, Vote};
+use crate::pb::raft::raft_client::RaftClient;
+use crate::pb::raft::{snapshot_chunk, SnapshotChunk, SnapshotHeader, SnapshotTrailer};
+use crate::store::snapshot::SnapshotFile;
+
+/// Size of one snapshot chunk on the wire.
+const SNAPSHOT_CHUNK: usize = 1024 * 1024;
+/// How long to wait for a TCP connection to a peer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Cached gRPC channels, one per `host:port`. Shared by the Raft network, request forwarding
+/// and the membership reconciler.
+#[derive(Clone, Default)]
+pub struct PeerChannels {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+/// A peer address that cannot be turned into a gRPC endpoint.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid peer address {addr:?}: {detail}")]
+pub struct BadAddress {
+    pub addr: String,
+    pub detail: String,
+}
+
+impl PeerChannels {
+    /// The cached channel to `addr`, created (without connecting) on first use.
+    pub fn get(&self, addr: &str) -> Result<Channel, BadAddress> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ch) = channels.get(addr) {
+            return Ok(ch.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| BadAddress { addr: addr.to_string(), detail: e.to_string() })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        let ch = endpoint.connect_lazy();
+        channels.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+}
+
+/// Creates [`PeerConnection`]s for openraft.
+#[derive(Clone)]
+pub struct Network {
+    channels: PeerChannels,
+}
+
+impl Network {
+    pub fn new(channels: PeerChannels) -> Self {
+        Self { channels }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Self::Network {
+        PeerConnection { target, addr: node.peer_addr.clone(), channels: self.channels.clone() }
+    }
+}
+
+/// openraft's handle for sending to one peer.
+pub struct PeerConnection {
+    target: NodeId,
+    addr: String,
+    channels: PeerChannels,
+}
+
+fn unreachable<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(e))
+}
+
+/// Maps a gRPC failure: transport-level failures mean the peer is unreachable (openraft backs
+/// off), anything else is a network error.
+fn status_to_rpc(status: tonic::Status) -> RPCError<TypeConfig> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown => unreachable(&status),
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+fn with_deadline<T>(msg: T, option: &RPCOption) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.set_timeout(option.hard_ttl());
+    req
+}
+
+impl PeerConnection {
+    fn client(&self) -> Result<RaftClient<Channel>, RPCError<TypeConfig>> {
+        let channel = self.channels.get(&self.addr).map_err(|e| unreachable(&e))?;
+        // Raft messages can be large (a batch of entries); the snapshot path is chunked.
+        Ok(RaftClient::new(channel).max_decoding_message_size(256 * 1024 * 1024).max_encoding_message_size(256 * 1024 * 1024))
+    }
+
+    async fn call<Req, Resp, F, Fut>(&self, what: &'static str, req: &Req, option: &RPCOption, f: F) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        F: FnOnce(RaftClient<Channel>, tonic::Request<crate::pb::raft::RaftMessage>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<crate::pb::raft::RaftMessage>, tonic::Status>>,
+    {
+        let msg = codec::pack(what, req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let reply = f(self.client()?, with_deadline(msg, option)).await.map_err(status_to_rpc)?;
+        codec::unpack(what, reply.get_ref()).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+
+    async fn send_snapshot(
+        &self,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let net = |e: &dyn std::fmt::Display| StreamingError::Network(NetworkError::from_string(e.to_string()));
+        let header = SnapshotHeader {
+            version: codec::VERSION as i32,
+            vote: codec::encode("vote", &vote).map_err(|e| net(&e))?.into(),
+            meta: codec::encode("snapshot meta", &snapshot.meta).map_err(|e| net(&e))?.into(),
+            total_bytes: snapshot.snapshot.len,
+        };
+        let path = snapshot.snapshot.path.clone();
+        let mut file = std::fs::File::open(&path).map_err(|e| net(&format!("open {}: {e}", path.display())))?;
+        // Read the file on a blocking thread and feed the gRPC stream through a small channel,
+        // so at most a few chunks are in memory.
+        let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
+        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let part = |p| SnapshotChunk { part: Some(p) };
+            if tx.blocking_send(part(snapshot_chunk::Part::Header(header))).is_err() {
+                return Ok(());
+            }
+            let mut crc = crc32fast::Hasher::new();
+            let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                crc.update(&buf[..n]);
+                if tx.blocking_send(part(snapshot_chunk::Part::Data(buf[..n].to_vec().into()))).is_err() {
+                    return Ok(());
+                }
+            }
+            let _ = tx.blocking_send(part(snapshot_chunk::Part::Trailer(SnapshotTrailer { crc32: crc.finalize() })));
+            Ok(())
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let mut client = self.client().map_err(|e| net(&e))?;
+        let reply = client.install_snapshot(stream).await.map_err(|s| match s.code() {
+            tonic::Code::Unavailable => StreamingError::Unreachable(Unreachable::new(&s)),
+            _ => StreamingError::Network(NetworkError::new(&s)),
+        })?;
+        reader.await.map_err(|e| net(&e))?.map_err(|e| net(&format!("read {}: {e}", path.display())))?;
+        codec::unpack::<SnapshotResponse<TypeConfig>>("snapshot response", reply.get_ref()).map_err(|e| net(&e))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerConnection {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("append entries", &rpc, &option, |mut c, r| async move { c.append_entries(r).await }).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("vote", &rpc, &option, |mut c, r| async move { c.vote(r).await }).await
+    }
+
+    async fn pre_vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("pre-vote", &rpc, &option, |mut c, r| async move { c.pre_vote(r).await }).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        tracing::info!(target = self.target, bytes = snapshot.snapshot.len, "sending snapshot");
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            result = self.send_snapshot(vote, snapshot) => result,
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("transfer leader", &req, &option, |mut c, r| async move { c.transfer_leader(r).await }).await
+    }
+
+    fn backoff(&self) -> Option<Backoff> {
+        // Retry an unreachable peer every 100 ms up to 1 s apart: fast enough to notice a pod
+        // that came back, slow enough not to spin on a dead one.
+        let delays = (1..).map(|i: u64| Duration::from_millis((100 * i).min(1000)));
+        Some(Backoff::new(delays))
+    }
+}

@@ -1,0 +1,223 @@
+//! The server side of the peer transport (the peer port).
+//!
+//! Raft RPCs are decoded and handed to openraft. Besides them, the peer port answers the
+//! start-up protocol: `ClusterInfo` (does a cluster answer here?), `AllocateNodeId` (a new
+//! volume gets a never-used id) and `Join` (become a learner; the membership reconciler
+//! promotes and replaces).
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::codec;
+use super::types::{SnapshotMeta, TypeConfig, Vote};
+use crate::node::Node;
+use crate::pb::raft::raft_server::Raft as RaftRpc;
+use crate::pb::raft::{
+    snapshot_chunk, AllocateNodeIdRequest, AllocateNodeIdResponse, ClusterInfoRequest, ClusterInfoResponse,
+    JoinRequest, JoinResponse, RaftMessage, SnapshotChunk,
+};
+use crate::store::command::{Command, CommandResult};
+use crate::store::snapshot::{self, SnapshotFile};
+
+/// Bound on a membership change made on behalf of a joining node.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The peer gRPC service.
+pub struct PeerService {
+    node: Arc<Node>,
+}
+
+impl PeerService {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+}
+
+fn fatal(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("raft is not running: {e}"))
+}
+
+fn not_leader(node: &Node) -> Status {
+    match node.leader() {
+        Some((id, n)) => Status::failed_precondition(format!("not the leader; the leader is {id} at {}", n.peer_addr)),
+        None => Status::unavailable("not the leader and no leader is known"),
+    }
+}
+
+fn write_error(node: &Node, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => not_leader(node),
+        other => Status::unavailable(other.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl RaftRpc for PeerService {
+    async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = codec::unpack("append entries", req.get_ref())?;
+        let resp = self.node.raft()?.append_entries(rpc).await.map_err(fatal)?;
+        Ok(Response::new(codec::pack("append entries response", &resp)?))
+    }
+
+    async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc: VoteRequest<TypeConfig> = codec::unpack("vote", req.get_ref())?;
+        let resp = self.node.raft()?.vote(rpc).await.map_err(fatal)?;
+        Ok(Response::new(codec::pack("vote response", &resp)?))
+    }
+
+    async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc: VoteRequest<TypeConfig> = codec::unpack("pre-vote", req.get_ref())?;
+        let resp = self.node.raft()?.pre_vote(rpc).await.map_err(fatal)?;
+        Ok(Response::new(codec::pack("pre-vote response", &resp)?))
+    }
+
+    async fn transfer_leader(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc: TransferLeaderRequest<TypeConfig> = codec::unpack("transfer leader", req.get_ref())?;
+        let resp = self.node.raft()?.handle_transfer_leader(rpc).await.map_err(fatal)?;
+        Ok(Response::new(codec::pack("transfer leader response", &resp)?))
+    }
+
+    async fn install_snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftMessage>, Status> {
+        let raft = self.node.raft()?.clone();
+        let path = self.node.sm.incoming_snapshot_path();
+        let received = receive_snapshot(req.into_inner(), &path).await;
+        let (vote, meta) = match received {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        let file = SnapshotFile::at(path.clone()).map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(bytes = file.len, last = ?meta.last_log_id, "installing a snapshot from the leader");
+        let snap = openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> { meta, snapshot: file };
+        let resp = raft.install_full_snapshot(vote, snap).await.map_err(fatal);
+        // On success the state machine moved the file into place; on failure it is garbage.
+        let _ = std::fs::remove_file(&path);
+        Ok(Response::new(codec::pack("snapshot response", &resp?)?))
+    }
+
+    async fn cluster_info(&self, _req: Request<ClusterInfoRequest>) -> Result<Response<ClusterInfoResponse>, Status> {
+        let node = &self.node;
+        let (Some(identity), Some(metrics)) = (node.identity(), node.metrics()) else {
+            return Ok(Response::new(ClusterInfoResponse::default()));
+        };
+        // A node that has an identity but has never seen a membership is not a cluster yet.
+        let initialized = metrics.membership_config.membership().nodes().next().is_some();
+        let leader = node.leader();
+        Ok(Response::new(ClusterInfoResponse {
+            initialized,
+            cluster_id: identity.cluster_id.clone(),
+            node_id: identity.node_id,
+            leader_id: leader.as_ref().map(|(id, _)| *id).unwrap_or(0),
+            leader_peer_addr: leader.map(|(_, n)| n.peer_addr).unwrap_or_default(),
+            term: metrics.current_term,
+        }))
+    }
+
+    async fn allocate_node_id(
+        &self,
+        req: Request<AllocateNodeIdRequest>,
+    ) -> Result<Response<AllocateNodeIdResponse>, Status> {
+        let node = &self.node;
+        let raft = node.raft()?;
+        let identity = node.identity().ok_or_else(|| Status::unavailable("node has no identity yet"))?;
+        let ordinal = req.get_ref().ordinal;
+        let resp = tokio::time::timeout(JOIN_TIMEOUT, raft.client_write(Command::AllocateNodeId { ordinal }))
+            .await
+            .map_err(|_| Status::deadline_exceeded("allocating a node id timed out (no quorum?)"))?
+            .map_err(|e| write_error(node, e))?;
+        match resp.data {
+            CommandResult::NodeId { node_id, .. } => {
+                tracing::info!(ordinal, node_id, "allocated a node id for a new volume");
+                Ok(Response::new(AllocateNodeIdResponse { node_id, cluster_id: identity.cluster_id.clone() }))
+            }
+            other => Err(Status::internal(format!("unexpected allocation result {other:?}"))),
+        }
+    }
+
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let node = &self.node;
+        let raft = node.raft()?;
+        let identity = node.identity().ok_or_else(|| Status::unavailable("node has no identity yet"))?;
+        let req = req.into_inner();
+        if req.cluster_id != identity.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "node {} belongs to cluster {:?}, this is cluster {:?}",
+                req.node_id, req.cluster_id, identity.cluster_id
+            )));
+        }
+        if crate::raft::ordinal_of(req.node_id) != req.ordinal {
+            return Err(Status::invalid_argument(format!("node id {} is not of ordinal {}", req.node_id, req.ordinal)));
+        }
+        if !raft.is_leader() {
+            return Err(not_leader(node));
+        }
+        let member = crate::raft::PeerNode { ordinal: req.ordinal, client_addr: req.client_addr, peer_addr: req.peer_addr };
+        if node.member(req.node_id).as_ref() == Some(&member) {
+            return Ok(Response::new(JoinResponse { member: true }));
+        }
+        tracing::info!(node_id = req.node_id, %member, "adding a learner");
+        tokio::time::timeout(JOIN_TIMEOUT, raft.add_learner(req.node_id, member, false))
+            .await
+            .map_err(|_| Status::deadline_exceeded("adding the learner timed out (no quorum?)"))?
+            .map_err(|e| write_error(node, e))?;
+        Ok(Response::new(JoinResponse { member: true }))
+    }
+}
+
+/// Receives a chunked snapshot into `path`, checking framing, size and checksum, then the file
+/// format itself. Returns the leader's vote and the snapshot metadata.
+async fn receive_snapshot(
+    mut stream: Streaming<SnapshotChunk>,
+    path: &std::path::Path,
+) -> Result<(Vote, SnapshotMeta), Status> {
+    let bad = |m: String| Status::invalid_argument(format!("snapshot stream: {m}"));
+    let io = |e: std::io::Error| Status::internal(format!("writing snapshot {}: {e}", path.display()));
+    let first = stream.next().await.ok_or_else(|| bad("empty stream".into()))??;
+    let Some(snapshot_chunk::Part::Header(header)) = first.part else {
+        return Err(bad("first message is not a header".into()));
+    };
+    codec::check_version(header.version)?;
+    let vote: Vote = codec::decode("vote", &header.vote)?;
+    let meta: SnapshotMeta = codec::decode("snapshot meta", &header.meta)?;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    let mut crc = crc32fast::Hasher::new();
+    let mut received = 0u64;
+    let mut trailer = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk?.part {
+            Some(snapshot_chunk::Part::Data(data)) if trailer.is_none() => {
+                received += data.len() as u64;
+                if received > header.total_bytes {
+                    return Err(bad(format!("more than the announced {} bytes", header.total_bytes)));
+                }
+                crc.update(&data);
+                file.write_all(&data).map_err(io)?;
+            }
+            Some(snapshot_chunk::Part::Trailer(t)) if trailer.is_none() => trailer = Some(t),
+            _ => return Err(bad("unexpected message".into())),
+        }
+    }
+    let trailer = trailer.ok_or_else(|| bad("stream ended without a trailer (truncated)".into()))?;
+    if received != header.total_bytes {
+        return Err(bad(format!("received {received} of {} bytes", header.total_bytes)));
+    }
+    if crc.finalize() != trailer.crc32 {
+        return Err(bad("checksum mismatch".into()));
+    }
+    let file = file.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || snapshot::verify(&path))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| bad(e.to_string()))?;
+    Ok((vote, meta))
+}

@@ -1,0 +1,161 @@
+//! `petkv serve`: one pod's whole life, from start-up checks to exit.
+//!
+//! 1. Check the volume's identity against the hostname (refuse a foreign volume untouched).
+//! 2. Open storage and bind both ports (fail fast on a port in use).
+//! 3. Serve the peer port (Raft, start-up probes) and the client port (API, health,
+//!    reflection) right away: a node that is still deciding answers "not initialized".
+//! 4. Decide and carry out the start-up action ([`crate::boot`]).
+//! 5. Run the membership reconciler and the readiness reporter until SIGTERM/SIGINT.
+//! 6. Shut down gracefully ([`crate::shutdown`]), bounded by the grace period.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::api::Api;
+use crate::config::NodeConfig;
+use crate::node::Node;
+use crate::pb::raft::raft_server::RaftServer;
+use crate::pb::v1::cluster_server::ClusterServer;
+use crate::pb::v1::kv_server::KvServer;
+use crate::raft::service::PeerService;
+use crate::{boot, identity, membership, shutdown, store};
+
+/// gRPC health service name that reports liveness (the process answers).
+pub const LIVENESS_SERVICE: &str = "liveness";
+/// gRPC health service name that reports readiness (member, knows the leader, caught up).
+pub const READINESS_SERVICE: &str = "readiness";
+/// How often readiness is re-evaluated.
+const READINESS_INTERVAL: Duration = Duration::from_millis(250);
+/// A node counts as caught up when it applied within this many entries of the commit index.
+const READY_LAG: u64 = 1_000;
+/// Largest gRPC message on either port.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on the {what} address {addr} (port in use?)"))
+}
+
+/// Runs a node until it is told to stop.
+pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create or open the data dir {}", config.data_dir.display()))?;
+    let identity = identity::load(&config.data_dir)?;
+    if let Some(record) = &identity {
+        record.check_matches(&config.pod, &config.data_dir)?;
+    }
+    let (log, sm) = store::open(&config.data_dir, &config.store)?;
+    let client_listener = bind(config.client_listen, "client").await?;
+    let peer_listener = bind(config.peer_listen, "peer").await?;
+    tracing::info!(
+        pod = %config.pod,
+        client = %client_listener.local_addr()?,
+        peer = %peer_listener.local_addr()?,
+        data_dir = %config.data_dir.display(),
+        "petkv node starting"
+    );
+    let grace = config.shutdown_grace;
+    let node = Arc::new(Node::new(config, log, sm));
+
+    let (stop_client_tx, stop_client_rx) = watch::channel(false);
+    let (stop_peer_tx, stop_peer_rx) = watch::channel(false);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status(LIVENESS_SERVICE, ServingStatus::Serving).await;
+    health.set_service_status(READINESS_SERVICE, ServingStatus::NotServing).await;
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+    let api = Api { node: node.clone() };
+    let client_server = Server::builder()
+        .add_service(KvServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE))
+        .add_service(ClusterServer::new(api))
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), wait_for(stop_client_rx.clone()));
+    let peer_server = Server::builder()
+        .add_service(
+            RaftServer::new(PeerService::new(node.clone()))
+                .max_decoding_message_size(256 * 1024 * 1024)
+                .max_encoding_message_size(256 * 1024 * 1024),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), wait_for(stop_peer_rx.clone()));
+    let client_task = tokio::spawn(client_server);
+    let peer_task = tokio::spawn(peer_server);
+
+    let signal = shutdown::signal();
+    tokio::pin!(signal);
+    let started = tokio::select! {
+        result = boot::establish(&node, identity) => { result?; true }
+        sig = &mut signal => { tracing::info!(signal = sig?, "stopping before start-up finished"); false }
+    };
+    if started {
+        tokio::spawn(boot::ensure_member(node.clone(), stop_peer_rx.clone()));
+        tokio::spawn(membership::run(node.clone(), stop_peer_rx.clone()));
+        tokio::spawn(report_readiness(node.clone(), health.clone(), stop_client_rx.clone()));
+        let sig = signal.await?;
+        tracing::info!(signal = sig, grace = ?grace, "shutting down");
+    }
+
+    let graceful = async {
+        health.set_service_status(READINESS_SERVICE, ServingStatus::NotServing).await;
+        shutdown::hand_off_leadership(&node).await;
+        let _ = stop_client_tx.send(true);
+        let _ = client_task.await;
+        shutdown::stop_raft_and_flush(&node).await;
+        let _ = stop_peer_tx.send(true);
+        let _ = peer_task.await;
+    };
+    if tokio::time::timeout(grace, graceful).await.is_err() {
+        tracing::warn!(?grace, "grace period over; flushing and exiting");
+        if let Err(e) = node.sm.flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+    tracing::info!("petkv node stopped");
+    Ok(())
+}
+
+async fn wait_for(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Ready = a member of the cluster, knows a leader, and applied close to the commit index.
+fn is_ready(node: &Node) -> bool {
+    let Some(m) = node.metrics() else { return false };
+    let member = m.membership_config.membership().get_node(&m.id).is_some();
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    let committed = m.local_committed.map(|l| l.index).unwrap_or(0);
+    member && m.current_leader.is_some() && applied + READY_LAG >= committed
+}
+
+async fn report_readiness(node: Arc<Node>, health: tonic_health::server::HealthReporter, mut stop: watch::Receiver<bool>) {
+    let mut last = None;
+    loop {
+        let ready = is_ready(&node);
+        if last != Some(ready) {
+            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+            health.set_service_status(READINESS_SERVICE, status).await;
+            health.set_service_status("petkv.v1.KV", status).await;
+            tracing::info!(ready, "readiness changed");
+            last = Some(ready);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(READINESS_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The start-up decision: the "init container" step of every pod.
+//!
+//! | volume | a cluster answers | ordinal | action |
+//! |---|---|---|---|
+//! | has state | — | any | resume from the persisted Raft state; never initialize again |
+//! | empty | yes | any | join: get a new node id from the leader, become a learner, catch up |
+//! | empty | no | 0 | bootstrap a one-member cluster (unless the set was bootstrapped before) |
+//! | empty | no | > 0 | wait for the primary, with back-off, saying what it waits for |
+//!
+//! The "set was bootstrapped" marker lives outside the pods' volumes (the harness state dir,
+//! or the Kubernetes API), so a wiped `petkv-0` whose peers are all down waits instead of
+//! starting a second cluster beside the first.
+
+/// What a node does at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartupAction {
+    /// The volume has an identity: start Raft from the persisted state.
+    Resume,
+    /// The volume is empty and a cluster answers: join it under a new node id.
+    Join,
+    /// The volume is empty, nobody answers, this is ordinal 0 of a set never bootstrapped.
+    Bootstrap,
+    /// The volume is empty and nobody answers: wait (and probe again).
+    Wait(WaitReason),
+}
+
+/// Why a node waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitReason {
+    /// A replica waits for the primary (ordinal 0) to bootstrap the cluster.
+    ForPrimary,
+    /// Ordinal 0 with an empty volume, but the set was bootstrapped before: the cluster exists
+    /// somewhere; starting a new one would split it.
+    ForExistingCluster,
+}
+
+/// What the node knows when it decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartupFacts {
+    pub volume_has_identity: bool,
+    pub cluster_answers: bool,
+    pub ordinal: u32,
+    pub set_was_bootstrapped: bool,
+}
+
+/// The decision table, as a pure function.
+pub fn decide(facts: StartupFacts) -> StartupAction {
+    if facts.volume_has_identity {
+        return StartupAction::Resume;
+    }
+    if facts.cluster_answers {
+        return StartupAction::Join;
+    }
+    match (facts.ordinal, facts.set_was_bootstrapped) {
+        (0, false) => StartupAction::Bootstrap,
+        (0, true) => StartupAction::Wait(WaitReason::ForExistingCluster),
+        _ => StartupAction::Wait(WaitReason::ForPrimary),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(volume_has_identity: bool, cluster_answers: bool, ordinal: u32, set_was_bootstrapped: bool) -> StartupFacts {
+        StartupFacts { volume_has_identity, cluster_answers, ordinal, set_was_bootstrapped }
+    }
+
+    #[test]
+    fn volume_with_state_resumes_whatever_else_is_true() {
+        for answers in [false, true] {
+            for ordinal in [0, 1, 4] {
+                for marker in [false, true] {
+                    assert_eq!(decide(facts(true, answers, ordinal, marker)), StartupAction::Resume);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn empty_volume_joins_a_cluster_that_answers_even_as_ordinal_zero() {
+        assert_eq!(decide(facts(false, true, 0, true)), StartupAction::Join);
+        assert_eq!(decide(facts(false, true, 0, false)), StartupAction::Join);
+        assert_eq!(decide(facts(false, true, 3, true)), StartupAction::Join);
+    }
+
+    #[test]
+    fn first_start_of_ordinal_zero_bootstraps() {
+        assert_eq!(decide(facts(false, false, 0, false)), StartupAction::Bootstrap);
+    }
+
+    #[test]
+    fn wiped_ordinal_zero_of_a_bootstrapped_set_never_starts_a_second_cluster() {
+        assert_eq!(decide(facts(false, false, 0, true)), StartupAction::Wait(WaitReason::ForExistingCluster));
+    }
+
+    #[test]
+    fn replica_with_empty_volume_waits_for_the_primary() {
+        assert_eq!(decide(facts(false, false, 1, false)), StartupAction::Wait(WaitReason::ForPrimary));
+        assert_eq!(decide(facts(false, false, 2, true)), StartupAction::Wait(WaitReason::ForPrimary));
+    }
+}
