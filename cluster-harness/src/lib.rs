@@ -1,1 +1,22 @@
-//! The cluster harness (see the crate README).
+//! The cluster harness: a StatefulSet on one machine.
+//!
+//! # Layout
+//!
+//! - [`binary`]: finds the `petkv` binary the pods run.
+//! - [`pod`]: one pod: a `petkv serve` process with a stable name, its own volume directory
+//!   (named like its PVC, `data-<set>-<ordinal>`), its own loopback address and a log file.
+//! - [`cluster`]: the set: starts pods, kills them with a signal, restarts them with the same
+//!   volume, wipes volumes, and waits for conditions with deadlines.
+//! - [`wait`]: polling a condition until a deadline (never a fixed sleep).
+//!
+//! Process mode gives each pod its own address in a private `127.x.y.0/24` range (Linux
+//! routes all of 127.0.0.0/8 to loopback), so every pod uses the same ports, as pods do.
+//! Traffic never leaves loopback.
+
+pub mod binary;
+pub mod cluster;
+pub mod pod;
+pub mod wait;
+
+pub use cluster::{Cluster, ClusterSpec};
+pub use pod::Pod;

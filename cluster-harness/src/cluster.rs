@@ -1,0 +1,272 @@
+//! The set of pods, StatefulSet-style.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sys::signal::Signal;
+use petkv::client::{Client, ClientError};
+use petkv::pb::v1::NodeStatus;
+
+use crate::binary::petkv_binary;
+use crate::pod::{Pod, PodSpec};
+use crate::wait;
+
+/// Client port of every pod (each pod has its own address).
+pub const CLIENT_PORT: u16 = 7379;
+/// Peer port of every pod.
+pub const PEER_PORT: u16 = 7380;
+/// How long a pod gets between SIGTERM and SIGKILL.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(20);
+
+/// What set to run.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub set: String,
+    pub replicas: u32,
+    pub voters: u32,
+    /// Extra `petkv serve` flags for every pod.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        Self { set: "petkv".into(), replicas: 3, voters: 3, extra_args: Vec::new() }
+    }
+}
+
+/// Limits how many clusters one process runs at once (tests run in parallel threads; each
+/// cluster is several processes on a 2-core machine). `PETKV_HARNESS_PARALLEL`, default 2.
+struct Slots {
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+static SLOTS: Slots = Slots { used: Mutex::new(0), freed: Condvar::new() };
+
+struct Slot;
+
+impl Slot {
+    fn acquire() -> Slot {
+        let max = std::env::var("PETKV_HARNESS_PARALLEL").ok().and_then(|v| v.parse().ok()).unwrap_or(2usize).max(1);
+        let mut used = SLOTS.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *used >= max {
+            used = SLOTS.freed.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += 1;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut used = SLOTS.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used -= 1;
+        SLOTS.freed.notify_one();
+    }
+}
+
+/// A set of pods with their volumes under one state directory.
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    state_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    subnet: (u8, u8),
+    binary: PathBuf,
+    pods: BTreeMap<u32, Pod>,
+    _slot: Slot,
+}
+
+impl Cluster {
+    /// A cluster in a fresh temporary state dir (removed when the cluster is dropped).
+    pub fn new(spec: ClusterSpec) -> anyhow::Result<Self> {
+        let temp = tempfile::Builder::new().prefix("petkv-harness-").tempdir()?;
+        let dir = temp.path().to_path_buf();
+        let mut c = Self::in_dir(spec, &dir)?;
+        c._temp = Some(temp);
+        Ok(c)
+    }
+
+    /// A cluster whose state lives in `dir` (kept after the cluster is dropped).
+    pub fn in_dir(spec: ClusterSpec, dir: &Path) -> anyhow::Result<Self> {
+        let slot = Slot::acquire();
+        std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("create {}", dir.display()))?;
+        // A private /24 inside 127.0.0.0/8, so concurrent clusters never share an address.
+        let subnet = (rand::random_range(1..=254u8), rand::random_range(1..=254u8));
+        let mut cluster =
+            Self { spec, state_dir: dir.to_path_buf(), _temp: None, subnet, binary: petkv_binary()?, pods: BTreeMap::new(), _slot: slot };
+        for ordinal in 0..cluster.spec.replicas {
+            cluster.add_pod(ordinal);
+        }
+        Ok(cluster)
+    }
+
+    /// The state directory: volumes, logs and the bootstrap marker.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The loopback address of a pod.
+    pub fn ip(&self, ordinal: u32) -> String {
+        format!("127.{}.{}.{}", self.subnet.0, self.subnet.1, ordinal + 1)
+    }
+
+    /// `host:port` of a pod's client API.
+    pub fn client_addr(&self, ordinal: u32) -> String {
+        format!("{}:{CLIENT_PORT}", self.ip(ordinal))
+    }
+
+    /// The volume directory of a pod, named like its PVC.
+    pub fn volume(&self, ordinal: u32) -> PathBuf {
+        self.state_dir.join(format!("data-{}-{ordinal}", self.spec.set))
+    }
+
+    fn peers_spec(&self) -> String {
+        (0..self.spec.replicas).map(|o| format!("{o}={}:{PEER_PORT}", self.ip(o))).collect::<Vec<_>>().join(",")
+    }
+
+    fn add_pod(&mut self, ordinal: u32) {
+        let spec = PodSpec {
+            set: self.spec.set.clone(),
+            ordinal,
+            binary: self.binary.clone(),
+            client_addr: self.client_addr(ordinal),
+            peer_addr: format!("{}:{PEER_PORT}", self.ip(ordinal)),
+            data_dir: self.volume(ordinal),
+            log_path: self.state_dir.join("logs").join(format!("{}-{ordinal}.log", self.spec.set)),
+            peers: self.peers_spec(),
+            bootstrap_marker: self.state_dir.join("bootstrapped"),
+            voters: self.spec.voters,
+            extra_args: self.spec.extra_args.clone(),
+        };
+        self.pods.insert(ordinal, Pod::new(spec));
+    }
+
+    /// The pod with this ordinal.
+    pub fn pod(&self, ordinal: u32) -> anyhow::Result<&Pod> {
+        self.pods.get(&ordinal).with_context(|| format!("no pod with ordinal {ordinal}"))
+    }
+
+    pub fn pod_mut(&mut self, ordinal: u32) -> anyhow::Result<&mut Pod> {
+        self.pods.get_mut(&ordinal).with_context(|| format!("no pod with ordinal {ordinal}"))
+    }
+
+    /// Ordinals of all pods.
+    pub fn ordinals(&self) -> Vec<u32> {
+        self.pods.keys().copied().collect()
+    }
+
+    /// Starts every pod at once (podManagementPolicy: Parallel).
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        for pod in self.pods.values_mut() {
+            pod.start()?;
+        }
+        Ok(())
+    }
+
+    /// Starts (or restarts) one pod with its volume.
+    pub fn start(&mut self, ordinal: u32) -> anyhow::Result<()> {
+        self.pod_mut(ordinal)?.start()
+    }
+
+    /// kill -9 one pod and reap it.
+    pub async fn kill(&mut self, ordinal: u32) -> anyhow::Result<()> {
+        self.pod_mut(ordinal)?.kill().await
+    }
+
+    /// Sends any signal (SIGSTOP/SIGCONT for pauses).
+    pub fn signal(&self, ordinal: u32, sig: Signal) -> anyhow::Result<()> {
+        self.pod(ordinal)?.signal(sig)
+    }
+
+    /// SIGTERM one pod and wait for it (SIGKILL after the grace period).
+    pub async fn terminate(&mut self, ordinal: u32) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        self.pod_mut(ordinal)?.terminate(DEFAULT_GRACE).await
+    }
+
+    /// Deletes a (stopped) pod's volume, as deleting its PVC would.
+    pub fn wipe_volume(&mut self, ordinal: u32) -> anyhow::Result<()> {
+        let running = self.pod_mut(ordinal)?.is_running();
+        anyhow::ensure!(!running, "stop pod {ordinal} before wiping its volume");
+        let dir = self.volume(ordinal);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// A client over every pod's client address.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let endpoints: Vec<String> = self.pods.keys().map(|o| self.client_addr(*o)).collect();
+        Ok(Client::new(&endpoints, Duration::from_secs(10))?)
+    }
+
+    /// A client that talks to one pod only.
+    pub fn client_of(&self, ordinal: u32) -> anyhow::Result<Client> {
+        Ok(Client::new(&[self.client_addr(ordinal)], Duration::from_secs(3))?)
+    }
+
+    /// The pod's own status (no failover).
+    pub async fn status(&self, ordinal: u32) -> Result<NodeStatus, ClientError> {
+        Client::status_of(&self.client_addr(ordinal), Duration::from_secs(1)).await
+    }
+
+    /// Waits until a pod is a member that knows the leader.
+    pub async fn wait_member(&self, ordinal: u32, timeout: Duration) -> anyhow::Result<NodeStatus> {
+        wait::until(&format!("pod {ordinal} to be a member that knows the leader"), timeout, || async {
+            self.status(ordinal).await.ok().filter(|s| s.role != "joining" && s.leader_id != 0)
+        })
+        .await
+        .with_context(|| self.pod(ordinal).map(|p| format!("log of {}:\n{}", p.name(), p.log_tail(20))).unwrap_or_default())
+    }
+
+    /// Waits until every running pod is a voter or learner as the set says, and all agree on
+    /// one leader. Returns the leader's ordinal.
+    pub async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<u32> {
+        let running: Vec<u32> = self.pods.iter_mut().filter_map(|(o, p)| p.is_running().then_some(*o)).collect();
+        let voters = self.spec.voters;
+        let this = &*self;
+        wait::until("every running pod to settle into its role under one leader", timeout, || {
+            let running = running.clone();
+            async move {
+                let mut leader = None;
+                for o in &running {
+                    let s = this.status(*o).await.ok()?;
+                    let want = if *o < voters { ["leader", "follower"].contains(&s.role.as_str()) } else { s.role == "learner" };
+                    if !want || s.leader_id == 0 || leader.is_some_and(|l| l != s.leader_id) {
+                        return None;
+                    }
+                    leader = Some(s.leader_id);
+                }
+                leader.map(|id| petkv::raft::ordinal_of(id))
+            }
+        })
+        .await
+    }
+
+    /// Waits until some pod leads, returning its ordinal.
+    pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<u32> {
+        wait::until("a leader", timeout, || async {
+            for o in self.pods.keys() {
+                if let Ok(s) = self.status(*o).await {
+                    if s.role == "leader" {
+                        return Some(*o);
+                    }
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    /// Stops every pod (SIGTERM, highest ordinal first, as a StatefulSet deletes).
+    pub async fn down(&mut self) -> anyhow::Result<()> {
+        let ordinals: Vec<u32> = self.pods.keys().rev().copied().collect();
+        for o in ordinals {
+            self.terminate(o).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,139 @@
+//! One pod: a `petkv serve` process with a stable name, volume, address and log file.
+
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// Everything needed to (re)start a pod the same way.
+#[derive(Debug, Clone)]
+pub struct PodSpec {
+    pub set: String,
+    pub ordinal: u32,
+    pub binary: PathBuf,
+    pub client_addr: String,
+    pub peer_addr: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub peers: String,
+    pub bootstrap_marker: PathBuf,
+    pub voters: u32,
+    pub extra_args: Vec<String>,
+}
+
+/// A pod and, while it runs, its process.
+pub struct Pod {
+    pub spec: PodSpec,
+    child: Option<Child>,
+}
+
+impl Pod {
+    pub fn new(spec: PodSpec) -> Self {
+        Self { spec, child: None }
+    }
+
+    /// `<set>-<ordinal>`.
+    pub fn name(&self) -> String {
+        format!("{}-{}", self.spec.set, self.spec.ordinal)
+    }
+
+    /// Starts the pod's process (its log is appended to, so restarts keep history).
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        if self.is_running() {
+            anyhow::bail!("{} is already running", self.name());
+        }
+        let s = &self.spec;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&s.log_path)
+            .with_context(|| format!("open {}", s.log_path.display()))?;
+        let mut cmd = Command::new(&s.binary);
+        cmd.arg("serve")
+            .args(["--hostname", &self.name()])
+            .arg("--data-dir")
+            .arg(&s.data_dir)
+            .args(["--peers", &s.peers])
+            .args(["--client-listen", &s.client_addr])
+            .args(["--peer-listen", &s.peer_addr])
+            .arg("--bootstrap-marker")
+            .arg(&s.bootstrap_marker)
+            .args(["--voters", &s.voters.to_string()])
+            .args(&s.extra_args)
+            .env_remove("PETKV_HOSTNAME")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        self.child = Some(cmd.spawn().with_context(|| format!("spawn {}", s.binary.display()))?);
+        Ok(())
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: Signal) -> anyhow::Result<()> {
+        let pid = self.pid().with_context(|| format!("{} is not running", self.name()))?;
+        signal::kill(Pid::from_raw(pid as i32), sig).with_context(|| format!("send {sig} to {}", self.name()))
+    }
+
+    /// Waits for the process to exit; `None` if it did not within `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        let Some(child) = &mut self.child else { return Ok(None) };
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                self.child = None;
+                Ok(Some(status))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// kill -9 and reap.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        if self.is_running() {
+            self.signal(Signal::SIGKILL)?;
+        }
+        self.wait_exit(Duration::from_secs(10)).await?;
+        self.child = None;
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`. Returns the exit status.
+    pub async fn terminate(&mut self, grace: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        if !self.is_running() {
+            return Ok(None);
+        }
+        self.signal(Signal::SIGTERM)?;
+        if let Some(status) = self.wait_exit(grace).await? {
+            return Ok(Some(status));
+        }
+        tracing::warn!(pod = %self.name(), "grace period over: SIGKILL");
+        self.kill().await?;
+        Ok(None)
+    }
+
+    /// The last lines of the pod's log (for failure messages).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.spec.log_path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}

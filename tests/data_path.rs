@@ -1,0 +1,139 @@
+//! The data path through real nodes: forwarding, compare-and-set, scans, deduplication of
+//! retried writes, and every bad input the API can receive.
+
+use petkv::pb::v1::kv_client::KvClient;
+use petkv::pb::v1::{Consistency, DeleteRequest, GetRequest, PutRequest, ScanRequest, WriteId};
+use petkv_e2e::healthy_cluster;
+use petkv_harness::Cluster;
+use tonic::Code;
+
+async fn raw(cluster: &Cluster, ordinal: u32) -> anyhow::Result<KvClient<tonic::transport::Channel>> {
+    Ok(KvClient::connect(format!("http://{}", cluster.client_addr(ordinal))).await?)
+}
+
+async fn follower(cluster: &Cluster) -> anyhow::Result<u32> {
+    let leader = cluster.wait_leader(petkv_e2e::SETTLE).await?;
+    Ok((leader + 1) % 3)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_path_through_a_follower() -> anyhow::Result<()> {
+    let cluster = healthy_cluster(3, 3, &[]).await?;
+    let f = follower(&cluster).await?;
+    let c = cluster.client_of(f)?;
+
+    // A write sent to a follower is forwarded and acknowledged with the leader's index.
+    let put = c.put(b"a/1", b"one", None).await?;
+    assert!(put.succeeded);
+    let kv = put.kv.expect("kv");
+    assert_eq!((kv.version, kv.create_index), (1, kv.mod_index));
+    assert!(put.header.expect("header").raft_index >= kv.mod_index);
+
+    // Compare-and-set on mod_index.
+    let stale = c.put(b"a/1", b"lost", Some(kv.mod_index + 1000)).await?;
+    assert!(!stale.succeeded);
+    assert_eq!(stale.kv.expect("current").value.as_ref(), b"one");
+    let cas = c.put(b"a/1", b"two", Some(kv.mod_index)).await?;
+    assert!(cas.succeeded);
+    assert_eq!(cas.kv.as_ref().expect("kv").version, 2);
+    let create_only = c.put(b"a/1", b"three", Some(0)).await?;
+    assert!(!create_only.succeeded, "if_mod_index 0 means the key must not exist");
+
+    // Scans by prefix and range, with paging.
+    for i in 2..=7 {
+        c.put(format!("a/{i}").as_bytes(), b"x", None).await?;
+    }
+    c.put(b"b/1", b"y", None).await?;
+    let mut req = ScanRequest { prefix: b"a/".to_vec().into(), limit: 3, ..Default::default() };
+    let mut keys = Vec::new();
+    loop {
+        let page = c.scan(req.clone()).await?;
+        keys.extend(page.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.key).into_owned()));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        req.page_token = page.next_page_token;
+    }
+    assert_eq!(keys, ["a/1", "a/2", "a/3", "a/4", "a/5", "a/6", "a/7"]);
+    let range = c
+        .scan(ScanRequest { start_key: b"a/3".to_vec().into(), end_key: b"a/5".to_vec().into(), ..Default::default() })
+        .await?;
+    assert_eq!(range.kvs.len(), 2);
+
+    // Conditional and plain deletes.
+    let del_bad = c.delete(b"a/1", Some(1)).await?;
+    assert!(!del_bad.succeeded);
+    let del = c.delete(b"a/1", None).await?;
+    assert!(del.succeeded && del.deleted);
+    let again = c.delete(b"a/1", None).await?;
+    assert!(again.succeeded && !again.deleted);
+    assert!(c.get(b"a/1", Consistency::Linearizable).await?.kv.is_none());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_write_is_applied_once() -> anyhow::Result<()> {
+    let cluster = healthy_cluster(3, 3, &[]).await?;
+    let f = follower(&cluster).await?;
+    let mut kv = raw(&cluster, f).await?;
+    let id = WriteId { client_id: 42, sequence: 7 };
+    let put = |value: &'static [u8]| PutRequest { key: b"counter".to_vec().into(), value: value.to_vec().into(), write_id: Some(id), if_mod_index: None };
+    let first = kv.put(put(b"1")).await?.into_inner();
+    // The same write id again (a retry after a timeout): same answer, nothing applied.
+    let retry = kv.put(put(b"1")).await?.into_inner();
+    assert_eq!(first.kv, retry.kv);
+    assert_eq!(first.header.as_ref().map(|h| h.raft_index), retry.header.as_ref().map(|h| h.raft_index));
+    let now = kv.get(GetRequest { key: b"counter".to_vec().into(), consistency: 0 }).await?.into_inner();
+    assert_eq!(now.kv.expect("kv").version, 1);
+    // An older sequence of the same client is refused, not applied.
+    let old = PutRequest { write_id: Some(WriteId { client_id: 42, sequence: 6 }), ..put(b"old") };
+    let err = kv.put(old).await.expect_err("stale sequence");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_writes_nothing() -> anyhow::Result<()> {
+    let cluster = healthy_cluster(3, 3, &["--max-key-bytes", "16", "--max-value-bytes", "64", "--max-scan-limit", "100"]).await?;
+    let mut kv = raw(&cluster, 0).await?;
+    let before = cluster.status(0).await?;
+    let key = |k: &[u8]| k.to_vec().into();
+    let cases: Vec<(&str, tonic::Status, &str)> = vec![
+        ("empty key put", kv.put(PutRequest { key: key(b""), ..Default::default() }).await.expect_err("refused"), "empty"),
+        ("long key put", kv.put(PutRequest { key: key(&[b'k'; 17]), ..Default::default() }).await.expect_err("refused"), "--max-key-bytes"),
+        (
+            "large value",
+            kv.put(PutRequest { key: key(b"k"), value: vec![0u8; 65].into(), ..Default::default() }).await.expect_err("refused"),
+            "--max-value-bytes",
+        ),
+        ("empty key get", kv.get(GetRequest { key: key(b""), consistency: 0 }).await.expect_err("refused"), "empty"),
+        ("unknown consistency", kv.get(GetRequest { key: key(b"k"), consistency: 9 }).await.expect_err("refused"), "unknown consistency"),
+        ("empty key delete", kv.delete(DeleteRequest { key: key(b""), ..Default::default() }).await.expect_err("refused"), "empty"),
+        (
+            "inverted range",
+            kv.scan(ScanRequest { start_key: key(b"z"), end_key: key(b"a"), ..Default::default() }).await.expect_err("refused"),
+            "inverted",
+        ),
+        (
+            "prefix and range",
+            kv.scan(ScanRequest { prefix: key(b"p"), start_key: key(b"a"), ..Default::default() }).await.expect_err("refused"),
+            "not both",
+        ),
+        ("scan limit", kv.scan(ScanRequest { limit: 101, ..Default::default() }).await.expect_err("refused"), "--max-scan-limit"),
+        (
+            "scan consistency",
+            kv.scan(ScanRequest { consistency: -1, ..Default::default() }).await.expect_err("refused"),
+            "unknown consistency",
+        ),
+    ];
+    for (name, status, needle) in cases {
+        assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
+        assert!(status.message().contains(needle), "{name}: {:?} should mention {needle}", status.message());
+    }
+    let after = cluster.status(0).await?;
+    assert_eq!(after.key_count, before.key_count, "nothing was written");
+    assert_eq!(after.last_log_index, before.last_log_index, "nothing was proposed");
+    // The node still serves.
+    assert!(cluster.client()?.put(b"ok", b"fine", None).await?.succeeded);
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! A pod's life: bootstrap, waiting replicas, failover, restart with the same identity, a
+//! wiped volume rejoining under a new id, graceful hand-off, catch-up by snapshot.
+
+use std::time::{Duration, Instant};
+
+use petkv::pb::v1::Consistency;
+use petkv_e2e::{healthy_cluster, wait_value_on, SETTLE};
+use petkv_harness::{wait, Cluster, ClusterSpec};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_pods_bootstrap_and_replicate_to_every_node() -> anyhow::Result<()> {
+    let cluster = healthy_cluster(3, 3, &[]).await?;
+    let members = cluster.client()?.members().await?;
+    assert_eq!(members.members.len(), 3);
+    assert!(members.members.iter().all(|m| m.voter && m.status.is_some()));
+    // Exactly one cluster id, and node ids follow ordinal << 32 | incarnation.
+    let ids: Vec<_> = members.members.iter().filter_map(|m| m.status.clone()).collect();
+    assert!(ids.windows(2).all(|w| w[0].cluster_id == w[1].cluster_id));
+    for s in &ids {
+        assert_eq!(petkv::raft::ordinal_of(s.node_id), s.ordinal);
+        assert_eq!(s.hostname, format!("petkv-{}", s.ordinal));
+    }
+    cluster.client_of(1)?.put(b"greeting", b"hello", None).await?;
+    for o in 0..3 {
+        wait_value_on(&cluster, o, "greeting", "hello").await?;
+        let r = cluster.client_of(o)?.get(b"greeting", Consistency::Linearizable).await?;
+        assert_eq!(r.kv.map(|kv| kv.value.to_vec()), Some(b"hello".to_vec()));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_empty_volumes_wait_for_the_primary_then_join() -> anyhow::Result<()> {
+    let mut cluster = Cluster::new(ClusterSpec::default())?;
+    cluster.start(1)?;
+    cluster.start(2)?;
+    // The replicas answer but are not members: they wait, saying for whom.
+    wait::until("replica 1 to log that it waits for petkv-0", SETTLE, || async {
+        cluster.pod(1).ok()?.log_tail(50).contains("waiting for the primary petkv-0").then_some(())
+    })
+    .await?;
+    for o in [1, 2] {
+        let s = wait::until("replica to answer", SETTLE, || async { cluster.status(o).await.ok() }).await?;
+        assert_eq!(s.role, "joining");
+        assert_eq!(s.node_id, 0, "no identity before the primary exists");
+    }
+    assert!(!cluster.volume(1).join(petkv::identity::IDENTITY_FILE).exists());
+    cluster.start(0)?;
+    cluster.wait_healthy(SETTLE).await?;
+    assert!(cluster.state_dir().join("bootstrapped").exists(), "bootstrap marker is written outside the volumes");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_leader_is_replaced_and_comes_back_with_the_same_identity() -> anyhow::Result<()> {
+    let mut cluster = healthy_cluster(3, 3, &[]).await?;
+    let client = cluster.client()?;
+    client.put(b"before", b"1", None).await?;
+    let leader = cluster.wait_leader(SETTLE).await?;
+    let old_status = cluster.status(leader).await?;
+
+    let killed_at = Instant::now();
+    cluster.kill(leader).await?;
+    client.put(b"after", b"2", None).await?;
+    let window = killed_at.elapsed();
+    let new_leader = cluster.wait_leader(SETTLE).await?;
+    assert_ne!(new_leader, leader);
+    assert!(window < SETTLE, "writes resumed after {window:?}");
+
+    cluster.start(leader)?;
+    let back = cluster.wait_member(leader, SETTLE).await?;
+    assert_eq!(back.node_id, old_status.node_id, "a restarted pod keeps its node id");
+    assert_eq!(back.cluster_id, old_status.cluster_id);
+    wait_value_on(&cluster, leader, "after", "2").await?;
+    wait_value_on(&cluster, leader, "before", "1").await?;
+    cluster.wait_healthy(SETTLE).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_follower_rejoins_under_a_new_id_with_all_data() -> anyhow::Result<()> {
+    // Frequent snapshots, so the wiped pod must catch up by snapshot, not by log.
+    let mut cluster = healthy_cluster(3, 3, &["--snapshot-every", "20"]).await?;
+    let client = cluster.client()?;
+    let leader = cluster.wait_leader(SETTLE).await?;
+    let victim = (leader + 1) % 3;
+    let old_id = cluster.status(victim).await?.node_id;
+    cluster.kill(victim).await?;
+    cluster.wipe_volume(victim)?;
+    for i in 0..60 {
+        client.put(format!("k{i:03}").as_bytes(), format!("v{i}").as_bytes(), None).await?;
+    }
+    cluster.start(victim)?;
+    let back = cluster.wait_member(victim, SETTLE).await?;
+    assert_ne!(back.node_id, old_id, "a wiped volume never reuses its node id");
+    assert_eq!(petkv::raft::ordinal_of(back.node_id), victim);
+    assert!(petkv::raft::incarnation_of(back.node_id) > petkv::raft::incarnation_of(old_id));
+    wait_value_on(&cluster, victim, "k059", "v59").await?;
+    // The old id is gone and the new one votes.
+    wait::until("old id removed and new id a voter", SETTLE, || async {
+        let m = client.members().await.ok()?;
+        let ids: Vec<_> = m.members.iter().map(|m| (m.node_id, m.voter)).collect();
+        (ids.len() == 3 && !ids.iter().any(|(id, _)| *id == old_id) && ids.contains(&(back.node_id, true))).then_some(())
+    })
+    .await?;
+    let s = cluster.status(victim).await?;
+    assert!(s.snapshot_index > 0, "caught up by snapshot: {s:?}");
+    assert_eq!(s.key_count, 60);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_the_leader_hands_leadership_over_and_exits_cleanly() -> anyhow::Result<()> {
+    let mut cluster = healthy_cluster(3, 3, &[]).await?;
+    let client = cluster.client()?;
+    client.put(b"k", b"v", None).await?;
+    let leader = cluster.wait_leader(SETTLE).await?;
+    let started = Instant::now();
+    let status = cluster.terminate(leader).await?;
+    assert!(status.is_some_and(|s| s.success()), "exit status {status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(cluster.pod(leader)?.log_tail(20).contains("leadership handed over"));
+    client.put(b"k2", b"v2", None).await?;
+    let new_leader = cluster.wait_leader(SETTLE).await?;
+    assert_ne!(new_leader, leader);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_restart_keeps_identity_and_data() -> anyhow::Result<()> {
+    let mut cluster = healthy_cluster(3, 3, &[]).await?;
+    let client = cluster.client()?;
+    for i in 0..20 {
+        client.put(format!("key{i}").as_bytes(), b"x", None).await?;
+    }
+    let before: Vec<_> = futures_ids(&cluster).await?;
+    cluster.down().await?;
+    cluster.start_all()?;
+    cluster.wait_healthy(SETTLE).await?;
+    assert_eq!(futures_ids(&cluster).await?, before);
+    for o in 0..3 {
+        wait::until("all 20 keys on every pod", SETTLE, || async {
+            (cluster.status(o).await.ok()?.key_count == 20).then_some(())
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+async fn futures_ids(cluster: &Cluster) -> anyhow::Result<Vec<(u32, u64, String)>> {
+    let mut ids = Vec::new();
+    for o in cluster.ordinals() {
+        let s = cluster.status(o).await?;
+        ids.push((s.ordinal, s.node_id, s.cluster_id));
+    }
+    Ok(ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_reads_are_served_by_a_read_replica() -> anyhow::Result<()> {
+    // Three pods, two voters: petkv-2 is a read replica (Raft learner).
+    let cluster = healthy_cluster(3, 2, &[]).await?;
+    let members = cluster.client()?.members().await?;
+    let replica = members.members.iter().find(|m| m.ordinal == 2).expect("pod 2 is a member");
+    assert!(!replica.voter);
+    cluster.client()?.put(b"r", b"1", None).await?;
+    wait_value_on(&cluster, 2, "r", "1").await?;
+    let s = cluster.status(2).await?;
+    assert_eq!(s.role, "learner");
+    Ok(())
+}
