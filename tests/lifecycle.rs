@@ -169,3 +169,12 @@ async fn stale_reads_are_served_by_a_read_replica() -> anyhow::Result<()> {
     assert_eq!(s.role, "learner");
     Ok(())
 }
+
+/// The README's main command, as a test: the demo must pass on a fresh cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_passes() -> anyhow::Result<()> {
+    let report = petkv_harness::demo::run_fresh(None).await?;
+    assert!(report.identity_ok && report.data_ok, "{report:?}");
+    assert!(report.acknowledged_writes > 200);
+    Ok(())
+}

@@ -14,6 +14,7 @@
 //! Traffic never leaves loopback.
 
 pub mod binary;
+pub mod demo;
 pub mod cluster;
 pub mod pod;
 pub mod wait;

@@ -26,10 +26,10 @@ impl From<CodecError> for tonic::Status {
     }
 }
 
-/// Wraps a value into a `RaftMessage`.
-pub fn pack<T: Serialize>(what: &'static str, value: &T) -> Result<RaftMessage, CodecError> {
+/// Wraps a value into a `RaftMessage` addressed to node `target` (0 in replies).
+pub fn pack<T: Serialize>(what: &'static str, target: u64, value: &T) -> Result<RaftMessage, CodecError> {
     let data = postcard::to_allocvec(value).map_err(|source| CodecError::Encode { what, source })?;
-    Ok(RaftMessage { version: VERSION as i32, data: data.into() })
+    Ok(RaftMessage { version: VERSION as i32, data: data.into(), target })
 }
 
 /// Unwraps a value from a `RaftMessage`, checking the version.

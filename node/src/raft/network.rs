@@ -126,7 +126,7 @@ impl PeerConnection {
         F: FnOnce(RaftClient<Channel>, tonic::Request<crate::pb::raft::RaftMessage>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<crate::pb::raft::RaftMessage>, tonic::Status>>,
     {
-        let msg = codec::pack(what, req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let msg = codec::pack(what, self.target, req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let reply = f(self.client()?, with_deadline(msg, option)).await.map_err(status_to_rpc)?;
         codec::unpack(what, reply.get_ref()).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
@@ -142,6 +142,7 @@ impl PeerConnection {
             vote: codec::encode("vote", &vote).map_err(|e| net(&e))?.into(),
             meta: codec::encode("snapshot meta", &snapshot.meta).map_err(|e| net(&e))?.into(),
             total_bytes: snapshot.snapshot.len,
+            target: self.target,
         };
         let path = snapshot.snapshot.path.clone();
         let mut file = std::fs::File::open(&path).map_err(|e| net(&format!("open {}: {e}", path.display())))?;

@@ -39,6 +39,17 @@ impl PeerService {
     }
 }
 
+/// Refuses a message addressed to another node id (e.g. this pod's previous incarnation).
+fn check_target(node: &Node, target: u64) -> Result<(), Status> {
+    match node.node_id() {
+        Some(me) if me == target => Ok(()),
+        me => Err(Status::unavailable(format!(
+            "message for node {target} reached node {}: not its recipient",
+            me.map(|m| m.to_string()).unwrap_or_else(|| "without identity".into())
+        ))),
+    }
+}
+
 fn fatal(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("raft is not running: {e}"))
 }
@@ -61,32 +72,36 @@ fn write_error(node: &Node, e: RaftError<TypeConfig, ClientWriteError<TypeConfig
 impl RaftRpc for PeerService {
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = codec::unpack("append entries", req.get_ref())?;
+        check_target(&self.node, req.get_ref().target)?;
         let resp = self.node.raft()?.append_entries(rpc).await.map_err(fatal)?;
-        Ok(Response::new(codec::pack("append entries response", &resp)?))
+        Ok(Response::new(codec::pack("append entries response", 0, &resp)?))
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: VoteRequest<TypeConfig> = codec::unpack("vote", req.get_ref())?;
+        check_target(&self.node, req.get_ref().target)?;
         let resp = self.node.raft()?.vote(rpc).await.map_err(fatal)?;
-        Ok(Response::new(codec::pack("vote response", &resp)?))
+        Ok(Response::new(codec::pack("vote response", 0, &resp)?))
     }
 
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: VoteRequest<TypeConfig> = codec::unpack("pre-vote", req.get_ref())?;
+        check_target(&self.node, req.get_ref().target)?;
         let resp = self.node.raft()?.pre_vote(rpc).await.map_err(fatal)?;
-        Ok(Response::new(codec::pack("pre-vote response", &resp)?))
+        Ok(Response::new(codec::pack("pre-vote response", 0, &resp)?))
     }
 
     async fn transfer_leader(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: TransferLeaderRequest<TypeConfig> = codec::unpack("transfer leader", req.get_ref())?;
+        check_target(&self.node, req.get_ref().target)?;
         let resp = self.node.raft()?.handle_transfer_leader(rpc).await.map_err(fatal)?;
-        Ok(Response::new(codec::pack("transfer leader response", &resp)?))
+        Ok(Response::new(codec::pack("transfer leader response", 0, &resp)?))
     }
 
     async fn install_snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftMessage>, Status> {
         let raft = self.node.raft()?.clone();
         let path = self.node.sm.incoming_snapshot_path();
-        let received = receive_snapshot(req.into_inner(), &path).await;
+        let received = receive_snapshot(&self.node, req.into_inner(), &path).await;
         let (vote, meta) = match received {
             Ok(v) => v,
             Err(e) => {
@@ -100,7 +115,7 @@ impl RaftRpc for PeerService {
         let resp = raft.install_full_snapshot(vote, snap).await.map_err(fatal);
         // On success the state machine moved the file into place; on failure it is garbage.
         let _ = std::fs::remove_file(&path);
-        Ok(Response::new(codec::pack("snapshot response", &resp?)?))
+        Ok(Response::new(codec::pack("snapshot response", 0, &resp?)?))
     }
 
     async fn cluster_info(&self, _req: Request<ClusterInfoRequest>) -> Result<Response<ClusterInfoResponse>, Status> {
@@ -175,6 +190,7 @@ impl RaftRpc for PeerService {
 /// Receives a chunked snapshot into `path`, checking framing, size and checksum, then the file
 /// format itself. Returns the leader's vote and the snapshot metadata.
 async fn receive_snapshot(
+    node: &Node,
     mut stream: Streaming<SnapshotChunk>,
     path: &std::path::Path,
 ) -> Result<(Vote, SnapshotMeta), Status> {
@@ -185,6 +201,7 @@ async fn receive_snapshot(
         return Err(bad("first message is not a header".into()));
     };
     codec::check_version(header.version)?;
+    check_target(node, header.target)?;
     let vote: Vote = codec::decode("vote", &header.vote)?;
     let meta: SnapshotMeta = codec::decode("snapshot meta", &header.meta)?;
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
