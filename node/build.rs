@@ -8,10 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("petkv_descriptor.bin"))
         .bytes(".")
-        .compile_protos(
-            &["../proto/petkv/v1/kv.proto", "../proto/petkv/raft/v1/raft.proto"],
-            &["../proto"],
-        )?;
+        .compile_protos(&["../proto/petkv/v1/kv.proto", "../proto/petkv/raft/v1/raft.proto"], &["../proto"])?;
     println!("cargo:rerun-if-changed=../proto");
     Ok(())
 }

@@ -77,7 +77,12 @@ async fn a_retried_write_is_applied_once() -> anyhow::Result<()> {
     let f = follower(&cluster).await?;
     let mut kv = raw(&cluster, f).await?;
     let id = WriteId { client_id: 42, sequence: 7 };
-    let put = |value: &'static [u8]| PutRequest { key: b"counter".to_vec().into(), value: value.to_vec().into(), write_id: Some(id), if_mod_index: None };
+    let put = |value: &'static [u8]| PutRequest {
+        key: b"counter".to_vec().into(),
+        value: value.to_vec().into(),
+        write_id: Some(id),
+        if_mod_index: None,
+    };
     let first = kv.put(put(b"1")).await?.into_inner();
     // The same write id again (a retry after a timeout): same answer, nothing applied.
     let retry = kv.put(put(b"1")).await?.into_inner();
@@ -94,32 +99,59 @@ async fn a_retried_write_is_applied_once() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_writes_nothing() -> anyhow::Result<()> {
-    let cluster = healthy_cluster(3, 3, &["--max-key-bytes", "16", "--max-value-bytes", "64", "--max-scan-limit", "100"]).await?;
+    let cluster =
+        healthy_cluster(3, 3, &["--max-key-bytes", "16", "--max-value-bytes", "64", "--max-scan-limit", "100"]).await?;
     let mut kv = raw(&cluster, 0).await?;
     let before = cluster.status(0).await?;
     let key = |k: &[u8]| k.to_vec().into();
     let cases: Vec<(&str, tonic::Status, &str)> = vec![
-        ("empty key put", kv.put(PutRequest { key: key(b""), ..Default::default() }).await.expect_err("refused"), "empty"),
-        ("long key put", kv.put(PutRequest { key: key(&[b'k'; 17]), ..Default::default() }).await.expect_err("refused"), "--max-key-bytes"),
+        (
+            "empty key put",
+            kv.put(PutRequest { key: key(b""), ..Default::default() }).await.expect_err("refused"),
+            "empty",
+        ),
+        (
+            "long key put",
+            kv.put(PutRequest { key: key(&[b'k'; 17]), ..Default::default() }).await.expect_err("refused"),
+            "--max-key-bytes",
+        ),
         (
             "large value",
-            kv.put(PutRequest { key: key(b"k"), value: vec![0u8; 65].into(), ..Default::default() }).await.expect_err("refused"),
+            kv.put(PutRequest { key: key(b"k"), value: vec![0u8; 65].into(), ..Default::default() })
+                .await
+                .expect_err("refused"),
             "--max-value-bytes",
         ),
         ("empty key get", kv.get(GetRequest { key: key(b""), consistency: 0 }).await.expect_err("refused"), "empty"),
-        ("unknown consistency", kv.get(GetRequest { key: key(b"k"), consistency: 9 }).await.expect_err("refused"), "unknown consistency"),
-        ("empty key delete", kv.delete(DeleteRequest { key: key(b""), ..Default::default() }).await.expect_err("refused"), "empty"),
+        (
+            "unknown consistency",
+            kv.get(GetRequest { key: key(b"k"), consistency: 9 }).await.expect_err("refused"),
+            "unknown consistency",
+        ),
+        (
+            "empty key delete",
+            kv.delete(DeleteRequest { key: key(b""), ..Default::default() }).await.expect_err("refused"),
+            "empty",
+        ),
         (
             "inverted range",
-            kv.scan(ScanRequest { start_key: key(b"z"), end_key: key(b"a"), ..Default::default() }).await.expect_err("refused"),
+            kv.scan(ScanRequest { start_key: key(b"z"), end_key: key(b"a"), ..Default::default() })
+                .await
+                .expect_err("refused"),
             "inverted",
         ),
         (
             "prefix and range",
-            kv.scan(ScanRequest { prefix: key(b"p"), start_key: key(b"a"), ..Default::default() }).await.expect_err("refused"),
+            kv.scan(ScanRequest { prefix: key(b"p"), start_key: key(b"a"), ..Default::default() })
+                .await
+                .expect_err("refused"),
             "not both",
         ),
-        ("scan limit", kv.scan(ScanRequest { limit: 101, ..Default::default() }).await.expect_err("refused"), "--max-scan-limit"),
+        (
+            "scan limit",
+            kv.scan(ScanRequest { limit: 101, ..Default::default() }).await.expect_err("refused"),
+            "--max-scan-limit",
+        ),
         (
             "scan consistency",
             kv.scan(ScanRequest { consistency: -1, ..Default::default() }).await.expect_err("refused"),

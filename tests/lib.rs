@@ -12,7 +12,12 @@ pub const SETTLE: Duration = Duration::from_secs(30);
 
 /// Starts a set with `replicas` pods and `voters` voters and waits until it is healthy.
 pub async fn healthy_cluster(replicas: u32, voters: u32, extra_args: &[&str]) -> anyhow::Result<Cluster> {
-    let spec = ClusterSpec { replicas, voters, extra_args: extra_args.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+    let spec = ClusterSpec {
+        replicas,
+        voters,
+        extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
     let mut cluster = Cluster::new(spec)?;
     cluster.start_all()?;
     cluster.wait_healthy(SETTLE).await?;

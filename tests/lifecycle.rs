@@ -100,7 +100,8 @@ async fn wiped_follower_rejoins_under_a_new_id_with_all_data() -> anyhow::Result
     wait::until("old id removed and new id a voter", SETTLE, || async {
         let m = client.members().await.ok()?;
         let ids: Vec<_> = m.members.iter().map(|m| (m.node_id, m.voter)).collect();
-        (ids.len() == 3 && !ids.iter().any(|(id, _)| *id == old_id) && ids.contains(&(back.node_id, true))).then_some(())
+        (ids.len() == 3 && !ids.iter().any(|(id, _)| *id == old_id) && ids.contains(&(back.node_id, true)))
+            .then_some(())
     })
     .await?;
     let s = cluster.status(victim).await?;
@@ -176,5 +177,28 @@ async fn the_demo_passes() -> anyhow::Result<()> {
     let report = petkv_harness::demo::run_fresh(None).await?;
     assert!(report.identity_ok && report.data_ok, "{report:?}");
     assert!(report.acknowledged_writes > 200);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_primary_with_its_peers_down_waits_instead_of_starting_a_second_cluster() -> anyhow::Result<()> {
+    let mut cluster = healthy_cluster(3, 3, &[]).await?;
+    cluster.client()?.put(b"precious", b"data", None).await?;
+    let cluster_id = cluster.status(1).await?.cluster_id;
+    cluster.down().await?;
+    cluster.wipe_volume(0)?;
+    cluster.start(0)?;
+    wait::until("petkv-0 to say it waits for the existing cluster", SETTLE, || async {
+        cluster.pod(0).ok()?.log_tail(50).contains("instead of starting a second cluster").then_some(())
+    })
+    .await?;
+    assert_eq!(cluster.status(0).await?.role, "joining");
+    assert!(!cluster.volume(0).join(petkv::identity::IDENTITY_FILE).exists(), "no new cluster was bootstrapped");
+    cluster.start(1)?;
+    cluster.start(2)?;
+    cluster.wait_healthy(SETTLE).await?;
+    let s = cluster.status(0).await?;
+    assert_eq!(s.cluster_id, cluster_id, "petkv-0 joined the original cluster");
+    wait_value_on(&cluster, 0, "precious", "data").await?;
     Ok(())
 }

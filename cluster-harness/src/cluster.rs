@@ -95,8 +95,15 @@ impl Cluster {
         std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("create {}", dir.display()))?;
         // A private /24 inside 127.0.0.0/8, so concurrent clusters never share an address.
         let subnet = (rand::random_range(1..=254u8), rand::random_range(1..=254u8));
-        let mut cluster =
-            Self { spec, state_dir: dir.to_path_buf(), _temp: None, subnet, binary: petkv_binary()?, pods: BTreeMap::new(), _slot: slot };
+        let mut cluster = Self {
+            spec,
+            state_dir: dir.to_path_buf(),
+            _temp: None,
+            subnet,
+            binary: petkv_binary()?,
+            pods: BTreeMap::new(),
+            _slot: slot,
+        };
         for ordinal in 0..cluster.spec.replicas {
             cluster.add_pod(ordinal);
         }
@@ -219,7 +226,9 @@ impl Cluster {
             self.status(ordinal).await.ok().filter(|s| s.role != "joining" && s.leader_id != 0)
         })
         .await
-        .with_context(|| self.pod(ordinal).map(|p| format!("log of {}:\n{}", p.name(), p.log_tail(20))).unwrap_or_default())
+        .with_context(|| {
+            self.pod(ordinal).map(|p| format!("log of {}:\n{}", p.name(), p.log_tail(20))).unwrap_or_default()
+        })
     }
 
     /// Waits until every running pod is a voter or learner as the set says, and all agree on
@@ -234,13 +243,17 @@ impl Cluster {
                 let mut leader = None;
                 for o in &running {
                     let s = this.status(*o).await.ok()?;
-                    let want = if *o < voters { ["leader", "follower"].contains(&s.role.as_str()) } else { s.role == "learner" };
+                    let want = if *o < voters {
+                        ["leader", "follower"].contains(&s.role.as_str())
+                    } else {
+                        s.role == "learner"
+                    };
                     if !want || s.leader_id == 0 || leader.is_some_and(|l| l != s.leader_id) {
                         return None;
                     }
                     leader = Some(s.leader_id);
                 }
-                leader.map(|id| petkv::raft::ordinal_of(id))
+                leader.map(petkv::raft::ordinal_of)
             }
         })
         .await

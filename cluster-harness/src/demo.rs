@@ -40,7 +40,11 @@ fn pod_name(id: u64) -> String {
     format!("petkv-{}#{}", petkv::raft::ordinal_of(id), petkv::raft::incarnation_of(id))
 }
 
-async fn first_successful_write(client: &Client, key: &str, acked: &mut BTreeMap<String, String>) -> anyhow::Result<()> {
+async fn first_successful_write(
+    client: &Client,
+    key: &str,
+    acked: &mut BTreeMap<String, String>,
+) -> anyhow::Result<()> {
     let value = format!("v-{key}");
     client.put(key.as_bytes(), value.as_bytes(), None).await.with_context(|| format!("write {key}"))?;
     acked.insert(key.to_string(), value);
@@ -77,7 +81,13 @@ pub async fn run(cluster: &mut Cluster) -> anyhow::Result<DemoReport> {
     cluster.kill(leader).await?;
     first_successful_write(&client, "after-kill", &mut acked).await?;
     let new_leader = cluster.wait_leader(STEP_TIMEOUT).await?;
-    step(&mut steps, t, format!("kill -9 petkv-{leader} (the leader): petkv-{new_leader} took over; first write after the kill succeeded"));
+    step(
+        &mut steps,
+        t,
+        format!(
+            "kill -9 petkv-{leader} (the leader): petkv-{new_leader} took over; first write after the kill succeeded"
+        ),
+    );
 
     let t = Instant::now();
     cluster.start(leader)?;
@@ -99,11 +109,15 @@ pub async fn run(cluster: &mut Cluster) -> anyhow::Result<DemoReport> {
         (!m.members.iter().any(|m| m.node_id == ids[&follower])).then_some(())
     })
     .await?;
-    step(&mut steps, t, format!(
-        "petkv-{follower}'s volume wiped: it rejoined as {} (was {}), the old id was removed",
-        pod_name(rejoined_id),
-        pod_name(ids[&follower])
-    ));
+    step(
+        &mut steps,
+        t,
+        format!(
+            "petkv-{follower}'s volume wiped: it rejoined as {} (was {}), the old id was removed",
+            pod_name(rejoined_id),
+            pod_name(ids[&follower])
+        ),
+    );
 
     let leader = cluster.wait_leader(STEP_TIMEOUT).await?;
     let t = Instant::now();
@@ -151,7 +165,8 @@ pub async fn run(cluster: &mut Cluster) -> anyhow::Result<DemoReport> {
     data_table.load_preset(UTF8_FULL_CONDENSED);
     data_table.set_header(vec!["pod", "acknowledged writes present", "missing or wrong", "ok"]);
     let mut data_ok = true;
-    let last_index = client.get(b"after-sigterm", Consistency::Linearizable).await?.header.map(|h| h.raft_index).unwrap_or(0);
+    let last_index =
+        client.get(b"after-sigterm", Consistency::Linearizable).await?.header.map(|h| h.raft_index).unwrap_or(0);
     for o in cluster.ordinals() {
         wait::until(&format!("petkv-{o} to apply index {last_index}"), STEP_TIMEOUT, || async {
             (cluster.status(o).await.ok()?.applied_index >= last_index).then_some(())
@@ -180,7 +195,11 @@ pub async fn run(cluster: &mut Cluster) -> anyhow::Result<DemoReport> {
     println!("\nIdentity (hostname ↔ ordinal ↔ node id ↔ volume):\n{identity_table}");
     println!("\nData (every acknowledged write on every member):\n{data_table}");
     let verdict = if identity_ok && data_ok { "PASS" } else { "FAIL" };
-    println!("\nverdict: {verdict} — identity {}, data {}", if identity_ok { "kept" } else { "BROKEN" }, if data_ok { "kept" } else { "LOST" });
+    println!(
+        "\nverdict: {verdict} — identity {}, data {}",
+        if identity_ok { "kept" } else { "BROKEN" },
+        if data_ok { "kept" } else { "LOST" }
+    );
     Ok(DemoReport { steps, identity_ok, data_ok, acknowledged_writes: acked.len() })
 }
 

@@ -14,8 +14,8 @@
 //! Traffic never leaves loopback.
 
 pub mod binary;
-pub mod demo;
 pub mod cluster;
+pub mod demo;
 pub mod pod;
 pub mod wait;
 

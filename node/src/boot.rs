@@ -66,15 +66,17 @@ fn write_marker(marker: &Path, cluster_id: &str) -> anyhow::Result<()> {
     if let Some(dir) = marker.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
-    std::fs::write(marker, format!("{cluster_id}\n")).with_context(|| format!("write bootstrap marker {}", marker.display()))
+    std::fs::write(marker, format!("{cluster_id}\n"))
+        .with_context(|| format!("write bootstrap marker {}", marker.display()))
 }
 
 async fn start_raft(node: &Arc<Node>, record: IdentityRecord) -> anyhow::Result<Raft> {
     let config = node.config.raft.to_config(&record.cluster_id).context("invalid Raft settings")?;
     node.set_identity(record.clone());
-    let raft = Raft::new(record.node_id, config, Network::new(node.channels.clone()), node.log.clone(), node.sm.clone())
-        .await
-        .context("starting Raft")?;
+    let raft =
+        Raft::new(record.node_id, config, Network::new(node.channels.clone()), node.log.clone(), node.sm.clone())
+            .await
+            .context("starting Raft")?;
     node.set_raft(raft.clone());
     tracing::info!(node_id = record.node_id, cluster_id = %record.cluster_id, "raft started");
     Ok(raft)
@@ -122,9 +124,9 @@ fn say_waiting(node: &Node, reason: WaitReason) {
     let primary = node.config.pod.sibling(0);
     let addr = node.config.peers.peer_addr(&primary).unwrap_or_else(|| "(no address)".into());
     match reason {
-        WaitReason::ForPrimary => tracing::info!(
-            "empty volume: waiting for the primary {primary} at {addr} to bootstrap the cluster"
-        ),
+        WaitReason::ForPrimary => {
+            tracing::info!("empty volume: waiting for the primary {primary} at {addr} to bootstrap the cluster")
+        }
         WaitReason::ForExistingCluster => tracing::warn!(
             "empty volume on ordinal 0, but the set was bootstrapped before (marker {:?}): waiting for \
              a running member to rejoin instead of starting a second cluster",
@@ -185,7 +187,9 @@ pub async fn ensure_member(node: Arc<Node>, mut shutdown: tokio::sync::watch::Re
         let found = probe(&node.channels, &node.config.peers, &node.config.pod).await;
         let result = match &found {
             Some(found) => join_existing(&node, &identity, found).await,
-            None if identity.node_id == raft::node_id(0, 1) && !set_was_bootstrapped(node.config.bootstrap_marker.as_deref()) => {
+            None if identity.node_id == raft::node_id(0, 1)
+                && !set_was_bootstrapped(node.config.bootstrap_marker.as_deref()) =>
+            {
                 match node.raft() {
                     Ok(raft) if !raft.is_initialized().await.unwrap_or(true) => {
                         tracing::warn!("finishing an interrupted bootstrap");
@@ -241,7 +245,12 @@ async fn join_existing(node: &Node, identity: &IdentityRecord, found: &ClusterFo
 }
 
 /// `petkv wait-primary`: returns once a cluster answers (or at once if the volume has state).
-pub async fn wait_primary(data_dir: &Path, pod: &PodName, peers: &PeerDirectory, timeout: Option<Duration>) -> anyhow::Result<()> {
+pub async fn wait_primary(
+    data_dir: &Path,
+    pod: &PodName,
+    peers: &PeerDirectory,
+    timeout: Option<Duration>,
+) -> anyhow::Result<()> {
     if identity::load(data_dir)?.is_some() {
         println!("{pod}: volume {} has state; nothing to wait for", data_dir.display());
         return Ok(());

@@ -95,7 +95,8 @@ mod tests {
 
     #[test]
     fn dns_names_follow_the_statefulset_pattern() {
-        let dir = PeerDirectory::Dns { domain: "petkv.default.svc.cluster.local".into(), port: 7001, probe_ordinals: 3 };
+        let dir =
+            PeerDirectory::Dns { domain: "petkv.default.svc.cluster.local".into(), port: 7001, probe_ordinals: 3 };
         assert_eq!(dir.peer_addr(&pod(2)).as_deref(), Some("petkv-2.petkv.default.svc.cluster.local:7001"));
         assert_eq!(dir.candidates(&pod(0)).len(), 2);
     }

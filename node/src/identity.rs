@@ -93,10 +93,8 @@ pub struct IdentityRecord {
 
 impl IdentityRecord {
     pub fn new(pod: &PodName, cluster_id: String, node_id: NodeId) -> Self {
-        let created_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let created_unix =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         Self { format: FORMAT, cluster_id, set_name: pod.set.clone(), ordinal: pod.ordinal, node_id, created_unix }
     }
 
@@ -131,8 +129,8 @@ pub fn load(data_dir: &Path) -> Result<Option<IdentityRecord>, IdentityError> {
         }
         Err(source) => return Err(IdentityError::Unreadable { path, source }),
     };
-    let record: IdentityRecord =
-        serde_json::from_slice(&bytes).map_err(|e| IdentityError::Corrupt { path: path.clone(), detail: e.to_string() })?;
+    let record: IdentityRecord = serde_json::from_slice(&bytes)
+        .map_err(|e| IdentityError::Corrupt { path: path.clone(), detail: e.to_string() })?;
     if record.format != FORMAT {
         return Err(IdentityError::Corrupt { path, detail: format!("unknown format {}", record.format) });
     }
@@ -190,7 +188,8 @@ mod tests {
     #[test]
     fn volume_of_another_ordinal_is_refused_naming_both() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let record = IdentityRecord::new(&parse_hostname("petkv-1").expect("pod"), "c1".into(), crate::raft::node_id(1, 1));
+        let record =
+            IdentityRecord::new(&parse_hostname("petkv-1").expect("pod"), "c1".into(), crate::raft::node_id(1, 1));
         save(dir.path(), &record).expect("save");
         let before = fs::read(dir.path().join(IDENTITY_FILE)).expect("read");
         let err = record.check_matches(&parse_hostname("petkv-2").expect("pod"), dir.path()).expect_err("mismatch");

@@ -11,19 +11,19 @@
 //!   server), settings.
 //! - [`node`]: the running node's shared context.
 //! - [`validation`]: request checks at the edge.
+pub mod api;
+pub mod boot;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod discovery;
 pub mod identity;
+pub mod membership;
 pub mod node;
 pub mod pb;
 pub mod raft;
+pub mod server;
+pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod validation;
-pub mod api;
-pub mod membership;
-pub mod boot;
-pub mod server;
-pub mod shutdown;
-pub mod client;
-pub mod cli;

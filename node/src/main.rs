@@ -57,11 +57,15 @@ async fn run_client(command: Command) -> Result<u8, ClientError> {
         Command::Delete { key, if_mod_index, client: args } => {
             let r = client(&args)?.delete(key.as_bytes(), if_mod_index).await?;
             let human = match (r.succeeded, r.deleted) {
-                (false, _) => format!("NOT DELETED: {key} has mod index {}", r.previous.as_ref().map(|k| k.mod_index).unwrap_or(0)),
+                (false, _) => format!(
+                    "NOT DELETED: {key} has mod index {}",
+                    r.previous.as_ref().map(|k| k.mod_index).unwrap_or(0)
+                ),
                 (true, true) => format!("DELETED {key}"),
                 (true, false) => format!("{key} did not exist"),
             };
-            let fields = json!({"succeeded": r.succeeded, "deleted": r.deleted, "previous": r.previous.as_ref().map(kv_json)});
+            let fields =
+                json!({"succeeded": r.succeeded, "deleted": r.deleted, "previous": r.previous.as_ref().map(kv_json)});
             print_reply(args.output, &r.header, fields, human);
             Ok(if r.succeeded && r.deleted { 0 } else { EXIT_NOT_FOUND_OR_COMPARE_FAILED })
         }
@@ -132,7 +136,11 @@ async fn main() -> ExitCode {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 eprintln!("petkv: {e}");
-                ExitCode::from(if matches!(e, ClientError::OutcomeUnknown(_)) { EXIT_OUTCOME_UNKNOWN } else { EXIT_ERROR })
+                ExitCode::from(if matches!(e, ClientError::OutcomeUnknown(_)) {
+                    EXIT_OUTCOME_UNKNOWN
+                } else {
+                    EXIT_ERROR
+                })
             }
         },
     }

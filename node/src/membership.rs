@@ -69,8 +69,7 @@ pub fn next_change(
         return Some(MembershipChange::Promote { learner, replaces, voters: new_voters });
     }
 
-    let stale: BTreeSet<NodeId> =
-        members.iter().copied().filter(|id| newest(ordinal_of(*id)) != Some(*id)).collect();
+    let stale: BTreeSet<NodeId> = members.iter().copied().filter(|id| newest(ordinal_of(*id)) != Some(*id)).collect();
     // A stale voter is only removed by a promotion (above): removing it alone would shrink
     // the quorum before its replacement has caught up.
     let stale_learners: BTreeSet<NodeId> = stale.difference(&voters).copied().collect();
@@ -133,7 +132,7 @@ mod tests {
             .chain(learners)
             .map(|id| (*id, PeerNode { ordinal: ordinal_of(*id), ..Default::default() }))
             .collect();
-        Membership::new_with_defaults(vec![voters.iter().copied().collect()], nodes)
+        Membership::new(vec![voters.iter().copied().collect()], nodes).expect("valid membership")
     }
 
     fn all_matched(ids: &[NodeId], at: u64) -> BTreeMap<NodeId, u64> {
@@ -201,7 +200,7 @@ mod tests {
     fn nothing_changes_during_a_joint_configuration() {
         let (a, b, c) = (node_id(0, 1), node_id(1, 1), node_id(2, 1));
         let nodes: BTreeMap<NodeId, PeerNode> = [a, b, c].iter().map(|id| (*id, PeerNode::default())).collect();
-        let joint = Membership::new_with_defaults(vec![[a, b].into(), [a, b, c].into()], nodes);
+        let joint = Membership::new(vec![[a, b].into(), [a, b, c].into()], nodes).expect("valid membership");
         assert_eq!(next_change(&joint, &all_matched(&[a, b, c], 1), 1, 3), None);
     }
 }

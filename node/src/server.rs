@@ -142,7 +142,11 @@ fn is_ready(node: &Node) -> bool {
     member && m.current_leader.is_some() && applied + READY_LAG >= committed
 }
 
-async fn report_readiness(node: Arc<Node>, health: tonic_health::server::HealthReporter, mut stop: watch::Receiver<bool>) {
+async fn report_readiness(
+    node: Arc<Node>,
+    health: tonic_health::server::HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut last = None;
     loop {
         let ready = is_ready(&node);

@@ -42,9 +42,7 @@ fn successor(node: &Node) -> Option<NodeId> {
     let me = m.id;
     let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().filter(|v| *v != me).collect();
     let replication = m.replication.as_ref()?;
-    voters
-        .into_iter()
-        .max_by_key(|v| replication.get(v).and_then(|l| l.as_ref()).map(|l| l.index).unwrap_or(0))
+    voters.into_iter().max_by_key(|v| replication.get(v).and_then(|l| l.as_ref()).map(|l| l.index).unwrap_or(0))
 }
 
 /// Hands leadership away if this node leads. Returns the new leader, if the hand-off happened.

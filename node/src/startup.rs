@@ -62,7 +62,12 @@ pub fn decide(facts: StartupFacts) -> StartupAction {
 mod tests {
     use super::*;
 
-    fn facts(volume_has_identity: bool, cluster_answers: bool, ordinal: u32, set_was_bootstrapped: bool) -> StartupFacts {
+    fn facts(
+        volume_has_identity: bool,
+        cluster_answers: bool,
+        ordinal: u32,
+        set_was_bootstrapped: bool,
+    ) -> StartupFacts {
         StartupFacts { volume_has_identity, cluster_answers, ordinal, set_was_bootstrapped }
     }
 

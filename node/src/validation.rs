@@ -111,7 +111,8 @@ impl Limits {
         let (mut start, end) = if !req.prefix.is_empty() {
             (Bound::Included(req.prefix.to_vec()), prefix_end(&req.prefix))
         } else {
-            let start = if req.start_key.is_empty() { Bound::Unbounded } else { Bound::Included(req.start_key.to_vec()) };
+            let start =
+                if req.start_key.is_empty() { Bound::Unbounded } else { Bound::Included(req.start_key.to_vec()) };
             let end = if req.end_key.is_empty() { Bound::Unbounded } else { Bound::Excluded(req.end_key.to_vec()) };
             (start, end)
         };
@@ -150,9 +151,9 @@ pub fn consistency(raw: i32) -> Result<ReadConsistency, Status> {
     match Consistency::try_from(raw) {
         Ok(Consistency::Unspecified | Consistency::Linearizable) => Ok(ReadConsistency::Linearizable),
         Ok(Consistency::Stale) => Ok(ReadConsistency::Stale),
-        Err(_) => Err(Status::invalid_argument(format!(
-            "unknown consistency {raw}: use 1 (linearizable) or 2 (stale)"
-        ))),
+        Err(_) => {
+            Err(Status::invalid_argument(format!("unknown consistency {raw}: use 1 (linearizable) or 2 (stale)")))
+        }
     }
 }
 

@@ -13,8 +13,19 @@ fn stderr(o: &Output) -> String {
 
 fn serve_args<'a>(hostname: &'a str, data_dir: &'a str, client: &'a str, peer: &'a str) -> Vec<&'a str> {
     vec![
-        "serve", "--hostname", hostname, "--data-dir", data_dir, "--peers", "0=127.0.0.1:1", "--client-listen", client,
-        "--peer-listen", peer, "--peer-advertise", "127.0.0.1:1",
+        "serve",
+        "--hostname",
+        hostname,
+        "--data-dir",
+        data_dir,
+        "--peers",
+        "0=127.0.0.1:1",
+        "--client-listen",
+        client,
+        "--peer-listen",
+        peer,
+        "--peer-advertise",
+        "127.0.0.1:1",
     ]
 }
 
@@ -69,7 +80,17 @@ fn unreadable_data_dir_is_a_clear_startup_error() {
 fn wait_primary_returns_at_once_for_a_volume_with_state_and_times_out_otherwise() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().to_str().expect("utf8");
-    let waiting = petkv(&["wait-primary", "--hostname", "petkv-1", "--data-dir", d, "--peers", "0=127.0.0.1:1", "--timeout-secs", "1"]);
+    let waiting = petkv(&[
+        "wait-primary",
+        "--hostname",
+        "petkv-1",
+        "--data-dir",
+        d,
+        "--peers",
+        "0=127.0.0.1:1",
+        "--timeout-secs",
+        "1",
+    ]);
     assert!(!waiting.status.success());
     assert!(String::from_utf8_lossy(&waiting.stdout).contains("waiting for the primary petkv-0"));
     let record = petkv::identity::IdentityRecord::new(
@@ -78,7 +99,17 @@ fn wait_primary_returns_at_once_for_a_volume_with_state_and_times_out_otherwise(
         petkv::raft::node_id(1, 1),
     );
     petkv::identity::save(dir.path(), &record).expect("save");
-    let ready = petkv(&["wait-primary", "--hostname", "petkv-1", "--data-dir", d, "--peers", "0=127.0.0.1:1", "--timeout-secs", "1"]);
+    let ready = petkv(&[
+        "wait-primary",
+        "--hostname",
+        "petkv-1",
+        "--data-dir",
+        d,
+        "--peers",
+        "0=127.0.0.1:1",
+        "--timeout-secs",
+        "1",
+    ]);
     assert!(ready.status.success(), "{}", stderr(&ready));
 }
 

@@ -47,8 +47,7 @@ pub fn to_leader<T>(node: &Node, leader: &PeerNode, msg: T) -> Result<(KvClient<
     let mut req = Request::new(msg);
     req.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
     req.set_timeout(node.config.request_timeout);
-    let client = KvClient::new(channel)
-        .max_decoding_message_size(64 * 1024 * 1024)
-        .max_encoding_message_size(64 * 1024 * 1024);
+    let client =
+        KvClient::new(channel).max_decoding_message_size(64 * 1024 * 1024).max_encoding_message_size(64 * 1024 * 1024);
     Ok((client, req))
 }

@@ -53,7 +53,9 @@ impl Api {
                 (Some(id), Some(n)) if !forwarded && Some(id) != node.node_id() => Err(NotServed::Forward(n)),
                 _ => Err(NotServed::Failed(no_leader(node, forwarded))),
             },
-            Ok(Err(e)) => Err(NotServed::Failed(Status::unavailable(format!("write failed before it was proposed: {e}")))),
+            Ok(Err(e)) => {
+                Err(NotServed::Failed(Status::unavailable(format!("write failed before it was proposed: {e}"))))
+            }
         }
     }
 
@@ -61,14 +63,17 @@ impl Api {
     async fn read_index(&self, forwarded: bool) -> Result<(), NotServed> {
         let node = &self.node;
         let raft = node.raft().map_err(NotServed::Failed)?;
-        let outcome = tokio::time::timeout(node.config.request_timeout, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await;
+        let outcome =
+            tokio::time::timeout(node.config.request_timeout, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await;
         match outcome {
             Err(_) => Err(NotServed::Failed(Status::deadline_exceeded("read-index round timed out (no quorum?)"))),
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => match (f.leader_id, f.leader_node) {
-                (Some(id), Some(n)) if !forwarded && Some(id) != node.node_id() => Err(NotServed::Forward(n)),
-                _ => Err(NotServed::Failed(no_leader(node, forwarded))),
-            },
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
+                match (f.leader_id, f.leader_node) {
+                    (Some(id), Some(n)) if !forwarded && Some(id) != node.node_id() => Err(NotServed::Forward(n)),
+                    _ => Err(NotServed::Failed(no_leader(node, forwarded))),
+                }
+            }
             Ok(Err(e)) => Err(NotServed::Failed(Status::unavailable(format!("linearizable read failed: {e}")))),
         }
     }
@@ -81,7 +86,6 @@ impl Api {
         Status::internal(format!("storage error: {e}"))
     }
 }
-
 
 #[tonic::async_trait]
 impl Kv for Api {
@@ -116,7 +120,8 @@ impl Kv for Api {
         let forwarded = was_forwarded(&req);
         let msg = req.into_inner();
         self.node.config.limits.key(&msg.key)?;
-        let cmd = Command::Delete { key: msg.key.to_vec(), if_mod_index: msg.if_mod_index, write_id: write_id(msg.write_id) };
+        let cmd =
+            Command::Delete { key: msg.key.to_vec(), if_mod_index: msg.if_mod_index, write_id: write_id(msg.write_id) };
         match self.propose(cmd, forwarded).await {
             Ok(CommandResult::Delete { index, succeeded, deleted, previous }) => Ok(Response::new(DeleteResponse {
                 header: Some(header(&self.node, index)),

@@ -12,7 +12,7 @@ fn text(b: &[u8]) -> String {
 }
 
 fn header_json(h: &Option<ResponseHeader>) -> Value {
-    let h = h.clone().unwrap_or_default();
+    let h = h.unwrap_or_default();
     json!({"raft_index": h.raft_index, "term": h.term, "served_by": h.served_by})
 }
 
@@ -42,7 +42,7 @@ pub fn print_reply(format: OutputFormat, header: &Option<ResponseHeader>, fields
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
         OutputFormat::Table => {
-            let h = header.clone().unwrap_or_default();
+            let h = header.unwrap_or_default();
             println!("{human}  (raft index {}, served by node {})", h.raft_index, h.served_by);
         }
     }
@@ -71,7 +71,7 @@ pub fn print_kvs(format: OutputFormat, header: &Option<ResponseHeader>, kvs: &[K
                 ]);
             }
             println!("{t}");
-            let h = header.clone().unwrap_or_default();
+            let h = header.unwrap_or_default();
             println!("{} key(s) at raft index {}, served by node {}", kvs.len(), h.raft_index, h.served_by);
             if !next_page_token.is_empty() {
                 println!("more keys follow; continue after {:?}", text(next_page_token));
@@ -121,7 +121,11 @@ pub fn print_members(format: OutputFormat, m: &MembersResponse) {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&json!({"header": header_json(&m.header), "members": members})).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({"header": header_json(&m.header), "members": members}))
+                    .unwrap_or_default()
+            );
         }
         OutputFormat::Table => {
             let mut t = table(&["pod", "node id", "kind", "role", "term", "applied", "keys", "client addr", "note"]);

@@ -137,16 +137,15 @@ impl ServeArgs {
         if self.voters == 0 {
             bail!("--voters must be at least 1");
         }
-        let dns_name = |port: u16| match &self.identity.peer_domain {
-            Some(domain) => Some(format!("{pod}.{domain}:{port}")),
-            None => None,
-        };
+        let dns_name = |port: u16| self.identity.peer_domain.as_ref().map(|domain| format!("{pod}.{domain}:{port}"));
         let peer_advertise = match &self.peer_advertise {
             Some(a) => a.clone(),
             None => peers
                 .peer_addr(&pod)
                 .or_else(|| is_specific(&self.peer_listen).then(|| self.peer_listen.to_string()))
-                .context("cannot tell the peer address to advertise: add this ordinal to --peers or set --peer-advertise")?,
+                .context(
+                    "cannot tell the peer address to advertise: add this ordinal to --peers or set --peer-advertise",
+                )?,
         };
         let client_advertise = match &self.client_advertise {
             Some(a) => a.clone(),

@@ -116,10 +116,18 @@ impl PeerConnection {
     fn client(&self) -> Result<RaftClient<Channel>, RPCError<TypeConfig>> {
         let channel = self.channels.get(&self.addr).map_err(|e| unreachable(&e))?;
         // Raft messages can be large (a batch of entries); the snapshot path is chunked.
-        Ok(RaftClient::new(channel).max_decoding_message_size(256 * 1024 * 1024).max_encoding_message_size(256 * 1024 * 1024))
+        Ok(RaftClient::new(channel)
+            .max_decoding_message_size(256 * 1024 * 1024)
+            .max_encoding_message_size(256 * 1024 * 1024))
     }
 
-    async fn call<Req, Resp, F, Fut>(&self, what: &'static str, req: &Req, option: &RPCOption, f: F) -> Result<Resp, RPCError<TypeConfig>>
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        what: &'static str,
+        req: &Req,
+        option: &RPCOption,
+        f: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
@@ -191,11 +199,19 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         self.call("append entries", &rpc, &option, |mut c, r| async move { c.append_entries(r).await }).await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call("vote", &rpc, &option, |mut c, r| async move { c.vote(r).await }).await
     }
 
-    async fn pre_vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call("pre-vote", &rpc, &option, |mut c, r| async move { c.pre_vote(r).await }).await
     }
 

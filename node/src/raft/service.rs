@@ -174,7 +174,8 @@ impl RaftRpc for PeerService {
         if !raft.is_leader() {
             return Err(not_leader(node));
         }
-        let member = crate::raft::PeerNode { ordinal: req.ordinal, client_addr: req.client_addr, peer_addr: req.peer_addr };
+        let member =
+            crate::raft::PeerNode { ordinal: req.ordinal, client_addr: req.client_addr, peer_addr: req.peer_addr };
         if node.member(req.node_id).as_ref() == Some(&member) {
             return Ok(Response::new(JoinResponse { member: true }));
         }

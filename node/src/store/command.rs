@@ -21,18 +21,9 @@ pub struct WriteId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Write a key, optionally only if its mod_index matches (0 = absent).
-    Put {
-        key: Vec<u8>,
-        value: Vec<u8>,
-        if_mod_index: Option<u64>,
-        write_id: Option<WriteId>,
-    },
+    Put { key: Vec<u8>, value: Vec<u8>, if_mod_index: Option<u64>, write_id: Option<WriteId> },
     /// Delete a key, optionally only if its mod_index matches.
-    Delete {
-        key: Vec<u8>,
-        if_mod_index: Option<u64>,
-        write_id: Option<WriteId>,
-    },
+    Delete { key: Vec<u8>, if_mod_index: Option<u64>, write_id: Option<WriteId> },
     /// Allocate a never-used node id for a pod ordinal (a new volume joining).
     AllocateNodeId { ordinal: u32 },
 }
@@ -103,10 +94,15 @@ pub enum CommandResult {
         deleted: bool,
         previous: Option<KeyValue>,
     },
-    NodeId { index: u64, node_id: u64 },
+    NodeId {
+        index: u64,
+        node_id: u64,
+    },
     /// The client already moved past this sequence number: the write was not applied now,
     /// and its original answer is no longer kept.
-    StaleSequence { last_applied: u64 },
+    StaleSequence {
+        last_applied: u64,
+    },
 }
 
 impl CommandResult {

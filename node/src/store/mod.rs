@@ -107,8 +107,8 @@ mod conformance {
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for SledBuilder {
         async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
             let dir = tempfile::tempdir().map_err(|e| StorageError::read(ErrorSource::from_error(&e)))?;
-            let (log, sm) =
-                open(dir.path(), &StoreOptions::default()).map_err(|e| StorageError::read(ErrorSource::from_error(&e)))?;
+            let (log, sm) = open(dir.path(), &StoreOptions::default())
+                .map_err(|e| StorageError::read(ErrorSource::from_error(&e)))?;
             Ok((dir, log, sm))
         }
     }

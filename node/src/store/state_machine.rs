@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use futures::{Stream, StreamExt};
-use openraft::entry::RaftEntry;
 use openraft::alias::SnapshotOf;
+use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
@@ -145,10 +145,9 @@ impl StateMachine {
                 snapshot_seq: AtomicU64::new(0),
             }),
         };
-        let keep = sm.current_snapshot_record().map_err(|e| StoreError::Corrupt {
-            path: sled_path.clone(),
-            detail: e.to_string(),
-        })?;
+        let keep = sm
+            .current_snapshot_record()
+            .map_err(|e| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() })?;
         sm.remove_snapshot_files_except(keep.as_ref().map(|r| r.file_name.as_str()))
             .map_err(|source| StoreError::Io { path: sm.inner.snapshot_dir.clone(), source })?;
         Ok(sm)
@@ -264,9 +263,8 @@ impl StateMachine {
         let n = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let index = last_log_id.map(|l| l.index).unwrap_or(0);
         let file_name = format!("snap-{index:020}-{}-{n}.snap", std::process::id());
-        let records = tree.iter().map(|item| {
-            item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| io_err("snapshot read", e))
-        });
+        let records =
+            tree.iter().map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| io_err("snapshot read", e)));
         let file = snapshot::write(&self.inner.snapshot_dir.join(&file_name), &meta, records)?;
         drop(guard);
         self.publish_snapshot(&meta, &file_name, None)?;

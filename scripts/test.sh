@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The README's test command: the whole suite (unit tests, openraft's storage conformance
+# suite, end-to-end tests that start real node processes on loopback through the harness),
+# plus formatting and lint checks when the toolchain has rustfmt and clippy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+started=$(date +%s)
+if cargo fmt --version >/dev/null 2>&1; then
+  cargo fmt --all -- --check
+else
+  echo "note: rustfmt is not installed; skipping the format check"
+fi
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --locked --all-targets -- -D warnings
+else
+  echo "note: clippy is not installed; skipping the lint check"
+fi
+cargo test --locked --workspace
+echo "suite wall time: $(( $(date +%s) - started )) s"
