@@ -70,7 +70,10 @@ pub fn parse_hostname(hostname: &str) -> Result<PodName, IdentityError> {
     let bad = || IdentityError::BadHostname(hostname.to_string());
     let label = hostname.split('.').next().unwrap_or_default();
     let (set, ordinal) = label.rsplit_once('-').ok_or_else(bad)?;
-    if set.is_empty() || ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
+    if !is_dns_label(label) || set.is_empty() || set.ends_with('-') {
+        return Err(bad());
+    }
+    if ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
     if ordinal.len() > 1 && ordinal.starts_with('0') {
@@ -78,6 +81,17 @@ pub fn parse_hostname(hostname: &str) -> Result<PodName, IdentityError> {
     }
     let ordinal = ordinal.parse::<u32>().map_err(|_| bad())?;
     Ok(PodName { set: set.to_string(), ordinal })
+}
+
+/// A pod hostname is an RFC 1123 DNS label: lowercase letters, digits and '-', at most 63
+/// characters, starting and ending with a letter or digit.
+fn is_dns_label(label: &str) -> bool {
+    let bytes = label.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
 }
 
 /// The durable identity kept on the volume.
@@ -168,7 +182,7 @@ mod tests {
 
     #[test]
     fn hostnames_without_an_ordinal_are_refused() {
-        for bad in ["petkv", "petkv-", "-3", "petkv-x", "petkv-01", "petkv--1", "petkv-99999999999", ""] {
+        for bad in ["petkv", "petkv-", "-3", "petkv-x", "petkv-01", "petkv--1", "petkv-99999999999", "", "PetKV-1", "pet_kv-1"] {
             let err = parse_hostname(bad).expect_err(bad);
             assert!(err.to_string().contains("not a StatefulSet pod name"), "{err}");
         }
