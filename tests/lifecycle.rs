@@ -45,6 +45,10 @@ async fn replicas_with_empty_volumes_wait_for_the_primary_then_join() -> anyhow:
         assert_eq!(s.node_id, 0, "no identity before the primary exists");
     }
     assert!(!cluster.volume(1).join(petkv::identity::IDENTITY_FILE).exists());
+    // A waiting pod that is stopped and started again still just waits (its volume is empty).
+    let exit = cluster.terminate(1).await?;
+    assert!(exit.is_some_and(|s| s.success()), "a waiting pod exits cleanly on SIGTERM: {exit:?}");
+    cluster.start(1)?;
     cluster.start(0)?;
     cluster.wait_healthy(SETTLE).await?;
     assert!(cluster.state_dir().join("bootstrapped").exists(), "bootstrap marker is written outside the volumes");

@@ -62,6 +62,11 @@ pub fn set_was_bootstrapped(marker: Option<&Path>) -> bool {
     marker.is_some_and(|m| m.exists())
 }
 
+/// The cluster id the marker names, if the marker exists and is readable.
+fn marker_cluster_id(marker: Option<&Path>) -> Option<String> {
+    std::fs::read_to_string(marker?).ok().map(|s| s.trim().to_string())
+}
+
 fn write_marker(marker: &Path, cluster_id: &str) -> anyhow::Result<()> {
     if let Some(dir) = marker.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -150,7 +155,7 @@ async fn join_new(node: &Arc<Node>, found: &ClusterFound) -> anyhow::Result<()> 
         .into_inner();
     tracing::info!(%pod, node_id = allocated.node_id, cluster_id = %allocated.cluster_id, "empty volume: joining the running cluster");
     let record = IdentityRecord::new(pod, allocated.cluster_id, allocated.node_id);
-    identity::save(&node.config.data_dir, &record)?;
+    crate::volume::claim(&node.config.data_dir, &node.log, &record).await?;
     start_raft(node, record).await?;
     Ok(())
 }
@@ -159,13 +164,15 @@ async fn bootstrap(node: &Arc<Node>) -> anyhow::Result<()> {
     let cluster_id = format!("{:016x}", rand::random::<u64>());
     let record = IdentityRecord::new(&node.config.pod, cluster_id.clone(), raft::node_id(0, 1));
     tracing::info!(pod = %node.config.pod, %cluster_id, "empty volume, no cluster answers, ordinal 0: bootstrapping");
-    identity::save(&node.config.data_dir, &record)?;
-    let raft = start_raft(node, record).await?;
-    initialize(node, &raft).await?;
+    crate::volume::claim(&node.config.data_dir, &node.log, &record).await?;
+    // The marker goes first: a crash after it but before `initialize` is finished by
+    // `ensure_member` (the marker names this cluster), while a crash before it leaves nothing
+    // that could stop a later bootstrap.
     if let Some(marker) = &node.config.bootstrap_marker {
         write_marker(marker, &cluster_id)?;
     }
-    Ok(())
+    let raft = start_raft(node, record).await?;
+    initialize(node, &raft).await
 }
 
 async fn initialize(node: &Node, raft: &Raft) -> anyhow::Result<()> {
@@ -187,23 +194,13 @@ pub async fn ensure_member(node: Arc<Node>, mut shutdown: tokio::sync::watch::Re
         let found = probe(&node.channels, &node.config.peers, &node.config.pod).await;
         let result = match &found {
             Some(found) => join_existing(&node, &identity, found).await,
-            None if identity.node_id == raft::node_id(0, 1)
-                && !set_was_bootstrapped(node.config.bootstrap_marker.as_deref()) =>
-            {
-                match node.raft() {
-                    Ok(raft) if !raft.is_initialized().await.unwrap_or(true) => {
-                        tracing::warn!("finishing an interrupted bootstrap");
-                        let r = initialize(&node, raft).await;
-                        if r.is_ok() {
-                            if let Some(marker) = &node.config.bootstrap_marker {
-                                let _ = write_marker(marker, &identity.cluster_id);
-                            }
-                        }
-                        r
-                    }
-                    _ => Ok(()),
+            None if may_finish_bootstrap(&node, &identity) => match node.raft() {
+                Ok(raft) if !raft.is_initialized().await.unwrap_or(true) => {
+                    tracing::warn!("finishing an interrupted bootstrap");
+                    initialize(&node, raft).await
                 }
-            }
+                _ => Ok(()),
+            },
             None => Ok(()),
         };
         match result {
@@ -217,6 +214,18 @@ pub async fn ensure_member(node: Arc<Node>, mut shutdown: tokio::sync::watch::Re
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// Only the bootstrap node (ordinal 0, incarnation 1) finishes a bootstrap, and only when the
+/// marker is absent (no marker configured) or names this very cluster.
+fn may_finish_bootstrap(node: &Node, identity: &IdentityRecord) -> bool {
+    if identity.node_id != raft::node_id(0, 1) {
+        return false;
+    }
+    match &node.config.bootstrap_marker {
+        None => true,
+        Some(marker) => marker_cluster_id(Some(marker)).is_some_and(|id| id == identity.cluster_id),
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`ClientError::OutcomeUnknown`], never as failed: it may have been applied.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
@@ -56,14 +57,28 @@ impl ClientError {
     }
 }
 
-/// A client of a petkv cluster.
+/// A client of a petkv cluster. Safe to share between tasks: concurrent writes each take their
+/// own "lane" (a client id with its own sequence), because one client id may have only one
+/// write in flight — the server remembers only the last write per client id.
 pub struct Client {
     endpoints: Vec<String>,
     channels: Vec<Channel>,
     preferred: AtomicU64,
-    client_id: u64,
-    sequence: AtomicU64,
+    lanes: Mutex<Vec<Lane>>,
     timeout: Duration,
+}
+
+/// A client id and the next sequence number on it.
+#[derive(Debug)]
+struct Lane {
+    client_id: u64,
+    next_sequence: u64,
+}
+
+impl Lane {
+    fn new() -> Self {
+        Self { client_id: rand::random::<u64>() | 1, next_sequence: 1 }
+    }
 }
 
 /// Whether an error means "try another endpoint".
@@ -90,19 +105,23 @@ impl Client {
             endpoints: endpoints.to_vec(),
             channels,
             preferred: AtomicU64::new(0),
-            client_id: rand::random::<u64>() | 1,
-            sequence: AtomicU64::new(0),
+            lanes: Mutex::new(Vec::new()),
             timeout,
         })
     }
 
-    /// This client's id in write ids.
-    pub fn client_id(&self) -> u64 {
-        self.client_id
-    }
-
-    fn next_write_id(&self) -> WriteId {
-        WriteId { client_id: self.client_id, sequence: self.sequence.fetch_add(1, Ordering::Relaxed) + 1 }
+    /// Runs one write on a lane of its own; the lane's sequence advances whatever the outcome.
+    async fn on_lane<T, F, Fut>(&self, write: F) -> Result<T, ClientError>
+    where
+        F: FnOnce(WriteId) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let mut lane = self.lanes.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_else(Lane::new);
+        let id = WriteId { client_id: lane.client_id, sequence: lane.next_sequence };
+        lane.next_sequence += 1;
+        let result = write(id).await;
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner()).push(lane);
+        result
     }
 
     /// Calls `f` on endpoints in turn, starting with the last one that worked, until one
@@ -115,7 +134,8 @@ impl Client {
         let deadline = Instant::now() + self.timeout;
         let n = self.channels.len();
         let mut attempt = 0usize;
-        let mut saw_timeout = false;
+        // Whether some attempt may have been applied (for writes: "outcome unknown").
+        let mut ambiguous = false;
         let mut last = String::from("no attempt made");
         let mut pause = Duration::from_millis(50);
         loop {
@@ -131,12 +151,12 @@ impl Client {
                     return Ok(v);
                 }
                 Ok(Err(status)) if retryable(&status) => {
-                    saw_timeout |= status.code() == Code::DeadlineExceeded;
+                    ambiguous |= !crate::api::forward::is_not_applied(&status);
                     last = format!("{}: {}", self.endpoints[i], status.message());
                 }
                 Ok(Err(status)) => return Err(ClientError::Rejected(status)),
                 Err(_) => {
-                    saw_timeout = true;
+                    ambiguous = true;
                     last = format!("{}: timed out", self.endpoints[i]);
                 }
             }
@@ -146,7 +166,7 @@ impl Client {
                 pause = (pause * 2).min(Duration::from_secs(1));
             }
         }
-        if is_write && saw_timeout {
+        if is_write && ambiguous {
             Err(ClientError::OutcomeUnknown(last))
         } else {
             Err(ClientError::Unavailable { endpoints: self.endpoints.join(","), last })
@@ -161,25 +181,27 @@ impl Client {
 
     /// Writes `key`. With `if_mod_index`, only if the key's mod_index equals it (0 = absent).
     pub async fn put(&self, key: &[u8], value: &[u8], if_mod_index: Option<u64>) -> Result<PutResponse, ClientError> {
-        let msg = PutRequest {
-            key: key.to_vec().into(),
-            value: value.to_vec().into(),
-            write_id: Some(self.next_write_id()),
-            if_mod_index,
-        };
-        self.with_failover(true, |ch, t| {
-            let msg = msg.clone();
-            async move { KvClient::new(ch).put(Self::request(msg, t)).await.map(|r| r.into_inner()) }
+        self.on_lane(|id| async move {
+            let msg =
+                PutRequest { key: key.to_vec().into(), value: value.to_vec().into(), write_id: Some(id), if_mod_index };
+            self.with_failover(true, |ch, t| {
+                let msg = msg.clone();
+                async move { KvClient::new(ch).put(Self::request(msg, t)).await.map(|r| r.into_inner()) }
+            })
+            .await
         })
         .await
     }
 
     /// Deletes `key`, optionally only if its mod_index matches.
     pub async fn delete(&self, key: &[u8], if_mod_index: Option<u64>) -> Result<DeleteResponse, ClientError> {
-        let msg = DeleteRequest { key: key.to_vec().into(), write_id: Some(self.next_write_id()), if_mod_index };
-        self.with_failover(true, |ch, t| {
-            let msg = msg.clone();
-            async move { KvClient::new(ch).delete(Self::request(msg, t)).await.map(|r| r.into_inner()) }
+        self.on_lane(|id| async move {
+            let msg = DeleteRequest { key: key.to_vec().into(), write_id: Some(id), if_mod_index };
+            self.with_failover(true, |ch, t| {
+                let msg = msg.clone();
+                async move { KvClient::new(ch).delete(Self::request(msg, t)).await.map(|r| r.into_inner()) }
+            })
+            .await
         })
         .await
     }

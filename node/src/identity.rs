@@ -61,6 +61,14 @@ pub enum IdentityError {
          refusing to start and leaving it untouched"
     )]
     DataWithoutIdentity { data_dir: PathBuf },
+    #[error(
+        "the identity record in {data_dir} names node {node_id} of cluster {cluster_id:?}, but the Raft store \
+         {store}; it was wiped or replaced. Refusing to start: an empty log must never vote under an id that \
+         already voted (wipe the whole volume to rejoin under a new id)"
+    )]
+    StoreMismatch { data_dir: PathBuf, node_id: NodeId, cluster_id: String, store: String },
+    #[error("cannot read the store's owner record in {data_dir}: {detail}")]
+    StoreUnreadable { data_dir: PathBuf, detail: String },
     #[error("cannot write the identity record {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
 }
@@ -135,12 +143,7 @@ pub fn load(data_dir: &Path) -> Result<Option<IdentityRecord>, IdentityError> {
     let path = data_dir.join(IDENTITY_FILE);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if crate::store::exists(data_dir) {
-                return Err(IdentityError::DataWithoutIdentity { data_dir: data_dir.to_path_buf() });
-            }
-            return Ok(None);
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(IdentityError::Unreadable { path, source }),
     };
     let record: IdentityRecord = serde_json::from_slice(&bytes)
@@ -182,7 +185,9 @@ mod tests {
 
     #[test]
     fn hostnames_without_an_ordinal_are_refused() {
-        for bad in ["petkv", "petkv-", "-3", "petkv-x", "petkv-01", "petkv--1", "petkv-99999999999", "", "PetKV-1", "pet_kv-1"] {
+        for bad in
+            ["petkv", "petkv-", "-3", "petkv-x", "petkv-01", "petkv--1", "petkv-99999999999", "", "PetKV-1", "pet_kv-1"]
+        {
             let err = parse_hostname(bad).expect_err(bad);
             assert!(err.to_string().contains("not a StatefulSet pod name"), "{err}");
         }

@@ -9,8 +9,17 @@
 //! - [`store`]: sled storage: the Raft log and vote, the state machine, snapshot files.
 //! - [`raft`]: everything that names openraft: type config, peer transport (client and
 //!   server), settings.
+//! - [`volume`]: the start-up check that the identity record and the store agree.
 //! - [`node`]: the running node's shared context.
+//! - [`boot`]: carrying out the start-up decision against real peers (probe, join, bootstrap).
+//! - [`membership`]: the leader's membership reconciler (promote, replace, remove).
+//! - [`api`]: the public gRPC services (KV, Cluster) and forwarding to the leader.
 //! - [`validation`]: request checks at the edge.
+//! - [`server`]: `petkv serve`, one pod's life from start-up checks to exit.
+//! - [`shutdown`]: SIGTERM handling and leadership hand-off.
+//! - [`client`]: the client library (failover, write ids, outcome unknown).
+//! - [`cli`]: the command line.
+//! - [`config`], [`discovery`], [`pb`]: settings, peer addresses, generated protobuf code.
 pub mod api;
 pub mod boot;
 pub mod cli;
@@ -27,3 +36,4 @@ pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod validation;
+pub mod volume;

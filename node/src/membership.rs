@@ -27,6 +27,10 @@ use crate::raft::{ordinal_of, Membership, NodeId, RaftMetrics};
 pub const RECONCILE_INTERVAL: Duration = Duration::from_millis(500);
 /// Bound on one membership change.
 pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a change fails, the same change waits at least this long before it is tried again,
+/// doubling up to [`MAX_RETRY_PAUSE`]; each failure is logged.
+pub const FIRST_RETRY_PAUSE: Duration = Duration::from_secs(1);
+pub const MAX_RETRY_PAUSE: Duration = Duration::from_secs(60);
 /// A learner within this many entries of the leader's last log counts as caught up.
 pub const CAUGHT_UP_LAG: u64 = 100;
 
@@ -93,6 +97,8 @@ fn matched_indexes(m: &RaftMetrics) -> BTreeMap<NodeId, u64> {
 pub async fn run(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The last change that failed, when it may be tried again, and the pause after that.
+    let mut failed: Option<(MembershipChange, tokio::time::Instant, Duration)> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -108,16 +114,31 @@ pub async fn run(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<boo
         else {
             continue;
         };
+        if let Some((last, retry_at, _)) = &failed {
+            if *last == change && tokio::time::Instant::now() < *retry_at {
+                continue;
+            }
+        }
         tracing::info!(?change, "changing membership");
         let request = match &change {
             MembershipChange::Promote { voters, .. } => ChangeMembers::ReplaceAllVoters(voters.clone()),
             MembershipChange::RemoveStale { ids } => ChangeMembers::RemoveNodes(ids.clone()),
         };
-        match tokio::time::timeout(CHANGE_TIMEOUT, raft.change_membership(request, false)).await {
-            Ok(Ok(_)) => tracing::info!(?change, "membership changed"),
-            Ok(Err(e)) => tracing::warn!(?change, error = %e, "membership change failed"),
-            Err(_) => tracing::warn!(?change, "membership change timed out (no quorum?); will retry"),
-        }
+        let error = match tokio::time::timeout(CHANGE_TIMEOUT, raft.change_membership(request, false)).await {
+            Ok(Ok(_)) => {
+                tracing::info!(?change, "membership changed");
+                failed = None;
+                continue;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {CHANGE_TIMEOUT:?} (no quorum?)"),
+        };
+        let pause = match &failed {
+            Some((last, _, pause)) if *last == change => (*pause * 2).min(MAX_RETRY_PAUSE),
+            _ => FIRST_RETRY_PAUSE,
+        };
+        tracing::warn!(?change, %error, retry_in = ?pause, "membership change failed");
+        failed = Some((change, tokio::time::Instant::now() + pause, pause));
     }
 }
 

@@ -2,6 +2,7 @@
 //! the identity and the Raft handle. Every gRPC service and background task holds an
 //! `Arc<Node>`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use openraft::async_runtime::WatchReceiver;
@@ -23,11 +24,30 @@ pub struct Node {
     pub channels: PeerChannels,
     identity: OnceLock<IdentityRecord>,
     raft: OnceLock<Raft>,
+    stopping: AtomicBool,
 }
 
 impl Node {
     pub fn new(config: NodeConfig, log: LogStore, sm: StateMachine) -> Self {
-        Self { config, sm, log, channels: PeerChannels::default(), identity: OnceLock::new(), raft: OnceLock::new() }
+        Self {
+            config,
+            sm,
+            log,
+            channels: PeerChannels::default(),
+            identity: OnceLock::new(),
+            raft: OnceLock::new(),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the node as shutting down (it reports not ready from then on).
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// Records the identity decided at start-up (once).

@@ -26,12 +26,14 @@ use crate::pb::raft::raft_server::RaftServer;
 use crate::pb::v1::cluster_server::ClusterServer;
 use crate::pb::v1::kv_server::KvServer;
 use crate::raft::service::PeerService;
-use crate::{boot, identity, membership, shutdown, store};
+use crate::{boot, membership, shutdown, store, volume};
 
 /// gRPC health service name that reports liveness (the process answers).
 pub const LIVENESS_SERVICE: &str = "liveness";
 /// gRPC health service name that reports readiness (member, knows the leader, caught up).
 pub const READINESS_SERVICE: &str = "readiness";
+/// gRPC health service name of the KV API (follows readiness).
+pub const KV_SERVICE: &str = "petkv.v1.KV";
 /// How often readiness is re-evaluated.
 const READINESS_INTERVAL: Duration = Duration::from_millis(250);
 /// A node counts as caught up when it applied within this many entries of the commit index.
@@ -47,11 +49,12 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create or open the data dir {}", config.data_dir.display()))?;
-    let identity = identity::load(&config.data_dir)?;
-    if let Some(record) = &identity {
-        record.check_matches(&config.pod, &config.data_dir)?;
-    }
+    let identity = volume::check_identity(&config.data_dir, &config.pod)?;
     let (log, sm) = store::open(&config.data_dir, &config.store)?;
+    let identity = match volume::check_store(&config.data_dir, identity, &log, &sm).await? {
+        volume::VolumeState::Owned(record) => Some(record),
+        volume::VolumeState::Empty => None,
+    };
     let client_listener = bind(config.client_listen, "client").await?;
     let peer_listener = bind(config.peer_listen, "peer").await?;
     tracing::info!(
@@ -107,7 +110,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
 
     let graceful = async {
+        node.set_stopping();
         health.set_service_status(READINESS_SERVICE, ServingStatus::NotServing).await;
+        health.set_service_status(KV_SERVICE, ServingStatus::NotServing).await;
         shutdown::hand_off_leadership(&node).await;
         let _ = stop_client_tx.send(true);
         let _ = client_task.await;
@@ -135,6 +140,9 @@ async fn wait_for(mut stop: watch::Receiver<bool>) {
 
 /// Ready = a member of the cluster, knows a leader, and applied close to the commit index.
 fn is_ready(node: &Node) -> bool {
+    if node.is_stopping() {
+        return false;
+    }
     let Some(m) = node.metrics() else { return false };
     let member = m.membership_config.membership().get_node(&m.id).is_some();
     let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
@@ -153,7 +161,7 @@ async fn report_readiness(
         if last != Some(ready) {
             let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
             health.set_service_status(READINESS_SERVICE, status).await;
-            health.set_service_status("petkv.v1.KV", status).await;
+            health.set_service_status(KV_SERVICE, status).await;
             tracing::info!(ready, "readiness changed");
             last = Some(ready);
         }

@@ -10,8 +10,9 @@
 //! All of it is bounded by the grace period; past it the node flushes and exits anyway. A
 //! SIGKILL at any moment loses no acknowledged write: acknowledgement already waited for fsync.
 //!
-//! Which SIGTERMs mean "leave the cluster" (a scale-down) is decided by the declared replica
-//! count, which the membership reconciler reads; a plain SIGTERM is a restart.
+//! Today every SIGTERM is treated as a restart: the node keeps its membership. Leaving the
+//! cluster on a scale-down (telling a scale-down from a restart by the declared replica count)
+//! comes with the harness and Kubernetes work.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,17 +11,34 @@ use tonic::{Request, Status};
 
 use crate::node::Node;
 use crate::pb::v1::kv_client::KvClient;
-use crate::raft::{NodeId, PeerNode};
+use crate::raft::PeerNode;
 
 /// Metadata key that marks a forwarded request.
 pub const FORWARDED: &str = "x-petkv-forwarded";
+/// Metadata key on an error that guarantees the write was not proposed (so a client may
+/// report it as failed rather than "outcome unknown").
+pub const NOT_APPLIED: &str = "x-petkv-not-applied";
 
-/// Where a request that needs the leader should go.
-pub enum Route {
-    /// This node is (or thinks it is) the leader: serve locally.
-    Local,
-    /// Forward to this leader.
-    Leader(NodeId, PeerNode),
+/// Marks an error as "this write was certainly not applied".
+pub fn not_applied(mut status: Status) -> Status {
+    status.metadata_mut().insert(NOT_APPLIED, tonic::metadata::MetadataValue::from_static("1"));
+    status
+}
+
+/// True when an error guarantees the request was not applied: the server said so, or the
+/// connection was never made.
+pub fn is_not_applied(status: &Status) -> bool {
+    status.metadata().contains_key(NOT_APPLIED)
+        || (status.code() == tonic::Code::Unavailable && status.message().contains("tcp connect error"))
+}
+
+/// Relays an error from the leader; a connection that was never made becomes "not applied".
+pub fn relay(status: Status) -> Status {
+    if is_not_applied(&status) {
+        not_applied(status)
+    } else {
+        status
+    }
 }
 
 /// True when the request was already forwarded once.
@@ -31,13 +48,14 @@ pub fn was_forwarded<T>(req: &Request<T>) -> bool {
 
 /// Answer for a request that needs a leader when none can be used.
 pub fn no_leader(node: &Node, forwarded: bool) -> Status {
-    if forwarded {
-        return Status::unavailable("leadership moved while the request was forwarded; retry");
-    }
-    match node.leader() {
-        Some((id, _)) if Some(id) == node.node_id() => Status::unavailable("this node is stepping down; retry"),
-        _ => Status::unavailable("no leader is known (election in progress or no quorum); retry"),
-    }
+    not_applied(if forwarded {
+        Status::unavailable("leadership moved while the request was forwarded; retry")
+    } else {
+        match node.leader() {
+            Some((id, _)) if Some(id) == node.node_id() => Status::unavailable("this node is stepping down; retry"),
+            _ => Status::unavailable("no leader is known (election in progress or no quorum); retry"),
+        }
+    })
 }
 
 /// A client to the leader's public API, on a cached channel, and a request marked as forwarded

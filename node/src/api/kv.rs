@@ -11,7 +11,7 @@ use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
-use super::forward::{no_leader, to_leader, was_forwarded};
+use super::forward::{no_leader, not_applied, relay, to_leader, was_forwarded};
 use super::{header, to_pb, Api};
 use crate::pb::v1::kv_server::Kv;
 use crate::pb::v1::{
@@ -36,7 +36,7 @@ impl Api {
     /// Proposes a command on this node if it leads.
     async fn propose(&self, cmd: Command, forwarded: bool) -> Result<CommandResult, NotServed> {
         let node = &self.node;
-        let raft = node.raft().map_err(NotServed::Failed)?;
+        let raft = node.raft().map_err(|s| NotServed::Failed(not_applied(s)))?;
         let outcome = tokio::time::timeout(node.config.request_timeout, raft.client_write(cmd)).await;
         match outcome {
             Err(_) => Err(NotServed::Failed(Status::deadline_exceeded(
@@ -44,9 +44,12 @@ impl Api {
                  it may or may not be applied (retry with the same write id to find out)",
             ))),
             Ok(Ok(resp)) => match resp.data {
-                CommandResult::StaleSequence { last_applied } => Err(NotServed::Failed(Status::failed_precondition(
-                    format!("write id sequence is older than this client's last applied sequence {last_applied}"),
-                ))),
+                CommandResult::StaleSequence { last_applied } => {
+                    Err(NotServed::Failed(Status::failed_precondition(format!(
+                        "write id sequence is older than this client id's last applied sequence {last_applied}: \
+                         a client id must not have two writes in flight"
+                    ))))
+                }
                 result => Ok(result),
             },
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => match (f.leader_id, f.leader_node) {
@@ -110,7 +113,7 @@ impl Kv for Api {
             Ok(other) => Err(Status::internal(format!("unexpected result for a put: {other:?}"))),
             Err(NotServed::Forward(leader)) => {
                 let (mut client, req) = to_leader(&self.node, &leader, msg)?;
-                client.put(req).await
+                client.put(req).await.map_err(relay)
             }
             Err(NotServed::Failed(s)) => Err(s),
         }
@@ -132,7 +135,7 @@ impl Kv for Api {
             Ok(other) => Err(Status::internal(format!("unexpected result for a delete: {other:?}"))),
             Err(NotServed::Forward(leader)) => {
                 let (mut client, req) = to_leader(&self.node, &leader, msg)?;
-                client.delete(req).await
+                client.delete(req).await.map_err(relay)
             }
             Err(NotServed::Failed(s)) => Err(s),
         }

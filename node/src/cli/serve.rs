@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use super::{LogFormat, DEFAULT_CLIENT_PORT, DEFAULT_PEER_PORT};
-use crate::config::{NodeConfig, DEFAULT_VOTERS};
+use crate::config::{NodeConfig, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_VOTERS};
 use crate::discovery::{PeerDirectory, DEFAULT_PROBE_ORDINALS};
 use crate::identity::{self, PodName};
 use crate::raft::settings::{RaftSettings, DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_EVERY};
@@ -108,10 +108,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PETKV_MAX_SCAN_LIMIT", default_value_t = DEFAULT_MAX_SCAN_LIMIT)]
     pub max_scan_limit: u32,
     /// Time a client request may take on the server before DEADLINE_EXCEEDED.
-    #[arg(long, env = "PETKV_REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
+    #[arg(long, env = "PETKV_REQUEST_TIMEOUT_MS", default_value_t = DEFAULT_REQUEST_TIMEOUT.as_millis() as u64)]
     pub request_timeout_ms: u64,
     /// Time between SIGTERM and exit.
-    #[arg(long, env = "PETKV_SHUTDOWN_GRACE_MS", default_value_t = 20_000)]
+    #[arg(long, env = "PETKV_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE.as_millis() as u64)]
     pub shutdown_grace_ms: u64,
     /// The "set was bootstrapped" marker file (outside the volume). When it exists, an empty
     /// ordinal 0 never bootstraps a second cluster.

@@ -19,6 +19,16 @@ use crate::raft::{Entry, LogId, TypeConfig, Vote};
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
+const OWNER: &[u8] = b"owner";
+
+/// Which node incarnation this store belongs to. Written into the store before the identity
+/// record is written to the volume, so an identity record whose store lacks it means the store
+/// was wiped or replaced.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoreOwner {
+    pub cluster_id: String,
+    pub node_id: u64,
+}
 
 /// The Raft log store. Cheap to clone: clones share the same sled trees.
 #[derive(Clone)]
@@ -33,9 +43,34 @@ impl LogStore {
         Ok(Self { db: db.clone(), log: db.open_tree("raft_log")?, meta: db.open_tree("raft_meta")? })
     }
 
-    /// The persisted vote, if any (used at start-up to tell "has state").
+    /// The persisted vote, if any.
     pub fn vote(&self) -> io::Result<Option<Vote>> {
         self.read_meta("vote", VOTE)
+    }
+
+    /// The node incarnation this store belongs to, if recorded.
+    pub fn owner(&self) -> io::Result<Option<StoreOwner>> {
+        self.read_meta("store owner", OWNER)
+    }
+
+    /// Records (durably) which node incarnation this store belongs to.
+    pub async fn set_owner(&self, owner: &StoreOwner) -> io::Result<()> {
+        self.meta.insert(OWNER, encode(owner)?).map_err(|e| io_err("save store owner", e))?;
+        self.flush().await
+    }
+
+    /// Forgets an owner record that no identity record ever confirmed (a start-up that stopped
+    /// between the two writes; the id never voted, so dropping it loses nothing).
+    pub async fn clear_owner(&self) -> io::Result<()> {
+        self.meta.remove(OWNER).map_err(|e| io_err("clear store owner", e))?;
+        self.flush().await
+    }
+
+    /// True when the log holds a vote, entries or a purge point: Raft state worth keeping.
+    pub fn has_raft_state(&self) -> io::Result<bool> {
+        Ok(self.vote()?.is_some()
+            || !self.log.is_empty()
+            || self.meta.contains_key(LAST_PURGED).map_err(|e| io_err("read", e))?)
     }
 
     /// Index of the last entry in the log, or of the last purged one.

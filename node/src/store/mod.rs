@@ -27,7 +27,7 @@ pub mod state_machine;
 
 use std::path::{Path, PathBuf};
 
-pub use log_store::LogStore;
+pub use log_store::{LogStore, StoreOwner};
 pub use state_machine::StateMachine;
 
 /// Errors opening a node's storage.

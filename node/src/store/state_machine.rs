@@ -33,6 +33,14 @@ use crate::raft::{self, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 const DATA: u8 = b'd';
 const SESSION: u8 = b's';
 const INCARNATION: u8 = b'i';
+/// Session expiry index: `e` + last write index + client id.
+const SESSION_EXPIRY: u8 = b'e';
+/// A client's dedup record is kept until this many log entries have passed since its last
+/// write (deterministic on every replica, unlike wall-clock time). At 50k writes/s that is
+/// 20 s, longer than any client retries the same write.
+pub const SESSION_RETENTION: u64 = 1_000_000;
+/// Expired sessions removed per applied write, so expiry never stalls the apply loop.
+const EXPIRE_PER_APPLY: usize = 4;
 const APPLIED: &[u8] = b"mapplied";
 const MEMBERSHIP: &[u8] = b"mmembership";
 const KEY_COUNT: &[u8] = b"mkeys";
@@ -47,7 +55,40 @@ const INSTALL_BATCH: usize = 10_000;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Session {
     sequence: u64,
+    /// Log index of that write (drives expiry).
+    index: u64,
+    /// Its result; the value of a successful put is elided (the retry carries it).
     result: CommandResult,
+}
+
+fn expiry_key(index: u64, client_id: u64) -> Vec<u8> {
+    let mut k = vec![SESSION_EXPIRY];
+    k.extend_from_slice(&index.to_be_bytes());
+    k.extend_from_slice(&client_id.to_be_bytes());
+    k
+}
+
+/// Drops the value of a successful put before the result is remembered.
+fn elide_put_value(result: &CommandResult) -> CommandResult {
+    match result {
+        CommandResult::Put { index, succeeded: true, current: Some(kv) } => {
+            let mut kv = kv.clone();
+            kv.stored.value = Vec::new();
+            CommandResult::Put { index: *index, succeeded: true, current: Some(kv) }
+        }
+        other => other.clone(),
+    }
+}
+
+/// Puts back the value of a successful put from the retried command.
+fn restore_put_value(result: CommandResult, cmd: &Command) -> CommandResult {
+    match (result, cmd) {
+        (CommandResult::Put { index, succeeded: true, current: Some(mut kv) }, Command::Put { value, .. }) => {
+            kv.stored.value = value.clone();
+            CommandResult::Put { index, succeeded: true, current: Some(kv) }
+        }
+        (other, _) => other,
+    }
 }
 
 /// The snapshot the state machine currently offers.
@@ -148,7 +189,8 @@ impl StateMachine {
         let keep = sm
             .current_snapshot_record()
             .map_err(|e| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() })?;
-        sm.remove_snapshot_files_except(keep.as_ref().map(|r| r.file_name.as_str()))
+        // At start nothing is in flight: leftovers of interrupted builds and receives go too.
+        sm.remove_snapshot_files(keep.as_ref().map(|r| r.file_name.as_str()), |_| true)
             .map_err(|source| StoreError::Io { path: sm.inner.snapshot_dir.clone(), source })?;
         Ok(sm)
     }
@@ -166,14 +208,18 @@ impl StateMachine {
 
     /// Reads one key from the local state machine.
     pub fn get(&self, key: &[u8]) -> io::Result<Option<KeyValue>> {
-        let tree = self.active().tree;
-        Ok(Self::read::<StoredValue>(&tree, "value", &data_key(key))?
-            .map(|stored| KeyValue { key: key.to_vec(), stored }))
+        self.read_live(|tree| {
+            Ok(Self::read::<StoredValue>(tree, "value", &data_key(key))?
+                .map(|stored| KeyValue { key: key.to_vec(), stored }))
+        })
     }
 
     /// Reads up to `limit` keys in `[start, end)` order from the local state machine.
     pub fn scan(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, limit: usize) -> io::Result<ScanPage> {
-        let tree = self.active().tree;
+        self.read_live(|tree| Self::scan_tree(tree, start.clone(), end.clone(), limit))
+    }
+
+    fn scan_tree(tree: &sled::Tree, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, limit: usize) -> io::Result<ScanPage> {
         let lower = match start {
             Bound::Included(k) => Bound::Included(data_key(&k)),
             Bound::Excluded(k) => Bound::Excluded(data_key(&k)),
@@ -199,17 +245,22 @@ impl StateMachine {
 
     /// The log id of the last applied entry.
     pub fn applied(&self) -> io::Result<Option<LogId>> {
-        Ok(Self::read::<Option<LogId>>(&self.active().tree, "applied", APPLIED)?.flatten())
+        self.read_live(|tree| Ok(Self::read::<Option<LogId>>(tree, "applied", APPLIED)?.flatten()))
     }
 
     /// How many keys the state machine holds.
     pub fn key_count(&self) -> io::Result<u64> {
-        Ok(Self::read::<u64>(&self.active().tree, "key count", KEY_COUNT)?.unwrap_or(0))
+        self.read_live(|tree| Ok(Self::read::<u64>(tree, "key count", KEY_COUNT)?.unwrap_or(0)))
     }
 
     /// The membership the state machine last applied.
     pub fn membership(&self) -> io::Result<StoredMembership> {
-        Ok(Self::read(&self.active().tree, "membership", MEMBERSHIP)?.unwrap_or_default())
+        self.read_live(|tree| Ok(Self::read(tree, "membership", MEMBERSHIP)?.unwrap_or_default()))
+    }
+
+    /// True when the state machine applied anything or holds a snapshot.
+    pub fn has_state(&self) -> io::Result<bool> {
+        Ok(self.applied()?.is_some() || self.current_snapshot_record()?.is_some())
     }
 
     /// Where the peer transport writes a snapshot while it is being received.
@@ -227,15 +278,33 @@ impl StateMachine {
         Self::read(&self.inner.pointer, "snapshot record", CURRENT_SNAPSHOT)
     }
 
-    fn remove_snapshot_files_except(&self, keep: Option<&str>) -> io::Result<()> {
+    /// Removes files of the snapshot dir that `select` picks, except `keep`.
+    fn remove_snapshot_files(&self, keep: Option<&str>, select: impl Fn(&str) -> bool) -> io::Result<()> {
         for entry in std::fs::read_dir(&self.inner.snapshot_dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if Some(name.as_str()) != keep {
+            if Some(name.as_str()) != keep && select(&name) {
                 std::fs::remove_file(entry.path())?;
             }
         }
         Ok(())
+    }
+
+    /// Runs a read on the live tree; if it fails because an install swapped the tree meanwhile
+    /// (the old one is dropped), runs it once more on the new tree.
+    fn read_live<T>(&self, read: impl Fn(&sled::Tree) -> io::Result<T>) -> io::Result<T> {
+        let first = self.active();
+        match read(&first.tree) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let now = self.active();
+                if now.generation != first.generation {
+                    read(&now.tree)
+                } else {
+                    Err(e)
+                }
+            }
+        }
     }
 
     fn apply_entry(&self, tree: &sled::Tree, entry: &raft::Entry) -> io::Result<CommandResult> {
@@ -266,8 +335,10 @@ impl StateMachine {
         let records =
             tree.iter().map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| io_err("snapshot read", e)));
         let file = snapshot::write(&self.inner.snapshot_dir.join(&file_name), &meta, records)?;
-        drop(guard);
+        // Published under the apply lock, so an install cannot slip in between and be replaced
+        // by this older snapshot.
         self.publish_snapshot(&meta, &file_name, None)?;
+        drop(guard);
         Ok(Snapshot { meta, snapshot: file })
     }
 
@@ -285,7 +356,8 @@ impl StateMachine {
         }
         self.inner.pointer.apply_batch(batch).map_err(|e| io_err("record snapshot", e))?;
         self.inner.db.flush().map_err(|e| io_err("flush snapshot record", e))?;
-        self.remove_snapshot_files_except(Some(file_name))
+        // Only finished snapshots: a snapshot being received (`incoming-*`) stays.
+        self.remove_snapshot_files(Some(file_name), |name| name.starts_with("snap-") && name.ends_with(".snap"))
     }
 
     fn install_snapshot_blocking(&self, meta: &SnapshotMeta, file: &SnapshotFile) -> io::Result<()> {
@@ -335,21 +407,37 @@ impl StateMachine {
 
 /// Applies one command to `tree` through `batch`; returns what the client is told.
 fn apply_command(tree: &sled::Tree, batch: &mut sled::Batch, index: u64, cmd: &Command) -> io::Result<CommandResult> {
-    if let Some(WriteId { client_id, sequence }) = cmd.write_id() {
-        let key = prefixed(SESSION, &client_id.to_be_bytes());
-        if let Some(session) = StateMachine::read::<Session>(tree, "session", &key)? {
-            if sequence == session.sequence {
-                return Ok(session.result);
-            }
-            if sequence < session.sequence {
-                return Ok(CommandResult::StaleSequence { last_applied: session.sequence });
-            }
+    let Some(WriteId { client_id, sequence }) = cmd.write_id() else {
+        return execute(tree, batch, index, cmd);
+    };
+    let key = prefixed(SESSION, &client_id.to_be_bytes());
+    let previous = StateMachine::read::<Session>(tree, "session", &key)?;
+    if let Some(session) = &previous {
+        if sequence == session.sequence {
+            return Ok(restore_put_value(session.result.clone(), cmd));
         }
-        let result = execute(tree, batch, index, cmd)?;
-        batch.insert(key, encode(&Session { sequence, result: result.clone() })?);
-        return Ok(result);
+        if sequence < session.sequence {
+            return Ok(CommandResult::StaleSequence { last_applied: session.sequence });
+        }
+        batch.remove(expiry_key(session.index, client_id));
     }
-    execute(tree, batch, index, cmd)
+    let result = execute(tree, batch, index, cmd)?;
+    batch.insert(key, encode(&Session { sequence, index, result: elide_put_value(&result) })?);
+    batch.insert(expiry_key(index, client_id), &[]);
+    expire_sessions(tree, batch, index)?;
+    Ok(result)
+}
+
+/// Removes a few sessions whose last write is more than [`SESSION_RETENTION`] entries old.
+fn expire_sessions(tree: &sled::Tree, batch: &mut sled::Batch, index: u64) -> io::Result<()> {
+    let Some(horizon) = index.checked_sub(SESSION_RETENTION) else { return Ok(()) };
+    for item in tree.range(expiry_key(0, 0)..expiry_key(horizon, 0)).take(EXPIRE_PER_APPLY) {
+        let (k, _) = item.map_err(|e| io_err("session expiry", e))?;
+        let client = k.get(9..17).ok_or_else(|| io_err("session expiry", "short key"))?;
+        batch.remove(prefixed(SESSION, client));
+        batch.remove(k);
+    }
+    Ok(())
 }
 
 fn execute(tree: &sled::Tree, batch: &mut sled::Batch, index: u64, cmd: &Command) -> io::Result<CommandResult> {
@@ -472,4 +560,89 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 /// Returns the snapshot directory of a data dir.
 pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("snapshots")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> (tempfile::TempDir, sled::Tree) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::Config::new().temporary(true).path(dir.path()).open().expect("sled");
+        let tree = db.open_tree("sm.0").expect("tree");
+        (dir, tree)
+    }
+
+    fn put(key: &str, value: &str, if_mod_index: Option<u64>, id: Option<(u64, u64)>) -> Command {
+        Command::Put {
+            key: key.into(),
+            value: value.into(),
+            if_mod_index,
+            write_id: id.map(|(client_id, sequence)| WriteId { client_id, sequence }),
+        }
+    }
+
+    fn apply(tree: &sled::Tree, index: u64, cmd: &Command) -> CommandResult {
+        let mut batch = sled::Batch::default();
+        let result = apply_command(tree, &mut batch, index, cmd).expect("apply");
+        tree.apply_batch(batch).expect("batch");
+        result
+    }
+
+    fn version(r: &CommandResult) -> u64 {
+        match r {
+            CommandResult::Put { current: Some(kv), .. } => kv.stored.version,
+            other => panic!("not a put with a value: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn versions_count_writes_and_compare_uses_mod_index() {
+        let (_d, t) = tree();
+        assert_eq!(version(&apply(&t, 5, &put("k", "a", None, None))), 1);
+        assert_eq!(version(&apply(&t, 6, &put("k", "b", None, None))), 2);
+        let failed = apply(&t, 7, &put("k", "c", Some(5), None));
+        assert!(matches!(failed, CommandResult::Put { succeeded: false, .. }));
+        let ok = apply(&t, 8, &put("k", "c", Some(6), None));
+        assert!(
+            matches!(&ok, CommandResult::Put { succeeded: true, current: Some(kv), .. } if kv.stored.create_index == 5 && kv.stored.mod_index == 8)
+        );
+    }
+
+    #[test]
+    fn a_retried_write_returns_its_original_answer_and_applies_nothing() {
+        let (_d, t) = tree();
+        let cmd = put("k", "value", None, Some((9, 1)));
+        let first = apply(&t, 10, &cmd);
+        let retry = apply(&t, 11, &cmd);
+        assert_eq!(first, retry, "same answer, value included");
+        assert_eq!(version(&retry), 1, "applied once");
+        let stale = apply(&t, 12, &put("k", "old", None, Some((9, 0))));
+        assert_eq!(stale, CommandResult::StaleSequence { last_applied: 1 });
+        assert_eq!(version(&apply(&t, 13, &put("k", "next", None, Some((9, 2))))), 2);
+    }
+
+    #[test]
+    fn sessions_expire_after_the_retention_window() {
+        let (_d, t) = tree();
+        let old = put("a", "1", None, Some((1, 1)));
+        apply(&t, 1, &old);
+        apply(&t, 2 + SESSION_RETENTION, &put("b", "1", None, Some((2, 1))));
+        assert!(t.get(prefixed(SESSION, &1u64.to_be_bytes())).expect("read").is_none(), "client 1 expired");
+        assert!(t.get(prefixed(SESSION, &2u64.to_be_bytes())).expect("read").is_some(), "client 2 kept");
+        // After expiry the same write id is a new write (the retention window bounds retries).
+        assert_eq!(version(&apply(&t, 3 + SESSION_RETENTION, &old)), 2);
+    }
+
+    #[test]
+    fn node_ids_are_never_reused_for_an_ordinal() {
+        let (_d, t) = tree();
+        let alloc = |i| match apply(&t, i, &Command::AllocateNodeId { ordinal: 3 }) {
+            CommandResult::NodeId { node_id, .. } => node_id,
+            other => panic!("{other:?}"),
+        };
+        let (a, b) = (alloc(1), alloc(2));
+        assert_eq!(raft::ordinal_of(a), 3);
+        assert!(raft::incarnation_of(b) > raft::incarnation_of(a));
+    }
 }
