@@ -8,6 +8,8 @@
 //! - [`cluster`]: the set: starts pods, kills them with a signal, restarts them with the same
 //!   volume, wipes volumes, and waits for conditions with deadlines.
 //! - [`wait`]: polling a condition until a deadline (never a fixed sleep).
+//! - [`demo`]: the README's main command.
+//! - [`measure`]: failover window, put latency and throughput on a 3-pod cluster.
 //!
 //! Process mode gives each pod its own address in a private `127.x.y.0/24` range (Linux
 //! routes all of 127.0.0.0/8 to loopback), so every pod uses the same ports, as pods do.
@@ -16,6 +18,7 @@
 pub mod binary;
 pub mod cluster;
 pub mod demo;
+pub mod measure;
 pub mod pod;
 pub mod wait;
 

@@ -20,6 +20,17 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Measure failover (kill -9 the leader), single-client put latency and N-client throughput.
+    Measure {
+        #[arg(long, default_value_t = 5)]
+        failover_runs: usize,
+        #[arg(long, default_value_t = 2000)]
+        latency_puts: usize,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        throughput_secs: u64,
+    },
 }
 
 #[tokio::main]
@@ -34,5 +45,32 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Measure { failover_runs, latency_puts, clients, throughput_secs } => {
+            let spec = petkv_harness::measure::MeasureSpec {
+                failover_runs,
+                latency_puts,
+                clients,
+                throughput_for: std::time::Duration::from_secs(throughput_secs),
+            };
+            match petkv_harness::measure::run(&spec).await {
+                Ok(m) => {
+                    println!(
+                        "\nsummary: failover median {:?} over {} runs (worst {:?}); put p50 {:?}, p99 {:?}; {} clients: {:.0} puts/s",
+                        petkv_harness::measure::median(&m.failover_windows),
+                        m.failover_windows.len(),
+                        m.failover_windows.iter().max().copied().unwrap_or_default(),
+                        m.put_latency_p50,
+                        m.put_latency_p99,
+                        m.clients,
+                        m.throughput_ops
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("petkv-harness measure: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }

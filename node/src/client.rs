@@ -18,6 +18,11 @@ use crate::pb::v1::{
     PutRequest, PutResponse, ScanRequest, ScanResponse, StatusRequest, WriteId,
 };
 
+/// Longest pause between two rounds over all endpoints. Short: during a failover the next
+/// leader is usually known within an election timeout, and a retry on loopback or a LAN is
+/// cheap.
+const MAX_ROUND_PAUSE: Duration = Duration::from_millis(250);
+
 /// Default time one request may take end to end, failovers included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -163,7 +168,7 @@ impl Client {
             attempt += 1;
             if attempt % n == 0 {
                 tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
+                pause = (pause * 2).min(MAX_ROUND_PAUSE);
             }
         }
         if is_write && ambiguous {

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{ChangeMembers, ServerState};
+use crate::raft::{ChangeMembers, ServerState};
 
 use crate::node::Node;
 use crate::raft::{ordinal_of, Membership, NodeId, RaftMetrics};

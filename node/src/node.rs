@@ -5,8 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-use openraft::async_runtime::WatchReceiver;
-use openraft::ServerState;
+use crate::raft::{ServerState, WatchReceiver};
 use tonic::Status;
 
 use crate::config::NodeConfig;

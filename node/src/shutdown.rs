@@ -17,8 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::async_runtime::WatchReceiver;
-use openraft::ServerState;
+use crate::raft::{ServerState, WatchReceiver};
 
 use crate::node::Node;
 use crate::raft::NodeId;

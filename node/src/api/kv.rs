@@ -7,8 +7,7 @@
 //! - Get/Scan: `linearizable` confirms leadership with a read-index round (no log write) and
 //!   waits until the state machine applied up to it; `stale` reads the local state machine.
 
-use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
-use openraft::ReadPolicy;
+use crate::raft::{ClientWriteError, LinearizableReadError, RaftError, ReadPolicy};
 use tonic::{Request, Response, Status};
 
 use super::forward::{no_leader, not_applied, relay, to_leader, was_forwarded};

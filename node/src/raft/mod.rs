@@ -1,5 +1,6 @@
-//! Everything that names openraft lives below this module, so the next openraft bump touches
-//! one place.
+//! The seam to openraft. Outside this module only `store/` names openraft directly (it
+//! implements openraft's storage traits); everything else uses openraft through the
+//! re-exports below, so the next openraft bump touches this module and the store.
 //!
 //! - [`types`]: the Raft type configuration (node id, node address, command and response).
 //! - [`codec`]: how openraft's messages are encoded on the wire and on disk (postcard).
@@ -14,3 +15,8 @@ pub mod settings;
 pub mod types;
 
 pub use types::*;
+
+/// openraft items the rest of the node uses.
+pub use openraft::async_runtime::WatchReceiver;
+pub use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+pub use openraft::{ChangeMembers, ReadPolicy, ServerState};
