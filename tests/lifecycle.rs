@@ -206,3 +206,43 @@ async fn wiped_primary_with_its_peers_down_waits_instead_of_starting_a_second_cl
     wait_value_on(&cluster, 0, "precious", "data").await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_follows_the_declared_replica_count_up_and_down() -> anyhow::Result<()> {
+    let mut cluster = healthy_cluster(3, 3, &[]).await?;
+    let client = cluster.client()?;
+    client.put(b"before-scale", b"1", None).await?;
+
+    // Up to 5: ordinals 3 and 4 join as read replicas (learners), with the data.
+    cluster.scale(5).await?;
+    cluster.wait_healthy(SETTLE).await?;
+    wait_value_on(&cluster, 4, "before-scale", "1").await?;
+    let m = cluster.client()?.members().await?;
+    assert_eq!(m.members.len(), 5);
+    assert_eq!(m.members.iter().filter(|m| m.voter).count(), 3);
+    let id3 = cluster.status(3).await?.node_id;
+
+    // Down to 3: pods 4 and 3 leave the cluster before they exit.
+    let state_dir = cluster.state_dir().to_path_buf();
+    cluster.scale(3).await?;
+    for o in [3, 4] {
+        let log = std::fs::read_to_string(state_dir.join("logs").join(format!("petkv-{o}.log")))?;
+        assert!(log.contains("removed from the cluster"), "petkv-{o} did not leave:\n{log}");
+    }
+    let m = cluster.client()?.members().await?;
+    assert_eq!(m.members.iter().map(|m| m.ordinal).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(cluster.status(0).await?.declared_replicas, 3);
+
+    // Up to 4 again: petkv-3 comes back with its kept volume and the same node id.
+    cluster.scale(4).await?;
+    cluster.wait_healthy(SETTLE).await?;
+    let back = cluster.wait_member(3, SETTLE).await?;
+    assert_eq!(back.node_id, id3);
+    client.put(b"after-scale", b"2", None).await?;
+    wait_value_on(&cluster, 3, "after-scale", "2").await?;
+    wait::until("4 members", SETTLE, || async {
+        (cluster.client().ok()?.members().await.ok()?.members.len() == 4).then_some(())
+    })
+    .await?;
+    Ok(())
+}

@@ -274,6 +274,30 @@ impl Cluster {
         .await
     }
 
+    /// Scales the set to `replicas`, as `kubectl scale` does: the declared count changes first
+    /// (the cluster learns it through `petkv scale`), then new pods start (each with the volume
+    /// of its ordinal, kept from before if there was one) or pods beyond the count get SIGTERM,
+    /// highest ordinal first. Volumes of removed pods are kept (PVC retention `Retain`).
+    pub async fn scale(&mut self, replicas: u32) -> anyhow::Result<()> {
+        anyhow::ensure!(replicas >= 1, "a set needs at least one pod");
+        self.client()?.scale(replicas).await.context("declaring the replica count")?;
+        let old = self.spec.replicas;
+        self.spec.replicas = replicas;
+        let peers = self.peers_spec();
+        for pod in self.pods.values_mut() {
+            pod.spec.peers = peers.clone();
+        }
+        for ordinal in old..replicas {
+            self.add_pod(ordinal);
+            self.start(ordinal)?;
+        }
+        for ordinal in (replicas..old).rev() {
+            self.terminate(ordinal).await?;
+            self.pods.remove(&ordinal);
+        }
+        Ok(())
+    }
+
     /// Stops every pod (SIGTERM, highest ordinal first, as a StatefulSet deletes).
     pub async fn down(&mut self) -> anyhow::Result<()> {
         let ordinals: Vec<u32> = self.pods.keys().rev().copied().collect();

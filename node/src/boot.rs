@@ -182,30 +182,35 @@ async fn initialize(node: &Node, raft: &Raft) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes sure this node is in the membership: joins through the leader if it is not, and
-/// finishes a bootstrap that crashed between writing the identity and initializing.
+/// Makes sure this node is in the membership, as the leader sees it: asks the leader to add it
+/// (idempotent: a member gets "yes" at once) until the leader says yes. The local view is not
+/// enough: a pod removed by a scale-down and started again still finds itself in its own old
+/// membership. Also finishes a bootstrap that stopped between writing the identity and
+/// initializing.
 pub async fn ensure_member(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let Some(identity) = node.identity().cloned() else { return };
     let mut said = false;
     loop {
-        if node.member(identity.node_id).is_some() {
+        let leads = node.raft().is_ok_and(|r| r.is_leader());
+        if leads && node.member(identity.node_id).is_some() {
             return;
         }
         let found = probe(&node.channels, &node.config.peers, &node.config.pod).await;
         let result = match &found {
-            Some(found) => join_existing(&node, &identity, found).await,
+            Some(found) => join_existing(&node, &identity, found).await.map(|()| true),
             None if may_finish_bootstrap(&node, &identity) => match node.raft() {
                 Ok(raft) if !raft.is_initialized().await.unwrap_or(true) => {
                     tracing::warn!("finishing an interrupted bootstrap");
-                    initialize(&node, raft).await
+                    initialize(&node, raft).await.map(|()| true)
                 }
-                _ => Ok(()),
+                _ => Ok(false),
             },
-            None => Ok(()),
+            None => Ok(false),
         };
         match result {
+            Ok(true) => return,
             Err(e) if !said => {
-                tracing::warn!(error = %format!("{e:#}"), "not a member yet; will keep asking the leader");
+                tracing::warn!(error = %format!("{e:#}"), "not confirmed as a member yet; will keep asking the leader");
                 said = true;
             }
             _ => {}

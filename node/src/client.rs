@@ -15,7 +15,7 @@ use crate::pb::v1::cluster_client::ClusterClient;
 use crate::pb::v1::kv_client::KvClient;
 use crate::pb::v1::{
     Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse, MembersRequest, MembersResponse, NodeStatus,
-    PutRequest, PutResponse, ScanRequest, ScanResponse, StatusRequest, WriteId,
+    PutRequest, PutResponse, ScaleRequest, ScaleResponse, ScanRequest, ScanResponse, StatusRequest, WriteId,
 };
 
 /// Longest pause between two rounds over all endpoints. Short: during a failover the next
@@ -247,6 +247,14 @@ impl Client {
             .map_err(|_| ClientError::Unavailable { endpoints: endpoint.into(), last: "timed out".into() })?
             .map(|r| r.into_inner())
             .map_err(|s| ClientError::Unavailable { endpoints: endpoint.into(), last: s.message().to_string() })
+    }
+
+    /// Declares the set's replica count.
+    pub async fn scale(&self, replicas: u32) -> Result<ScaleResponse, ClientError> {
+        self.with_failover(false, |ch, t| async move {
+            ClusterClient::new(ch).scale(Self::request(ScaleRequest { replicas }, t)).await.map(|r| r.into_inner())
+        })
+        .await
     }
 
     /// Every member with its own status.

@@ -94,6 +94,16 @@ async fn run_client(command: Command) -> Result<u8, ClientError> {
             print_status(args.output, &client(&args)?.status().await?);
             Ok(0)
         }
+        Command::Scale { replicas, client: args } => {
+            let r = client(&args)?.scale(replicas).await?;
+            print_reply(
+                args.output,
+                &r.header,
+                json!({"replicas": r.replicas}),
+                format!("declared replicas: {}", r.replicas),
+            );
+            Ok(0)
+        }
         Command::Members { client: args } => {
             print_members(args.output, &client(&args)?.members().await?);
             Ok(0)

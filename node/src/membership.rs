@@ -11,6 +11,13 @@
 //!    change, so the number of voters never grows past the set's.
 //! 2. **Remove stale incarnations**: a member whose ordinal has a newer incarnation in the
 //!    membership is removed (a wiped read replica, or a voter already replaced).
+//! 3. **Follow the declared replica count** (`petkv scale N`, a StatefulSet's `spec.replicas`):
+//!    members whose ordinal is at or above it are removed, highest ordinal first, one per
+//!    change. A leader whose own ordinal is out of the set first hands leadership to a voter
+//!    that stays. The last voter is never removed. Scaling below a quorum of the current
+//!    voters is therefore staged: each step is one joint-consensus change that needs a quorum
+//!    of the configuration it leaves; a step that cannot get it is reported and retried with
+//!    back-off, and the cluster keeps serving in its current configuration meanwhile.
 //!
 //! Joins only ever add learners ([`crate::raft::service`]); everything else happens here.
 
@@ -41,26 +48,41 @@ pub enum MembershipChange {
     Promote { learner: NodeId, replaces: BTreeSet<NodeId>, voters: BTreeSet<NodeId> },
     /// Remove members superseded by a newer incarnation of their ordinal.
     RemoveStale { ids: BTreeSet<NodeId> },
+    /// Remove a member whose ordinal is at or above the declared replica count; `voters` is
+    /// the voter set afterwards.
+    RemoveOutOfSet { id: NodeId, voters: BTreeSet<NodeId> },
+    /// The leader itself is out of the set: hand leadership to `to` first.
+    HandOff { to: NodeId },
 }
 
-/// Decides the next change from a membership and the leader's replication progress.
-/// `matched` maps a member to the last log index known replicated to it.
-pub fn next_change(
-    membership: &Membership,
-    matched: &BTreeMap<NodeId, u64>,
-    leader_last_log: u64,
-    voters_wanted: u32,
-) -> Option<MembershipChange> {
+/// What the reconciler looks at.
+#[derive(Debug, Clone)]
+pub struct ClusterView<'a> {
+    pub membership: &'a Membership,
+    /// Last log index known replicated to each member (the leader's own last log for itself).
+    pub matched: &'a BTreeMap<NodeId, u64>,
+    pub leader: NodeId,
+    pub leader_last_log: u64,
+    /// `--voters`: ordinals below it vote.
+    pub voters_wanted: u32,
+    /// The declared replica count, if any.
+    pub declared_replicas: Option<u32>,
+}
+
+/// Decides the next change.
+pub fn next_change(view: &ClusterView<'_>) -> Option<MembershipChange> {
+    let ClusterView { membership, matched, leader, leader_last_log, voters_wanted, declared_replicas } = *view;
     if membership.get_joint_config().len() > 1 {
         return None; // a change is in flight
     }
+    let in_set = |id: NodeId| declared_replicas.is_none_or(|r| ordinal_of(id) < r);
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let members: Vec<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
     let newest = |ordinal: u32| members.iter().copied().filter(|id| ordinal_of(*id) == ordinal).max();
 
     for learner in membership.learner_ids() {
         let ordinal = ordinal_of(learner);
-        if ordinal >= voters_wanted || newest(ordinal) != Some(learner) {
+        if ordinal >= voters_wanted || newest(ordinal) != Some(learner) || !in_set(learner) {
             continue;
         }
         let caught_up = matched.get(&learner).is_some_and(|m| m + CAUGHT_UP_LAG >= leader_last_log);
@@ -80,7 +102,21 @@ pub fn next_change(
     if !stale_learners.is_empty() {
         return Some(MembershipChange::RemoveStale { ids: stale_learners });
     }
-    None
+
+    let out_of_set = members.iter().copied().filter(|id| !in_set(*id)).max_by_key(|id| (ordinal_of(*id), *id))?;
+    if out_of_set == leader {
+        let to = voters
+            .iter()
+            .copied()
+            .filter(|v| *v != leader && in_set(*v))
+            .max_by_key(|v| matched.get(v).copied().unwrap_or(0))?;
+        return Some(MembershipChange::HandOff { to });
+    }
+    let remaining: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != out_of_set).collect();
+    if remaining.is_empty() {
+        return None;
+    }
+    Some(MembershipChange::RemoveOutOfSet { id: out_of_set, voters: remaining })
 }
 
 fn matched_indexes(m: &RaftMetrics) -> BTreeMap<NodeId, u64> {
@@ -109,11 +145,16 @@ pub async fn run(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<boo
             continue;
         }
         let membership = m.membership_config.membership().clone();
-        let Some(change) =
-            next_change(&membership, &matched_indexes(&m), m.last_log_index.unwrap_or(0), node.config.voters)
-        else {
-            continue;
+        let matched = matched_indexes(&m);
+        let view = ClusterView {
+            membership: &membership,
+            matched: &matched,
+            leader: m.id,
+            leader_last_log: m.last_log_index.unwrap_or(0),
+            voters_wanted: node.config.voters,
+            declared_replicas: node.sm.declared_replicas().ok().flatten(),
         };
+        let Some(change) = next_change(&view) else { continue };
         if let Some((last, retry_at, _)) = &failed {
             if *last == change && tokio::time::Instant::now() < *retry_at {
                 continue;
@@ -123,6 +164,17 @@ pub async fn run(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<boo
         let request = match &change {
             MembershipChange::Promote { voters, .. } => ChangeMembers::ReplaceAllVoters(voters.clone()),
             MembershipChange::RemoveStale { ids } => ChangeMembers::RemoveNodes(ids.clone()),
+            MembershipChange::RemoveOutOfSet { id, voters } if voters.len() < membership.voter_ids().count() => {
+                ChangeMembers::ReplaceAllVoters(voters.clone())
+            }
+            MembershipChange::RemoveOutOfSet { id, .. } => ChangeMembers::RemoveNodes([*id].into()),
+            MembershipChange::HandOff { to } => {
+                tracing::info!(to, "this leader is out of the declared set: handing leadership over");
+                if let Err(e) = raft.trigger().transfer_leader(*to).await {
+                    tracing::warn!(error = %e, "leadership hand-off failed to start");
+                }
+                continue;
+            }
         };
         let error = match tokio::time::timeout(CHANGE_TIMEOUT, raft.change_membership(request, false)).await {
             Ok(Ok(_)) => {
@@ -158,6 +210,33 @@ mod tests {
 
     fn all_matched(ids: &[NodeId], at: u64) -> BTreeMap<NodeId, u64> {
         ids.iter().map(|id| (*id, at)).collect()
+    }
+
+    fn next_change(
+        m: &Membership,
+        matched: &BTreeMap<NodeId, u64>,
+        last: u64,
+        voters: u32,
+    ) -> Option<MembershipChange> {
+        declared(m, matched, last, voters, None)
+    }
+
+    fn declared(
+        m: &Membership,
+        matched: &BTreeMap<NodeId, u64>,
+        last: u64,
+        voters: u32,
+        replicas: Option<u32>,
+    ) -> Option<MembershipChange> {
+        let leader = node_id(0, 1);
+        super::next_change(&ClusterView {
+            membership: m,
+            matched,
+            leader,
+            leader_last_log: last,
+            voters_wanted: voters,
+            declared_replicas: replicas,
+        })
     }
 
     #[test]
@@ -215,6 +294,65 @@ mod tests {
             next_change(&m, &all_matched(&[a, b, c, new], 9), 9, 3),
             Some(MembershipChange::RemoveStale { ids: [old].into() })
         );
+    }
+
+    #[test]
+    fn scale_down_removes_the_highest_ordinal_first_one_at_a_time() {
+        let (a, b, c, d, e) = (node_id(0, 1), node_id(1, 1), node_id(2, 1), node_id(3, 1), node_id(4, 1));
+        let m = membership(&[a, b, c], &[d, e]);
+        let all = all_matched(&[a, b, c, d, e], 9);
+        assert_eq!(
+            declared(&m, &all, 9, 3, Some(3)),
+            Some(MembershipChange::RemoveOutOfSet { id: e, voters: [a, b, c].into() })
+        );
+        let m = membership(&[a, b, c], &[]);
+        assert_eq!(declared(&m, &all, 9, 3, Some(3)), None, "nothing to do at the declared size");
+        assert_eq!(
+            declared(&m, &all, 9, 3, Some(1)),
+            Some(MembershipChange::RemoveOutOfSet { id: c, voters: [a, b].into() })
+        );
+    }
+
+    #[test]
+    fn learners_beyond_the_declared_count_are_not_promoted() {
+        let (a, b, c) = (node_id(0, 1), node_id(1, 1), node_id(2, 1));
+        let m = membership(&[a, b], &[c]);
+        assert_eq!(
+            declared(&m, &all_matched(&[a, b, c], 9), 9, 3, Some(2)),
+            Some(MembershipChange::RemoveOutOfSet { id: c, voters: [a, b].into() })
+        );
+    }
+
+    #[test]
+    fn a_leader_out_of_the_set_hands_off_before_it_is_removed() {
+        let (a, b, c) = (node_id(0, 1), node_id(1, 1), node_id(2, 1));
+        let m = membership(&[a, b, c], &[]);
+        let mut matched = all_matched(&[a, b, c], 9);
+        matched.insert(b, 8);
+        let view = ClusterView {
+            membership: &m,
+            matched: &matched,
+            leader: c,
+            leader_last_log: 9,
+            voters_wanted: 3,
+            declared_replicas: Some(2),
+        };
+        assert_eq!(super::next_change(&view), Some(MembershipChange::HandOff { to: a }));
+    }
+
+    #[test]
+    fn the_last_voter_is_never_removed() {
+        let a = node_id(0, 1);
+        let m = membership(&[a], &[]);
+        let view = ClusterView {
+            membership: &m,
+            matched: &all_matched(&[a], 1),
+            leader: node_id(9, 9),
+            leader_last_log: 1,
+            voters_wanted: 3,
+            declared_replicas: Some(0),
+        };
+        assert_eq!(super::next_change(&view), None);
     }
 
     #[test]

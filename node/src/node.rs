@@ -115,6 +115,7 @@ impl Node {
             client_addr: self.config.client_advertise.clone(),
             peer_addr: self.config.peer_advertise.clone(),
             key_count: self.sm.key_count().unwrap_or(0),
+            declared_replicas: self.sm.declared_replicas().ok().flatten().unwrap_or(0),
             ..Default::default()
         };
         if let Some(m) = self.metrics() {

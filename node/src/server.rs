@@ -114,6 +114,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         health.set_service_status(READINESS_SERVICE, ServingStatus::NotServing).await;
         health.set_service_status(KV_SERVICE, ServingStatus::NotServing).await;
         shutdown::hand_off_leadership(&node).await;
+        if shutdown::is_scaled_away(&node).await {
+            shutdown::wait_until_removed(&node).await;
+        }
         let _ = stop_client_tx.send(true);
         let _ = client_task.await;
         shutdown::stop_raft_and_flush(&node).await;

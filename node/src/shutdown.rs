@@ -10,9 +10,12 @@
 //! All of it is bounded by the grace period; past it the node flushes and exits anyway. A
 //! SIGKILL at any moment loses no acknowledged write: acknowledgement already waited for fsync.
 //!
-//! Today every SIGTERM is treated as a restart: the node keeps its membership. Leaving the
-//! cluster on a scale-down (telling a scale-down from a restart by the declared replica count)
-//! comes with the harness and Kubernetes work.
+//! Which SIGTERM means "leave the cluster" is told by the declared replica count (`petkv
+//! scale`, a StatefulSet's `spec.replicas`), not by the signal: a pod whose ordinal is at or
+//! above it is being scaled away, so before exiting it hands leadership over (to a voter that
+//! stays) and waits, bounded, until the leader's reconciler has removed it. Any other SIGTERM
+//! (restart, rolling update, eviction) keeps the membership: the pod will be back. A preStop
+//! hook that always removes the member would turn every restart into a membership change.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,11 +39,41 @@ pub async fn signal() -> std::io::Result<&'static str> {
     })
 }
 
-/// The voter best placed to take over: the one with the highest replicated index.
-fn successor(node: &Node) -> Option<NodeId> {
+/// Longest wait for the leader to remove a pod that is being scaled away.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The declared replica count as the leader has it (fresh: the local state machine may not
+/// have applied a scale that just committed), falling back to the local copy.
+async fn declared_replicas(node: &Node) -> Option<u32> {
+    let local = node.sm.declared_replicas().ok().flatten();
+    let Some((leader, peer)) = node.leader() else { return local };
+    if Some(leader) == node.node_id() {
+        return local;
+    }
+    let fresh = async {
+        let client = crate::client::Client::new(&[peer.client_addr], Duration::from_secs(2)).ok()?;
+        let status = client.status().await.ok()?;
+        (status.declared_replicas > 0).then_some(status.declared_replicas)
+    };
+    fresh.await.or(local)
+}
+
+/// True when the declared replica count says this pod is being scaled away.
+pub async fn is_scaled_away(node: &Node) -> bool {
+    declared_replicas(node).await.is_some_and(|r| node.config.pod.ordinal >= r)
+}
+
+/// The voter best placed to take over: the one with the highest replicated index among the
+/// voters that stay in the set.
+fn successor(node: &Node, declared: Option<u32>) -> Option<NodeId> {
     let m = node.metrics()?;
     let me = m.id;
-    let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().filter(|v| *v != me).collect();
+    let voters: Vec<NodeId> = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|v| *v != me && declared.is_none_or(|r| crate::raft::ordinal_of(*v) < r))
+        .collect();
     let replication = m.replication.as_ref()?;
     voters.into_iter().max_by_key(|v| replication.get(v).and_then(|l| l.as_ref()).map(|l| l.index).unwrap_or(0))
 }
@@ -52,7 +85,7 @@ pub async fn hand_off_leadership(node: &Arc<Node>) -> Option<NodeId> {
     if m.state != ServerState::Leader {
         return None;
     }
-    let to = successor(node)?;
+    let to = successor(node, declared_replicas(node).await)?;
     tracing::info!(to, "handing leadership over before exiting");
     if let Err(e) = raft.trigger().transfer_leader(to).await {
         tracing::warn!(error = %e, "leadership transfer failed to start");
@@ -82,6 +115,36 @@ pub async fn hand_off_leadership(node: &Arc<Node>) -> Option<NodeId> {
             None
         }
     }
+}
+
+/// For a pod being scaled away: waits until the leader no longer lists it as a member.
+pub async fn wait_until_removed(node: &Arc<Node>) {
+    let Some(me) = node.node_id() else { return };
+    tracing::info!(
+        ordinal = node.config.pod.ordinal,
+        "this pod is beyond the declared replica count: leaving the cluster before exiting"
+    );
+    let removed = tokio::time::timeout(LEAVE_TIMEOUT, async {
+        while still_a_member(node, me).await != Some(false) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    match removed {
+        Ok(()) => tracing::info!("removed from the cluster"),
+        Err(_) => tracing::warn!(?LEAVE_TIMEOUT, "not removed in time (no quorum?); exiting as a member"),
+    }
+}
+
+/// Asks the leader (another node) whether `me` is still in its membership.
+async fn still_a_member(node: &Node, me: NodeId) -> Option<bool> {
+    let (leader, peer) = node.leader()?;
+    if leader == me {
+        return None;
+    }
+    let client = crate::client::Client::new(&[peer.client_addr], Duration::from_secs(2)).ok()?;
+    let members = client.members().await.ok()?;
+    Some(members.members.iter().any(|m| m.node_id == me))
 }
 
 /// Stops Raft and flushes storage. Called last.

@@ -6,10 +6,16 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
+use super::forward::{relay, to_leader, was_forwarded};
+use super::kv::NotServed;
 use super::{header, Api};
 use crate::pb::v1::cluster_client::ClusterClient;
 use crate::pb::v1::cluster_server::Cluster;
-use crate::pb::v1::{Member, MembersRequest, MembersResponse, NodeStatus, StatusRequest};
+use crate::pb::v1::{Member, MembersRequest, MembersResponse, NodeStatus, ScaleRequest, ScaleResponse, StatusRequest};
+use crate::store::command::{Command, CommandResult};
+
+/// Largest replica count a set may declare.
+pub const MAX_REPLICAS: u32 = 1_000;
 
 /// How long `Members` waits for each member's status.
 const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -18,6 +24,29 @@ const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 impl Cluster for Api {
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<NodeStatus>, Status> {
         Ok(Response::new(self.node.status()))
+    }
+
+    async fn scale(&self, req: Request<ScaleRequest>) -> Result<Response<ScaleResponse>, Status> {
+        let forwarded = was_forwarded(&req);
+        let msg = req.into_inner();
+        if msg.replicas == 0 || msg.replicas > MAX_REPLICAS {
+            return Err(Status::invalid_argument(format!(
+                "replicas must be between 1 and {MAX_REPLICAS}, got {}",
+                msg.replicas
+            )));
+        }
+        match self.propose(Command::SetReplicas { replicas: msg.replicas }, forwarded).await {
+            Ok(CommandResult::Replicas { index, replicas }) => {
+                tracing::info!(replicas, "declared replica count changed");
+                Ok(Response::new(ScaleResponse { header: Some(header(&self.node, index)), replicas }))
+            }
+            Ok(other) => Err(Status::internal(format!("unexpected result for a scale: {other:?}"))),
+            Err(NotServed::Forward(leader)) => {
+                let (channel, req) = to_leader(&self.node, &leader, msg)?;
+                ClusterClient::new(channel).scale(req).await.map_err(relay)
+            }
+            Err(NotServed::Failed(s)) => Err(s),
+        }
     }
 
     async fn members(&self, _req: Request<MembersRequest>) -> Result<Response<MembersResponse>, Status> {

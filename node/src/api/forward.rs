@@ -58,14 +58,17 @@ pub fn no_leader(node: &Node, forwarded: bool) -> Status {
     })
 }
 
-/// A client to the leader's public API, on a cached channel, and a request marked as forwarded
-/// with the node's request timeout.
-pub fn to_leader<T>(node: &Node, leader: &PeerNode, msg: T) -> Result<(KvClient<Channel>, Request<T>), Status> {
+/// The cached channel to the leader's public API, and a request marked as forwarded with the
+/// node's request timeout.
+pub fn to_leader<T>(node: &Node, leader: &PeerNode, msg: T) -> Result<(Channel, Request<T>), Status> {
     let channel = node.channels.get(&leader.client_addr).map_err(|e| Status::internal(e.to_string()))?;
     let mut req = Request::new(msg);
     req.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
     req.set_timeout(node.config.request_timeout);
-    let client =
-        KvClient::new(channel).max_decoding_message_size(64 * 1024 * 1024).max_encoding_message_size(64 * 1024 * 1024);
-    Ok((client, req))
+    Ok((channel, req))
+}
+
+/// A KV client on a forwarding channel, with the node's message size limits.
+pub fn kv_client(channel: Channel) -> KvClient<Channel> {
+    KvClient::new(channel).max_decoding_message_size(64 * 1024 * 1024).max_encoding_message_size(64 * 1024 * 1024)
 }

@@ -10,7 +10,7 @@
 use crate::raft::{ClientWriteError, LinearizableReadError, RaftError, ReadPolicy};
 use tonic::{Request, Response, Status};
 
-use super::forward::{no_leader, not_applied, relay, to_leader, was_forwarded};
+use super::forward::{kv_client, no_leader, not_applied, relay, to_leader, was_forwarded};
 use super::{header, to_pb, Api};
 use crate::pb::v1::kv_server::Kv;
 use crate::pb::v1::{
@@ -22,7 +22,7 @@ use crate::store::command::{Command, CommandResult, WriteId};
 use crate::validation::{self, ReadConsistency};
 
 /// Why a request that needs the leader was not served here.
-enum NotServed {
+pub(super) enum NotServed {
     Forward(PeerNode),
     Failed(Status),
 }
@@ -33,7 +33,7 @@ fn write_id(w: Option<PbWriteId>) -> Option<WriteId> {
 
 impl Api {
     /// Proposes a command on this node if it leads.
-    async fn propose(&self, cmd: Command, forwarded: bool) -> Result<CommandResult, NotServed> {
+    pub(super) async fn propose(&self, cmd: Command, forwarded: bool) -> Result<CommandResult, NotServed> {
         let node = &self.node;
         let raft = node.raft().map_err(|s| NotServed::Failed(not_applied(s)))?;
         let outcome = tokio::time::timeout(node.config.request_timeout, raft.client_write(cmd)).await;
@@ -111,8 +111,8 @@ impl Kv for Api {
             })),
             Ok(other) => Err(Status::internal(format!("unexpected result for a put: {other:?}"))),
             Err(NotServed::Forward(leader)) => {
-                let (mut client, req) = to_leader(&self.node, &leader, msg)?;
-                client.put(req).await.map_err(relay)
+                let (channel, req) = to_leader(&self.node, &leader, msg)?;
+                kv_client(channel).put(req).await.map_err(relay)
             }
             Err(NotServed::Failed(s)) => Err(s),
         }
@@ -133,8 +133,8 @@ impl Kv for Api {
             })),
             Ok(other) => Err(Status::internal(format!("unexpected result for a delete: {other:?}"))),
             Err(NotServed::Forward(leader)) => {
-                let (mut client, req) = to_leader(&self.node, &leader, msg)?;
-                client.delete(req).await.map_err(relay)
+                let (channel, req) = to_leader(&self.node, &leader, msg)?;
+                kv_client(channel).delete(req).await.map_err(relay)
             }
             Err(NotServed::Failed(s)) => Err(s),
         }
@@ -148,8 +148,8 @@ impl Kv for Api {
             match self.read_index(forwarded).await {
                 Ok(()) => {}
                 Err(NotServed::Forward(leader)) => {
-                    let (mut client, req) = to_leader(&self.node, &leader, msg)?;
-                    return client.get(req).await;
+                    let (channel, req) = to_leader(&self.node, &leader, msg)?;
+                    return kv_client(channel).get(req).await;
                 }
                 Err(NotServed::Failed(s)) => return Err(s),
             }
@@ -169,8 +169,8 @@ impl Kv for Api {
             match self.read_index(forwarded).await {
                 Ok(()) => {}
                 Err(NotServed::Forward(leader)) => {
-                    let (mut client, req) = to_leader(&self.node, &leader, msg)?;
-                    return client.scan(req).await;
+                    let (channel, req) = to_leader(&self.node, &leader, msg)?;
+                    return kv_client(channel).scan(req).await;
                 }
                 Err(NotServed::Failed(s)) => return Err(s),
             }

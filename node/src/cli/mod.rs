@@ -83,6 +83,13 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Declare the set's replica count (what `kubectl scale` sets in Kubernetes): ordinals below
+    /// it become members, the others are removed (a pod beyond it leaves on SIGTERM).
+    Scale {
+        replicas: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Every member of the cluster, each with its own status.
     Members {
         #[command(flatten)]

@@ -26,6 +26,8 @@ pub enum Command {
     Delete { key: Vec<u8>, if_mod_index: Option<u64>, write_id: Option<WriteId> },
     /// Allocate a never-used node id for a pod ordinal (a new volume joining).
     AllocateNodeId { ordinal: u32 },
+    /// Declare the set's replica count (a StatefulSet's `spec.replicas`).
+    SetReplicas { replicas: u32 },
 }
 
 impl Command {
@@ -33,7 +35,7 @@ impl Command {
     pub fn write_id(&self) -> Option<WriteId> {
         match self {
             Command::Put { write_id, .. } | Command::Delete { write_id, .. } => *write_id,
-            Command::AllocateNodeId { .. } => None,
+            Command::AllocateNodeId { .. } | Command::SetReplicas { .. } => None,
         }
     }
 }
@@ -51,6 +53,7 @@ impl fmt::Display for Command {
                 write!(f, "delete key={} if_mod_index={if_mod_index:?}", String::from_utf8_lossy(key))
             }
             Command::AllocateNodeId { ordinal } => write!(f, "allocate-node-id ordinal={ordinal}"),
+            Command::SetReplicas { replicas } => write!(f, "set-replicas {replicas}"),
         }
     }
 }
@@ -98,6 +101,10 @@ pub enum CommandResult {
         index: u64,
         node_id: u64,
     },
+    Replicas {
+        index: u64,
+        replicas: u32,
+    },
     /// The client already moved past this sequence number: the write was not applied now,
     /// and its original answer is no longer kept.
     StaleSequence {
@@ -111,7 +118,8 @@ impl CommandResult {
         match self {
             CommandResult::Put { index, .. }
             | CommandResult::Delete { index, .. }
-            | CommandResult::NodeId { index, .. } => *index,
+            | CommandResult::NodeId { index, .. }
+            | CommandResult::Replicas { index, .. } => *index,
             CommandResult::Nothing | CommandResult::StaleSequence { .. } => 0,
         }
     }

@@ -44,6 +44,7 @@ const EXPIRE_PER_APPLY: usize = 4;
 const APPLIED: &[u8] = b"mapplied";
 const MEMBERSHIP: &[u8] = b"mmembership";
 const KEY_COUNT: &[u8] = b"mkeys";
+const DECLARED_REPLICAS: &[u8] = b"mreplicas";
 
 const ACTIVE: &[u8] = b"active";
 const CURRENT_SNAPSHOT: &[u8] = b"snapshot";
@@ -251,6 +252,11 @@ impl StateMachine {
     /// How many keys the state machine holds.
     pub fn key_count(&self) -> io::Result<u64> {
         self.read_live(|tree| Ok(Self::read::<u64>(tree, "key count", KEY_COUNT)?.unwrap_or(0)))
+    }
+
+    /// The set's declared replica count, if one was declared.
+    pub fn declared_replicas(&self) -> io::Result<Option<u32>> {
+        self.read_live(|tree| Self::read::<u32>(tree, "declared replicas", DECLARED_REPLICAS))
     }
 
     /// The membership the state machine last applied.
@@ -494,6 +500,10 @@ fn execute(tree: &sled::Tree, batch: &mut sled::Batch, index: u64, cmd: &Command
             let next = stored.max(in_membership) + 1;
             batch.insert(key, encode(&next)?);
             Ok(CommandResult::NodeId { index, node_id: raft::node_id(*ordinal, next) })
+        }
+        Command::SetReplicas { replicas } => {
+            batch.insert(DECLARED_REPLICAS, encode(replicas)?);
+            Ok(CommandResult::Replicas { index, replicas: *replicas })
         }
     }
 }
