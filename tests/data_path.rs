@@ -169,3 +169,46 @@ async fn bad_input_is_refused_and_writes_nothing() -> anyhow::Result<()> {
     assert!(cluster.client()?.put(b"ok", b"fine", None).await?.succeeded);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_are_served_on_the_client_port() -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let cluster = healthy_cluster(3, 3, &[]).await?;
+    let endpoint = format!("http://{}", cluster.client_addr(1));
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)?.connect().await?;
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["liveness", "readiness", "petkv.v1.KV"] {
+        let status = petkv_harness::wait::until(&format!("{service} SERVING"), petkv_e2e::SETTLE, || {
+            let mut health = health.clone();
+            async move {
+                let r = health.check(HealthCheckRequest { service: service.into() }).await.ok()?.into_inner();
+                (r.status == ServingStatus::Serving as i32).then_some(r.status)
+            }
+        })
+        .await?;
+        assert_eq!(status, ServingStatus::Serving as i32);
+    }
+    let unknown = health.check(HealthCheckRequest { service: "no.such.Service".into() }).await;
+    assert_eq!(unknown.expect_err("unknown service").code(), Code::NotFound);
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await?.into_inner();
+    let reply = replies.message().await?.expect("one reply");
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        anyhow::bail!("unexpected reflection reply {reply:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"petkv.v1.KV".to_string()) && names.contains(&"petkv.v1.Cluster".to_string()), "{names:?}");
+    Ok(())
+}

@@ -2,7 +2,8 @@
 //!
 //! Starts a 3-pod set, writes data, kills the primary and shows the failover, brings it back
 //! with the same identity and volume, wipes a follower's volume and shows it rejoin under a new
-//! node id, hands leadership over with SIGTERM, restarts every pod, and then verifies:
+//! node id, scales to 5 (two read replicas) and back to 3, hands leadership over with SIGTERM,
+//! restarts every pod, and then verifies:
 //! identity (hostname ↔ ordinal ↔ node id ↔ volume) and data (every acknowledged write present
 //! on every member). Each step is printed with its timing; the verdict is a table.
 
@@ -118,6 +119,22 @@ pub async fn run(cluster: &mut Cluster) -> anyhow::Result<DemoReport> {
             pod_name(ids[&follower])
         ),
     );
+
+    let t = Instant::now();
+    cluster.scale(5).await?;
+    cluster.wait_healthy(STEP_TIMEOUT).await?;
+    first_successful_write(&client, "while-five", &mut acked).await?;
+    let five = cluster.client()?.members().await?;
+    let learners = five.members.iter().filter(|m| !m.voter).count();
+    cluster.scale(3).await?;
+    wait::until("the set to be back to 3 members", STEP_TIMEOUT, || async {
+        (client.members().await.ok()?.members.len() == 3).then_some(())
+    })
+    .await?;
+    step(&mut steps, t, format!(
+        "scaled to 5 ({} voters, {learners} read replicas) and back to 3: petkv-4 and petkv-3 left the cluster before exiting",
+        five.members.len() - learners
+    ));
 
     let leader = cluster.wait_leader(STEP_TIMEOUT).await?;
     let t = Instant::now();
