@@ -18,6 +18,8 @@ use crate::wait;
 pub const CLIENT_PORT: u16 = 7379;
 /// Peer port of every pod.
 pub const PEER_PORT: u16 = 7380;
+/// File in the state dir that keeps the cluster's loopback range (`[a, b]` of `127.a.b.0/24`).
+pub const ADDRESSES_FILE: &str = "addresses.json";
 /// How long a pod gets between SIGTERM and SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(20);
 
@@ -93,8 +95,7 @@ impl Cluster {
     pub fn in_dir(spec: ClusterSpec, dir: &Path) -> anyhow::Result<Self> {
         let slot = Slot::acquire();
         std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("create {}", dir.display()))?;
-        // A private /24 inside 127.0.0.0/8, so concurrent clusters never share an address.
-        let subnet = (rand::random_range(1..=254u8), rand::random_range(1..=254u8));
+        let subnet = Self::load_or_pick_subnet(dir)?;
         let mut cluster = Self {
             spec,
             state_dir: dir.to_path_buf(),
@@ -108,6 +109,22 @@ impl Cluster {
             cluster.add_pod(ordinal);
         }
         Ok(cluster)
+    }
+
+    /// Pods' addresses are part of the Raft membership, so a state dir keeps its address range:
+    /// a harness started again on the same state dir finds its pods where they were.
+    fn load_or_pick_subnet(dir: &Path) -> anyhow::Result<(u8, u8)> {
+        let path = dir.join(ADDRESSES_FILE);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let [a, b]: [u8; 2] =
+                serde_json::from_str(&text).with_context(|| format!("{} is not a [u8, u8] range", path.display()))?;
+            return Ok((a, b));
+        }
+        // A private /24 inside 127.0.0.0/8, so concurrent clusters never share an address.
+        let subnet = (rand::random_range(1..=254u8), rand::random_range(1..=254u8));
+        std::fs::write(&path, serde_json::to_string(&[subnet.0, subnet.1])?)
+            .with_context(|| format!("write {}", path.display()))?;
+        Ok(subnet)
     }
 
     /// The state directory: volumes, logs and the bootstrap marker.

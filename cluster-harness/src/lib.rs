@@ -7,6 +7,8 @@
 //!   (named like its PVC, `data-<set>-<ordinal>`), its own loopback address and a log file.
 //! - [`cluster`]: the set: starts pods, kills them with a signal, restarts them with the same
 //!   volume, wipes volumes, and waits for conditions with deadlines.
+//! - [`control`]: the state-dir files through which a second terminal steers a running `up`.
+//! - [`controller`]: `up`, the StatefulSet controller loop with a live status view.
 //! - [`wait`]: polling a condition until a deadline (never a fixed sleep).
 //! - [`demo`]: the README's main command.
 //! - [`measure`]: failover window, put latency and throughput on a 3-pod cluster.
@@ -17,6 +19,8 @@
 
 pub mod binary;
 pub mod cluster;
+pub mod control;
+pub mod controller;
 pub mod demo;
 pub mod measure;
 pub mod pod;

@@ -1,9 +1,21 @@
 //! `petkv-harness`: a StatefulSet on one machine.
+//!
+//! `up` runs the set in the foreground (it is the controller); the other commands can be used
+//! from a second terminal on the same `--state-dir` while it runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use nix::sys::signal::Signal;
+use petkv_harness::control::{self, Policy};
+use petkv_harness::controller::{self, UpOptions};
+use petkv_harness::measure::{self, MeasureSpec};
+
+/// Default state dir of `up` and the commands that steer it.
+const DEFAULT_STATE_DIR: &str = ".petkv-harness";
 
 #[derive(Debug, Parser)]
 #[command(name = "petkv-harness", version, about = "Run petkv as a StatefulSet on one machine")]
@@ -12,13 +24,79 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, clap::Args)]
+struct StateDir {
+    /// Where volumes (data-petkv-N), logs and control files live.
+    #[arg(long, env = "PETKV_HARNESS_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start 3 pods, kill, restart, wipe and restart them, and verify identity and data.
+    /// Start 3 pods, kill, restart, wipe, scale and restart them, and verify identity and data.
     Demo {
         /// Keep the pods' volumes and logs here (default: a temporary dir, removed afterwards).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+    },
+    /// Run the set in the foreground with a live status view; Ctrl-C stops it in order.
+    Up {
+        #[command(flatten)]
+        dir: StateDir,
+        #[arg(long, default_value_t = 3)]
+        replicas: u32,
+        /// Ordinals below this vote; the others are read replicas.
+        #[arg(long, default_value_t = 3)]
+        voters: u32,
+        /// StatefulSet podManagementPolicy.
+        #[arg(long, value_enum, default_value_t = Policy::Parallel)]
+        policy: Policy,
+        /// Extra `petkv serve` flags for every pod (after `--`).
+        #[arg(last = true)]
+        serve_args: Vec<String>,
+    },
+    /// Status of every pod of a running `up`, each asked for its own status.
+    Status {
+        #[command(flatten)]
+        dir: StateDir,
+    },
+    /// Scale the set (the cluster is told the declared count, as Kubernetes would).
+    Scale {
+        replicas: u32,
+        #[command(flatten)]
+        dir: StateDir,
+    },
+    /// Send a signal to a pod's process (default KILL); a pod that dies is recreated.
+    Kill {
+        pod: String,
+        #[arg(long, default_value = "KILL")]
+        signal: String,
+        #[command(flatten)]
+        dir: StateDir,
+    },
+    /// Delete a pod (SIGTERM); the controller recreates it with the same name and volume.
+    DeletePod {
+        pod: String,
+        #[command(flatten)]
+        dir: StateDir,
+    },
+    /// Delete a pod and its volume (PVC); it is recreated with an empty volume.
+    DeleteVolume {
+        pod: String,
+        #[command(flatten)]
+        dir: StateDir,
+    },
+    /// Restart every pod, highest ordinal first, each after the previous is ready again.
+    RollingRestart {
+        #[command(flatten)]
+        dir: StateDir,
+    },
+    /// Stop the set (volumes are kept unless --delete-volumes).
+    Down {
+        #[arg(long)]
+        delete_volumes: bool,
+        #[command(flatten)]
+        dir: StateDir,
     },
     /// Measure failover (kill -9 the leader), single-client put latency and N-client throughput.
     Measure {
@@ -33,44 +111,103 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Demo { state_dir } => match petkv_harness::demo::run_fresh(state_dir.as_deref()).await {
-            Ok(r) if r.identity_ok && r.data_ok => ExitCode::SUCCESS,
-            Ok(_) => ExitCode::FAILURE,
-            Err(e) => {
-                eprintln!("petkv-harness demo: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+fn signal_pod(dir: &Path, pod: &str, signal: Signal) -> anyhow::Result<()> {
+    let running = control::running_controller(dir)?;
+    let ordinal = control::parse_pod(&running.set, pod)?;
+    let p = running.pods.get(&ordinal).with_context(|| format!("{pod} is not part of the set"))?;
+    let pid = p.pid.with_context(|| format!("{} is not running", p.name))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+        .with_context(|| format!("send {signal} to {} (pid {pid})", p.name))?;
+    println!("sent {signal} to {} (pid {pid})", p.name);
+    Ok(())
+}
+
+fn parse_signal(name: &str) -> anyhow::Result<Signal> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    full.parse::<Signal>().with_context(|| format!("unknown signal {name:?} (try KILL, TERM, STOP, CONT)"))
+}
+
+async fn run(command: Command) -> anyhow::Result<bool> {
+    match command {
+        Command::Demo { state_dir } => {
+            let r = petkv_harness::demo::run_fresh(state_dir.as_deref()).await?;
+            Ok(r.identity_ok && r.data_ok)
+        }
+        Command::Up { dir, replicas, voters, policy, serve_args } => {
+            controller::up(&dir.state_dir, UpOptions { replicas, voters, policy, extra_args: serve_args }).await?;
+            Ok(true)
+        }
+        Command::Status { dir } => {
+            let running = control::running_controller(&dir.state_dir)?;
+            println!("{}", controller::status_table(&running.pods).await);
+            Ok(true)
+        }
+        Command::Scale { replicas, dir } => {
+            anyhow::ensure!(replicas >= 1, "a set needs at least one pod");
+            control::request(&dir.state_dir, |d| d.replicas = replicas)?;
+            println!("asked for {replicas} pods");
+            Ok(true)
+        }
+        Command::Kill { pod, signal, dir } => {
+            signal_pod(&dir.state_dir, &pod, parse_signal(&signal)?)?;
+            Ok(true)
+        }
+        Command::DeletePod { pod, dir } => {
+            signal_pod(&dir.state_dir, &pod, Signal::SIGTERM)?;
+            Ok(true)
+        }
+        Command::DeleteVolume { pod, dir } => {
+            let running = control::running_controller(&dir.state_dir)?;
+            let ordinal = control::parse_pod(&running.set, &pod)?;
+            control::request(&dir.state_dir, |d| *d.wipe_requests.entry(ordinal).or_default() += 1)?;
+            println!("asked to delete {pod} with its volume");
+            Ok(true)
+        }
+        Command::RollingRestart { dir } => {
+            control::request(&dir.state_dir, |d| d.restart_requests += 1)?;
+            println!("asked for a rolling restart");
+            Ok(true)
+        }
+        Command::Down { delete_volumes, dir } => {
+            control::request(&dir.state_dir, |d| {
+                d.stop = true;
+                d.delete_volumes = delete_volumes;
+            })?;
+            println!("asked the set to stop{}", if delete_volumes { " and delete its volumes" } else { "" });
+            Ok(true)
+        }
         Command::Measure { failover_runs, latency_puts, clients, throughput_secs } => {
-            let spec = petkv_harness::measure::MeasureSpec {
+            let spec = MeasureSpec {
                 failover_runs,
                 latency_puts,
                 clients,
-                throughput_for: std::time::Duration::from_secs(throughput_secs),
+                throughput_for: Duration::from_secs(throughput_secs),
             };
-            match petkv_harness::measure::run(&spec).await {
-                Ok(m) => {
-                    println!(
-                        "\nsummary: failover median {:?} over {} runs (worst {:?}); put p50 {:?}, p99 {:?}; {} clients: {:.0} puts/s",
-                        petkv_harness::measure::median(&m.failover_windows),
-                        m.failover_windows.len(),
-                        m.failover_windows.iter().max().copied().unwrap_or_default(),
-                        m.put_latency_p50,
-                        m.put_latency_p99,
-                        m.clients,
-                        m.throughput_ops
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("petkv-harness measure: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            let m = measure::run(&spec).await?;
+            println!(
+                "\nsummary: failover median {:?} over {} runs (worst {:?}); put p50 {:?}, p99 {:?}; {} clients: {:.0} puts/s",
+                measure::median(&m.failover_windows),
+                m.failover_windows.len(),
+                m.failover_windows.iter().max().copied().unwrap_or_default(),
+                m.put_latency_p50,
+                m.put_latency_p99,
+                m.clients,
+                m.throughput_ops
+            );
+            Ok(true)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse().command).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("petkv-harness: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -82,6 +82,14 @@ impl Pod {
         }
     }
 
+    /// If the process exited on its own (or was killed by someone else), reaps it and returns
+    /// its exit status. A pod the harness stopped itself has no process and returns `None`.
+    pub fn reap(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())

@@ -1,0 +1,275 @@
+//! `petkv-harness up`: the StatefulSet controller (and kubelet) of the local set.
+//!
+//! It starts the pods under the chosen pod management policy, then loops until Ctrl-C or
+//! `down`: it applies what `desired.json` asks (scale, wipe a volume, rolling restart), recreates
+//! any pod whose process died (same name, same volume, with back-off if it keeps dying, like
+//! CrashLoopBackOff), writes `running.json`, and shows a live status table.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+
+use crate::control::{self, Desired, Policy, Running, RunningPod};
+use crate::{Cluster, ClusterSpec};
+
+const TICK: Duration = Duration::from_millis(250);
+const VIEW_EVERY: Duration = Duration::from_secs(1);
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// A pod that dies within this long of starting is restarted with growing back-off.
+const CRASH_WINDOW: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Options of `up`.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub replicas: u32,
+    pub voters: u32,
+    pub policy: Policy,
+    pub extra_args: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct PodLife {
+    started: Option<Instant>,
+    restarts: u32,
+    not_before: Option<Instant>,
+}
+
+/// What the controller has already acted on.
+#[derive(Debug, Default)]
+struct Handled {
+    restart_requests: u64,
+    wipe_requests: BTreeMap<u32, u64>,
+}
+
+/// Runs the controller in the foreground until Ctrl-C or `down`.
+pub async fn up(state_dir: &Path, options: UpOptions) -> anyhow::Result<()> {
+    let spec = ClusterSpec {
+        replicas: options.replicas,
+        voters: options.voters,
+        extra_args: options.extra_args.clone(),
+        ..Default::default()
+    };
+    let mut cluster = Cluster::in_dir(spec, state_dir)?;
+    let previous = control::read_desired(state_dir)?.unwrap_or_default();
+    let desired = Desired { replicas: options.replicas, stop: false, delete_volumes: false, ..previous };
+    control::write_desired(state_dir, &desired)?;
+    let mut handled =
+        Handled { restart_requests: desired.restart_requests, wipe_requests: desired.wipe_requests.clone() };
+    let mut lives: BTreeMap<u32, PodLife> = BTreeMap::new();
+    println!(
+        "petkv-harness up: {} pods, {} voters, podManagementPolicy {:?}, state in {}",
+        options.replicas,
+        options.voters,
+        options.policy,
+        state_dir.display()
+    );
+    publish(&mut cluster, options.policy)?;
+    create_pods(&mut cluster, options.policy, 0..options.replicas, &mut lives).await?;
+    let mut declared = false;
+    let mut last_view = Instant::now() - VIEW_EVERY;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => {
+                println!("Ctrl-C: stopping the set, highest ordinal first (volumes kept)");
+                cluster.down().await?;
+                return Ok(());
+            }
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        if !declared {
+            // The cluster learns its declared size once it has a leader.
+            declared = cluster.client()?.scale(cluster.spec.replicas).await.is_ok();
+        }
+        let desired = control::read_desired(state_dir)?.unwrap_or_default();
+        if desired.stop {
+            println!("down: stopping the set, highest ordinal first");
+            cluster.down().await?;
+            if desired.delete_volumes {
+                for o in 0..desired.replicas.max(cluster.spec.replicas) {
+                    let _ = std::fs::remove_dir_all(cluster.volume(o));
+                }
+                let _ = std::fs::remove_file(state_dir.join("bootstrapped"));
+                println!("volumes deleted");
+            }
+            let _ = std::fs::remove_file(state_dir.join(control::RUNNING_FILE));
+            return Ok(());
+        }
+        apply_desired(&mut cluster, options.policy, &desired, &mut handled, &mut lives).await?;
+        restart_dead_pods(&mut cluster, &mut lives)?;
+        publish(&mut cluster, options.policy)?;
+        if last_view.elapsed() >= VIEW_EVERY {
+            show(&cluster).await;
+            last_view = Instant::now();
+        }
+    }
+}
+
+async fn create_pods(
+    cluster: &mut Cluster,
+    policy: Policy,
+    ordinals: std::ops::Range<u32>,
+    lives: &mut BTreeMap<u32, PodLife>,
+) -> anyhow::Result<()> {
+    for o in ordinals {
+        cluster.start(o)?;
+        lives.entry(o).or_default().started = Some(Instant::now());
+        if policy == Policy::OrderedReady {
+            println!("OrderedReady: waiting for petkv-{o} to be ready before the next pod");
+            cluster.wait_member(o, READY_TIMEOUT).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_desired(
+    cluster: &mut Cluster,
+    policy: Policy,
+    desired: &Desired,
+    handled: &mut Handled,
+    lives: &mut BTreeMap<u32, PodLife>,
+) -> anyhow::Result<()> {
+    let current = cluster.spec.replicas;
+    if desired.replicas != current && desired.replicas >= 1 {
+        println!("scale: {current} → {} pods", desired.replicas);
+        if policy == Policy::Parallel || desired.replicas < current {
+            cluster.scale(desired.replicas).await?;
+            for o in current..desired.replicas {
+                lives.entry(o).or_default().started = Some(Instant::now());
+            }
+        } else {
+            for n in current + 1..=desired.replicas {
+                cluster.scale(n).await?;
+                lives.entry(n - 1).or_default().started = Some(Instant::now());
+                cluster.wait_member(n - 1, READY_TIMEOUT).await?;
+            }
+        }
+    }
+    for (ordinal, count) in &desired.wipe_requests {
+        if handled.wipe_requests.get(ordinal) == Some(count) {
+            continue;
+        }
+        handled.wipe_requests.insert(*ordinal, *count);
+        if cluster.pod(*ordinal).is_err() {
+            continue;
+        }
+        println!("delete-volume: petkv-{ordinal} is deleted, its volume wiped, and it is recreated");
+        cluster.terminate(*ordinal).await?;
+        cluster.wipe_volume(*ordinal)?;
+        cluster.start(*ordinal)?;
+        lives.entry(*ordinal).or_default().started = Some(Instant::now());
+    }
+    if desired.restart_requests != handled.restart_requests {
+        handled.restart_requests = desired.restart_requests;
+        println!("rolling restart: highest ordinal first, each waiting for readiness");
+        for o in cluster.ordinals().into_iter().rev() {
+            cluster.terminate(o).await?;
+            cluster.start(o)?;
+            lives.entry(o).or_default().started = Some(Instant::now());
+            cluster.wait_member(o, READY_TIMEOUT).await?;
+            println!("  petkv-{o} restarted and ready");
+        }
+    }
+    Ok(())
+}
+
+fn restart_dead_pods(cluster: &mut Cluster, lives: &mut BTreeMap<u32, PodLife>) -> anyhow::Result<()> {
+    for o in cluster.ordinals() {
+        let life = lives.entry(o).or_default();
+        if let Some(status) = cluster.pod_mut(o)?.reap() {
+            // A process killed by a signal was deleted, not crashed: recreate it at once. One
+            // that exits with an error soon after starting is crash-looping: back off.
+            let failed = status.code().is_some_and(|c| c != 0);
+            let crashed = failed && life.started.is_some_and(|s| s.elapsed() < CRASH_WINDOW);
+            life.restarts += 1;
+            let backoff =
+                if crashed { Duration::from_secs(1 << life.restarts.min(5)).min(MAX_BACKOFF) } else { Duration::ZERO };
+            println!("petkv-{o} exited ({status}); recreating it with the same name and volume in {backoff:?}");
+            life.not_before = Some(Instant::now() + backoff);
+        }
+        if let Some(at) = life.not_before {
+            if Instant::now() >= at {
+                life.not_before = None;
+                cluster.start(o)?;
+                life.started = Some(Instant::now());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn publish(cluster: &mut Cluster, policy: Policy) -> anyhow::Result<()> {
+    let mut pods = BTreeMap::new();
+    for o in cluster.ordinals() {
+        let addr = cluster.client_addr(o);
+        let volume = cluster.volume(o).display().to_string();
+        let pod = cluster.pod_mut(o)?;
+        let pid = if pod.is_running() { pod.pid() } else { None };
+        pods.insert(o, RunningPod { name: pod.name(), pid, client_addr: addr, volume });
+    }
+    let running = Running { controller_pid: std::process::id(), set: cluster.spec.set.clone(), policy, pods };
+    control::write_running(cluster.state_dir(), &running)
+}
+
+/// A status table of the set: one row per pod, each pod asked for its own status.
+pub async fn status_table(pods: &BTreeMap<u32, RunningPod>) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec!["pod", "pid", "role", "node id", "leader", "term", "applied", "keys", "ready"]);
+    for (o, pod) in pods {
+        let status = petkv::client::Client::status_of(&pod.client_addr, Duration::from_millis(500)).await;
+        let pid = pod.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        match status {
+            Ok(s) => {
+                let ready = ["leader", "follower", "learner"].contains(&s.role.as_str()) && s.leader_id != 0;
+                let id = |id: u64| {
+                    if id == 0 {
+                        "-".to_string()
+                    } else {
+                        format!("petkv-{}#{}", petkv::raft::ordinal_of(id), petkv::raft::incarnation_of(id))
+                    }
+                };
+                t.add_row(vec![
+                    pod.name.clone(),
+                    pid,
+                    s.role.clone(),
+                    id(s.node_id),
+                    id(s.leader_id),
+                    s.term.to_string(),
+                    s.applied_index.to_string(),
+                    s.key_count.to_string(),
+                    if ready { "yes".into() } else { "no".into() },
+                ]);
+            }
+            Err(_) => {
+                let role = if pod.pid.is_some() { "not answering" } else { "not running" };
+                t.add_row(vec![
+                    format!("petkv-{o}"),
+                    pid,
+                    role.into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "no".into(),
+                ]);
+            }
+        }
+    }
+    t
+}
+
+async fn show(cluster: &Cluster) {
+    let Ok(Some(running)) = control::read_running(cluster.state_dir()) else { return };
+    let table = status_table(&running.pods).await;
+    if std::io::stdout().is_terminal() {
+        print!("\x1b[2J\x1b[H");
+    }
+    println!("{table}");
+}

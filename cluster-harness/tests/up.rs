@@ -1,0 +1,102 @@
+//! `petkv-harness up` driven from "a second terminal": the real binary runs the set in the
+//! background while the test issues `status`, `kill`, `scale`, `delete-volume`,
+//! `rolling-restart` and `down`, and checks what the pods report.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use petkv_harness::control;
+use petkv_harness::wait;
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+fn harness(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_petkv-harness"))
+        .args(args)
+        .arg("--state-dir")
+        .arg(dir)
+        .output()
+        .expect("run petkv-harness")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = harness(dir, args);
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Node ids and pids of the pods, once every pod in `running.json` answers as ready.
+async fn ready_pods(dir: &Path, count: usize) -> anyhow::Result<Vec<(u32, u64, u32)>> {
+    wait::until(&format!("{count} ready pods"), SETTLE, || async {
+        let running = control::read_running(dir).ok()??;
+        if running.pods.len() != count {
+            return None;
+        }
+        let mut pods = Vec::new();
+        for (o, pod) in &running.pods {
+            let s = petkv::client::Client::status_of(&pod.client_addr, Duration::from_millis(500)).await.ok()?;
+            let ready = ["leader", "follower", "learner"].contains(&s.role.as_str()) && s.leader_id != 0;
+            if !ready {
+                return None;
+            }
+            pods.push((*o, s.node_id, pod.pid?));
+        }
+        Some(pods)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_is_steered_from_a_second_terminal() -> anyhow::Result<()> {
+    let temp = tempfile::tempdir()?;
+    let dir = temp.path().join("state");
+    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_petkv-harness"))
+        .args(["up", "--replicas", "3", "--state-dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let first = ready_pods(&dir, 3).await?;
+    assert!(ok(&dir, &["status"]).contains("leader"));
+
+    // A killed pod is recreated with the same name, volume and node id.
+    ok(&dir, &["kill", "petkv-1"]);
+    let after_kill = wait::until("petkv-1 recreated", SETTLE, || async {
+        let pods = ready_pods(&dir, 3).await.ok()?;
+        (pods[1].2 != first[1].2).then_some(pods)
+    })
+    .await?;
+    assert_eq!(after_kill[1].1, first[1].1, "same node id after the pod was recreated");
+
+    // Scale up: petkv-3 joins as a read replica.
+    ok(&dir, &["scale", "4"]);
+    ready_pods(&dir, 4).await?;
+
+    // Delete a volume: the pod comes back under a new node id.
+    ok(&dir, &["delete-volume", "2"]);
+    wait::until("petkv-2 back under a new id", SETTLE, || async {
+        let pods = ready_pods(&dir, 4).await.ok()?;
+        (pods[2].1 != first[2].1 && petkv::raft::ordinal_of(pods[2].1) == 2).then_some(())
+    })
+    .await?;
+
+    // Rolling restart: every pod gets a new process and keeps its node id.
+    let before = ready_pods(&dir, 4).await?;
+    ok(&dir, &["rolling-restart"]);
+    wait::until("every pod restarted", SETTLE, || async {
+        let pods = ready_pods(&dir, 4).await.ok()?;
+        pods.iter().zip(&before).all(|(now, was)| now.2 != was.2 && now.1 == was.1).then_some(())
+    })
+    .await?;
+
+    // Down: the controller stops the set and exits; volumes are kept.
+    ok(&dir, &["down"]);
+    let status = tokio::time::timeout(SETTLE, up.wait()).await??;
+    assert!(status.success());
+    assert!(dir.join("data-petkv-0").join("identity.json").exists());
+    let err = harness(&dir, &["status"]);
+    assert!(!err.status.success(), "status without a running up is an error");
+    Ok(())
+}
