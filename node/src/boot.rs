@@ -165,9 +165,9 @@ async fn bootstrap(node: &Arc<Node>) -> anyhow::Result<()> {
     let record = IdentityRecord::new(&node.config.pod, cluster_id.clone(), raft::node_id(0, 1));
     tracing::info!(pod = %node.config.pod, %cluster_id, "empty volume, no cluster answers, ordinal 0: bootstrapping");
     crate::volume::claim(&node.config.data_dir, &node.log, &record).await?;
-    // The marker goes first: a crash after it but before `initialize` is finished by
-    // `ensure_member` (the marker names this cluster), while a crash before it leaves nothing
-    // that could stop a later bootstrap.
+    // The marker goes before `initialize`: whatever point a crash interrupts, the restarted
+    // node (same identity, ordinal 0, incarnation 1) finishes the bootstrap in `ensure_member`
+    // as long as the marker is absent or names this very cluster.
     if let Some(marker) = &node.config.bootstrap_marker {
         write_marker(marker, &cluster_id)?;
     }
@@ -201,7 +201,7 @@ pub async fn ensure_member(node: Arc<Node>, mut shutdown: tokio::sync::watch::Re
             None if may_finish_bootstrap(&node, &identity) => match node.raft() {
                 Ok(raft) if !raft.is_initialized().await.unwrap_or(true) => {
                     tracing::warn!("finishing an interrupted bootstrap");
-                    initialize(&node, raft).await.map(|()| true)
+                    finish_bootstrap(&node, &identity, raft).await.map(|()| true)
                 }
                 _ => Ok(false),
             },
@@ -222,15 +222,24 @@ pub async fn ensure_member(node: Arc<Node>, mut shutdown: tokio::sync::watch::Re
     }
 }
 
+async fn finish_bootstrap(node: &Node, identity: &IdentityRecord, raft: &Raft) -> anyhow::Result<()> {
+    if let Some(marker) = &node.config.bootstrap_marker {
+        if !marker.exists() {
+            write_marker(marker, &identity.cluster_id)?;
+        }
+    }
+    initialize(node, raft).await
+}
+
 /// Only the bootstrap node (ordinal 0, incarnation 1) finishes a bootstrap, and only when the
 /// marker is absent (no marker configured) or names this very cluster.
 fn may_finish_bootstrap(node: &Node, identity: &IdentityRecord) -> bool {
     if identity.node_id != raft::node_id(0, 1) {
         return false;
     }
-    match &node.config.bootstrap_marker {
+    match marker_cluster_id(node.config.bootstrap_marker.as_deref()) {
         None => true,
-        Some(marker) => marker_cluster_id(Some(marker)).is_some_and(|id| id == identity.cluster_id),
+        Some(id) => id == identity.cluster_id,
     }
 }
 

@@ -1,7 +1,9 @@
 //! A petkv client: talks to any of several endpoints, fails over to the next on UNAVAILABLE,
 //! and gives every write a `(client_id, sequence)` so retries are applied once.
 //!
-//! A write whose outcome the client could not learn (timeouts on every attempt) is reported as
+//! A write is reported as failed only when every attempt is known not to have been applied
+//! (the server marked it so, or no connection was made). If any attempt may have reached the
+//! log (a timeout, a broken connection), the write is reported as
 //! [`ClientError::OutcomeUnknown`], never as failed: it may have been applied.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,6 +161,13 @@ impl Client {
                     ambiguous |= !crate::api::forward::is_not_applied(&status);
                     last = format!("{}: {}", self.endpoints[i], status.message());
                 }
+                Ok(Err(status)) if is_write && ambiguous => {
+                    return Err(ClientError::OutcomeUnknown(format!(
+                        "an earlier attempt may have been applied; then {}: {}",
+                        self.endpoints[i],
+                        status.message()
+                    )))
+                }
                 Ok(Err(status)) => return Err(ClientError::Rejected(status)),
                 Err(_) => {
                     ambiguous = true;
@@ -251,7 +260,7 @@ impl Client {
 
     /// Declares the set's replica count.
     pub async fn scale(&self, replicas: u32) -> Result<ScaleResponse, ClientError> {
-        self.with_failover(false, |ch, t| async move {
+        self.with_failover(true, |ch, t| async move {
             ClusterClient::new(ch).scale(Self::request(ScaleRequest { replicas }, t)).await.map(|r| r.into_inner())
         })
         .await

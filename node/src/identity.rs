@@ -57,8 +57,8 @@ pub enum IdentityError {
     )]
     Mismatch { data_dir: PathBuf, volume: String, host: String },
     #[error(
-        "the volume at {data_dir} holds data but no identity record; it is foreign or damaged, \
-         refusing to start and leaving it untouched"
+        "the volume at {data_dir} holds Raft data but no identity record; it is foreign or damaged, \
+         refusing to start (nothing is repaired or thrown away)"
     )]
     DataWithoutIdentity { data_dir: PathBuf },
     #[error(

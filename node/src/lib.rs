@@ -7,8 +7,8 @@
 //! - [`startup`]: the start-up decision table (resume, join, bootstrap, wait).
 //! - [`discovery`]: peer addresses, the StatefulSet way (DNS names or a static map).
 //! - [`store`]: sled storage: the Raft log and vote, the state machine, snapshot files.
-//! - [`raft`]: everything that names openraft: type config, peer transport (client and
-//!   server), settings.
+//! - [`raft`]: the seam to openraft: type config, peer transport (client and server),
+//!   settings, and re-exports; only `store` names openraft besides it (storage traits).
 //! - [`volume`]: the start-up check that the identity record and the store agree.
 //! - [`node`]: the running node's shared context.
 //! - [`boot`]: carrying out the start-up decision against real peers (probe, join, bootstrap).

@@ -164,7 +164,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<boo
         let request = match &change {
             MembershipChange::Promote { voters, .. } => ChangeMembers::ReplaceAllVoters(voters.clone()),
             MembershipChange::RemoveStale { ids } => ChangeMembers::RemoveNodes(ids.clone()),
-            MembershipChange::RemoveOutOfSet { id, voters } if voters.len() < membership.voter_ids().count() => {
+            MembershipChange::RemoveOutOfSet { voters, .. } if voters.len() < membership.voter_ids().count() => {
                 ChangeMembers::ReplaceAllVoters(voters.clone())
             }
             MembershipChange::RemoveOutOfSet { id, .. } => ChangeMembers::RemoveNodes([*id].into()),

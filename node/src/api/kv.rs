@@ -55,9 +55,9 @@ impl Api {
                 (Some(id), Some(n)) if !forwarded && Some(id) != node.node_id() => Err(NotServed::Forward(n)),
                 _ => Err(NotServed::Failed(no_leader(node, forwarded))),
             },
-            Ok(Err(e)) => {
-                Err(NotServed::Failed(Status::unavailable(format!("write failed before it was proposed: {e}"))))
-            }
+            // Raft stopped or dropped the entry: it may or may not have reached the log, so this
+            // is not marked "not applied"; a retry with the same write id is safe.
+            Ok(Err(e)) => Err(NotServed::Failed(Status::unavailable(format!("outcome unknown: {e}")))),
         }
     }
 

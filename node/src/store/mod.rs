@@ -13,9 +13,9 @@
 //! | tree | keys |
 //! |---|---|
 //! | `raft_log` | big-endian log index → postcard(entry) |
-//! | `raft_meta` | `vote`, `committed`, `last_purged` |
+//! | `raft_meta` | `vote`, `committed`, `last_purged`, `owner` (the node incarnation the store belongs to) |
 //! | `sm_pointer` | `active` (generation of the live state-machine tree), `snapshot` |
-//! | `sm.<generation>` | `d<key>` values, `m…` applied/membership/count, `s<client>` dedup, `i<ordinal>` ids |
+//! | `sm.<generation>` | `d<key>` values; `mapplied`, `mmembership`, `mkeys`, `mreplicas`; `s<client>` dedup sessions and `e<index><client>` their expiry index; `i<ordinal>` node-id incarnations |
 //!
 //! Installing a snapshot writes a new `sm.<generation>` tree and flips `active` only once it
 //! is complete and flushed, so a crash halfway through an install leaves the old state intact.

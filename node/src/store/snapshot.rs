@@ -7,7 +7,7 @@
 //! u32 crc32 of everything above
 //! ```
 //!
-//! The same file is what a leader streams to a lagging member and what a backup holds. A file
+//! The same file is what a leader streams to a lagging member (and what backups will hold). A file
 //! whose checksum or framing does not hold is refused as a whole: nothing of it is installed.
 
 use std::fs::{self, File};
