@@ -237,10 +237,10 @@ impl Cluster {
         Client::status_of(&self.client_addr(ordinal), Duration::from_secs(1)).await
     }
 
-    /// Waits until a pod is a member that knows the leader.
+    /// Waits until a pod is ready: a member that hears from a live leader and has caught up.
     pub async fn wait_member(&self, ordinal: u32, timeout: Duration) -> anyhow::Result<NodeStatus> {
-        wait::until(&format!("pod {ordinal} to be a member that knows the leader"), timeout, || async {
-            self.status(ordinal).await.ok().filter(|s| s.role != "joining" && s.leader_id != 0)
+        wait::until(&format!("pod {ordinal} to be ready"), timeout, || async {
+            self.status(ordinal).await.ok().filter(|s| s.ready)
         })
         .await
         .with_context(|| {
@@ -265,7 +265,7 @@ impl Cluster {
                     } else {
                         s.role == "learner"
                     };
-                    if !want || s.leader_id == 0 || leader.is_some_and(|l| l != s.leader_id) {
+                    if !want || !s.ready || leader.is_some_and(|l| l != s.leader_id) {
                         return None;
                     }
                     leader = Some(s.leader_id);

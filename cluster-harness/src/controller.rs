@@ -226,7 +226,7 @@ pub async fn status_table(pods: &BTreeMap<u32, RunningPod>) -> Table {
         let pid = pod.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
         match status {
             Ok(s) => {
-                let ready = ["leader", "follower", "learner"].contains(&s.role.as_str()) && s.leader_id != 0;
+                let ready = s.ready;
                 let id = |id: u64| {
                     if id == 0 {
                         "-".to_string()

@@ -12,19 +12,25 @@
 //! - [`wait`]: polling a condition until a deadline (never a fixed sleep).
 //! - [`demo`]: the README's main command.
 //! - [`measure`]: failover window, put latency and throughput on a 3-pod cluster.
+//! - [`workload`], [`checker`], [`experiment`], [`timeline`]: fault experiments under a recorded
+//!   concurrent workload, checked for linearizability, with a report and an SVG timeline.
 //!
 //! Process mode gives each pod its own address in a private `127.x.y.0/24` range (Linux
 //! routes all of 127.0.0.0/8 to loopback), so every pod uses the same ports, as pods do.
 //! Traffic never leaves loopback.
 
 pub mod binary;
+pub mod checker;
 pub mod cluster;
 pub mod control;
 pub mod controller;
 pub mod demo;
+pub mod experiment;
 pub mod measure;
 pub mod pod;
+pub mod timeline;
 pub mod wait;
+pub mod workload;
 
 pub use cluster::{Cluster, ClusterSpec};
 pub use pod::Pod;

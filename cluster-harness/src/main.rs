@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use nix::sys::signal::Signal;
 use petkv_harness::control::{self, Policy};
 use petkv_harness::controller::{self, UpOptions};
+use petkv_harness::experiment::{self, ExperimentSpec};
 use petkv_harness::measure::{self, MeasureSpec};
 
 /// Default state dir of `up` and the commands that steer it.
@@ -98,6 +99,26 @@ enum Command {
         #[command(flatten)]
         dir: StateDir,
     },
+    /// Inject a fault under a recorded concurrent workload; check linearizability, convergence
+    /// and identity; save a report (JSON) and a timeline (SVG).
+    Experiment {
+        #[arg(value_enum)]
+        name: petkv_harness::experiment::Experiment,
+        /// Run it this many times (a summary of all runs is printed at the end).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Where reports and timelines go.
+        #[arg(long, default_value = "experiment-reports")]
+        out: PathBuf,
+        /// Also print each report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 6)]
+        clients: usize,
+        /// Seconds of workload before the fault and after it healed.
+        #[arg(long, default_value_t = 2)]
+        settle_secs: u64,
+    },
     /// Measure failover (kill -9 the leader), single-client put latency and N-client throughput.
     Measure {
         #[arg(long, default_value_t = 5)]
@@ -176,6 +197,39 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             })?;
             println!("asked the set to stop{}", if delete_volumes { " and delete its volumes" } else { "" });
             Ok(true)
+        }
+        Command::Experiment { name, runs, out, json, clients, settle_secs } => {
+            let spec = ExperimentSpec {
+                warmup: Duration::from_secs(settle_secs),
+                cooldown: Duration::from_secs(settle_secs),
+                workload: petkv_harness::workload::WorkloadSpec { clients, ..Default::default() },
+                out_dir: out,
+                ..Default::default()
+            };
+            let mut reports = Vec::new();
+            for run in 1..=runs {
+                println!("run {run}/{runs}");
+                let report = experiment::run(name, &spec).await?;
+                experiment::print(&report);
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                }
+                reports.push(report);
+            }
+            let mut windows: Vec<u64> = reports.iter().map(|r| r.unavailability_ms).collect();
+            windows.sort_unstable();
+            let passed = reports.iter().filter(|r| r.passed()).count();
+            let summary = serde_json::json!({
+                "experiment": name,
+                "runs": runs,
+                "passed": passed,
+                "unavailability_ms_median": windows.get(windows.len() / 2),
+                "unavailability_ms_worst": windows.last(),
+                "linearizability_violations": reports.iter().map(|r| r.violations.len()).sum::<usize>(),
+                "unknown_outcomes": reports.iter().map(|r| r.unknown_outcome).sum::<usize>(),
+            });
+            println!("summary: {}", serde_json::to_string_pretty(&summary)?);
+            Ok(passed == runs)
         }
         Command::Measure { failover_runs, latency_puts, clients, throughput_secs } => {
             let spec = MeasureSpec {

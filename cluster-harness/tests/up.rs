@@ -36,8 +36,7 @@ async fn ready_pods(dir: &Path, count: usize) -> anyhow::Result<Vec<(u32, u64, u
         let mut pods = Vec::new();
         for (o, pod) in &running.pods {
             let s = petkv::client::Client::status_of(&pod.client_addr, Duration::from_millis(500)).await.ok()?;
-            let ready = ["leader", "follower", "learner"].contains(&s.role.as_str()) && s.leader_id != 0;
-            if !ready {
+            if !s.ready {
                 return None;
             }
             pods.push((*o, s.node_id, pod.pid?));

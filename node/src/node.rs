@@ -3,9 +3,10 @@
 //! `Arc<Node>`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use crate::raft::{ServerState, WatchReceiver};
+use crate::raft::{RaftInstant, ServerState, WatchReceiver};
 use tonic::Status;
 
 use crate::config::NodeConfig;
@@ -24,7 +25,12 @@ pub struct Node {
     identity: OnceLock<IdentityRecord>,
     raft: OnceLock<Raft>,
     stopping: AtomicBool,
+    /// When a leader last reached this node (an append or heartbeat it did not refuse).
+    last_leader_contact: Mutex<Option<Instant>>,
 }
+
+/// A node counts as caught up when it applied within this many entries of the commit index.
+const READY_LAG: u64 = 1_000;
 
 impl Node {
     pub fn new(config: NodeConfig, log: LogStore, sm: StateMachine) -> Self {
@@ -36,6 +42,7 @@ impl Node {
             identity: OnceLock::new(),
             raft: OnceLock::new(),
             stopping: AtomicBool::new(false),
+            last_leader_contact: Mutex::new(None),
         }
     }
 
@@ -47,6 +54,42 @@ impl Node {
     /// True once shutdown has begun.
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Notes that a leader just reached this node.
+    pub fn note_leader_contact(&self) {
+        *self.last_leader_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// How recently a leader must have been heard from: two maximum election timeouts.
+    fn leader_contact_bound(&self) -> Duration {
+        Duration::from_millis(self.config.raft.election_timeout_ms * 4)
+    }
+
+    /// True when this node knows a leader that is alive now, not just one it remembers: a
+    /// leader whose quorum acknowledged it recently, or a follower a leader reached recently.
+    /// (A restarted node remembers the leader of its persisted vote, which may be long gone.)
+    fn knows_live_leader(&self, m: &RaftMetrics) -> bool {
+        let bound = self.leader_contact_bound();
+        if m.state == ServerState::Leader {
+            let alone = m.membership_config.membership().voter_ids().all(|v| v == m.id);
+            return alone || m.last_quorum_acked.as_ref().is_some_and(|t| t.elapsed() < bound);
+        }
+        let contact = *self.last_leader_contact.lock().unwrap_or_else(|p| p.into_inner());
+        m.current_leader.is_some() && contact.is_some_and(|t| t.elapsed() < bound)
+    }
+
+    /// Readiness: not shutting down, a member, knows a live leader, applied close to the
+    /// commit index. What the `readiness` health service and `Status.ready` report.
+    pub fn is_ready(&self) -> bool {
+        if self.is_stopping() {
+            return false;
+        }
+        let Some(m) = self.metrics() else { return false };
+        let member = m.membership_config.membership().get_node(&m.id).is_some();
+        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        let committed = m.local_committed.map(|l| l.index).unwrap_or(0);
+        member && self.knows_live_leader(&m) && applied + READY_LAG >= committed
     }
 
     /// Records the identity decided at start-up (once).
@@ -137,6 +180,7 @@ impl Node {
             status.applied_index = m.last_applied.map(|c| c.index).unwrap_or(0);
             status.snapshot_index = m.snapshot.map(|c| c.index).unwrap_or(0);
             status.purged_index = m.purged.map(|c| c.index).unwrap_or(0);
+            status.ready = self.is_ready();
         }
         status
     }

@@ -36,8 +36,6 @@ pub const READINESS_SERVICE: &str = "readiness";
 pub const KV_SERVICE: &str = "petkv.v1.KV";
 /// How often readiness is re-evaluated.
 const READINESS_INTERVAL: Duration = Duration::from_millis(250);
-/// A node counts as caught up when it applied within this many entries of the commit index.
-const READY_LAG: u64 = 1_000;
 /// Largest gRPC message on either port.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
@@ -141,18 +139,6 @@ async fn wait_for(mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Ready = a member of the cluster, knows a leader, and applied close to the commit index.
-fn is_ready(node: &Node) -> bool {
-    if node.is_stopping() {
-        return false;
-    }
-    let Some(m) = node.metrics() else { return false };
-    let member = m.membership_config.membership().get_node(&m.id).is_some();
-    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-    let committed = m.local_committed.map(|l| l.index).unwrap_or(0);
-    member && m.current_leader.is_some() && applied + READY_LAG >= committed
-}
-
 async fn report_readiness(
     node: Arc<Node>,
     health: tonic_health::server::HealthReporter,
@@ -160,7 +146,7 @@ async fn report_readiness(
 ) {
     let mut last = None;
     loop {
-        let ready = is_ready(&node);
+        let ready = node.is_ready();
         if last != Some(ready) {
             let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
             health.set_service_status(READINESS_SERVICE, status).await;

@@ -74,6 +74,9 @@ impl RaftRpc for PeerService {
         let rpc: AppendEntriesRequest<TypeConfig> = codec::unpack("append entries", req.get_ref())?;
         check_target(&self.node, req.get_ref().target)?;
         let resp = self.node.raft()?.append_entries(rpc).await.map_err(fatal)?;
+        if !matches!(resp, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+            self.node.note_leader_contact();
+        }
         Ok(Response::new(codec::pack("append entries response", 0, &resp)?))
     }
 
@@ -113,6 +116,9 @@ impl RaftRpc for PeerService {
         tracing::info!(bytes = file.len, last = ?meta.last_log_id, "installing a snapshot from the leader");
         let snap = openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> { meta, snapshot: file };
         let resp = raft.install_full_snapshot(vote, snap).await.map_err(fatal);
+        if resp.is_ok() {
+            self.node.note_leader_contact();
+        }
         // On success the state machine moved the file into place; on failure it is garbage.
         let _ = std::fs::remove_file(&path);
         Ok(Response::new(codec::pack("snapshot response", 0, &resp?)?))

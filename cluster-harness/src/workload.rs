@@ -1,0 +1,161 @@
+//! A concurrent client workload that records every operation, for the checker.
+//!
+//! Each simulated client has its own petkv [`Client`] over every pod and loops over a small
+//! key space: puts of unique values, linearizable gets, some deletes. Every operation is
+//! recorded with its invoke and completion time. A write whose outcome the client could not
+//! learn is recorded as `Unknown` (it may or may not have happened); one known not to have
+//! been applied, and any failed read, is left out (it had no effect).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use petkv::client::{Client, ClientError};
+use petkv::pb::v1::Consistency;
+
+use crate::checker::{Input, Operation, Outcome, Output};
+
+/// How the workload runs.
+#[derive(Debug, Clone)]
+pub struct WorkloadSpec {
+    pub clients: usize,
+    pub keys: usize,
+    /// Per-request client timeout: short, so faults surface as unknown outcomes quickly.
+    pub timeout: Duration,
+}
+
+impl Default for WorkloadSpec {
+    fn default() -> Self {
+        Self { clients: 6, keys: 5, timeout: Duration::from_secs(2) }
+    }
+}
+
+/// What the workload saw.
+#[derive(Debug, Default, Clone)]
+pub struct Recorded {
+    pub history: Vec<Operation>,
+    /// Completion times (ns since start) of successful writes.
+    pub write_successes_ns: Vec<u64>,
+    /// Completion times (ns since start) of every successful operation.
+    pub successes_ns: Vec<u64>,
+    pub unknown_outcomes: usize,
+    pub failed: usize,
+}
+
+/// A running workload.
+pub struct Workload {
+    stop: Arc<AtomicBool>,
+    recorded: Arc<Mutex<Recorded>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub started: Instant,
+}
+
+fn key_name(k: usize) -> Vec<u8> {
+    format!("key-{k}").into_bytes()
+}
+
+impl Workload {
+    /// Starts the clients against `endpoints`.
+    pub fn start(endpoints: &[String], spec: &WorkloadSpec) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let mut tasks = Vec::new();
+        for c in 0..spec.clients {
+            let client = Client::new(endpoints, spec.timeout)?;
+            let (stop, recorded, keys) = (stop.clone(), recorded.clone(), spec.keys);
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let key = (rand::random::<u32>() as usize) % keys;
+                    let roll = rand::random::<u32>() % 10;
+                    let input = match roll {
+                        0..=4 => Input::Put(format!("c{c}-{n}").into_bytes()),
+                        5..=8 => Input::Get,
+                        _ => Input::Delete,
+                    };
+                    let op = run_one(&client, c as u64, key_name(key), input, started).await;
+                    record(&recorded, op);
+                }
+            }));
+        }
+        Ok(Self { stop, recorded, tasks, started })
+    }
+
+    /// Nanoseconds since the workload started.
+    pub fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    /// Stops the clients and returns what they recorded.
+    pub async fn stop(self) -> Recorded {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        recorded
+    }
+}
+
+/// The result of one operation: `None` when it certainly had no effect.
+struct Done {
+    op: Option<Operation>,
+    is_write: bool,
+    failed: bool,
+}
+
+async fn run_one(client: &Client, id: u64, key: Vec<u8>, input: Input, started: Instant) -> Done {
+    let invoked_ns = started.elapsed().as_nanos() as u64;
+    let is_write = !matches!(input, Input::Get);
+    let result: Result<Output, ClientError> = match &input {
+        Input::Put(v) => client.put(&key, v, None).await.map(|_| Output::Ok),
+        Input::Delete => client.delete(&key, None).await.map(|_| Output::Ok),
+        Input::Get => {
+            client.get(&key, Consistency::Linearizable).await.map(|r| Output::Value(r.kv.map(|kv| kv.value.to_vec())))
+        }
+        Input::CompareAndPut { .. } => unreachable!("the workload issues no compare-and-put"),
+    };
+    let at_ns = started.elapsed().as_nanos() as u64;
+    let outcome = match result {
+        Ok(output) => Outcome::Completed { at_ns, output },
+        Err(ClientError::OutcomeUnknown(_)) => Outcome::Unknown,
+        Err(_) => return Done { op: None, is_write, failed: true },
+    };
+    Done { op: Some(Operation { client: id, key, input, invoked_ns, outcome }), is_write, failed: false }
+}
+
+fn record(recorded: &Mutex<Recorded>, done: Done) {
+    let mut r = recorded.lock().unwrap_or_else(|p| p.into_inner());
+    if done.failed {
+        r.failed += 1;
+    }
+    let Some(op) = done.op else { return };
+    match &op.outcome {
+        Outcome::Completed { at_ns, .. } => {
+            r.successes_ns.push(*at_ns);
+            if done.is_write {
+                r.write_successes_ns.push(*at_ns);
+            }
+        }
+        Outcome::Unknown => r.unknown_outcomes += 1,
+    }
+    r.history.push(op);
+}
+
+/// Reads every key once more (linearizable) and appends the reads to the history, so a lost
+/// acknowledged write shows up as a violation.
+pub async fn final_reads(endpoints: &[String], spec: &WorkloadSpec, recorded: &mut Recorded, started: Instant) {
+    let Ok(client) = Client::new(endpoints, Duration::from_secs(10)) else { return };
+    for k in 0..spec.keys {
+        let done = run_one(&client, u64::MAX, key_name(k), Input::Get, started).await;
+        record_into(recorded, done);
+    }
+}
+
+fn record_into(recorded: &mut Recorded, done: Done) {
+    let m = Mutex::new(std::mem::take(recorded));
+    record(&m, done);
+    *recorded = m.into_inner().unwrap_or_else(|p| p.into_inner());
+}
