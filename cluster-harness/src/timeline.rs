@@ -4,7 +4,9 @@
 use std::fmt::Write;
 
 /// Width of one 100 ms bucket, in pixels.
-const BAR: u64 = 4;
+const BAR: u64 = 6;
+/// The picture is at least this wide, so the title and labels fit.
+const MIN_WIDTH: u64 = 760;
 const HEIGHT: u64 = 160;
 const TOP: u64 = 40;
 const LEFT: u64 = 50;
@@ -20,7 +22,7 @@ pub fn svg(title: &str, successes_ns: &[u64], duration_ns: u64, faults: &[(u64, 
         }
     }
     let max = counts.iter().copied().max().unwrap_or(1).max(1);
-    let width = LEFT + buckets as u64 * BAR + 20;
+    let width = (LEFT + buckets as u64 * BAR + 20).max(MIN_WIDTH);
     let height = TOP + HEIGHT + 40 + 16 * faults.len() as u64;
     let mut out = String::new();
     let _ = writeln!(
@@ -49,9 +51,11 @@ pub fn svg(title: &str, successes_ns: &[u64], duration_ns: u64, faults: &[(u64, 
             TOP + HEIGHT
         );
         let y = TOP + HEIGHT + 32 + 16 * i as u64;
+        // Labels right of the middle end at their mark, so they stay inside the picture.
+        let anchor = if x > width / 2 { "end" } else { "start" };
         let _ = writeln!(
             out,
-            r##"<text x="{x}" y="{y}" fill="#c0392b">▲ {:.1}s {}</text>"##,
+            r##"<text x="{x}" y="{y}" fill="#c0392b" text-anchor="{anchor}">▲ {:.1}s {}</text>"##,
             *t as f64 / 1e9,
             escape(label)
         );
