@@ -29,6 +29,27 @@ fn serve_args<'a>(hostname: &'a str, data_dir: &'a str, client: &'a str, peer: &
     ]
 }
 
+/// Gives `dir` the identity record of petkv-1 (no store), as a volume of petkv-1 would have.
+fn save_identity_of_petkv_1(dir: &std::path::Path) {
+    let pod = petkv::identity::parse_hostname("petkv-1").expect("pod");
+    let record = petkv::identity::IdentityRecord::new(&pod, "c0ffee".into(), petkv::raft::node_id(1, 1));
+    petkv::identity::save(dir, &record).expect("save");
+}
+
+fn wait_primary_as_petkv_1(data_dir: &str) -> Output {
+    petkv(&[
+        "wait-primary",
+        "--hostname",
+        "petkv-1",
+        "--data-dir",
+        data_dir,
+        "--peers",
+        "0=127.0.0.1:1",
+        "--timeout-secs",
+        "1",
+    ])
+}
+
 #[test]
 fn hostname_without_an_ordinal_is_a_startup_error() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -41,12 +62,7 @@ fn hostname_without_an_ordinal_is_a_startup_error() {
 #[test]
 fn volume_of_another_pod_is_refused_naming_both_and_left_untouched() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let record = petkv::identity::IdentityRecord::new(
-        &petkv::identity::parse_hostname("petkv-1").expect("pod"),
-        "c0ffee".into(),
-        petkv::raft::node_id(1, 1),
-    );
-    petkv::identity::save(dir.path(), &record).expect("save");
+    save_identity_of_petkv_1(dir.path());
     let before = std::fs::read(dir.path().join(petkv::identity::IDENTITY_FILE)).expect("read");
     let out = petkv(&serve_args("petkv-2", dir.path().to_str().expect("utf8"), "127.0.0.1:0", "127.0.0.1:0"));
     assert!(!out.status.success());
@@ -80,36 +96,11 @@ fn unreadable_data_dir_is_a_clear_startup_error() {
 fn wait_primary_returns_at_once_for_a_volume_with_state_and_times_out_otherwise() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().to_str().expect("utf8");
-    let waiting = petkv(&[
-        "wait-primary",
-        "--hostname",
-        "petkv-1",
-        "--data-dir",
-        d,
-        "--peers",
-        "0=127.0.0.1:1",
-        "--timeout-secs",
-        "1",
-    ]);
+    let waiting = wait_primary_as_petkv_1(d);
     assert!(!waiting.status.success());
     assert!(String::from_utf8_lossy(&waiting.stdout).contains("waiting for the primary petkv-0"));
-    let record = petkv::identity::IdentityRecord::new(
-        &petkv::identity::parse_hostname("petkv-1").expect("pod"),
-        "c0ffee".into(),
-        petkv::raft::node_id(1, 1),
-    );
-    petkv::identity::save(dir.path(), &record).expect("save");
-    let ready = petkv(&[
-        "wait-primary",
-        "--hostname",
-        "petkv-1",
-        "--data-dir",
-        d,
-        "--peers",
-        "0=127.0.0.1:1",
-        "--timeout-secs",
-        "1",
-    ]);
+    save_identity_of_petkv_1(dir.path());
+    let ready = wait_primary_as_petkv_1(d);
     assert!(ready.status.success(), "{}", stderr(&ready));
 }
 
