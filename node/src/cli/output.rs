@@ -87,6 +87,7 @@ fn status_json(s: &NodeStatus) -> Value {
         "term": s.term, "last_log_index": s.last_log_index, "committed_index": s.committed_index,
         "applied_index": s.applied_index, "snapshot_index": s.snapshot_index, "purged_index": s.purged_index,
         "key_count": s.key_count, "client_addr": s.client_addr, "peer_addr": s.peer_addr,
+        "ready": s.ready, "declared_replicas": s.declared_replicas,
     })
 }
 
