@@ -140,7 +140,8 @@ pub async fn run(cluster: &mut Cluster) -> anyhow::Result<DemoReport> {
     let t = Instant::now();
     let exit = cluster.terminate(leader).await?;
     first_successful_write(&client, "after-sigterm", &mut acked).await?;
-    step(&mut steps, t, format!("SIGTERM to the leader petkv-{leader}: leadership handed over, exit {exit:?}"));
+    let exit = exit.map(|s| s.to_string()).unwrap_or_else(|| "killed after the grace period".into());
+    step(&mut steps, t, format!("SIGTERM to the leader petkv-{leader}: leadership handed over, {exit}"));
     cluster.start(leader)?;
     cluster.wait_member(leader, STEP_TIMEOUT).await?;
 
