@@ -131,13 +131,18 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
     let endpoints: Vec<String> = cluster.ordinals().iter().map(|o| cluster.client_addr(*o)).collect();
     println!("experiment {experiment:?}: 3 pods, {} clients on {} keys", spec.workload.clients, spec.workload.keys);
 
-    let workload = Workload::start(&endpoints, &spec.workload)?;
+    let workload = std::sync::Arc::new(Workload::start(&endpoints, &spec.workload)?);
     let mut faults = Faults { started: workload.started, marks: Vec::new(), notes: Vec::new() };
+    let progress = tokio::spawn(show_progress(workload.clone()));
     tokio::time::sleep(spec.warmup).await;
     inject(experiment, &mut cluster, &mut faults).await?;
     cluster.wait_healthy(SETTLE).await?;
     faults.mark("healthy again");
     tokio::time::sleep(spec.cooldown).await;
+    progress.abort();
+    let _ = progress.await; // cancelled: it no longer holds the workload
+    let workload = std::sync::Arc::try_unwrap(workload)
+        .map_err(|_| anyhow::anyhow!("the progress display still holds the workload"))?;
     let started = workload.started;
     let mut recorded = workload.stop().await;
     workload::final_reads(&endpoints, &spec.workload, &mut recorded, started).await;
@@ -194,6 +199,21 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
     };
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
     Ok(report)
+}
+
+/// Prints, once a second, how many operations the workload has recorded.
+async fn show_progress(workload: std::sync::Arc<Workload>) {
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (ops, unknown) = workload.progress();
+        println!(
+            "  {:>6.2}s  {ops} operations recorded ({}/s, {unknown} with unknown outcome)",
+            workload.started.elapsed().as_secs_f64(),
+            ops - last
+        );
+        last = ops;
+    }
 }
 
 fn unix_seconds() -> u64 {

@@ -83,6 +83,12 @@ impl Workload {
         Ok(Self { stop, recorded, tasks, started })
     }
 
+    /// Operations recorded so far, and how many of them have an unknown outcome.
+    pub fn progress(&self) -> (usize, usize) {
+        let r = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+        (r.history.len(), r.unknown_outcomes)
+    }
+
     /// Nanoseconds since the workload started.
     pub fn now_ns(&self) -> u64 {
         self.started.elapsed().as_nanos() as u64
