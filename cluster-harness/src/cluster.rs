@@ -23,6 +23,19 @@ pub const ADDRESSES_FILE: &str = "addresses.json";
 /// How long a pod gets between SIGTERM and SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(20);
 
+/// How pods are isolated from each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// Processes on private loopback addresses, with `--hostname` (works anywhere).
+    #[default]
+    Process,
+    /// Each pod in its own network and UTS namespace on a bridge, with its own /etc/hosts,
+    /// exactly the code path it runs on Kubernetes (Linux, root, iproute2).
+    Pod,
+    /// Pod mode where it is available, process mode elsewhere.
+    Auto,
+}
+
 /// What set to run.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
@@ -31,11 +44,12 @@ pub struct ClusterSpec {
     pub voters: u32,
     /// Extra `petkv serve` flags for every pod.
     pub extra_args: Vec<String>,
+    pub mode: Mode,
 }
 
 impl Default for ClusterSpec {
     fn default() -> Self {
-        Self { set: "petkv".into(), replicas: 3, voters: 3, extra_args: Vec::new() }
+        Self { set: "petkv".into(), replicas: 3, voters: 3, extra_args: Vec::new(), mode: Mode::Process }
     }
 }
 
@@ -78,6 +92,8 @@ pub struct Cluster {
     subnet: (u8, u8),
     binary: PathBuf,
     pods: BTreeMap<u32, Pod>,
+    /// Pod mode's bridge and namespaces (dropped after the pods, removing them).
+    network: Option<crate::netns::PodNetwork>,
     _slot: Slot,
 }
 
@@ -96,6 +112,12 @@ impl Cluster {
         let slot = Slot::acquire();
         std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("create {}", dir.display()))?;
         let subnet = Self::load_or_pick_subnet(dir)?;
+        let pod_mode = match spec.mode {
+            Mode::Process => false,
+            Mode::Pod => true,
+            Mode::Auto => crate::netns::available(),
+        };
+        let network = if pod_mode { Some(crate::netns::PodNetwork::create(&spec.set)?) } else { None };
         let mut cluster = Self {
             spec,
             state_dir: dir.to_path_buf(),
@@ -103,10 +125,11 @@ impl Cluster {
             subnet,
             binary: petkv_binary()?,
             pods: BTreeMap::new(),
+            network,
             _slot: slot,
         };
         for ordinal in 0..cluster.spec.replicas {
-            cluster.add_pod(ordinal);
+            cluster.add_pod(ordinal)?;
         }
         Ok(cluster)
     }
@@ -132,9 +155,37 @@ impl Cluster {
         &self.state_dir
     }
 
-    /// The loopback address of a pod.
+    /// True in pod mode.
+    pub fn is_pod_mode(&self) -> bool {
+        self.network.is_some()
+    }
+
+    /// The address of a pod: on loopback (process mode) or in its namespace (pod mode).
     pub fn ip(&self, ordinal: u32) -> String {
-        format!("127.{}.{}.{}", self.subnet.0, self.subnet.1, ordinal + 1)
+        match &self.network {
+            Some(net) => net.ip(ordinal),
+            None => format!("127.{}.{}.{}", self.subnet.0, self.subnet.1, ordinal + 1),
+        }
+    }
+
+    /// Pod mode: cuts a pod off the network. Process mode cannot partition.
+    pub fn isolate(&self, ordinal: u32) -> anyhow::Result<()> {
+        self.network.as_ref().context("partitions need pod mode")?.isolate(ordinal)
+    }
+
+    /// Pod mode: adds latency to a pod's link.
+    pub fn add_latency(&self, ordinal: u32, delay: Duration) -> anyhow::Result<()> {
+        self.network.as_ref().context("latency needs pod mode")?.add_latency(ordinal, delay)
+    }
+
+    /// Pod mode: removes added latency.
+    pub fn clear_latency(&self, ordinal: u32) -> anyhow::Result<()> {
+        self.network.as_ref().context("latency needs pod mode")?.clear_latency(ordinal)
+    }
+
+    /// Pod mode: reconnects an isolated pod.
+    pub fn heal(&self, ordinal: u32) -> anyhow::Result<()> {
+        self.network.as_ref().context("partitions need pod mode")?.heal(ordinal)
     }
 
     /// `host:port` of a pod's client API.
@@ -151,7 +202,17 @@ impl Cluster {
         (0..self.spec.replicas).map(|o| format!("{o}={}:{PEER_PORT}", self.ip(o))).collect::<Vec<_>>().join(",")
     }
 
-    fn add_pod(&mut self, ordinal: u32) {
+    fn peer_args(&self) -> Vec<String> {
+        match &self.network {
+            Some(_) => vec!["--peer-domain".into(), crate::netns::POD_DOMAIN.into()],
+            None => vec!["--peers".into(), self.peers_spec()],
+        }
+    }
+
+    fn add_pod(&mut self, ordinal: u32) -> anyhow::Result<()> {
+        if let Some(net) = &mut self.network {
+            net.add_pod(ordinal)?;
+        }
         let spec = PodSpec {
             set: self.spec.set.clone(),
             ordinal,
@@ -160,12 +221,14 @@ impl Cluster {
             peer_addr: format!("{}:{PEER_PORT}", self.ip(ordinal)),
             data_dir: self.volume(ordinal),
             log_path: self.state_dir.join("logs").join(format!("{}-{ordinal}.log", self.spec.set)),
-            peers: self.peers_spec(),
+            peer_args: self.peer_args(),
+            netns: self.network.as_ref().map(|n| n.namespace(ordinal)),
             bootstrap_marker: self.state_dir.join("bootstrapped"),
             voters: self.spec.voters,
             extra_args: self.spec.extra_args.clone(),
         };
         self.pods.insert(ordinal, Pod::new(spec));
+        Ok(())
     }
 
     /// The pod with this ordinal.
@@ -300,12 +363,12 @@ impl Cluster {
         self.client()?.scale(replicas).await.context("declaring the replica count")?;
         let old = self.spec.replicas;
         self.spec.replicas = replicas;
-        let peers = self.peers_spec();
+        let peer_args = self.peer_args();
         for pod in self.pods.values_mut() {
-            pod.spec.peers = peers.clone();
+            pod.spec.peer_args = peer_args.clone();
         }
         for ordinal in old..replicas {
-            self.add_pod(ordinal);
+            self.add_pod(ordinal)?;
             self.start(ordinal)?;
         }
         for ordinal in (replicas..old).rev() {

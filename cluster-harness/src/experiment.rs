@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::checker::{self, Verdict};
 use crate::workload::{self, Workload, WorkloadSpec};
-use crate::{timeline, wait, Cluster, ClusterSpec};
+use crate::{timeline, wait, Cluster, ClusterSpec, Mode};
 
 const SETTLE: Duration = Duration::from_secs(60);
 /// How long OrderedReady waits for petkv-0 alone before calling it deadlocked.
@@ -45,8 +45,10 @@ pub enum Experiment {
     VolumeSwap,
     /// SIGSTOP the leader for 3 s, then SIGCONT.
     Pause,
-    /// Isolate the leader from the others (needs pod mode: network namespaces).
+    /// Cut the leader off the network for 3 s, then heal (needs pod mode).
     Partition,
+    /// Add 50 ms of latency to every pod's link for 3 s (needs pod mode and the kernel's netem).
+    Latency,
 }
 
 /// How an experiment runs.
@@ -60,6 +62,8 @@ pub struct ExperimentSpec {
     pub out_dir: PathBuf,
     /// Budget of the linearizability check.
     pub check_budget: Duration,
+    /// Process or pod mode (`Auto`: pod mode where it is available).
+    pub mode: Mode,
 }
 
 impl Default for ExperimentSpec {
@@ -70,6 +74,7 @@ impl Default for ExperimentSpec {
             workload: WorkloadSpec::default(),
             out_dir: PathBuf::from("experiment-reports"),
             check_budget: Duration::from_secs(30),
+            mode: Mode::Auto,
         }
     }
 }
@@ -118,13 +123,18 @@ impl Faults {
 
 /// Runs one experiment on a fresh cluster.
 pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Result<Report> {
-    if experiment == Experiment::Partition {
+    let mut cluster = Cluster::new(ClusterSpec { mode: spec.mode, ..Default::default() })?;
+    let needs_pod_mode = matches!(experiment, Experiment::Partition | Experiment::Latency);
+    if needs_pod_mode && !cluster.is_pod_mode() {
         bail!(
-            "the partition experiment needs pod mode (each pod in its own network namespace), which this \
-             harness does not have yet; in process mode all pods share loopback and cannot be partitioned"
+            "the {experiment:?} experiment needs pod mode (each pod in its own network namespace: Linux, root, \
+             iproute2); in process mode all pods share loopback and the network cannot be cut or slowed"
         );
     }
-    let mut cluster = Cluster::new(ClusterSpec::default())?;
+    if experiment == Experiment::Latency {
+        crate::netns::check_netem()?;
+    }
+    println!("mode: {}", if cluster.is_pod_mode() { "pod (network namespaces)" } else { "process (loopback)" });
     cluster.start_all()?;
     cluster.wait_healthy(SETTLE).await?;
     cluster.client()?.scale(3).await?;
@@ -329,7 +339,25 @@ async fn inject(experiment: Experiment, cluster: &mut Cluster, faults: &mut Faul
             cluster.signal(leader, Signal::SIGCONT)?;
             faults.mark(format!("SIGCONT petkv-{leader}"));
         }
-        Experiment::Partition => unreachable!("refused above"),
+        Experiment::Partition => {
+            let leader = cluster.wait_leader(SETTLE).await?;
+            cluster.isolate(leader)?;
+            faults.mark(format!("petkv-{leader} (leader) cut off the network"));
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            cluster.heal(leader)?;
+            faults.mark(format!("petkv-{leader} reconnected"));
+        }
+        Experiment::Latency => {
+            for o in cluster.ordinals() {
+                cluster.add_latency(o, Duration::from_millis(50))?;
+            }
+            faults.mark("50 ms latency on every pod's link");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            for o in cluster.ordinals() {
+                cluster.clear_latency(o)?;
+            }
+            faults.mark("latency removed");
+        }
     }
     Ok(())
 }

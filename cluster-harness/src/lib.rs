@@ -27,10 +27,11 @@ pub mod controller;
 pub mod demo;
 pub mod experiment;
 pub mod measure;
+pub mod netns;
 pub mod pod;
 pub mod timeline;
 pub mod wait;
 pub mod workload;
 
-pub use cluster::{Cluster, ClusterSpec};
+pub use cluster::{Cluster, ClusterSpec, Mode};
 pub use pod::Pod;

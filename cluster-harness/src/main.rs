@@ -14,6 +14,7 @@ use petkv_harness::control::{self, Policy};
 use petkv_harness::controller::{self, UpOptions};
 use petkv_harness::experiment::{self, ExperimentSpec};
 use petkv_harness::measure::{self, MeasureSpec};
+use petkv_harness::Mode;
 
 /// Default state dir of `up` and the commands that steer it.
 const DEFAULT_STATE_DIR: &str = ".petkv-harness";
@@ -118,6 +119,9 @@ enum Command {
         /// Seconds of workload before the fault and after it healed.
         #[arg(long, default_value_t = 2)]
         settle_secs: u64,
+        /// process, pod (network namespaces; root), or auto (pod where available).
+        #[arg(long, value_enum, default_value_t = Mode::Auto)]
+        mode: Mode,
     },
     /// Measure failover (kill -9 the leader), single-client put latency and N-client throughput.
     Measure {
@@ -198,8 +202,9 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             println!("asked the set to stop{}", if delete_volumes { " and delete its volumes" } else { "" });
             Ok(true)
         }
-        Command::Experiment { name, runs, out, json, clients, settle_secs } => {
+        Command::Experiment { name, runs, out, json, clients, settle_secs, mode } => {
             let spec = ExperimentSpec {
+                mode,
                 warmup: Duration::from_secs(settle_secs),
                 cooldown: Duration::from_secs(settle_secs),
                 workload: petkv_harness::workload::WorkloadSpec { clients, ..Default::default() },

@@ -20,10 +20,17 @@ pub struct PodSpec {
     pub peer_addr: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
-    pub peers: String,
+    /// How the pod finds its peers: `--peers <map>` (process mode) or `--peer-domain <d>`.
+    pub peer_args: Vec<String>,
+    /// Pod mode: the network namespace the pod runs in (with its own hostname).
+    pub netns: Option<String>,
     pub bootstrap_marker: PathBuf,
     pub voters: u32,
     pub extra_args: Vec<String>,
+}
+
+fn port_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map(|(_, p)| p).unwrap_or(addr)
 }
 
 /// A pod and, while it runs, its process.
@@ -53,14 +60,32 @@ impl Pod {
             .append(true)
             .open(&s.log_path)
             .with_context(|| format!("open {}", s.log_path.display()))?;
-        let mut cmd = Command::new(&s.binary);
-        cmd.arg("serve")
-            .args(["--hostname", &self.name()])
-            .arg("--data-dir")
+        let mut cmd = match &s.netns {
+            // Pod mode: the node's own network namespace and UTS namespace, so gethostname()
+            // returns the pod name and no --hostname flag is needed. `exec` keeps one pid, so
+            // signals reach petkv itself.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "unshare", "--uts", "sh", "-c", r#"hostname "$0" && exec "$@""#])
+                    .arg(self.name())
+                    .arg(&s.binary)
+                    .arg("serve")
+                    .args(["--client-listen", &format!("0.0.0.0:{}", port_of(&s.client_addr))])
+                    .args(["--peer-listen", &format!("0.0.0.0:{}", port_of(&s.peer_addr))]);
+                c
+            }
+            None => {
+                let mut c = Command::new(&s.binary);
+                c.arg("serve")
+                    .args(["--hostname", &self.name()])
+                    .args(["--client-listen", &s.client_addr])
+                    .args(["--peer-listen", &s.peer_addr]);
+                c
+            }
+        };
+        cmd.arg("--data-dir")
             .arg(&s.data_dir)
-            .args(["--peers", &s.peers])
-            .args(["--client-listen", &s.client_addr])
-            .args(["--peer-listen", &s.peer_addr])
+            .args(&s.peer_args)
             .arg("--bootstrap-marker")
             .arg(&s.bootstrap_marker)
             .args(["--voters", &s.voters.to_string()])

@@ -1,0 +1,155 @@
+//! Pod mode's network: each pod in its own network namespace on a bridge the harness creates.
+//!
+//! For a set it creates a bridge `pk<id>br` with address `10.a.b.1/24` in the root namespace,
+//! and for each pod a namespace `petkv-<id>-<ordinal>` joined to the bridge by a veth pair, with
+//! `10.a.b.(ordinal+2)` on its `eth0`. Every pod gets an `/etc/hosts` that names every pod as
+//! `<set>-<ordinal>.<domain>` (`ip netns exec` bind-mounts `/etc/netns/<ns>/hosts` over
+//! `/etc/hosts`), so the node resolves its peers the StatefulSet way. Partitions cut a pod's
+//! veth link. Everything is removed when the network is dropped. Needs root and iproute2.
+
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+/// The DNS domain pods resolve each other under (the headless service's, in Kubernetes).
+pub const POD_DOMAIN: &str = "petkv.harness.local";
+
+/// The pod network of one set.
+pub struct PodNetwork {
+    id: String,
+    subnet: (u8, u8),
+    set: String,
+    pods: Vec<u32>,
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip").args(args).output().context("run ip (iproute2)")?;
+    if !out.status.success() {
+        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+fn tc(namespace: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip").args(["netns", "exec", namespace, "tc"]).args(args).output().context("run tc")?;
+    if !out.status.success() {
+        bail!("tc {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// Checks that the kernel can add latency (`tc netem`), in a scratch namespace.
+pub fn check_netem() -> anyhow::Result<()> {
+    let probe = format!("petkv-netem-{}-{:08x}", std::process::id(), rand::random::<u32>());
+    ip(&["netns", "add", &probe])?;
+    let result = tc(&probe, &["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]);
+    let _ = ip(&["netns", "del", &probe]);
+    result.context("this kernel cannot add latency: tc netem is not available (no sch_netem)")
+}
+
+/// True when pod mode can run here: root, iproute2, and namespaces allowed.
+pub fn available() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    let probe = format!("petkv-probe-{}-{:08x}", std::process::id(), rand::random::<u32>());
+    root && ip(&["netns", "add", &probe]).is_ok() && ip(&["netns", "del", &probe]).is_ok()
+}
+
+impl PodNetwork {
+    /// Creates the bridge for a set.
+    pub fn create(set: &str) -> anyhow::Result<Self> {
+        let id = format!("{:04x}", rand::random::<u16>());
+        let subnet = (rand::random_range(200..=249u8), rand::random_range(1..=254u8));
+        let net = Self { id, subnet, set: set.to_string(), pods: Vec::new() };
+        let bridge = net.bridge();
+        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        ip(&["addr", "add", &format!("10.{}.{}.1/24", subnet.0, subnet.1), "dev", &bridge])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        Ok(net)
+    }
+
+    fn bridge(&self) -> String {
+        format!("pk{}br", self.id)
+    }
+
+    fn host_veth(&self, ordinal: u32) -> String {
+        format!("pk{}h{ordinal}", self.id)
+    }
+
+    /// The network namespace of a pod.
+    pub fn namespace(&self, ordinal: u32) -> String {
+        format!("petkv-{}-{ordinal}", self.id)
+    }
+
+    /// The pod's address.
+    pub fn ip(&self, ordinal: u32) -> String {
+        format!("10.{}.{}.{}", self.subnet.0, self.subnet.1, ordinal + 2)
+    }
+
+    /// Creates a pod's namespace and link (idempotent) and rewrites every pod's hosts file.
+    pub fn add_pod(&mut self, ordinal: u32) -> anyhow::Result<()> {
+        if !self.pods.contains(&ordinal) {
+            let (ns, host, pod) =
+                (self.namespace(ordinal), self.host_veth(ordinal), format!("pk{}p{ordinal}", self.id));
+            ip(&["netns", "add", &ns])?;
+            ip(&["link", "add", &host, "type", "veth", "peer", "name", &pod])?;
+            ip(&["link", "set", &host, "master", &self.bridge()])?;
+            ip(&["link", "set", &host, "up"])?;
+            ip(&["link", "set", &pod, "netns", &ns])?;
+            ip(&["-n", &ns, "link", "set", &pod, "name", "eth0"])?;
+            ip(&["-n", &ns, "addr", "add", &format!("{}/24", self.ip(ordinal)), "dev", "eth0"])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            self.pods.push(ordinal);
+        }
+        self.write_hosts()
+    }
+
+    fn write_hosts(&self) -> anyhow::Result<()> {
+        let mut hosts = String::from("127.0.0.1 localhost\n");
+        for o in &self.pods {
+            let name = format!("{}-{o}", self.set);
+            hosts.push_str(&format!("{} {name}.{POD_DOMAIN} {name}\n", self.ip(*o)));
+        }
+        for o in &self.pods {
+            let dir = std::path::Path::new("/etc/netns").join(self.namespace(*o));
+            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+            std::fs::write(dir.join("hosts"), &hosts)?;
+        }
+        Ok(())
+    }
+
+    /// Adds latency to a pod's link (`tc netem` in its namespace).
+    pub fn add_latency(&self, ordinal: u32, delay: std::time::Duration) -> anyhow::Result<()> {
+        tc(
+            &self.namespace(ordinal),
+            &["qdisc", "add", "dev", "eth0", "root", "netem", "delay", &format!("{}ms", delay.as_millis())],
+        )
+    }
+
+    /// Removes added latency.
+    pub fn clear_latency(&self, ordinal: u32) -> anyhow::Result<()> {
+        tc(&self.namespace(ordinal), &["qdisc", "del", "dev", "eth0", "root"])
+    }
+
+    /// Cuts a pod off the network (its link goes down).
+    pub fn isolate(&self, ordinal: u32) -> anyhow::Result<()> {
+        ip(&["link", "set", &self.host_veth(ordinal), "down"])
+    }
+
+    /// Reconnects a pod.
+    pub fn heal(&self, ordinal: u32) -> anyhow::Result<()> {
+        ip(&["link", "set", &self.host_veth(ordinal), "up"])
+    }
+}
+
+impl Drop for PodNetwork {
+    fn drop(&mut self) {
+        for o in &self.pods {
+            let ns = self.namespace(*o);
+            let _ = ip(&["netns", "del", &ns]);
+            let _ = ip(&["link", "del", &self.host_veth(*o)]);
+            let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(&ns));
+        }
+        let _ = ip(&["link", "del", &self.bridge()]);
+    }
+}
