@@ -29,6 +29,7 @@ pub struct UpOptions {
     pub voters: u32,
     pub policy: Policy,
     pub extra_args: Vec<String>,
+    pub mode: crate::Mode,
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +52,7 @@ pub async fn up(state_dir: &Path, options: UpOptions) -> anyhow::Result<()> {
         replicas: options.replicas,
         voters: options.voters,
         extra_args: options.extra_args.clone(),
+        mode: options.mode,
         ..Default::default()
     };
     let mut cluster = Cluster::in_dir(spec, state_dir)?;
@@ -61,10 +63,11 @@ pub async fn up(state_dir: &Path, options: UpOptions) -> anyhow::Result<()> {
         Handled { restart_requests: desired.restart_requests, wipe_requests: desired.wipe_requests.clone() };
     let mut lives: BTreeMap<u32, PodLife> = BTreeMap::new();
     println!(
-        "petkv-harness up: {} pods, {} voters, podManagementPolicy {:?}, state in {}",
+        "petkv-harness up: {} pods, {} voters, podManagementPolicy {:?}, {} mode, state in {}",
         options.replicas,
         options.voters,
         options.policy,
+        if cluster.is_pod_mode() { "pod (network namespaces)" } else { "process (loopback)" },
         state_dir.display()
     );
     publish(&mut cluster, options.policy)?;

@@ -53,6 +53,9 @@ enum Command {
         /// StatefulSet podManagementPolicy.
         #[arg(long, value_enum, default_value_t = Policy::Parallel)]
         policy: Policy,
+        /// process, pod (network namespaces; root), or auto (pod where available).
+        #[arg(long, value_enum, default_value_t = Mode::Auto)]
+        mode: Mode,
         /// Extra `petkv serve` flags for every pod (after `--`).
         #[arg(last = true)]
         serve_args: Vec<String>,
@@ -159,8 +162,9 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             let r = petkv_harness::demo::run_fresh(state_dir.as_deref()).await?;
             Ok(r.identity_ok && r.data_ok)
         }
-        Command::Up { dir, replicas, voters, policy, serve_args } => {
-            controller::up(&dir.state_dir, UpOptions { replicas, voters, policy, extra_args: serve_args }).await?;
+        Command::Up { dir, replicas, voters, policy, mode, serve_args } => {
+            controller::up(&dir.state_dir, UpOptions { replicas, voters, policy, extra_args: serve_args, mode })
+                .await?;
             Ok(true)
         }
         Command::Status { dir } => {
