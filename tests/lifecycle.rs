@@ -246,3 +246,18 @@ async fn scaling_follows_the_declared_replica_count_up_and_down() -> anyhow::Res
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_of_scaled_away_pods_are_deleted_when_the_policy_says_so() -> anyhow::Result<()> {
+    let spec = ClusterSpec { delete_volumes_when_scaled: true, ..Default::default() };
+    let mut cluster = Cluster::new(spec)?;
+    cluster.start_all()?;
+    cluster.wait_healthy(SETTLE).await?;
+    cluster.scale(4).await?;
+    cluster.wait_healthy(SETTLE).await?;
+    assert!(cluster.volume(3).join(petkv::identity::IDENTITY_FILE).exists());
+    cluster.scale(3).await?;
+    assert!(!cluster.volume(3).exists(), "whenScaled: Delete removes the volume");
+    assert!(cluster.volume(2).exists());
+    Ok(())
+}

@@ -45,11 +45,21 @@ pub struct ClusterSpec {
     /// Extra `petkv serve` flags for every pod.
     pub extra_args: Vec<String>,
     pub mode: Mode,
+    /// `persistentVolumeClaimRetentionPolicy.whenScaled: Delete` (default `Retain`): volumes of
+    /// pods removed by a scale-down are deleted.
+    pub delete_volumes_when_scaled: bool,
 }
 
 impl Default for ClusterSpec {
     fn default() -> Self {
-        Self { set: "petkv".into(), replicas: 3, voters: 3, extra_args: Vec::new(), mode: Mode::Process }
+        Self {
+            set: "petkv".into(),
+            replicas: 3,
+            voters: 3,
+            extra_args: Vec::new(),
+            mode: Mode::Process,
+            delete_volumes_when_scaled: false,
+        }
     }
 }
 
@@ -357,7 +367,8 @@ impl Cluster {
     /// Scales the set to `replicas`, as `kubectl scale` does: the declared count changes first
     /// (the cluster learns it through `petkv scale`), then new pods start (each with the volume
     /// of its ordinal, kept from before if there was one) or pods beyond the count get SIGTERM,
-    /// highest ordinal first. Volumes of removed pods are kept (PVC retention `Retain`).
+    /// highest ordinal first. Volumes of removed pods are kept (PVC retention `whenScaled:
+    /// Retain`) unless the spec says `Delete`.
     pub async fn scale(&mut self, replicas: u32) -> anyhow::Result<()> {
         anyhow::ensure!(replicas >= 1, "a set needs at least one pod");
         self.client()?.scale(replicas).await.context("declaring the replica count")?;
@@ -374,6 +385,10 @@ impl Cluster {
         for ordinal in (replicas..old).rev() {
             self.terminate(ordinal).await?;
             self.pods.remove(&ordinal);
+            if self.spec.delete_volumes_when_scaled {
+                let dir = self.volume(ordinal);
+                std::fs::remove_dir_all(&dir).with_context(|| format!("delete {}", dir.display()))?;
+            }
         }
         Ok(())
     }

@@ -45,6 +45,9 @@ pub struct Desired {
     pub stop: bool,
     /// With `down --delete-volumes`.
     pub delete_volumes: bool,
+    /// Pods cut off the network (`partition`); `heal` empties it. Pod mode only.
+    #[serde(default)]
+    pub isolated: std::collections::BTreeSet<u32>,
 }
 
 /// What runs.

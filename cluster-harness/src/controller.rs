@@ -30,6 +30,7 @@ pub struct UpOptions {
     pub policy: Policy,
     pub extra_args: Vec<String>,
     pub mode: crate::Mode,
+    pub delete_volumes_when_scaled: bool,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +45,7 @@ struct PodLife {
 struct Handled {
     restart_requests: u64,
     wipe_requests: BTreeMap<u32, u64>,
+    isolated: std::collections::BTreeSet<u32>,
 }
 
 /// Runs the controller in the foreground until Ctrl-C or `down`.
@@ -53,14 +55,18 @@ pub async fn up(state_dir: &Path, options: UpOptions) -> anyhow::Result<()> {
         voters: options.voters,
         extra_args: options.extra_args.clone(),
         mode: options.mode,
+        delete_volumes_when_scaled: options.delete_volumes_when_scaled,
         ..Default::default()
     };
     let mut cluster = Cluster::in_dir(spec, state_dir)?;
     let previous = control::read_desired(state_dir)?.unwrap_or_default();
     let desired = Desired { replicas: options.replicas, stop: false, delete_volumes: false, ..previous };
     control::write_desired(state_dir, &desired)?;
-    let mut handled =
-        Handled { restart_requests: desired.restart_requests, wipe_requests: desired.wipe_requests.clone() };
+    let mut handled = Handled {
+        restart_requests: desired.restart_requests,
+        wipe_requests: desired.wipe_requests.clone(),
+        isolated: Default::default(),
+    };
     let mut lives: BTreeMap<u32, PodLife> = BTreeMap::new();
     println!(
         "petkv-harness up: {} pods, {} voters, podManagementPolicy {:?}, {} mode, state in {}",
@@ -166,6 +172,21 @@ async fn apply_desired(
         cluster.wipe_volume(*ordinal)?;
         cluster.start(*ordinal)?;
         lives.entry(*ordinal).or_default().started = Some(Instant::now());
+    }
+    if desired.isolated != handled.isolated {
+        for o in desired.isolated.difference(&handled.isolated) {
+            match cluster.isolate(*o) {
+                Ok(()) => println!("partition: petkv-{o} cut off the network"),
+                Err(e) => println!("partition of petkv-{o} refused: {e:#}"),
+            }
+        }
+        for o in handled.isolated.difference(&desired.isolated) {
+            match cluster.heal(*o) {
+                Ok(()) => println!("heal: petkv-{o} reconnected"),
+                Err(e) => println!("heal of petkv-{o} failed: {e:#}"),
+            }
+        }
+        handled.isolated = desired.isolated.clone();
     }
     if desired.restart_requests != handled.restart_requests {
         handled.restart_requests = desired.restart_requests;

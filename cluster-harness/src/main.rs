@@ -56,6 +56,10 @@ enum Command {
         /// process, pod (network namespaces; root), or auto (pod where available).
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
+        /// persistentVolumeClaimRetentionPolicy.whenScaled: delete the volumes of pods removed
+        /// by a scale-down (default: retain them).
+        #[arg(long)]
+        delete_volumes_when_scaled: bool,
         /// Extra `petkv serve` flags for every pod (after `--`).
         #[arg(last = true)]
         serve_args: Vec<String>,
@@ -88,6 +92,19 @@ enum Command {
     /// Delete a pod and its volume (PVC); it is recreated with an empty volume.
     DeleteVolume {
         pod: String,
+        #[command(flatten)]
+        dir: StateDir,
+    },
+    /// Cut pods off the network (pod mode): each named pod is isolated from every other pod and
+    /// from clients until `heal`.
+    Partition {
+        #[arg(required = true)]
+        pods: Vec<String>,
+        #[command(flatten)]
+        dir: StateDir,
+    },
+    /// Reconnect every partitioned pod.
+    Heal {
         #[command(flatten)]
         dir: StateDir,
     },
@@ -162,9 +179,10 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             let r = petkv_harness::demo::run_fresh(state_dir.as_deref()).await?;
             Ok(r.identity_ok && r.data_ok)
         }
-        Command::Up { dir, replicas, voters, policy, mode, serve_args } => {
-            controller::up(&dir.state_dir, UpOptions { replicas, voters, policy, extra_args: serve_args, mode })
-                .await?;
+        Command::Up { dir, replicas, voters, policy, mode, delete_volumes_when_scaled, serve_args } => {
+            let options =
+                UpOptions { replicas, voters, policy, extra_args: serve_args, mode, delete_volumes_when_scaled };
+            controller::up(&dir.state_dir, options).await?;
             Ok(true)
         }
         Command::Status { dir } => {
@@ -191,6 +209,19 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             let ordinal = control::parse_pod(&running.set, &pod)?;
             control::request(&dir.state_dir, |d| *d.wipe_requests.entry(ordinal).or_default() += 1)?;
             println!("asked to delete {pod} with its volume");
+            Ok(true)
+        }
+        Command::Partition { pods, dir } => {
+            let running = control::running_controller(&dir.state_dir)?;
+            let ordinals =
+                pods.iter().map(|p| control::parse_pod(&running.set, p)).collect::<anyhow::Result<Vec<_>>>()?;
+            control::request(&dir.state_dir, |d| d.isolated.extend(ordinals))?;
+            println!("asked to cut {} off the network", pods.join(", "));
+            Ok(true)
+        }
+        Command::Heal { dir } => {
+            control::request(&dir.state_dir, |d| d.isolated.clear())?;
+            println!("asked to reconnect every pod");
             Ok(true)
         }
         Command::RollingRestart { dir } => {

@@ -90,6 +90,19 @@ async fn up_is_steered_from_a_second_terminal() -> anyhow::Result<()> {
     })
     .await?;
 
+    // Pod mode (where the test runs as root): cut a pod off the network and heal it.
+    if petkv_harness::netns::available() {
+        ok(&dir, &["partition", "petkv-3"]);
+        let running = control::read_running(&dir)?.expect("running");
+        let addr = running.pods[&3].client_addr.clone();
+        wait::until("petkv-3 unreachable", SETTLE, || async {
+            petkv::client::Client::status_of(&addr, Duration::from_millis(300)).await.is_err().then_some(())
+        })
+        .await?;
+        ok(&dir, &["heal"]);
+        ready_pods(&dir, 4).await?;
+    }
+
     // Down: the controller stops the set and exits; volumes are kept.
     ok(&dir, &["down"]);
     let status = tokio::time::timeout(SETTLE, up.wait()).await??;
