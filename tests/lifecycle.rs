@@ -34,20 +34,20 @@ async fn replicas_with_empty_volumes_wait_for_the_primary_then_join() -> anyhow:
     let mut cluster = Cluster::new(ClusterSpec::default())?;
     cluster.start(1)?;
     cluster.start(2)?;
-    // The replicas answer but are not members: they wait, saying for whom.
-    wait::until("replica 1 to log that it waits for petkv-0", SETTLE, || async {
-        cluster.pod(1).ok()?.log_tail(50).contains("waiting for the primary petkv-0").then_some(())
-    })
-    .await?;
+    // The replicas wait in their init container (`petkv wait-primary`), saying for whom; the
+    // node itself has not started, so nothing answers on their client port yet.
     for o in [1, 2] {
-        let s = wait::until("replica to answer", SETTLE, || async { cluster.status(o).await.ok() }).await?;
-        assert_eq!(s.role, "joining");
-        assert_eq!(s.node_id, 0, "no identity before the primary exists");
+        wait::until(&format!("replica {o} to log that it waits for petkv-0"), SETTLE, || async {
+            cluster.pod(o).ok()?.log_tail(50).contains("waiting for the primary petkv-0").then_some(())
+        })
+        .await?;
+        assert!(cluster.status(o).await.is_err(), "serve must not run before the primary exists");
     }
     assert!(!cluster.volume(1).join(petkv::identity::IDENTITY_FILE).exists());
-    // A waiting pod that is stopped and started again still just waits (its volume is empty).
+    // A waiting pod stops on SIGTERM within the grace period (its init container with it), and
+    // started again it still just waits (its volume is empty).
     let exit = cluster.terminate(1).await?;
-    assert!(exit.is_some_and(|s| s.success()), "a waiting pod exits cleanly on SIGTERM: {exit:?}");
+    assert!(exit.is_some_and(|s| s.code() == Some(143)), "a waiting pod stops on SIGTERM: {exit:?}");
     cluster.start(1)?;
     cluster.start(0)?;
     cluster.wait_healthy(SETTLE).await?;

@@ -29,11 +29,20 @@ pub struct PodSpec {
     pub extra_args: Vec<String>,
 }
 
+/// The pod's entry point: `$1` pod name, `$2` petkv binary, the rest `serve` flags.
+const POD_SCRIPT: &str = r#"pod="$0"; bin="$1"; shift
+if [ -n "$PETKV_SET_HOSTNAME" ]; then hostname "$pod" || exit 1; fi
+trap 'kill -TERM "$init" 2>/dev/null; exit 143' TERM INT
+"$bin" wait-primary & init=$!
+wait "$init" || exit 1
+trap - TERM INT
+exec "$bin" serve "$@""#;
+
 fn port_of(addr: &str) -> &str {
     addr.rsplit_once(':').map(|(_, p)| p).unwrap_or(addr)
 }
 
-/// A pod and, while it runs, its process.
+/// A pod and, while it runs, its process (the leader of its own process group).
 pub struct Pod {
     pub spec: PodSpec,
     child: Option<Child>,
@@ -60,40 +69,46 @@ impl Pod {
             .append(true)
             .open(&s.log_path)
             .with_context(|| format!("open {}", s.log_path.display()))?;
+        // The pod's two containers, as in deploy/: the init container `petkv wait-primary`, then
+        // `petkv serve`. Identity and peers travel in PETKV_* variables, which both read. The
+        // shell `exec`s serve, so the pod keeps one pid; a signal during the init phase stops
+        // the waiting init container too.
         let mut cmd = match &s.netns {
-            // Pod mode: the node's own network namespace and UTS namespace, so gethostname()
-            // returns the pod name and no --hostname flag is needed. `exec` keeps one pid, so
-            // signals reach petkv itself.
+            // Pod mode: the pod's own network and UTS namespaces; gethostname() returns the pod
+            // name, so no --hostname is needed.
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "unshare", "--uts", "sh", "-c", r#"hostname "$0" && exec "$@""#])
-                    .arg(self.name())
-                    .arg(&s.binary)
-                    .arg("serve")
-                    .args(["--client-listen", &format!("0.0.0.0:{}", port_of(&s.client_addr))])
-                    .args(["--peer-listen", &format!("0.0.0.0:{}", port_of(&s.peer_addr))]);
+                c.args(["netns", "exec", ns, "unshare", "--uts", "sh", "-c", POD_SCRIPT])
+                    .env("PETKV_SET_HOSTNAME", "1")
+                    .env_remove("PETKV_HOSTNAME")
+                    .env("PETKV_CLIENT_LISTEN", format!("0.0.0.0:{}", port_of(&s.client_addr)))
+                    .env("PETKV_PEER_LISTEN", format!("0.0.0.0:{}", port_of(&s.peer_addr)));
                 c
             }
             None => {
-                let mut c = Command::new(&s.binary);
-                c.arg("serve")
-                    .args(["--hostname", &self.name()])
-                    .args(["--client-listen", &s.client_addr])
-                    .args(["--peer-listen", &s.peer_addr]);
+                let mut c = Command::new("sh");
+                c.args(["-c", POD_SCRIPT])
+                    .env_remove("PETKV_SET_HOSTNAME")
+                    .env("PETKV_HOSTNAME", self.name())
+                    .env("PETKV_CLIENT_LISTEN", &s.client_addr)
+                    .env("PETKV_PEER_LISTEN", &s.peer_addr);
                 c
             }
         };
-        cmd.arg("--data-dir")
-            .arg(&s.data_dir)
-            .args(&s.peer_args)
-            .arg("--bootstrap-marker")
+        cmd.arg(self.name()).arg(&s.binary).env("PETKV_DATA_DIR", &s.data_dir);
+        match s.peer_args.as_slice() {
+            [flag, value] if flag == "--peers" => cmd.env("PETKV_PEERS", value).env_remove("PETKV_PEER_DOMAIN"),
+            [flag, value] if flag == "--peer-domain" => cmd.env("PETKV_PEER_DOMAIN", value).env_remove("PETKV_PEERS"),
+            other => anyhow::bail!("unexpected peer arguments {other:?}"),
+        };
+        cmd.arg("--bootstrap-marker")
             .arg(&s.bootstrap_marker)
             .args(["--voters", &s.voters.to_string()])
             .args(&s.extra_args)
-            .env_remove("PETKV_HOSTNAME")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
+            .process_group(0)
             .kill_on_drop(true);
         self.child = Some(cmd.spawn().with_context(|| format!("spawn {}", s.binary.display()))?);
         Ok(())
@@ -123,7 +138,8 @@ impl Pod {
     /// Sends a signal to the process.
     pub fn signal(&self, sig: Signal) -> anyhow::Result<()> {
         let pid = self.pid().with_context(|| format!("{} is not running", self.name()))?;
-        signal::kill(Pid::from_raw(pid as i32), sig).with_context(|| format!("send {sig} to {}", self.name()))
+        // The pod's process group: during the init phase that includes the waiting init container.
+        signal::killpg(Pid::from_raw(pid as i32), sig).with_context(|| format!("send {sig} to {}", self.name()))
     }
 
     /// Waits for the process to exit; `None` if it did not within `timeout`.
@@ -168,5 +184,15 @@ impl Pod {
         let text = std::fs::read_to_string(&self.spec.log_path).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        // kill_on_drop reaches only the group leader; an init container still waiting would be
+        // left behind.
+        if let Some(pid) = self.pid() {
+            let _ = signal::killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
     }
 }
