@@ -55,3 +55,30 @@ async fn pods_in_their_own_namespaces_find_each_other_by_name_and_survive_a_part
     cluster.down().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_into_groups_leaves_only_the_majority_side_writable() -> anyhow::Result<()> {
+    if !netns::available() {
+        eprintln!("pod mode is not available here (needs root and iproute2): not run");
+        return Ok(());
+    }
+    let spec = ClusterSpec { mode: Mode::Pod, replicas: 5, voters: 5, ..Default::default() };
+    let mut cluster = Cluster::new(spec)?;
+    cluster.start_all()?;
+    cluster.wait_healthy(SETTLE).await?;
+    cluster.client()?.put(b"k", b"before", None).await?;
+    // {2, 3, 4} keep the clients and a quorum; {0, 1} are cut off together.
+    cluster.split(&[vec![2, 3, 4], vec![0, 1]])?;
+    let majority = petkv::client::Client::new(
+        &[2, 3, 4].iter().map(|o| cluster.client_addr(*o)).collect::<Vec<_>>(),
+        Duration::from_secs(15),
+    )?;
+    majority.put(b"k", b"during", None).await?;
+    cluster.join_sides()?;
+    cluster.wait_healthy(SETTLE).await?;
+    for o in [0, 1] {
+        wait_value_on(&cluster, o, "k", "during").await?;
+    }
+    cluster.down().await?;
+    Ok(())
+}

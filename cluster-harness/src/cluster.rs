@@ -193,6 +193,17 @@ impl Cluster {
         self.network.as_ref().context("latency needs pod mode")?.clear_latency(ordinal)
     }
 
+    /// Pod mode: splits the set into groups that cannot reach each other; clients stay with
+    /// the first group.
+    pub fn split(&self, groups: &[Vec<u32>]) -> anyhow::Result<()> {
+        self.network.as_ref().context("partitions need pod mode")?.split(groups)
+    }
+
+    /// Pod mode: undoes a split.
+    pub fn join_sides(&self) -> anyhow::Result<()> {
+        self.network.as_ref().context("partitions need pod mode")?.join_sides()
+    }
+
     /// Pod mode: reconnects an isolated pod.
     pub fn heal(&self, ordinal: u32) -> anyhow::Result<()> {
         self.network.as_ref().context("partitions need pod mode")?.heal(ordinal)

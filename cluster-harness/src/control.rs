@@ -48,6 +48,9 @@ pub struct Desired {
     /// Pods cut off the network (`partition`); `heal` empties it. Pod mode only.
     #[serde(default)]
     pub isolated: std::collections::BTreeSet<u32>,
+    /// A split into groups (`partition --groups`); the first keeps the clients. Pod mode only.
+    #[serde(default)]
+    pub groups: Vec<Vec<u32>>,
 }
 
 /// What runs.

@@ -46,6 +46,7 @@ struct Handled {
     restart_requests: u64,
     wipe_requests: BTreeMap<u32, u64>,
     isolated: std::collections::BTreeSet<u32>,
+    groups: Vec<Vec<u32>>,
 }
 
 /// Runs the controller in the foreground until Ctrl-C or `down`.
@@ -66,6 +67,7 @@ pub async fn up(state_dir: &Path, options: UpOptions) -> anyhow::Result<()> {
         restart_requests: desired.restart_requests,
         wipe_requests: desired.wipe_requests.clone(),
         isolated: Default::default(),
+        groups: Vec::new(),
     };
     let mut lives: BTreeMap<u32, PodLife> = BTreeMap::new();
     println!(
@@ -187,6 +189,19 @@ async fn apply_desired(
             }
         }
         handled.isolated = desired.isolated.clone();
+    }
+    if desired.groups != handled.groups {
+        if !handled.groups.is_empty() {
+            cluster.join_sides()?;
+            println!("heal: the set is whole again");
+        }
+        if !desired.groups.is_empty() {
+            match cluster.split(&desired.groups) {
+                Ok(()) => println!("partition: the set is split into {:?}", desired.groups),
+                Err(e) => println!("partition refused: {e:#}"),
+            }
+        }
+        handled.groups = desired.groups.clone();
     }
     if desired.restart_requests != handled.restart_requests {
         handled.restart_requests = desired.restart_requests;

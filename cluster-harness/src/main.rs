@@ -98,8 +98,13 @@ enum Command {
     /// Cut pods off the network (pod mode): each named pod is isolated from every other pod and
     /// from clients until `heal`.
     Partition {
-        #[arg(required = true)]
+        /// Pods to isolate, each alone.
+        #[arg(required_unless_present = "groups")]
         pods: Vec<String>,
+        /// Or split the set into groups, e.g. `2,3,4/0,1`: pods reach only their own group;
+        /// the first group keeps the clients.
+        #[arg(long, conflicts_with = "pods")]
+        groups: Option<String>,
         #[command(flatten)]
         dir: StateDir,
     },
@@ -211,7 +216,18 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             println!("asked to delete {pod} with its volume");
             Ok(true)
         }
-        Command::Partition { pods, dir } => {
+        Command::Partition { groups: Some(spec), dir, .. } => {
+            let running = control::running_controller(&dir.state_dir)?;
+            let groups = spec
+                .split('/')
+                .map(|g| g.split(',').map(|p| control::parse_pod(&running.set, p.trim())).collect())
+                .collect::<anyhow::Result<Vec<Vec<u32>>>>()?;
+            anyhow::ensure!(groups.len() >= 2, "a split needs at least two groups, like 2,3,4/0,1");
+            control::request(&dir.state_dir, |d| d.groups = groups)?;
+            println!("asked to split the set into {spec}");
+            Ok(true)
+        }
+        Command::Partition { pods, groups: None, dir } => {
             let running = control::running_controller(&dir.state_dir)?;
             let ordinals =
                 pods.iter().map(|p| control::parse_pod(&running.set, p)).collect::<anyhow::Result<Vec<_>>>()?;
@@ -220,7 +236,10 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Heal { dir } => {
-            control::request(&dir.state_dir, |d| d.isolated.clear())?;
+            control::request(&dir.state_dir, |d| {
+                d.isolated.clear();
+                d.groups.clear();
+            })?;
             println!("asked to reconnect every pod");
             Ok(true)
         }

@@ -131,6 +131,35 @@ impl PodNetwork {
         tc(&self.namespace(ordinal), &["qdisc", "del", "dev", "eth0", "root"])
     }
 
+    fn side_bridge(&self, side: usize) -> String {
+        format!("pk{}s{side}", self.id)
+    }
+
+    /// Splits the set: the first group stays on the main bridge (with the clients), every
+    /// other group gets a bridge of its own with no address. Pods talk within their group only.
+    pub fn split(&self, groups: &[Vec<u32>]) -> anyhow::Result<()> {
+        for (side, group) in groups.iter().enumerate().skip(1) {
+            let bridge = self.side_bridge(side);
+            ip(&["link", "add", &bridge, "type", "bridge"])?;
+            ip(&["link", "set", &bridge, "up"])?;
+            for o in group {
+                ip(&["link", "set", &self.host_veth(*o), "master", &bridge])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes [`split`](Self::split): every pod back on the main bridge.
+    pub fn join_sides(&self) -> anyhow::Result<()> {
+        for o in &self.pods {
+            ip(&["link", "set", &self.host_veth(*o), "master", &self.bridge()])?;
+        }
+        for side in 1..=self.pods.len() {
+            let _ = ip(&["link", "del", &self.side_bridge(side)]);
+        }
+        Ok(())
+    }
+
     /// Cuts a pod off the network (its link goes down).
     pub fn isolate(&self, ordinal: u32) -> anyhow::Result<()> {
         ip(&["link", "set", &self.host_veth(ordinal), "down"])
@@ -150,6 +179,7 @@ impl Drop for PodNetwork {
             let _ = ip(&["link", "del", &self.host_veth(*o)]);
             let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(&ns));
         }
+        let _ = self.join_sides();
         let _ = ip(&["link", "del", &self.bridge()]);
     }
 }
