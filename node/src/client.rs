@@ -25,6 +25,10 @@ use crate::pb::v1::{
 /// cheap.
 const MAX_ROUND_PAUSE: Duration = Duration::from_millis(250);
 
+/// Bounds of one attempt on one endpoint (a third of the request's budget, within these).
+const MIN_ATTEMPT: Duration = Duration::from_millis(300);
+const MAX_ATTEMPT: Duration = Duration::from_secs(5);
+
 /// Default time one request may take end to end, failovers included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -151,7 +155,9 @@ impl Client {
                 break;
             }
             let i = (self.preferred.load(Ordering::Relaxed) as usize + attempt) % n;
-            let per_try = remaining.min(Duration::from_secs(5));
+            // One endpoint may hang (a partitioned pod keeps its TCP connection open): give each
+            // attempt a third of the budget, so the others get their turn within it.
+            let per_try = remaining.min((self.timeout / 3).clamp(MIN_ATTEMPT, MAX_ATTEMPT));
             match tokio::time::timeout(per_try, f(self.channels[i].clone(), per_try)).await {
                 Ok(Ok(v)) => {
                     self.preferred.store(i as u64, Ordering::Relaxed);
@@ -160,6 +166,7 @@ impl Client {
                 Ok(Err(status)) if retryable(&status) => {
                     ambiguous |= !crate::api::forward::is_not_applied(&status);
                     last = format!("{}: {}", self.endpoints[i], status.message());
+                    self.avoid(i);
                 }
                 Ok(Err(status)) if is_write && ambiguous => {
                     return Err(ClientError::OutcomeUnknown(format!(
@@ -172,6 +179,7 @@ impl Client {
                 Err(_) => {
                     ambiguous = true;
                     last = format!("{}: timed out", self.endpoints[i]);
+                    self.avoid(i);
                 }
             }
             attempt += 1;
@@ -185,6 +193,12 @@ impl Client {
         } else {
             Err(ClientError::Unavailable { endpoints: self.endpoints.join(","), last })
         }
+    }
+
+    /// After endpoint `i` failed, later requests start with the next one.
+    fn avoid(&self, i: usize) {
+        let next = ((i + 1) % self.channels.len()) as u64;
+        let _ = self.preferred.compare_exchange(i as u64, next, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     fn request<T>(msg: T, timeout: Duration) -> Request<T> {
