@@ -266,13 +266,7 @@ pub async fn status_table(pods: &BTreeMap<u32, RunningPod>) -> Table {
         match status {
             Ok(s) => {
                 let ready = s.ready;
-                let id = |id: u64| {
-                    if id == 0 {
-                        "-".to_string()
-                    } else {
-                        format!("petkv-{}#{}", petkv::raft::ordinal_of(id), petkv::raft::incarnation_of(id))
-                    }
-                };
+                let id = |id: u64| if id == 0 { "-".to_string() } else { petkv::raft::node_label(&s.set_name, id) };
                 t.add_row(vec![
                     pod.name.clone(),
                     pid,

@@ -38,7 +38,7 @@ fn step(steps: &mut Vec<(String, Duration)>, started: Instant, what: String) {
 }
 
 fn pod_name(id: u64) -> String {
-    format!("petkv-{}#{}", petkv::raft::ordinal_of(id), petkv::raft::incarnation_of(id))
+    petkv::raft::node_label("petkv", id)
 }
 
 async fn first_successful_write(

@@ -29,6 +29,11 @@ pub fn incarnation_of(id: NodeId) -> u32 {
     (id & 0xffff_ffff) as u32
 }
 
+/// A node id as people read it: `petkv-2#1` is incarnation 1 of pod `petkv-2`.
+pub fn node_label(set: &str, id: NodeId) -> String {
+    format!("{set}-{}#{}", ordinal_of(id), incarnation_of(id))
+}
+
 /// Where a member can be reached. Stored in the Raft membership, so every member knows every
 /// other member's addresses.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,5 +89,6 @@ mod tests {
         assert_eq!(incarnation_of(id), 7);
         assert_ne!(node_id(2, 7), node_id(2, 8));
         assert_ne!(node_id(1, 7), node_id(2, 7));
+        assert_eq!(node_label("petkv", node_id(2, 7)), "petkv-2#7");
     }
 }
