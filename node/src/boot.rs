@@ -67,6 +67,15 @@ fn marker_cluster_id(marker: Option<&Path>) -> Option<String> {
     std::fs::read_to_string(marker?).ok().map(|s| s.trim().to_string())
 }
 
+/// Records `cluster_id` in the "set was bootstrapped" marker, if one is configured (replacing
+/// what it named: a restore starts a new cluster for the set).
+pub fn record_marker(node: &Node, cluster_id: &str) -> anyhow::Result<()> {
+    match &node.config.bootstrap_marker {
+        Some(marker) => write_marker(marker, cluster_id),
+        None => Ok(()),
+    }
+}
+
 fn write_marker(marker: &Path, cluster_id: &str) -> anyhow::Result<()> {
     if let Some(dir) = marker.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -90,6 +99,11 @@ async fn start_raft(node: &Arc<Node>, record: IdentityRecord) -> anyhow::Result<
 /// Runs until this node runs Raft with an identity (or fails for a reason that retrying cannot
 /// fix). `identity` is what the volume held.
 pub async fn establish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> anyhow::Result<()> {
+    if node.config.pod.ordinal == 0 && crate::restore::is_staged(&node.config.data_dir) {
+        let record = crate::restore::finish(node, identity).await?;
+        start_raft(node, record).await?;
+        return Ok(());
+    }
     if let Some(record) = identity {
         tracing::info!(pod = %node.config.pod, node_id = record.node_id, "volume has state: resuming");
         start_raft(node, record).await?;

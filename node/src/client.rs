@@ -93,7 +93,7 @@ impl Lane {
 }
 
 /// Whether an error means "try another endpoint".
-fn retryable(status: &Status) -> bool {
+pub fn is_retryable(status: &Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded)
 }
 
@@ -119,6 +119,11 @@ impl Client {
             lanes: Mutex::new(Vec::new()),
             timeout,
         })
+    }
+
+    /// One lazily connected channel per endpoint, in the order given.
+    pub fn channels(&self) -> impl Iterator<Item = Channel> + '_ {
+        self.channels.iter().cloned()
     }
 
     /// Runs one write on a lane of its own; the lane's sequence advances whatever the outcome.
@@ -163,7 +168,7 @@ impl Client {
                     self.preferred.store(i as u64, Ordering::Relaxed);
                     return Ok(v);
                 }
-                Ok(Err(status)) if retryable(&status) => {
+                Ok(Err(status)) if is_retryable(&status) => {
                     ambiguous |= !crate::api::forward::is_not_applied(&status);
                     last = format!("{}: {}", self.endpoints[i], status.message());
                     self.avoid(i);

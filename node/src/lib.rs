@@ -18,9 +18,12 @@
 //! - [`server`]: `petkv serve`, one pod's life from start-up checks to exit.
 //! - [`shutdown`]: SIGTERM handling and leadership hand-off.
 //! - [`client`]: the client library (failover, write ids, outcome unknown).
+//! - [`backup`]: consistent backups streamed from the cluster into checked files.
+//! - [`restore`]: a new cluster from a backup (staged on ordinal 0's volume, finished at start).
 //! - [`cli`]: the command line.
 //! - [`config`], [`discovery`], [`pb`]: settings, peer addresses, generated protobuf code.
 pub mod api;
+pub mod backup;
 pub mod boot;
 pub mod cli;
 pub mod client;
@@ -31,6 +34,7 @@ pub mod membership;
 pub mod node;
 pub mod pb;
 pub mod raft;
+pub mod restore;
 pub mod server;
 pub mod shutdown;
 pub mod startup;

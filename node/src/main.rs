@@ -5,10 +5,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use petkv::backup::BackupSummary;
 use petkv::cli::output::{kv_json, print_kvs, print_members, print_reply, print_status};
-use petkv::cli::{Cli, ClientArgs, Command, LogFormat};
+use petkv::cli::{BackupArgs, Cli, ClientArgs, Command, LogFormat, OutputFormat, RestoreArgs};
 use petkv::client::{Client, ClientError};
 use petkv::pb::v1::ScanRequest;
+use petkv::restore::StageOutcome;
 use serde_json::json;
 
 const EXIT_ERROR: u8 = 1;
@@ -108,8 +110,74 @@ async fn run_client(command: Command) -> Result<u8, ClientError> {
             print_members(args.output, &client(&args)?.members().await?);
             Ok(0)
         }
-        Command::Serve(_) | Command::WaitPrimary(_) => unreachable!("handled in main"),
+        Command::Serve(_) | Command::WaitPrimary(_) | Command::Backup(_) | Command::Restore(_) => {
+            unreachable!("handled in main")
+        }
     }
+}
+
+fn report(result: anyhow::Result<()>, what: &str) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{what}: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn print_backup(output: OutputFormat, summary: &BackupSummary, removed: &[std::path::PathBuf], verb: &str) {
+    match output {
+        OutputFormat::Json => println!("{}", json!({"backup": summary, "removed": removed})),
+        OutputFormat::Table => {
+            println!(
+                "{verb} {}: raft index {} (term {}), {} keys, {} bytes, crc32 {}",
+                summary.path.display(),
+                summary.raft_index,
+                summary.term,
+                summary.keys,
+                summary.bytes,
+                summary.checksum
+            );
+            for path in removed {
+                println!("removed old backup {}", path.display());
+            }
+        }
+    }
+}
+
+async fn backup(args: &BackupArgs) -> anyhow::Result<()> {
+    let deadline = std::time::Duration::from_secs(args.deadline_secs);
+    let endpoints = &args.client.endpoints;
+    let (summary, removed) = match (&args.out, &args.out_dir) {
+        (Some(out), _) => (petkv::backup::take(endpoints, out, deadline).await?, Vec::new()),
+        (None, Some(dir)) => petkv::backup::take_into_dir(endpoints, dir, args.keep as usize, deadline).await?,
+        (None, None) => anyhow::bail!("say where the backup goes: --out FILE or --out-dir DIR"),
+    };
+    print_backup(args.client.output, &summary, &removed, "backup");
+    Ok(())
+}
+
+fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
+    let hostname = args.hostname.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+    let pod = petkv::identity::parse_hostname(&hostname)?;
+    match petkv::restore::stage(&args.from, &args.data_dir, &pod, args.if_empty)? {
+        StageOutcome::Staged(summary) => {
+            print_backup(args.output, &summary, &[], "staged");
+            if args.output == OutputFormat::Table {
+                println!("{pod}: the next `petkv serve` on this volume starts a new cluster from the backup");
+            }
+        }
+        StageOutcome::NotPrimary => {
+            println!(
+                "{pod}: not ordinal 0; nothing to stage (this pod joins the restored primary with an empty volume)"
+            )
+        }
+        StageOutcome::VolumeHasState(what) => {
+            println!("{pod}: volume {} already has state ({what}); left alone", args.data_dir.display())
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -142,6 +210,8 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Backup(args) => report(backup(&args).await, "petkv backup"),
+        Command::Restore(args) => report(restore(&args), "petkv restore"),
         command => match run_client(command).await {
             Ok(code) => ExitCode::from(code),
             Err(e) => {

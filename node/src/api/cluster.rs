@@ -9,9 +9,12 @@ use tonic::{Request, Response, Status};
 use super::forward::{relay, to_leader, was_forwarded};
 use super::kv::NotServed;
 use super::{header, Api};
+use crate::backup::ChunkStream;
 use crate::pb::v1::cluster_client::ClusterClient;
 use crate::pb::v1::cluster_server::Cluster;
-use crate::pb::v1::{Member, MembersRequest, MembersResponse, NodeStatus, ScaleRequest, ScaleResponse, StatusRequest};
+use crate::pb::v1::{
+    BackupRequest, Member, MembersRequest, MembersResponse, NodeStatus, ScaleRequest, ScaleResponse, StatusRequest,
+};
 use crate::store::command::{Command, CommandResult};
 
 /// Largest replica count a set may declare.
@@ -22,6 +25,35 @@ const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[tonic::async_trait]
 impl Cluster for Api {
+    type BackupStream = ChunkStream;
+
+    async fn backup(&self, req: Request<BackupRequest>) -> Result<Response<ChunkStream>, Status> {
+        let forwarded = was_forwarded(&req);
+        match self.read_index(forwarded).await {
+            Ok(()) => {
+                let (meta, file) = self.node.sm.export().await.map_err(Api::storage_error)?;
+                let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+                tracing::info!(index, "streaming a backup");
+                Ok(Response::new(crate::backup::stream_file(file, header(&self.node, index))))
+            }
+            Err(NotServed::Forward(leader)) => {
+                // No deadline on the forwarded call: the stream lasts as long as the backup is big.
+                let channel =
+                    self.node.channels.get(&leader.client_addr).map_err(|e| Status::internal(e.to_string()))?;
+                let mut req = Request::new(BackupRequest {});
+                req.metadata_mut().insert(super::forward::FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                let stream = ClusterClient::new(channel)
+                    .max_decoding_message_size(2 * crate::backup::CHUNK_BYTES)
+                    .backup(req)
+                    .await
+                    .map_err(relay)?
+                    .into_inner();
+                Ok(Response::new(Box::pin(stream)))
+            }
+            Err(NotServed::Failed(s)) => Err(s),
+        }
+    }
+
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<NodeStatus>, Status> {
         Ok(Response::new(self.node.status()))
     }

@@ -62,7 +62,7 @@ impl Api {
     }
 
     /// Confirms this node can serve a linearizable read right now.
-    async fn read_index(&self, forwarded: bool) -> Result<(), NotServed> {
+    pub(super) async fn read_index(&self, forwarded: bool) -> Result<(), NotServed> {
         let node = &self.node;
         let raft = node.raft().map_err(NotServed::Failed)?;
         let outcome =
@@ -84,7 +84,7 @@ impl Api {
         self.node.sm.applied().ok().flatten().map(|l| l.index).unwrap_or(0)
     }
 
-    fn storage_error(e: std::io::Error) -> Status {
+    pub(super) fn storage_error(e: std::io::Error) -> Status {
         Status::internal(format!("storage error: {e}"))
     }
 }

@@ -95,6 +95,50 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Take a consistent backup of the cluster (every write acknowledged before it, at one Raft
+    /// index) into a checked file.
+    Backup(BackupArgs),
+    /// Stage a backup on ordinal 0's empty volume: its next `petkv serve` starts a new cluster
+    /// holding the backup's data. Does nothing on other ordinals (they join it empty).
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// Write the backup to this file.
+    #[arg(long, required_unless_present = "out_dir", conflicts_with = "out_dir")]
+    pub out: Option<std::path::PathBuf>,
+    /// Write the backup into this directory as petkv-backup-<UTC time>-<raft index>.snap and keep
+    /// only the newest --keep backups there.
+    #[arg(long, env = "PETKV_BACKUP_DIR")]
+    pub out_dir: Option<std::path::PathBuf>,
+    /// Backups to keep in --out-dir (older ones are removed after the new one checked out).
+    #[arg(long, env = "PETKV_BACKUP_KEEP", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: u32,
+    /// Time the whole backup may take, in seconds.
+    #[arg(long, env = "PETKV_BACKUP_DEADLINE_SECS", default_value_t = 600)]
+    pub deadline_secs: u64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// The backup file (from `petkv backup`).
+    #[arg(long)]
+    pub from: std::path::PathBuf,
+    /// The volume to stage it on.
+    #[arg(long, env = "PETKV_DATA_DIR", default_value = "/var/lib/petkv")]
+    pub data_dir: std::path::PathBuf,
+    /// This pod's name (default: the hostname); only ordinal 0 stages the backup.
+    #[arg(long, env = "PETKV_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// Leave a volume that already has state alone instead of failing (for init containers).
+    #[arg(long)]
+    pub if_empty: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table, env = "PETKV_OUTPUT")]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Clone, Args)]

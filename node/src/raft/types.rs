@@ -78,6 +78,12 @@ pub type Membership = openraft::Membership<NodeId, PeerNode>;
 /// Raft metrics of this configuration.
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 
+/// The term of the leader that proposed the entry at `log_id`.
+pub fn log_id_term(log_id: &LogId) -> u64 {
+    use openraft::vote::RaftLeaderId;
+    log_id.committed_leader_id().term()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,6 +66,15 @@ impl LogStore {
         self.flush().await
     }
 
+    /// Records, durably, a vote for `me` one term past `last`'s leader: what a node holding a
+    /// restored state at `last` needs so its first election runs in a term later than every
+    /// entry it holds.
+    pub async fn seed_vote_after(&self, last: &LogId, me: u64) -> io::Result<()> {
+        let vote = Vote::new(crate::raft::log_id_term(last) + 1, me);
+        self.meta.insert(VOTE, encode(&vote)?).map_err(|e| io_err("save vote", e))?;
+        self.flush().await
+    }
+
     /// True when the log holds a vote, entries or a purge point: Raft state worth keeping.
     pub fn has_raft_state(&self) -> io::Result<bool> {
         Ok(self.vote()?.is_some()

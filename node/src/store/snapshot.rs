@@ -130,17 +130,7 @@ pub fn read(path: &Path, mut on_record: impl FnMut(Vec<u8>, Vec<u8>) -> io::Resu
     let context = |e: io::Error| io::Error::new(e.kind(), format!("snapshot {}: {e}", path.display()));
     let file = File::open(path).map_err(context)?;
     let mut r = CrcReader { inner: BufReader::new(file), crc: crc32fast::Hasher::new() };
-    let mut magic = [0u8; 8];
-    r.read_exact(&mut magic).map_err(context)?;
-    if &magic != MAGIC {
-        return Err(context(io::Error::new(io::ErrorKind::InvalidData, "not a petkv snapshot (bad magic)")));
-    }
-    let format = read_u32(&mut r).map_err(context)?;
-    if format != FORMAT {
-        return Err(context(io::Error::new(io::ErrorKind::InvalidData, format!("unknown snapshot format {format}"))));
-    }
-    let meta_len = read_u32(&mut r).map_err(context)?;
-    let meta: SnapshotMeta = decode("snapshot meta", &read_field(&mut r, meta_len).map_err(context)?)?;
+    let meta = read_header(&mut r).map_err(context)?;
     loop {
         let key_len = read_u32(&mut r).map_err(context)?;
         if key_len == END_OF_RECORDS {
@@ -166,6 +156,27 @@ pub fn read(path: &Path, mut on_record: impl FnMut(Vec<u8>, Vec<u8>) -> io::Resu
     Ok(meta)
 }
 
+/// The metadata at the head of a snapshot file (not a check of the rest: see [`verify`]).
+pub fn read_meta(path: &Path) -> io::Result<SnapshotMeta> {
+    let context = |e: io::Error| io::Error::new(e.kind(), format!("snapshot {}: {e}", path.display()));
+    read_header(&mut BufReader::new(File::open(path).map_err(context)?)).map_err(context)
+}
+
+/// Reads the magic, the format and the metadata at the head of a snapshot file.
+fn read_header(r: &mut impl Read) -> io::Result<SnapshotMeta> {
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic)?;
+    if &magic != MAGIC {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a petkv snapshot (bad magic)"));
+    }
+    let format = read_u32(r)?;
+    if format != FORMAT {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unknown snapshot format {format}")));
+    }
+    let meta_len = read_u32(r)?;
+    decode("snapshot meta", &read_field(r, meta_len)?)
+}
+
 /// Checks a snapshot file end to end without acting on it; returns its metadata and record count.
 pub fn verify(path: &Path) -> io::Result<(SnapshotMeta, u64)> {
     let mut count = 0u64;
@@ -174,6 +185,37 @@ pub fn verify(path: &Path) -> io::Result<(SnapshotMeta, u64)> {
         Ok(())
     })?;
     Ok((meta, count))
+}
+
+/// Copies the records of the snapshot at `src` into a new snapshot at `dst` that carries `meta`
+/// instead of the metadata `src` recorded (a restored backup starts a cluster with its own
+/// membership). Streams: the records never sit in memory all at once. Fails, leaving no `dst`,
+/// if `src` does not check out end to end.
+pub fn relabel(src: &Path, dst: &Path, meta: &SnapshotMeta) -> io::Result<SnapshotFile> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<(Vec<u8>, Vec<u8>)>>(1024);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let result = read(src, |k, v| {
+                tx.send(Ok((k, v))).map_err(|_| io::Error::other("snapshot writer stopped"))?;
+                Ok(())
+            });
+            if let Err(e) = &result {
+                // The writer must not finish a file from a source that failed its checks.
+                let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+            }
+            result
+        });
+        let written = write(dst, meta, rx);
+        let read_result = reader.join().map_err(|_| io::Error::other("snapshot reader panicked"))?;
+        match (read_result, written) {
+            (Ok(_), Ok(file)) => Ok(file),
+            (Err(e), _) | (Ok(_), Err(e)) => {
+                let _ = fs::remove_file(dst);
+                let _ = fs::remove_file(dst.with_extension("tmp"));
+                Err(e)
+            }
+        }
+    })
 }
 
 #[cfg(test)]

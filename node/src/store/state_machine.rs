@@ -135,6 +135,11 @@ fn tree_name(generation: u64) -> String {
     format!("sm.{generation}")
 }
 
+/// True when a record of a snapshot or backup is a user key (not Raft or session bookkeeping).
+pub fn is_user_key_record(record_key: &[u8]) -> bool {
+    record_key.first() == Some(&DATA)
+}
+
 fn data_key(key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 1);
     k.push(DATA);
@@ -329,23 +334,63 @@ impl StateMachine {
         Ok(result)
     }
 
-    fn build_snapshot_blocking(&self) -> io::Result<SnapshotOf<TypeConfig, SnapshotFile>> {
-        let guard = lock(&self.inner.apply_lock);
+    /// Writes the live tree to `path` as a snapshot file; the caller holds the apply lock, so
+    /// the file is a consistent cut at the applied index it records.
+    fn dump_locked(&self, path: &Path) -> io::Result<(SnapshotMeta, SnapshotFile)> {
         let tree = self.active().tree;
         let last_log_id: Option<LogId> = Self::read::<Option<LogId>>(&tree, "applied", APPLIED)?.flatten();
         let last_membership: StoredMembership = Self::read(&tree, "membership", MEMBERSHIP)?.unwrap_or_default();
         let meta = SnapshotMeta { last_log_id, last_membership };
-        let n = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-        let index = last_log_id.map(|l| l.index).unwrap_or(0);
-        let file_name = format!("snap-{index:020}-{}-{n}.snap", std::process::id());
         let records =
             tree.iter().map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| io_err("snapshot read", e)));
-        let file = snapshot::write(&self.inner.snapshot_dir.join(&file_name), &meta, records)?;
+        let file = snapshot::write(path, &meta, records)?;
+        Ok((meta, file))
+    }
+
+    fn build_snapshot_blocking(&self) -> io::Result<SnapshotOf<TypeConfig, SnapshotFile>> {
+        let guard = lock(&self.inner.apply_lock);
+        let applied = self.applied()?.map(|l| l.index).unwrap_or(0);
+        let n = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        let file_name = format!("snap-{applied:020}-{}-{n}.snap", std::process::id());
+        let (meta, file) = self.dump_locked(&self.inner.snapshot_dir.join(&file_name))?;
         // Published under the apply lock, so an install cannot slip in between and be replaced
         // by this older snapshot.
         self.publish_snapshot(&meta, &file_name, None)?;
         drop(guard);
         Ok(Snapshot { meta, snapshot: file })
+    }
+
+    /// Writes a consistent cut of the state machine (at its current applied index) to a new
+    /// file in the snapshot dir, for a backup; the file is not offered to Raft and is removed
+    /// when the returned handle drops (and at the next start, if the process dies first).
+    pub async fn export(&self) -> io::Result<(SnapshotMeta, tempfile::TempPath)> {
+        let sm = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _guard = lock(&sm.inner.apply_lock);
+            let n = sm.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+            let path = sm.inner.snapshot_dir.join(format!("backup-{}-{n}.snap", std::process::id()));
+            let (meta, file) = sm.dump_locked(&path)?;
+            Ok((meta, tempfile::TempPath::try_from_path(file.path)?))
+        })
+        .await
+        .map_err(|e| io_err("backup task", e))?
+    }
+
+    /// Installs a backup taken from another cluster as this state machine's state at
+    /// `meta.last_log_id`, with `meta.last_membership` replacing the membership the backup
+    /// recorded (a restored cluster starts with its own members). The file is checked whole
+    /// first; it becomes the current snapshot, relabelled with `meta`.
+    pub async fn install_restored(&self, backup: &Path, meta: SnapshotMeta) -> io::Result<()> {
+        let sm = self.clone();
+        let backup = backup.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let n = sm.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+            let relabelled = sm.inner.snapshot_dir.join(format!("restore-{}-{n}.snap", std::process::id()));
+            let file = snapshot::relabel(&backup, &relabelled, &meta)?;
+            sm.install_snapshot_blocking(&meta, &file)
+        })
+        .await
+        .map_err(|e| io_err("restore task", e))?
     }
 
     /// Makes `file_name` the current snapshot (optionally flipping the active tree at the

@@ -1,0 +1,149 @@
+//! Restoring a backup: a new one-member cluster that starts out holding the backup's data.
+//!
+//! Two steps, so the same commands work in an init container, the harness and by hand:
+//!
+//! 1. [`stage`] (`petkv restore --from FILE`) checks the backup end to end and copies it onto
+//!    ordinal 0's empty volume as `restore.snap`. It does nothing on other ordinals (they join
+//!    the restored primary with empty volumes) and refuses a volume that has state (with
+//!    `--if-empty` it leaves such a volume alone and says so).
+//! 2. [`finish`], at the node's start (`petkv serve`), when ordinal 0 finds a staged backup:
+//!    refuses if a cluster already answers on the peers (a restore would start a second cluster
+//!    beside it); otherwise claims the volume under a new cluster id, installs the backup as the
+//!    state machine at the backup's Raft index with a membership of this node alone, records a
+//!    vote one term past the backup's last entry, records the "set was bootstrapped" marker and
+//!    removes the staged file. Raft then starts as if from a snapshot: the log continues after
+//!    the backup's index, so the indexes of restored keys stay below every new write's.
+//!
+//! Crash safety: the staged file is removed last. A node that stops halfway finds the staged
+//! file again next time, with or without an identity, and runs the same steps again (each is
+//! idempotent; the state-machine install swaps trees atomically).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+
+use crate::backup::{self, BackupSummary};
+use crate::identity::{self, IdentityRecord, PodName};
+use crate::node::Node;
+use crate::raft::{self, Membership, SnapshotMeta, StoredMembership};
+use crate::store::{self, snapshot, StoreOptions};
+
+/// The staged backup on the volume.
+pub const STAGED_FILE: &str = "restore.snap";
+
+/// Where a staged backup lives on a volume.
+pub fn staged_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(STAGED_FILE)
+}
+
+/// True when ordinal 0's volume holds a backup waiting to become the cluster's state.
+pub fn is_staged(data_dir: &Path) -> bool {
+    staged_path(data_dir).exists()
+}
+
+/// What [`stage`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageOutcome {
+    /// The backup is on the volume; the next `petkv serve` of ordinal 0 restores it.
+    Staged(BackupSummary),
+    /// Not ordinal 0: this pod joins the restored primary with an empty volume.
+    NotPrimary,
+    /// The volume already has state and `--if-empty` was given: left alone.
+    VolumeHasState(String),
+}
+
+/// Checks `backup` and stages it on `data_dir` for `pod` (see the module doc).
+pub fn stage(backup: &Path, data_dir: &Path, pod: &PodName, if_empty: bool) -> anyhow::Result<StageOutcome> {
+    let summary = backup::inspect(backup)?;
+    if pod.ordinal != 0 {
+        return Ok(StageOutcome::NotPrimary);
+    }
+    if let Some(record) = identity::load(data_dir)? {
+        let what = format!("node {} of cluster {:?}", raft::node_label(&pod.set, record.node_id), record.cluster_id);
+        if if_empty {
+            return Ok(StageOutcome::VolumeHasState(what));
+        }
+        bail!(
+            "volume {} has state ({what}); a restore starts a new cluster on an empty volume: \
+             delete the set's volumes first (or pass --if-empty to leave a volume with state alone)",
+            data_dir.display()
+        );
+    }
+    if store::exists(data_dir) {
+        // No identity but a store: refuse data the node itself would refuse, rather than mix.
+        let (log, sm) = store::open(data_dir, &StoreOptions::default())
+            .with_context(|| format!("opening the store in {} (is a node running on it?)", data_dir.display()))?;
+        if log.has_raft_state()? || sm.has_state()? {
+            bail!(
+                "volume {} holds Raft data without an identity record; refusing to restore over it",
+                data_dir.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    let dest = staged_path(data_dir);
+    let tmp = dest.with_extension("partial");
+    std::fs::copy(backup, &tmp).with_context(|| format!("copy {} to {}", backup.display(), tmp.display()))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("fsync {}", tmp.display()))?;
+    std::fs::rename(&tmp, &dest).with_context(|| format!("rename into {}", dest.display()))?;
+    snapshot::sync_dir(&dest).context("fsync the data dir")?;
+    Ok(StageOutcome::Staged(BackupSummary { path: dest, ..summary }))
+}
+
+/// Turns the staged backup into this node's state (see the module doc). `identity` is what the
+/// volume held: `None` on the first attempt, the identity of an attempt that stopped halfway
+/// otherwise. Returns the identity to start Raft with.
+pub async fn finish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> anyhow::Result<IdentityRecord> {
+    let config = &node.config;
+    let staged = staged_path(&config.data_dir);
+    let summary = {
+        let staged = staged.clone();
+        tokio::task::spawn_blocking(move || backup::inspect(&staged)).await.context("checking the staged backup")??
+    };
+    let record = match identity {
+        Some(record) => {
+            tracing::warn!(cluster_id = %record.cluster_id, "finishing a restore that stopped halfway");
+            record
+        }
+        None => {
+            if let Some(found) = crate::boot::probe(&node.channels, &config.peers, &config.pod).await {
+                bail!(
+                    "a cluster ({}) answers at {}: restoring here would start a second cluster beside it. \
+                     Stop the set and delete its volumes first, or remove {} to join the running cluster instead",
+                    found.info.cluster_id,
+                    found.via,
+                    staged.display()
+                );
+            }
+            let cluster_id = format!("{:016x}", rand::random::<u64>());
+            let record = IdentityRecord::new(&config.pod, cluster_id, raft::node_id(0, 1));
+            crate::volume::claim(&config.data_dir, &node.log, &record).await?;
+            record
+        }
+    };
+    tracing::info!(
+        backup_index = summary.raft_index,
+        keys = summary.keys,
+        cluster_id = %record.cluster_id,
+        "restoring a backup as a new one-member cluster"
+    );
+    let Some(last) = snapshot_last_log_id(&staged)? else { bail!("the staged backup records no Raft index") };
+    let me = record.node_id;
+    let members = Membership::new(vec![BTreeSet::from([me])], BTreeMap::from([(me, node.peer_node())]))
+        .context("building the restored cluster's membership")?;
+    let meta = SnapshotMeta { last_log_id: Some(last), last_membership: StoredMembership::new(Some(last), members) };
+    node.sm.install_restored(&staged, meta).await.context("installing the backup into the state machine")?;
+    node.log.seed_vote_after(&last, me).await.context("recording the vote")?;
+    crate::boot::record_marker(node, &record.cluster_id)?;
+    std::fs::remove_file(&staged).with_context(|| format!("remove {}", staged.display()))?;
+    snapshot::sync_dir(&staged).context("fsync the data dir")?;
+    tracing::info!(index = last.index, "restore finished; starting Raft from the restored state");
+    Ok(record)
+}
+
+fn snapshot_last_log_id(path: &Path) -> anyhow::Result<Option<raft::LogId>> {
+    let meta = snapshot::read_meta(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(meta.last_log_id)
+}
