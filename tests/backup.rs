@@ -117,11 +117,21 @@ async fn a_backup_under_load_restores_to_exactly_the_acknowledged_data_up_to_its
     assert!(acked.iter().any(|(_, _, i)| *i > summary.raft_index), "writes went on after the backup's index");
     let expected = expected_at(&acked, summary.raft_index);
     assert_eq!(summary.keys, expected.len() as u64, "keys in the backup file");
+
+    // Staged on a wiped petkv-0 while its peers still run a cluster: refused, nothing forked.
+    let pod0 = petkv::identity::parse_hostname("petkv-0")?;
+    source.kill(0).await?;
+    source.wipe_volume(0)?;
+    assert!(matches!(petkv::restore::stage(&file, &source.volume(0), &pod0, false)?, StageOutcome::Staged(_)));
+    source.start(0)?;
+    let exit = source.pod_mut(0)?.wait_exit(SETTLE).await?;
+    assert!(exit.is_some_and(|s| !s.success()), "petkv-0 must refuse to restore beside a running cluster");
+    let log = source.pod(0)?.log_tail(20);
+    assert!(log.contains("would start a second cluster"), "{log}");
     source.down().await?;
 
     // A new set restored from the backup: ordinal 0 stages it, the others join empty.
     let mut restored = Cluster::new(ClusterSpec { replicas: 3, voters: 3, ..Default::default() })?;
-    let pod0 = petkv::identity::parse_hostname("petkv-0")?;
     let pod1 = petkv::identity::parse_hostname("petkv-1")?;
     assert!(matches!(petkv::restore::stage(&file, &restored.volume(0), &pod0, false)?, StageOutcome::Staged(_)));
     assert_eq!(petkv::restore::stage(&file, &restored.volume(1), &pod1, false)?, StageOutcome::NotPrimary);
