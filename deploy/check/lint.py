@@ -23,7 +23,9 @@ shows up only in a running cluster, often as a pod that silently never becomes r
   StatefulSet named by PETKV_KUBE_STATEFULSET, get/update and create on the ConfigMap named by
   PETKV_BOOTSTRAP_CONFIGMAP; and the token is mounted;
 - terminationGracePeriodSeconds >= preStop sleep + PETKV_SHUTDOWN_GRACE_MS / 1000;
-- CronJobs use concurrencyPolicy: Forbid.
+- CronJobs use concurrencyPolicy: Forbid;
+- pods that run petkv set enableServiceLinks: false when a Service's link variables would land
+  in petkv's PETKV_* env namespace (the Service `petkv` injects PETKV_PORT, PETKV_SERVICE_HOST…).
 
 Each finding is printed as `FILE: kind/name: message`; the exit status is 1 if there is any.
 Needs PyYAML only.
@@ -266,6 +268,13 @@ class Linter:
 
     def check_template(self, t: Template) -> None:
         owner = t.owner
+        runs_petkv = any("petkv" in str(c.get("image", "")) for c in t.containers())
+        if runs_petkv and t.spec.get("enableServiceLinks", True) is not False:
+            for svc in self.objects("Service"):
+                prefix = str((svc.get("metadata") or {}).get("name", "")).upper().replace("-", "_") + "_"
+                headless = (svc.get("spec") or {}).get("clusterIP") == "None"
+                if namespace(svc) == t.namespace and not headless and prefix.startswith("PETKV_"):
+                    self.report(owner, f"enableServiceLinks is not false: Service {ref(svc)} would inject {prefix}PORT, {prefix}SERVICE_HOST… into petkv's PETKV_* env")
         for c in t.containers():
             cname = c.get("name")
             self.check_image(owner, c)

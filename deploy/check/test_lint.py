@@ -96,6 +96,7 @@ spec:
     metadata: {labels: {app: petkv, extra: x}}
     spec:
       serviceAccountName: petkv
+      enableServiceLinks: false
       terminationGracePeriodSeconds: 30
       initContainers:
         - name: wait-primary
@@ -135,6 +136,7 @@ spec:
         metadata: {labels: {app: petkv-backup}}
         spec:
           restartPolicy: Never
+          enableServiceLinks: false
           containers:
             - name: backup
               image: ghcr.io/petkv/petkv@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
@@ -405,6 +407,18 @@ class LintTest(unittest.TestCase):
         docs = good()
         del obj(docs, "CronJob", "petkv-backup")["spec"]["concurrencyPolicy"]
         self.assertFinding(docs, "cronjob/petkv-backup: concurrencyPolicy must be Forbid")
+
+    def test_service_links_into_petkv_env(self):
+        docs = good()
+        del sts_pod(docs)["enableServiceLinks"]
+        obj(docs, "CronJob", "petkv-backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["enableServiceLinks"] = True
+        self.assertFinding(
+            docs,
+            "statefulset/petkv: enableServiceLinks is not false: Service service/petkv would inject PETKV_PORT",
+            "cronjob/petkv-backup: enableServiceLinks is not false",
+        )
+        # The headless Service injects nothing.
+        self.assertFalse(any("service/petkv-peers" in f for f in lint.lint_documents(docs, "t")))
 
     def test_main_exit_status(self):
         import io
