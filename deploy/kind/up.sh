@@ -69,7 +69,14 @@ got=$(pk petkv-2 get smoke --output json)
 echo "petkv-2: $got"
 grep -q hello <<<"$got"
 
+old_uid=$(kubectl -n "$NS" get pod petkv-1 -o jsonpath='{.metadata.uid}')
 kubectl -n "$NS" delete pod petkv-1 --wait=true
+# The StatefulSet recreates it under the same name; wait for the new pod to exist first.
+for _ in $(seq 60); do
+  uid=$(kubectl -n "$NS" get pod petkv-1 -o jsonpath='{.metadata.uid}' 2>/dev/null || true)
+  [[ -n $uid && $uid != "$old_uid" ]] && break
+  sleep 1
+done
 kubectl -n "$NS" wait pod/petkv-1 --for=condition=Ready --timeout=5m
 got=$(pk petkv-1 get smoke --output json)
 echo "petkv-1 after its pod was deleted: $got"
