@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: the whole suite (unit tests, openraft's storage conformance
 # suite, end-to-end tests that start real node processes on loopback through the harness),
-# plus formatting and lint checks when the toolchain has rustfmt and clippy.
+# plus formatting and lint checks when the toolchain has rustfmt and clippy, and the offline
+# checks of the Kubernetes manifests in deploy/ (scripts/check-deploy.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -16,5 +17,7 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
   echo "note: clippy is not installed; skipping the lint check"
 fi
+# Kubernetes manifests: rendered, schema-validated and linted offline (pip needs PyPI once).
+bash scripts/check-deploy.sh
 cargo test --locked --workspace
 echo "suite wall time: $(( $(date +%s) - started )) s"
