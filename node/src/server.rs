@@ -143,9 +143,8 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         }
         let _ = stop_client_tx.send(true);
         let _ = client_task.await;
-        match http_task.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "the HTTP port stopped with an error"),
-            Ok(Ok(())) | Err(_) => {}
+        if let Ok(Err(e)) = http_task.await {
+            tracing::warn!(error = %e, "the HTTP port stopped with an error");
         }
         shutdown::stop_raft_and_flush(&node).await;
         let _ = stop_peer_tx.send(true);
