@@ -18,6 +18,8 @@ use crate::wait;
 pub const CLIENT_PORT: u16 = 7379;
 /// Peer port of every pod.
 pub const PEER_PORT: u16 = 7380;
+/// HTTP port (`/metrics`, `/healthz`, `/readyz`) of every pod.
+pub const HTTP_PORT: u16 = 7381;
 /// File in the state dir that keeps the cluster's loopback range (`[a, b]` of `127.a.b.0/24`).
 pub const ADDRESSES_FILE: &str = "addresses.json";
 /// How long a pod gets between SIGTERM and SIGKILL.
@@ -214,6 +216,11 @@ impl Cluster {
         format!("{}:{CLIENT_PORT}", self.ip(ordinal))
     }
 
+    /// `host:port` of a pod's HTTP port (`/metrics`, `/healthz`, `/readyz`).
+    pub fn http_addr(&self, ordinal: u32) -> String {
+        format!("{}:{HTTP_PORT}", self.ip(ordinal))
+    }
+
     /// The volume directory of a pod, named like its PVC.
     pub fn volume(&self, ordinal: u32) -> PathBuf {
         self.state_dir.join(format!("data-{}-{ordinal}", self.spec.set))
@@ -240,6 +247,7 @@ impl Cluster {
             binary: self.binary.clone(),
             client_addr: self.client_addr(ordinal),
             peer_addr: format!("{}:{PEER_PORT}", self.ip(ordinal)),
+            http_addr: self.http_addr(ordinal),
             data_dir: self.volume(ordinal),
             log_path: self.state_dir.join("logs").join(format!("{}-{ordinal}.log", self.spec.set)),
             peer_args: self.peer_args(),

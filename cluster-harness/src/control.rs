@@ -68,6 +68,9 @@ pub struct RunningPod {
     pub name: String,
     pub pid: Option<u32>,
     pub client_addr: String,
+    /// `host:port` of the pod's HTTP port (`/metrics`, `/healthz`, `/readyz`).
+    #[serde(default)]
+    pub http_addr: String,
     pub volume: String,
 }
 

@@ -246,10 +246,11 @@ fn publish(cluster: &mut Cluster, policy: Policy) -> anyhow::Result<()> {
     let mut pods = BTreeMap::new();
     for o in cluster.ordinals() {
         let addr = cluster.client_addr(o);
+        let http_addr = cluster.http_addr(o);
         let volume = cluster.volume(o).display().to_string();
         let pod = cluster.pod_mut(o)?;
         let pid = if pod.is_running() { pod.pid() } else { None };
-        pods.insert(o, RunningPod { name: pod.name(), pid, client_addr: addr, volume });
+        pods.insert(o, RunningPod { name: pod.name(), pid, client_addr: addr, http_addr, volume });
     }
     let running = Running { controller_pid: std::process::id(), set: cluster.spec.set.clone(), policy, pods };
     control::write_running(cluster.state_dir(), &running)

@@ -16,7 +16,8 @@
 //!   concurrent workload, checked for linearizability, with a report and an SVG timeline.
 //!
 //! Process mode gives each pod its own address in a private `127.x.y.0/24` range (Linux
-//! routes all of 127.0.0.0/8 to loopback), so every pod uses the same ports, as pods do.
+//! routes all of 127.0.0.0/8 to loopback), so every pod uses the same ports (client 7379,
+//! peer 7380, HTTP 7381), as pods do.
 //! Traffic never leaves loopback.
 
 pub mod binary;

@@ -18,6 +18,8 @@ pub struct PodSpec {
     pub binary: PathBuf,
     pub client_addr: String,
     pub peer_addr: String,
+    /// `host:port` of the HTTP port (metrics and health).
+    pub http_addr: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     /// How the pod finds its peers: `--peers <map>` (process mode) or `--peer-domain <d>`.
@@ -82,7 +84,8 @@ impl Pod {
                     .env("PETKV_SET_HOSTNAME", "1")
                     .env_remove("PETKV_HOSTNAME")
                     .env("PETKV_CLIENT_LISTEN", format!("0.0.0.0:{}", port_of(&s.client_addr)))
-                    .env("PETKV_PEER_LISTEN", format!("0.0.0.0:{}", port_of(&s.peer_addr)));
+                    .env("PETKV_PEER_LISTEN", format!("0.0.0.0:{}", port_of(&s.peer_addr)))
+                    .env("PETKV_HTTP_LISTEN", format!("0.0.0.0:{}", port_of(&s.http_addr)));
                 c
             }
             None => {
@@ -91,7 +94,8 @@ impl Pod {
                     .env_remove("PETKV_SET_HOSTNAME")
                     .env("PETKV_HOSTNAME", self.name())
                     .env("PETKV_CLIENT_LISTEN", &s.client_addr)
-                    .env("PETKV_PEER_LISTEN", &s.peer_addr);
+                    .env("PETKV_PEER_LISTEN", &s.peer_addr)
+                    .env("PETKV_HTTP_LISTEN", &s.http_addr);
                 c
             }
         };

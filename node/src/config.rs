@@ -25,6 +25,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub client_listen: SocketAddr,
     pub peer_listen: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub http_listen: SocketAddr,
     /// `host:port` other nodes and clients use to reach the client port.
     pub client_advertise: String,
     /// `host:port` other nodes use to reach the peer port.

@@ -13,6 +13,8 @@
 //! - [`node`]: the running node's shared context.
 //! - [`boot`]: carrying out the start-up decision against real peers (probe, join, bootstrap).
 //! - [`membership`]: the leader's membership reconciler (promote, replace, remove).
+//! - [`metrics`]: the Prometheus registry and metric families, the gRPC metrics layer.
+//! - [`http`]: the HTTP port: `/metrics`, `/healthz`, `/readyz`.
 //! - [`api`]: the public gRPC services (KV, Cluster) and forwarding to the leader.
 //! - [`validation`]: request checks at the edge.
 //! - [`server`]: `petkv serve`, one pod's life from start-up checks to exit.
@@ -29,8 +31,10 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod discovery;
+pub mod http;
 pub mod identity;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub mod pb;
 pub mod raft;

@@ -23,7 +23,9 @@ fn init_logging(format: LogFormat) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
-        LogFormat::Json => builder.json().init(),
+        // One JSON object per line: timestamp, level, target, `fields` (with `message`), the
+        // current span (`span`, e.g. the `node` span with the pod name) and all open `spans`.
+        LogFormat::Json => builder.json().with_target(true).with_current_span(true).with_span_list(true).init(),
         LogFormat::Text => builder.init(),
     }
 }
@@ -190,7 +192,11 @@ async fn main() -> ExitCode {
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("petkv: {e:#}");
+                    // With JSON logs the fatal error is a log line too, so every line parses.
+                    match args.log_format {
+                        LogFormat::Json => tracing::error!(error = format!("{e:#}"), "petkv: {e:#}"),
+                        LogFormat::Text => eprintln!("petkv: {e:#}"),
+                    }
                     ExitCode::from(EXIT_ERROR)
                 }
             }

@@ -3,7 +3,7 @@
 //! `Arc<Node>`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::raft::{RaftInstant, ServerState, WatchReceiver};
@@ -11,6 +11,7 @@ use tonic::Status;
 
 use crate::config::NodeConfig;
 use crate::identity::IdentityRecord;
+use crate::metrics::Metrics;
 use crate::pb::v1::NodeStatus;
 use crate::raft::network::PeerChannels;
 use crate::raft::{NodeId, PeerNode, Raft, RaftMetrics};
@@ -22,6 +23,8 @@ pub struct Node {
     pub sm: StateMachine,
     pub log: LogStore,
     pub channels: PeerChannels,
+    /// The node's Prometheus metrics (shared with the storage and the client port's layer).
+    pub prometheus: Arc<Metrics>,
     identity: OnceLock<IdentityRecord>,
     raft: OnceLock<Raft>,
     stopping: AtomicBool,
@@ -33,12 +36,13 @@ pub struct Node {
 const READY_LAG: u64 = 1_000;
 
 impl Node {
-    pub fn new(config: NodeConfig, log: LogStore, sm: StateMachine) -> Self {
+    pub fn new(config: NodeConfig, log: LogStore, sm: StateMachine, prometheus: Arc<Metrics>) -> Self {
         Self {
             config,
             sm,
             log,
             channels: PeerChannels::default(),
+            prometheus,
             identity: OnceLock::new(),
             raft: OnceLock::new(),
             stopping: AtomicBool::new(false),
@@ -82,14 +86,27 @@ impl Node {
     /// Readiness: not shutting down, a member, knows a live leader, applied close to the
     /// commit index. What the `readiness` health service and `Status.ready` report.
     pub fn is_ready(&self) -> bool {
+        self.readiness().is_ok()
+    }
+
+    /// Readiness with the reason when not ready (one line, for `/readyz`).
+    pub fn readiness(&self) -> Result<(), String> {
         if self.is_stopping() {
-            return false;
+            return Err("shutting down".into());
         }
-        let Some(m) = self.metrics() else { return false };
-        let member = m.membership_config.membership().get_node(&m.id).is_some();
+        let Some(m) = self.metrics() else { return Err("starting: raft does not run yet".into()) };
+        if m.membership_config.membership().get_node(&m.id).is_none() {
+            return Err("not a member of the cluster (yet)".into());
+        }
+        if !self.knows_live_leader(&m) {
+            return Err("no live leader known".into());
+        }
         let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
         let committed = m.local_committed.map(|l| l.index).unwrap_or(0);
-        member && self.knows_live_leader(&m) && applied + READY_LAG >= committed
+        if applied + READY_LAG < committed {
+            return Err(format!("catching up: applied index {applied}, commit index {committed}"));
+        }
+        Ok(())
     }
 
     /// Records the identity decided at start-up (once).

@@ -1,10 +1,12 @@
 //! `petkv serve`: one pod's whole life, from start-up checks to exit.
 //!
 //! 1. Check the volume's identity against the hostname (refuse a foreign volume untouched).
-//! 2. Open storage and bind both ports (fail fast on a port in use).
-//! 3. Serve the peer port (Raft, start-up probes) and the client port (API, health,
-//!    reflection) right away: a node that is still deciding answers "not initialized".
-//! 4. Decide and carry out the start-up action ([`crate::boot`]).
+//! 2. Open storage and bind the three ports (fail fast on a port in use).
+//! 3. Serve the peer port (Raft, start-up probes), the client port (API, health, reflection)
+//!    and the HTTP port (metrics, health) right away: a node that is still deciding answers
+//!    "not initialized".
+//! 4. Decide and carry out the start-up action ([`crate::boot`]); the `startup` health
+//!    service turns SERVING once it succeeded.
 //! 5. Run the membership reconciler and the readiness reporter until SIGTERM/SIGINT.
 //! 6. Shut down gracefully ([`crate::shutdown`]), bounded by the grace period.
 
@@ -18,9 +20,11 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
+use tracing::Instrument;
 
 use crate::api::Api;
 use crate::config::NodeConfig;
+use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::pb::raft::raft_server::RaftServer;
 use crate::pb::v1::cluster_server::ClusterServer;
@@ -28,6 +32,8 @@ use crate::pb::v1::kv_server::KvServer;
 use crate::raft::service::PeerService;
 use crate::{boot, membership, shutdown, store, volume};
 
+/// gRPC health service name that reports start-up (resumed, joined or bootstrapped; Raft runs).
+pub const STARTUP_SERVICE: &str = "startup";
 /// gRPC health service name that reports liveness (the process answers).
 pub const LIVENESS_SERVICE: &str = "liveness";
 /// gRPC health service name that reports readiness (member, knows the leader, caught up).
@@ -43,32 +49,44 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on the {what} address {addr} (port in use?)"))
 }
 
-/// Runs a node until it is told to stop.
+/// Runs a node until it is told to stop. Everything it logs carries a `node` span with the
+/// pod's name.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    let span = tracing::info_span!("node", pod = %config.pod);
+    run_node(config).instrument(span).await
+}
+
+async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
+    let span = tracing::Span::current();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create or open the data dir {}", config.data_dir.display()))?;
     let identity = volume::check_identity(&config.data_dir, &config.pod)?;
-    let (log, sm) = store::open(&config.data_dir, &config.store)?;
+    let metrics = Arc::new(Metrics::new());
+    let store_options = store::StoreOptions { metrics: Some(metrics.clone()), ..config.store.clone() };
+    let (log, sm) = store::open(&config.data_dir, &store_options)?;
     let identity = match volume::check_store(&config.data_dir, identity, &log, &sm).await? {
         volume::VolumeState::Owned(record) => Some(record),
         volume::VolumeState::Empty => None,
     };
     let client_listener = bind(config.client_listen, "client").await?;
     let peer_listener = bind(config.peer_listen, "peer").await?;
+    let http_listener = bind(config.http_listen, "http").await?;
     tracing::info!(
         pod = %config.pod,
         client = %client_listener.local_addr()?,
         peer = %peer_listener.local_addr()?,
+        http = %http_listener.local_addr()?,
         data_dir = %config.data_dir.display(),
         "petkv node starting"
     );
     let grace = config.shutdown_grace;
-    let node = Arc::new(Node::new(config, log, sm));
+    let node = Arc::new(Node::new(config, log, sm, metrics.clone()));
 
     let (stop_client_tx, stop_client_rx) = watch::channel(false);
     let (stop_peer_tx, stop_peer_rx) = watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status(LIVENESS_SERVICE, ServingStatus::Serving).await;
+    health.set_service_status(STARTUP_SERVICE, ServingStatus::NotServing).await;
     health.set_service_status(READINESS_SERVICE, ServingStatus::NotServing).await;
     health.set_service_status("", ServingStatus::Serving).await;
 
@@ -78,6 +96,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .context("building the reflection service")?;
     let api = Api { node: node.clone() };
     let client_server = Server::builder()
+        .layer(metrics.grpc_layer())
         .add_service(KvServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE))
         .add_service(ClusterServer::new(api))
         .add_service(health_service)
@@ -90,19 +109,26 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
                 .max_encoding_message_size(256 * 1024 * 1024),
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), wait_for(stop_peer_rx.clone()));
-    let client_task = tokio::spawn(client_server);
-    let peer_task = tokio::spawn(peer_server);
+    let client_task = tokio::spawn(client_server.instrument(span.clone()));
+    let peer_task = tokio::spawn(peer_server.instrument(span.clone()));
+    let http_task = tokio::spawn(
+        crate::http::serve(http_listener, node.clone(), wait_for(stop_client_rx.clone())).instrument(span.clone()),
+    );
 
     let signal = shutdown::signal();
     tokio::pin!(signal);
     let started = tokio::select! {
-        result = boot::establish(&node, identity) => { result?; true }
+        result = boot::establish(&node, identity) => {
+            result?;
+            health.set_service_status(STARTUP_SERVICE, ServingStatus::Serving).await;
+            true
+        }
         sig = &mut signal => { tracing::info!(signal = sig?, "stopping before start-up finished"); false }
     };
     if started {
-        tokio::spawn(boot::ensure_member(node.clone(), stop_peer_rx.clone()));
-        tokio::spawn(membership::run(node.clone(), stop_peer_rx.clone()));
-        tokio::spawn(report_readiness(node.clone(), health.clone(), stop_client_rx.clone()));
+        tokio::spawn(boot::ensure_member(node.clone(), stop_peer_rx.clone()).instrument(span.clone()));
+        tokio::spawn(membership::run(node.clone(), stop_peer_rx.clone()).instrument(span.clone()));
+        tokio::spawn(report_readiness(node.clone(), health.clone(), stop_client_rx.clone()).instrument(span.clone()));
         let sig = signal.await?;
         tracing::info!(signal = sig, grace = ?grace, "shutting down");
     }
@@ -117,6 +143,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         }
         let _ = stop_client_tx.send(true);
         let _ = client_task.await;
+        if let Ok(Err(e)) = http_task.await {
+            tracing::warn!(error = %e, "the HTTP port stopped with an error");
+        }
         shutdown::stop_raft_and_flush(&node).await;
         let _ = stop_peer_tx.send(true);
         let _ = peer_task.await;

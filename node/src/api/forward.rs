@@ -65,6 +65,7 @@ pub fn to_leader<T>(node: &Node, leader: &PeerNode, msg: T) -> Result<(Channel, 
     let mut req = Request::new(msg);
     req.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
     req.set_timeout(node.config.request_timeout);
+    node.prometheus.record_forwarded();
     Ok((channel, req))
 }
 

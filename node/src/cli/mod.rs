@@ -14,6 +14,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub const DEFAULT_CLIENT_PORT: u16 = 7379;
 /// Default peer (Raft) port.
 pub const DEFAULT_PEER_PORT: u16 = 7380;
+/// Default HTTP port (`/metrics`, `/healthz`, `/readyz`).
+pub const DEFAULT_HTTP_PORT: u16 = 7381;
 
 #[derive(Debug, Parser)]
 #[command(name = "petkv", version, about = "A replicated key-value store that runs as a Kubernetes StatefulSet")]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::{LogFormat, DEFAULT_CLIENT_PORT, DEFAULT_PEER_PORT};
+use super::{LogFormat, DEFAULT_CLIENT_PORT, DEFAULT_HTTP_PORT, DEFAULT_PEER_PORT};
 use crate::config::{NodeConfig, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_VOTERS};
 use crate::discovery::{PeerDirectory, DEFAULT_PROBE_ORDINALS};
 use crate::identity::{self, PodName};
@@ -82,6 +82,9 @@ pub struct ServeArgs {
     /// Address the peer (Raft) port listens on.
     #[arg(long, env = "PETKV_PEER_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PEER_PORT)))]
     pub peer_listen: SocketAddr,
+    /// Address the HTTP port (/metrics, /healthz, /readyz) listens on.
+    #[arg(long, env = "PETKV_HTTP_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)))]
+    pub http_listen: SocketAddr,
     /// host:port clients and other nodes use for this node's client API (default: the listen
     /// address if it is specific, else <hostname>.<peer-domain>:<port>).
     #[arg(long, env = "PETKV_CLIENT_ADVERTISE")]
@@ -160,6 +163,7 @@ impl ServeArgs {
             data_dir: self.identity.data_dir.clone(),
             client_listen: self.client_listen,
             peer_listen: self.peer_listen,
+            http_listen: self.http_listen,
             client_advertise,
             peer_advertise,
             peers,
@@ -177,7 +181,7 @@ impl ServeArgs {
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             bootstrap_marker: self.bootstrap_marker.clone(),
-            store: StoreOptions { cache_bytes: self.cache_mb * 1024 * 1024 },
+            store: StoreOptions { cache_bytes: self.cache_mb * 1024 * 1024, metrics: None },
         })
     }
 }

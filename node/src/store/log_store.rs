@@ -8,12 +8,15 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+use std::time::Instant;
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
 
 use super::{decode, encode, io_err};
+use crate::metrics::{FsyncSite, Metrics};
 use crate::raft::{Entry, LogId, TypeConfig, Vote};
 
 const VOTE: &[u8] = b"vote";
@@ -36,11 +39,12 @@ pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    metrics: Arc<Metrics>,
 }
 
 impl LogStore {
-    pub(crate) fn open(db: &sled::Db) -> sled::Result<Self> {
-        Ok(Self { db: db.clone(), log: db.open_tree("raft_log")?, meta: db.open_tree("raft_meta")? })
+    pub(crate) fn open(db: &sled::Db, metrics: Arc<Metrics>) -> sled::Result<Self> {
+        Ok(Self { db: db.clone(), log: db.open_tree("raft_log")?, meta: db.open_tree("raft_meta")?, metrics })
     }
 
     /// The persisted vote, if any.
@@ -106,7 +110,10 @@ impl LogStore {
     }
 
     async fn flush(&self) -> io::Result<()> {
-        self.db.flush_async().await.map(|_| ()).map_err(|e| io_err("fsync raft log", e))
+        let start = Instant::now();
+        let result = self.db.flush_async().await;
+        self.metrics.record_fsync(FsyncSite::Log, start.elapsed());
+        result.map(|_| ()).map_err(|e| io_err("fsync raft log", e))
     }
 }
 

@@ -26,9 +26,12 @@ pub mod snapshot;
 pub mod state_machine;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use log_store::{LogStore, StoreOwner};
 pub use state_machine::StateMachine;
+
+use crate::metrics::Metrics;
 
 /// Errors opening a node's storage.
 #[derive(Debug, thiserror::Error)]
@@ -46,11 +49,13 @@ pub enum StoreError {
 pub struct StoreOptions {
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
+    /// Where fsync times and snapshot sizes are recorded (a private registry if `None`).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { cache_bytes: 64 * 1024 * 1024 }
+        Self { cache_bytes: 64 * 1024 * 1024, metrics: None }
     }
 }
 
@@ -62,8 +67,9 @@ pub fn open(data_dir: &Path, options: &StoreOptions) -> Result<(LogStore, StateM
         .cache_capacity(options.cache_bytes)
         .open()
         .map_err(|source| StoreError::Open { path: path.clone(), source })?;
-    let log = LogStore::open(&db).map_err(|e| corrupt(&path, e))?;
-    let sm = StateMachine::open(db, data_dir.join("snapshots"))?;
+    let metrics = options.metrics.clone().unwrap_or_default();
+    let log = LogStore::open(&db, metrics.clone()).map_err(|e| corrupt(&path, e))?;
+    let sm = StateMachine::open(db, data_dir.join("snapshots"), metrics)?;
     Ok((log, sm))
 }
 

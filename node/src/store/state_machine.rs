@@ -17,6 +17,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
 
 use futures::{Stream, StreamExt};
 use openraft::alias::SnapshotOf;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::command::{Command, CommandResult, KeyValue, StoredValue, WriteId};
 use super::snapshot::{self, SnapshotFile};
 use super::{decode, encode, io_err, StoreError};
+use crate::metrics::{FsyncSite, Metrics, SnapshotKind};
 use crate::raft::{self, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
 const DATA: u8 = b'd';
@@ -123,6 +125,7 @@ struct Inner {
     apply_lock: Mutex<()>,
     snapshot_dir: PathBuf,
     snapshot_seq: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Clone)]
@@ -160,7 +163,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl StateMachine {
-    pub(crate) fn open(db: sled::Db, snapshot_dir: PathBuf) -> Result<Self, StoreError> {
+    pub(crate) fn open(db: sled::Db, snapshot_dir: PathBuf, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
         let sled_path = snapshot_dir.with_file_name("sled");
         let sled_err = |e: sled::Error| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() };
         std::fs::create_dir_all(&snapshot_dir)
@@ -190,6 +193,7 @@ impl StateMachine {
                 apply_lock: Mutex::new(()),
                 snapshot_dir,
                 snapshot_seq: AtomicU64::new(0),
+                metrics,
             }),
         };
         let keep = sm
@@ -282,7 +286,19 @@ impl StateMachine {
 
     /// Flushes everything to disk (used at shutdown).
     pub async fn flush(&self) -> io::Result<()> {
-        self.inner.db.flush_async().await.map(|_| ()).map_err(|e| io_err("flush", e))
+        let start = Instant::now();
+        let result = self.inner.db.flush_async().await;
+        self.inner.metrics.record_fsync(FsyncSite::StateMachine, start.elapsed());
+        result.map(|_| ()).map_err(|e| io_err("flush", e))
+    }
+
+    /// sled's blocking flush (fsync), timed.
+    fn flush_blocking(&self, what: &str) -> io::Result<()> {
+        self.inner
+            .metrics
+            .time_fsync(FsyncSite::StateMachine, || self.inner.db.flush())
+            .map(|_| ())
+            .map_err(|e| io_err(what, e))
     }
 
     fn current_snapshot_record(&self) -> io::Result<Option<SnapshotRecord>> {
@@ -336,15 +352,18 @@ impl StateMachine {
 
     /// Writes the live tree to `path` as a snapshot file; the caller holds the apply lock, so
     /// the file is a consistent cut at the applied index it records.
-    fn dump_locked(&self, path: &Path) -> io::Result<(SnapshotMeta, SnapshotFile)> {
+    fn dump_locked(&self, path: &Path) -> io::Result<(SnapshotMeta, SnapshotFile, u64)> {
         let tree = self.active().tree;
         let last_log_id: Option<LogId> = Self::read::<Option<LogId>>(&tree, "applied", APPLIED)?.flatten();
         let last_membership: StoredMembership = Self::read(&tree, "membership", MEMBERSHIP)?.unwrap_or_default();
         let meta = SnapshotMeta { last_log_id, last_membership };
-        let records =
-            tree.iter().map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| io_err("snapshot read", e)));
+        let mut entries = 0u64;
+        let records = tree.iter().map(|item| {
+            entries += 1;
+            item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| io_err("snapshot read", e))
+        });
         let file = snapshot::write(path, &meta, records)?;
-        Ok((meta, file))
+        Ok((meta, file, entries))
     }
 
     fn build_snapshot_blocking(&self) -> io::Result<SnapshotOf<TypeConfig, SnapshotFile>> {
@@ -352,11 +371,12 @@ impl StateMachine {
         let applied = self.applied()?.map(|l| l.index).unwrap_or(0);
         let n = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let file_name = format!("snap-{applied:020}-{}-{n}.snap", std::process::id());
-        let (meta, file) = self.dump_locked(&self.inner.snapshot_dir.join(&file_name))?;
+        let (meta, file, entries) = self.dump_locked(&self.inner.snapshot_dir.join(&file_name))?;
         // Published under the apply lock, so an install cannot slip in between and be replaced
         // by this older snapshot.
         self.publish_snapshot(&meta, &file_name, None)?;
         drop(guard);
+        self.inner.metrics.record_snapshot(SnapshotKind::Built, file.len, entries);
         Ok(Snapshot { meta, snapshot: file })
     }
 
@@ -369,7 +389,7 @@ impl StateMachine {
             let _guard = lock(&sm.inner.apply_lock);
             let n = sm.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
             let path = sm.inner.snapshot_dir.join(format!("backup-{}-{n}.snap", std::process::id()));
-            let (meta, file) = sm.dump_locked(&path)?;
+            let (meta, file, _) = sm.dump_locked(&path)?;
             Ok((meta, tempfile::TempPath::try_from_path(file.path)?))
         })
         .await
@@ -398,7 +418,7 @@ impl StateMachine {
     fn publish_snapshot(&self, meta: &SnapshotMeta, file_name: &str, new_active: Option<u64>) -> io::Result<()> {
         // The state machine must be durable at least up to the snapshot before openraft may
         // purge the log behind it.
-        self.inner.db.flush().map_err(|e| io_err("flush state machine", e))?;
+        self.flush_blocking("flush state machine")?;
         let record = SnapshotRecord { meta: meta.clone(), file_name: file_name.to_string() };
         let mut batch = sled::Batch::default();
         batch.insert(CURRENT_SNAPSHOT, encode(&record)?);
@@ -406,14 +426,14 @@ impl StateMachine {
             batch.insert(ACTIVE, &generation.to_be_bytes());
         }
         self.inner.pointer.apply_batch(batch).map_err(|e| io_err("record snapshot", e))?;
-        self.inner.db.flush().map_err(|e| io_err("flush snapshot record", e))?;
+        self.flush_blocking("flush snapshot record")?;
         // Only finished snapshots: a snapshot being received (`incoming-*`) stays.
         self.remove_snapshot_files(Some(file_name), |name| name.starts_with("snap-") && name.ends_with(".snap"))
     }
 
     fn install_snapshot_blocking(&self, meta: &SnapshotMeta, file: &SnapshotFile) -> io::Result<()> {
         // Check the whole file before touching anything.
-        let (file_meta, _) = snapshot::verify(&file.path)?;
+        let (file_meta, entries) = snapshot::verify(&file.path)?;
         if file_meta.last_log_id != meta.last_log_id {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -452,6 +472,7 @@ impl StateMachine {
         self.publish_snapshot(meta, &file_name, Some(generation))?;
         *self.inner.active.write().unwrap_or_else(|p| p.into_inner()) = Active { generation, tree };
         self.inner.db.drop_tree(tree_name(old.generation).as_bytes()).map_err(|e| io_err("drop old tree", e))?;
+        self.inner.metrics.record_snapshot(SnapshotKind::Installed, file.len, entries);
         Ok(())
     }
 }
