@@ -5,7 +5,8 @@
 //! 3. Serve the peer port (Raft, start-up probes) and the client port (API, health,
 //!    reflection) right away: a node that is still deciding answers "not initialized".
 //! 4. Decide and carry out the start-up action ([`crate::boot`]).
-//! 5. Run the membership reconciler and the readiness reporter until SIGTERM/SIGINT.
+//! 5. Run the membership reconciler and the readiness reporter until SIGTERM/SIGINT (and, with
+//!    `--kube-statefulset`, follow the StatefulSet's `spec.replicas`: [`crate::k8s`]).
 //! 6. Shut down gracefully ([`crate::shutdown`]), bounded by the grace period.
 
 use std::net::SocketAddr;
@@ -103,6 +104,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         tokio::spawn(boot::ensure_member(node.clone(), stop_peer_rx.clone()));
         tokio::spawn(membership::run(node.clone(), stop_peer_rx.clone()));
         tokio::spawn(report_readiness(node.clone(), health.clone(), stop_client_rx.clone()));
+        #[cfg(feature = "kube")]
+        if let Some(kube) = node.config.kube.clone() {
+            tokio::spawn(crate::k8s::follow_replicas(node.clone(), kube, stop_peer_rx.clone()));
+        }
         let sig = signal.await?;
         tracing::info!(signal = sig, grace = ?grace, "shutting down");
     }
