@@ -16,8 +16,11 @@
 //!    change. A leader whose own ordinal is out of the set first hands leadership to a voter
 //!    that stays. The last voter is never removed. Scaling below a quorum of the current
 //!    voters is therefore staged: each step is one joint-consensus change that needs a quorum
-//!    of the configuration it leaves; a step that cannot get it is reported and retried with
-//!    back-off, and the cluster keeps serving in its current configuration meanwhile.
+//!    of the configuration it leaves and of the one it enters; a step that cannot get it is
+//!    reported (an error naming the voters it needs) and retried with back-off, and the cluster
+//!    keeps serving in its current configuration meanwhile. The departing pods stay until
+//!    they are removed ([`crate::shutdown`]); among them, the one furthest behind (already
+//!    gone) is removed first, so one departing voter that left early does not stall the rest.
 //!
 //! Joins only ever add learners ([`crate::raft::service`]); everything else happens here.
 
@@ -103,7 +106,17 @@ pub fn next_change(view: &ClusterView<'_>) -> Option<MembershipChange> {
         return Some(MembershipChange::RemoveStale { ids: stale_learners });
     }
 
-    let out_of_set = members.iter().copied().filter(|id| !in_set(*id)).max_by_key(|id| (ordinal_of(*id), *id))?;
+    // Which out-of-set member goes first: the one furthest behind (a departing pod that is
+    // already gone stops replicating), then the highest ordinal. Removing a gone voter first
+    // keeps the later steps possible: scaling 3 voters to 1 with pod 1 already gone, removing
+    // pod 2 first would need pod 1 in the new configuration {0, 1} and never commit, while
+    // removing pod 1 first needs only pods 0 and 2, and then {0, 2} → {0} needs pod 2, which
+    // waits to be removed before it exits ([`crate::shutdown`]).
+    let out_of_set = members
+        .iter()
+        .copied()
+        .filter(|id| !in_set(*id))
+        .max_by_key(|id| (std::cmp::Reverse(matched.get(id).copied().unwrap_or(0)), ordinal_of(*id), *id))?;
     if out_of_set == leader {
         let to = voters
             .iter()
@@ -154,6 +167,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<boo
             voters_wanted: node.config.voters,
             declared_replicas: node.sm.declared_replicas().ok().flatten(),
         };
+        let view_declared = view.declared_replicas;
         let Some(change) = next_change(&view) else { continue };
         if let Some((last, retry_at, _)) = &failed {
             if *last == change && tokio::time::Instant::now() < *retry_at {
@@ -189,7 +203,26 @@ pub async fn run(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<boo
             Some((last, _, pause)) if *last == change => (*pause * 2).min(MAX_RETRY_PAUSE),
             _ => FIRST_RETRY_PAUSE,
         };
-        tracing::warn!(?change, %error, retry_in = ?pause, "membership change failed");
+        match &change {
+            MembershipChange::RemoveOutOfSet { id, voters } => {
+                let current: BTreeSet<NodeId> = membership.voter_ids().collect();
+                tracing::error!(
+                    node_id = id,
+                    ordinal = ordinal_of(*id),
+                    declared_replicas = ?view_declared,
+                    ?current,
+                    after = ?voters,
+                    %error,
+                    retry_in = ?pause,
+                    "scale-down stalled: removing a member beyond the declared replica count did not commit. It \
+                     needs a quorum of the current voters and of the voters after it; a departing pod probably \
+                     exited before it was removed. Until enough of these voters answer, the cluster cannot \
+                     commit: scale the set back up (kubectl scale, petkv scale) so the pods return, then scale \
+                     down again"
+                );
+            }
+            _ => tracing::warn!(?change, %error, retry_in = ?pause, "membership change failed"),
+        }
         failed = Some((change, tokio::time::Instant::now() + pause, pause));
     }
 }
@@ -310,6 +343,25 @@ mod tests {
         assert_eq!(
             declared(&m, &all, 9, 3, Some(1)),
             Some(MembershipChange::RemoveOutOfSet { id: c, voters: [a, b].into() })
+        );
+    }
+
+    #[test]
+    fn a_departing_voter_that_is_already_gone_is_removed_first() {
+        let (a, b, c) = (node_id(0, 1), node_id(1, 1), node_id(2, 1));
+        let m = membership(&[a, b, c], &[]);
+        // 3 → 1: pod 1 stopped replicating (it exited early), pod 2 still runs.
+        let mut matched = all_matched(&[a, c], 20);
+        matched.insert(b, 12);
+        assert_eq!(
+            declared(&m, &matched, 20, 3, Some(1)),
+            Some(MembershipChange::RemoveOutOfSet { id: b, voters: [a, c].into() }),
+            "{{0,1,2}} → {{0,2}} needs only pods 0 and 2; {{0,1,2}} → {{0,1}} would need the gone pod 1"
+        );
+        let m = membership(&[a, c], &[]);
+        assert_eq!(
+            declared(&m, &all_matched(&[a, c], 21), 21, 3, Some(1)),
+            Some(MembershipChange::RemoveOutOfSet { id: c, voters: [a].into() })
         );
     }
 
