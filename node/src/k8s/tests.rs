@@ -217,6 +217,12 @@ async fn put_cm(
 
 /// Starts the stand-in API server; returns a client pointed at it.
 async fn serve(api: Arc<FakeApi>) -> Client {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a free port");
+    serve_on(api, listener)
+}
+
+/// Starts the stand-in API server on `listener`; returns a client pointed at it.
+fn serve_on(api: Arc<FakeApi>, listener: tokio::net::TcpListener) -> Client {
     let app = Router::new()
         .route("/apis/apps/v1/namespaces/{ns}/statefulsets", get(list_or_watch))
         .route("/apis/apps/v1/namespaces/{ns}/statefulsets/{name}", get(get_set))
@@ -224,7 +230,6 @@ async fn serve(api: Arc<FakeApi>) -> Client {
         .route("/api/v1/namespaces/{ns}/configmaps/{name}", get(get_cm).put(put_cm))
         .layer(axum::middleware::from_fn_with_state(api.clone(), gate))
         .with_state(api);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a free port");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     client_for(&format!("http://{addr}"))
@@ -393,4 +398,80 @@ async fn an_api_that_is_down_makes_read_an_error_not_absent() {
     let marker = BootstrapMarker::ConfigMap(ConfigMapMarker::new(context(down_client().await), CM));
     let err = marker.read().await.expect_err("an unreachable API is not an absent marker");
     assert!(matches!(err, MarkerError::Kube(_)), "{err:?}");
+}
+
+/// A free port on 127.0.0.1 (bound, then released).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+fn node_config(data_dir: &std::path::Path, client: u16, peer: u16) -> crate::config::NodeConfig {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: crate::cli::serve::ServeArgs,
+    }
+    let (client, peer) = (format!("127.0.0.1:{client}"), format!("127.0.0.1:{peer}"));
+    let peers = format!("0={peer}");
+    let data_dir = data_dir.to_str().expect("utf8");
+    let args = ["petkv", "--hostname", "petkv-0", "--data-dir", data_dir, "--peers", &peers];
+    let args = args.into_iter().chain(["--client-listen", &client, "--peer-listen", &peer]);
+    Cli::try_parse_from(args).expect("flags").serve.to_config().expect("config")
+}
+
+/// Polls the node's status until `cond` holds (10 s at most).
+async fn until(
+    petkv: &crate::client::Client,
+    what: &str,
+    cond: impl Fn(&crate::pb::v1::NodeStatus) -> bool,
+) -> crate::pb::v1::NodeStatus {
+    for _ in 0..100 {
+        if let Ok(s) = petkv.status().await {
+            if cond(&s) {
+                return s;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within 10 s");
+}
+
+/// One real node (ordinal 0, `server::run`) against the stand-in API server: while the API is
+/// down it waits instead of bootstrapping; once the API answers it bootstraps, records the
+/// marker with the set as owner, and (as the leader) follows spec.replicas 3 → 2 and ignores 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_waits_for_the_api_then_bootstraps_and_follows_spec_replicas() {
+    let api = FakeApi::new(3);
+    let api_port = free_port();
+    let kube = context(client_for(&format!("http://127.0.0.1:{api_port}")));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client_port, peer_port) = (free_port(), free_port());
+    let mut config = node_config(dir.path(), client_port, peer_port);
+    config.bootstrap_marker = BootstrapMarker::ConfigMap(ConfigMapMarker::new(kube.clone(), CM));
+    config.kube = Some(kube);
+    tokio::spawn(crate::server::run(config));
+    let petkv =
+        crate::client::Client::new(&[format!("127.0.0.1:{client_port}")], Duration::from_secs(2)).expect("client");
+    let status = || async { petkv.status().await.ok() };
+
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(crate::identity::load(dir.path()).expect("load").is_none(), "API down: no bootstrap");
+    assert_eq!(status().await.map(|s| s.role), Some("joining".into()), "the node answers, and waits");
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", api_port)).await.expect("the API's port");
+    let _ = serve_on(api.clone(), listener);
+    let cluster_id = until(&petkv, "bootstrap", |s| s.role == "leader").await.cluster_id;
+    let posts = api.posts.lock().expect("lock").clone();
+    assert_eq!(posts.len(), 1, "the marker was recorded once");
+    assert_eq!(posts[0]["data"]["clusterId"], cluster_id.as_str());
+    assert_eq!(posts[0]["metadata"]["ownerReferences"][0]["uid"], SET_UID);
+
+    until(&petkv, "declaring 3", |s| s.declared_replicas == 3).await;
+    api.scale(2);
+    until(&petkv, "declaring 2", |s| s.declared_replicas == 2).await;
+    api.scale(0);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(status().await.map(|s| s.declared_replicas), Some(2), "spec.replicas 0 keeps the declared count");
 }
