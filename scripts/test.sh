@@ -13,11 +13,11 @@ else
   echo "note: rustfmt is not installed; skipping the format check"
 fi
 if cargo clippy --version >/dev/null 2>&1; then
-  cargo clippy --locked --all-targets -- -D warnings
+  cargo clippy --locked --all-targets --all-features -- -D warnings
 else
   echo "note: clippy is not installed; skipping the lint check"
 fi
 # Kubernetes manifests: rendered, schema-validated and linted offline (pip needs PyPI once).
 bash scripts/check-deploy.sh
-cargo test --locked --workspace
+cargo test --locked --workspace --all-features
 echo "suite wall time: $(( $(date +%s) - started )) s"

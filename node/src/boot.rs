@@ -6,6 +6,10 @@
 //!   or waits with back-off, saying what it waits for.
 //! - [`ensure_member`] makes sure a node with an identity is in the membership (a node that
 //!   crashed between writing its identity and joining finishes joining here).
+//!
+//! The "set was bootstrapped" marker ([`crate::marker`]) is read only when the decision
+//! depends on it (ordinal 0, empty volume, nobody answers). A marker that cannot be read makes
+//! ordinal 0 wait and read it again; it is never taken as "absent".
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use tonic::Request;
 
 use crate::discovery::PeerDirectory;
 use crate::identity::{self, IdentityRecord, PodName};
+use crate::marker::{error_chain, MarkerError};
 use crate::node::Node;
 use crate::pb::raft::raft_client::RaftClient;
 use crate::pb::raft::{AllocateNodeIdRequest, ClusterInfoRequest, ClusterInfoResponse, JoinRequest};
@@ -57,33 +62,6 @@ pub async fn probe(channels: &PeerChannels, peers: &PeerDirectory, me: &PodName)
     with_leader.or_else(|| answers.into_iter().next())
 }
 
-/// True when the "set was bootstrapped" marker exists.
-pub fn set_was_bootstrapped(marker: Option<&Path>) -> bool {
-    marker.is_some_and(|m| m.exists())
-}
-
-/// The cluster id the marker names, if the marker exists and is readable.
-fn marker_cluster_id(marker: Option<&Path>) -> Option<String> {
-    std::fs::read_to_string(marker?).ok().map(|s| s.trim().to_string())
-}
-
-/// Records `cluster_id` in the "set was bootstrapped" marker, if one is configured (replacing
-/// what it named: a restore starts a new cluster for the set).
-pub fn record_marker(node: &Node, cluster_id: &str) -> anyhow::Result<()> {
-    match &node.config.bootstrap_marker {
-        Some(marker) => write_marker(marker, cluster_id),
-        None => Ok(()),
-    }
-}
-
-fn write_marker(marker: &Path, cluster_id: &str) -> anyhow::Result<()> {
-    if let Some(dir) = marker.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    }
-    std::fs::write(marker, format!("{cluster_id}\n"))
-        .with_context(|| format!("write bootstrap marker {}", marker.display()))
-}
-
 async fn start_raft(node: &Arc<Node>, record: IdentityRecord) -> anyhow::Result<Raft> {
     let config = node.config.raft.to_config(&record.cluster_id).context("invalid Raft settings")?;
     node.set_identity(record.clone());
@@ -112,13 +90,26 @@ pub async fn establish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> an
     let config = &node.config;
     let mut backoff = Duration::from_millis(100);
     let mut last_said: Option<Instant> = None;
+    let mut marker_error: Option<String> = None;
     loop {
         let found = probe(&node.channels, &config.peers, &config.pod).await;
+        let ordinal = config.pod.ordinal;
+        let set_was_bootstrapped = if StartupFacts::needs_marker(false, found.is_some(), ordinal) {
+            match config.bootstrap_marker.read().await {
+                Ok(id) => Some(id.is_some()),
+                Err(e) => {
+                    marker_error = Some(error_chain(&e));
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let facts = StartupFacts {
             volume_has_identity: false,
             cluster_answers: found.is_some(),
-            ordinal: config.pod.ordinal,
-            set_was_bootstrapped: set_was_bootstrapped(config.bootstrap_marker.as_deref()),
+            ordinal,
+            set_was_bootstrapped,
         };
         match (decide(facts), found) {
             (StartupAction::Join, Some(found)) => match join_new(node, &found).await {
@@ -128,7 +119,7 @@ pub async fn establish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> an
             (StartupAction::Bootstrap, _) => return bootstrap(node).await,
             (StartupAction::Wait(reason), _) => {
                 if last_said.is_none_or(|t| t.elapsed() >= SAY_EVERY) {
-                    say_waiting(node, reason);
+                    say_waiting(node, reason, marker_error.as_deref());
                     last_said = Some(Instant::now());
                 }
             }
@@ -139,7 +130,7 @@ pub async fn establish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> an
     }
 }
 
-fn say_waiting(node: &Node, reason: WaitReason) {
+fn say_waiting(node: &Node, reason: WaitReason, marker_error: Option<&str>) {
     let primary = node.config.pod.sibling(0);
     let addr = node.config.peers.peer_addr(&primary).unwrap_or_else(|| "(no address)".into());
     match reason {
@@ -147,8 +138,15 @@ fn say_waiting(node: &Node, reason: WaitReason) {
             tracing::info!("empty volume: waiting for the primary {primary} at {addr} to bootstrap the cluster")
         }
         WaitReason::ForExistingCluster => tracing::warn!(
-            "empty volume on ordinal 0, but the set was bootstrapped before (marker {:?}): waiting for \
+            "empty volume on ordinal 0, but the set was bootstrapped before (marker: {}): waiting for \
              a running member to rejoin instead of starting a second cluster",
+            node.config.bootstrap_marker
+        ),
+        WaitReason::ForMarker => tracing::warn!(
+            error = marker_error.unwrap_or("unknown"),
+            "empty volume on ordinal 0 and no cluster answers, but the bootstrap marker ({}) cannot be \
+             read: waiting and reading it again instead of bootstrapping (the set may have been \
+             bootstrapped before)",
             node.config.bootstrap_marker
         ),
     }
@@ -182,11 +180,23 @@ async fn bootstrap(node: &Arc<Node>) -> anyhow::Result<()> {
     // The marker goes before `initialize`: whatever point a crash interrupts, the restarted
     // node (same identity, ordinal 0, incarnation 1) finishes the bootstrap in `ensure_member`
     // as long as the marker is absent or names this very cluster.
-    if let Some(marker) = &node.config.bootstrap_marker {
-        write_marker(marker, &cluster_id)?;
-    }
+    record_marker(node, &cluster_id).await?;
     let raft = start_raft(node, record).await?;
     initialize(node, &raft).await
+}
+
+/// Records the marker for `cluster_id`; fails if the marker turns out to name another cluster
+/// (someone else bootstrapped the set first), so this node never initializes a second one.
+async fn record_marker(node: &Node, cluster_id: &str) -> anyhow::Result<()> {
+    let marker = &node.config.bootstrap_marker;
+    let recorded = marker.record(cluster_id).await.context("recording the bootstrap marker")?;
+    if recorded != cluster_id {
+        bail!(
+            "the bootstrap marker ({marker}) names cluster {recorded:?}, recorded by someone else while this node \
+             bootstrapped {cluster_id:?}: not initializing a second cluster"
+        );
+    }
+    Ok(())
 }
 
 async fn initialize(node: &Node, raft: &Raft) -> anyhow::Result<()> {
@@ -212,14 +222,21 @@ pub async fn ensure_member(node: Arc<Node>, mut shutdown: tokio::sync::watch::Re
         let found = probe(&node.channels, &node.config.peers, &node.config.pod).await;
         let result = match &found {
             Some(found) => join_existing(&node, &identity, found).await.map(|()| true),
-            None if may_finish_bootstrap(&node, &identity) => match node.raft() {
+            None => match node.raft() {
                 Ok(raft) if !raft.is_initialized().await.unwrap_or(true) => {
-                    tracing::warn!("finishing an interrupted bootstrap");
-                    finish_bootstrap(&node, &identity, raft).await.map(|()| true)
+                    match may_finish_bootstrap(&node, &identity).await {
+                        Ok(true) => {
+                            tracing::warn!("finishing an interrupted bootstrap");
+                            finish_bootstrap(&node, &identity, raft).await.map(|()| true)
+                        }
+                        Ok(false) => Ok(false),
+                        Err(e) => Err(anyhow::Error::new(e).context(
+                            "cannot tell whether to finish an interrupted bootstrap: will read the marker again",
+                        )),
+                    }
                 }
                 _ => Ok(false),
             },
-            None => Ok(false),
         };
         match result {
             Ok(true) => return,
@@ -237,24 +254,25 @@ pub async fn ensure_member(node: Arc<Node>, mut shutdown: tokio::sync::watch::Re
 }
 
 async fn finish_bootstrap(node: &Node, identity: &IdentityRecord, raft: &Raft) -> anyhow::Result<()> {
-    if let Some(marker) = &node.config.bootstrap_marker {
-        if !marker.exists() {
-            write_marker(marker, &identity.cluster_id)?;
-        }
+    if node.config.bootstrap_marker.read().await.context("reading the bootstrap marker")?.is_none() {
+        record_marker(node, &identity.cluster_id).await?;
     }
     initialize(node, raft).await
 }
 
 /// Only the bootstrap node (ordinal 0, incarnation 1) finishes a bootstrap, and only when the
-/// marker is absent (no marker configured) or names this very cluster.
-fn may_finish_bootstrap(node: &Node, identity: &IdentityRecord) -> bool {
+/// marker is absent (no marker configured) or names this very cluster. A marker that cannot be
+/// read is an error: the caller asks again later.
+async fn may_finish_bootstrap(node: &Node, identity: &IdentityRecord) -> Result<bool, MarkerError> {
     if identity.node_id != raft::node_id(0, 1) {
-        return false;
+        return Ok(false);
     }
-    match marker_cluster_id(node.config.bootstrap_marker.as_deref()) {
-        None => true,
-        Some(id) => id == identity.cluster_id,
-    }
+    Ok(may_finish_with(node.config.bootstrap_marker.read().await?.as_deref(), &identity.cluster_id))
+}
+
+/// The marker rule of [`may_finish_bootstrap`], given what the marker names.
+fn may_finish_with(marker: Option<&str>, cluster_id: &str) -> bool {
+    marker.is_none_or(|id| id == cluster_id)
 }
 
 async fn join_existing(node: &Node, identity: &IdentityRecord, found: &ClusterFound) -> anyhow::Result<()> {
@@ -318,5 +336,18 @@ pub async fn wait_primary(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_bootstrap_is_finished_only_under_its_own_marker() {
+        assert!(may_finish_with(None, "c1"), "no marker yet: the crash came before it was written");
+        assert!(may_finish_with(Some("c1"), "c1"), "the marker names this very cluster");
+        assert!(!may_finish_with(Some("c2"), "c1"), "another cluster was recorded: never initialize");
+        assert!(!may_finish_with(Some(""), "c1"), "an empty marker file still marks the set as bootstrapped");
     }
 }

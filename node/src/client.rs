@@ -188,7 +188,7 @@ impl Client {
                 }
             }
             attempt += 1;
-            if attempt % n == 0 {
+            if attempt.is_multiple_of(n) {
                 tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
                 pause = (pause * 2).min(MAX_ROUND_PAUSE);
             }

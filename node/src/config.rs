@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::discovery::PeerDirectory;
 use crate::identity::PodName;
+use crate::marker::BootstrapMarker;
 use crate::raft::settings::RaftSettings;
 use crate::store::StoreOptions;
 use crate::validation::Limits;
@@ -38,6 +39,10 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
     /// Where the "set was bootstrapped" marker lives (outside the volume), if anywhere.
-    pub bootstrap_marker: Option<PathBuf>,
+    pub bootstrap_marker: BootstrapMarker,
+    /// The Kubernetes API and this pod's StatefulSet (`--kube-statefulset`): its
+    /// `spec.replicas` is the declared replica count.
+    #[cfg(feature = "kube")]
+    pub kube: Option<crate::k8s::KubeContext>,
     pub store: StoreOptions,
 }

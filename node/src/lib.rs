@@ -11,6 +11,9 @@
 //!   settings, and re-exports; only `store` names openraft besides it (storage traits).
 //! - [`volume`]: the start-up check that the identity record and the store agree.
 //! - [`node`]: the running node's shared context.
+//! - [`marker`]: the "set was bootstrapped" marker (none, a file, or a ConfigMap).
+//! - `k8s` (feature `kube`): the Kubernetes API: the StatefulSet's `spec.replicas` feeds the
+//!   declared replica count; the ConfigMap bootstrap marker.
 //! - [`boot`]: carrying out the start-up decision against real peers (probe, join, bootstrap).
 //! - [`membership`]: the leader's membership reconciler (promote, replace, remove).
 //! - [`metrics`]: the Prometheus registry and metric families, the gRPC metrics layer.
@@ -33,6 +36,9 @@ pub mod config;
 pub mod discovery;
 pub mod http;
 pub mod identity;
+#[cfg(feature = "kube")]
+pub mod k8s;
+pub mod marker;
 pub mod membership;
 pub mod metrics;
 pub mod node;

@@ -16,8 +16,11 @@
 //!    change. A leader whose own ordinal is out of the set first hands leadership to a voter
 //!    that stays. The last voter is never removed. Scaling below a quorum of the current
 //!    voters is therefore staged: each step is one joint-consensus change that needs a quorum
-//!    of the configuration it leaves; a step that cannot get it is reported and retried with
-//!    back-off, and the cluster keeps serving in its current configuration meanwhile.
+//!    of the configuration it leaves and of the one it enters; a step that cannot get it is
+//!    reported (an error naming the voters it needs) and retried with back-off, and the cluster
+//!    keeps serving in its current configuration meanwhile. The departing pods stay until
+//!    they are removed ([`crate::shutdown`]); among them, the one furthest behind (already
+//!    gone) is removed first, so one departing voter that left early does not stall the rest.
 //!
 //! Joins only ever add learners ([`crate::raft::service`]); everything else happens here.
 
@@ -25,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::raft::{ChangeMembers, ServerState};
+use crate::raft::{ChangeMembers, RaftInstant, ServerState};
 
 use crate::node::Node;
 use crate::raft::{ordinal_of, Membership, NodeId, RaftMetrics};
@@ -67,11 +70,15 @@ pub struct ClusterView<'a> {
     pub voters_wanted: u32,
     /// The declared replica count, if any.
     pub declared_replicas: Option<u32>,
+    /// Members the leader has not heard from lately (no heartbeat acknowledgement within
+    /// [`unresponsive_after`]): probably gone.
+    pub unresponsive: &'a BTreeSet<NodeId>,
 }
 
 /// Decides the next change.
 pub fn next_change(view: &ClusterView<'_>) -> Option<MembershipChange> {
-    let ClusterView { membership, matched, leader, leader_last_log, voters_wanted, declared_replicas } = *view;
+    let ClusterView { membership, matched, leader, leader_last_log, voters_wanted, declared_replicas, unresponsive } =
+        *view;
     if membership.get_joint_config().len() > 1 {
         return None; // a change is in flight
     }
@@ -103,7 +110,17 @@ pub fn next_change(view: &ClusterView<'_>) -> Option<MembershipChange> {
         return Some(MembershipChange::RemoveStale { ids: stale_learners });
     }
 
-    let out_of_set = members.iter().copied().filter(|id| !in_set(*id)).max_by_key(|id| (ordinal_of(*id), *id))?;
+    // Which out-of-set member goes first: one the leader no longer hears from, then the one
+    // furthest behind (a departing pod that is already gone stops replicating), then the
+    // highest ordinal. Removing a gone voter first
+    // keeps the later steps possible: scaling 3 voters to 1 with pod 1 already gone, removing
+    // pod 2 first would need pod 1 in the new configuration {0, 1} and never commit, while
+    // removing pod 1 first needs only pods 0 and 2, and then {0, 2} → {0} needs pod 2, which
+    // waits to be removed before it exits ([`crate::shutdown`]).
+    let out_of_set = members.iter().copied().filter(|id| !in_set(*id)).max_by_key(|id| {
+        let behind = std::cmp::Reverse(matched.get(id).copied().unwrap_or(0));
+        (unresponsive.contains(id), behind, ordinal_of(*id), *id)
+    })?;
     if out_of_set == leader {
         let to = voters
             .iter()
@@ -117,6 +134,23 @@ pub fn next_change(view: &ClusterView<'_>) -> Option<MembershipChange> {
         return None;
     }
     Some(MembershipChange::RemoveOutOfSet { id: out_of_set, voters: remaining })
+}
+
+/// A member whose last heartbeat acknowledgement is older than this counts as unresponsive:
+/// two maximum election timeouts (heartbeats go every `--heartbeat-ms`).
+pub fn unresponsive_after(election_timeout_ms: u64) -> Duration {
+    Duration::from_millis(election_timeout_ms * 4)
+}
+
+/// Members other than the leader whose heartbeat acknowledgement is missing or older than
+/// `bound` (the leader's view; empty on a follower).
+fn unresponsive(m: &RaftMetrics, bound: Duration) -> BTreeSet<NodeId> {
+    let Some(heartbeats) = m.heartbeat.as_ref() else { return BTreeSet::new() };
+    heartbeats
+        .iter()
+        .filter(|(id, acked)| **id != m.id && acked.as_ref().is_none_or(|t| t.elapsed() > bound))
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 fn matched_indexes(m: &RaftMetrics) -> BTreeMap<NodeId, u64> {
@@ -146,6 +180,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<boo
         }
         let membership = m.membership_config.membership().clone();
         let matched = matched_indexes(&m);
+        let unresponsive = unresponsive(&m, unresponsive_after(node.config.raft.election_timeout_ms));
         let view = ClusterView {
             membership: &membership,
             matched: &matched,
@@ -153,7 +188,9 @@ pub async fn run(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<boo
             leader_last_log: m.last_log_index.unwrap_or(0),
             voters_wanted: node.config.voters,
             declared_replicas: node.sm.declared_replicas().ok().flatten(),
+            unresponsive: &unresponsive,
         };
+        let view_declared = view.declared_replicas;
         let Some(change) = next_change(&view) else { continue };
         if let Some((last, retry_at, _)) = &failed {
             if *last == change && tokio::time::Instant::now() < *retry_at {
@@ -189,7 +226,26 @@ pub async fn run(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<boo
             Some((last, _, pause)) if *last == change => (*pause * 2).min(MAX_RETRY_PAUSE),
             _ => FIRST_RETRY_PAUSE,
         };
-        tracing::warn!(?change, %error, retry_in = ?pause, "membership change failed");
+        match &change {
+            MembershipChange::RemoveOutOfSet { id, voters } => {
+                let current: BTreeSet<NodeId> = membership.voter_ids().collect();
+                tracing::error!(
+                    node_id = id,
+                    ordinal = ordinal_of(*id),
+                    declared_replicas = ?view_declared,
+                    ?current,
+                    after = ?voters,
+                    %error,
+                    retry_in = ?pause,
+                    "scale-down stalled: removing a member beyond the declared replica count did not commit. It \
+                     needs a quorum of the current voters and of the voters after it; a departing pod probably \
+                     exited before it was removed. Until enough of these voters answer, the cluster cannot \
+                     commit: scale the set back up (kubectl scale, petkv scale) so the pods return, then scale \
+                     down again"
+                );
+            }
+            _ => tracing::warn!(?change, %error, retry_in = ?pause, "membership change failed"),
+        }
         failed = Some((change, tokio::time::Instant::now() + pause, pause));
     }
 }
@@ -236,6 +292,7 @@ mod tests {
             leader_last_log: last,
             voters_wanted: voters,
             declared_replicas: replicas,
+            unresponsive: &BTreeSet::new(),
         })
     }
 
@@ -314,6 +371,43 @@ mod tests {
     }
 
     #[test]
+    fn a_departing_voter_that_is_already_gone_is_removed_first() {
+        let (a, b, c) = (node_id(0, 1), node_id(1, 1), node_id(2, 1));
+        let m = membership(&[a, b, c], &[]);
+        // 3 → 1: pod 1 stopped replicating (it exited early), pod 2 still runs.
+        let mut matched = all_matched(&[a, c], 20);
+        matched.insert(b, 12);
+        assert_eq!(
+            declared(&m, &matched, 20, 3, Some(1)),
+            Some(MembershipChange::RemoveOutOfSet { id: b, voters: [a, c].into() }),
+            "{{0,1,2}} → {{0,2}} needs only pods 0 and 2; {{0,1,2}} → {{0,1}} would need the gone pod 1"
+        );
+        let m = membership(&[a, c], &[]);
+        assert_eq!(
+            declared(&m, &all_matched(&[a, c], 21), 21, 3, Some(1)),
+            Some(MembershipChange::RemoveOutOfSet { id: c, voters: [a].into() })
+        );
+    }
+
+    #[test]
+    fn a_departing_voter_the_leader_no_longer_hears_from_is_removed_first_even_when_caught_up() {
+        let (a, b, c) = (node_id(0, 1), node_id(1, 1), node_id(2, 1));
+        let m = membership(&[a, b, c], &[]);
+        // Pod 1 acknowledged everything up to now, then exited.
+        let matched = all_matched(&[a, b, c], 20);
+        let view = ClusterView {
+            membership: &m,
+            matched: &matched,
+            leader: a,
+            leader_last_log: 20,
+            voters_wanted: 3,
+            declared_replicas: Some(1),
+            unresponsive: &[b].into(),
+        };
+        assert_eq!(super::next_change(&view), Some(MembershipChange::RemoveOutOfSet { id: b, voters: [a, c].into() }));
+    }
+
+    #[test]
     fn learners_beyond_the_declared_count_are_not_promoted() {
         let (a, b, c) = (node_id(0, 1), node_id(1, 1), node_id(2, 1));
         let m = membership(&[a, b], &[c]);
@@ -336,6 +430,7 @@ mod tests {
             leader_last_log: 9,
             voters_wanted: 3,
             declared_replicas: Some(2),
+            unresponsive: &BTreeSet::new(),
         };
         assert_eq!(super::next_change(&view), Some(MembershipChange::HandOff { to: a }));
     }
@@ -351,6 +446,7 @@ mod tests {
             leader_last_log: 1,
             voters_wanted: 3,
             declared_replicas: Some(0),
+            unresponsive: &BTreeSet::new(),
         };
         assert_eq!(super::next_change(&view), None);
     }

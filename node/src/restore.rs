@@ -136,7 +136,11 @@ pub async fn finish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> anyho
     let meta = SnapshotMeta { last_log_id: Some(last), last_membership: StoredMembership::new(Some(last), members) };
     node.sm.install_restored(&staged, meta).await.context("installing the backup into the state machine")?;
     node.log.seed_vote_after(&last, me).await.context("recording the vote")?;
-    crate::boot::record_marker(node, &record.cluster_id)?;
+    config
+        .bootstrap_marker
+        .replace(&record.cluster_id)
+        .await
+        .context("recording the restored cluster in the bootstrap marker")?;
     std::fs::remove_file(&staged).with_context(|| format!("remove {}", staged.display()))?;
     snapshot::sync_dir(&staged).context("fsync the data dir")?;
     tracing::info!(index = last.index, "restore finished; starting Raft from the restored state");

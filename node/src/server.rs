@@ -7,7 +7,8 @@
 //!    "not initialized".
 //! 4. Decide and carry out the start-up action ([`crate::boot`]); the `startup` health
 //!    service turns SERVING once it succeeded.
-//! 5. Run the membership reconciler and the readiness reporter until SIGTERM/SIGINT.
+//! 5. Run the membership reconciler and the readiness reporter until SIGTERM/SIGINT (and, with
+//!    `--kube-statefulset`, follow the StatefulSet's `spec.replicas`: [`crate::k8s`]).
 //! 6. Shut down gracefully ([`crate::shutdown`]), bounded by the grace period.
 
 use std::net::SocketAddr;
@@ -129,6 +130,12 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         tokio::spawn(boot::ensure_member(node.clone(), stop_peer_rx.clone()).instrument(span.clone()));
         tokio::spawn(membership::run(node.clone(), stop_peer_rx.clone()).instrument(span.clone()));
         tokio::spawn(report_readiness(node.clone(), health.clone(), stop_client_rx.clone()).instrument(span.clone()));
+        #[cfg(feature = "kube")]
+        if let Some(kube) = node.config.kube.clone() {
+            tokio::spawn(
+                crate::k8s::follow_replicas(node.clone(), kube, stop_peer_rx.clone()).instrument(span.clone()),
+            );
+        }
         let sig = signal.await?;
         tracing::info!(signal = sig, grace = ?grace, "shutting down");
     }

@@ -42,9 +42,19 @@ pub async fn signal() -> std::io::Result<&'static str> {
 /// Longest wait for the leader to remove a pod that is being scaled away.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The declared replica count as the leader has it (fresh: the local state machine may not
-/// have applied a scale that just committed), falling back to the local copy.
+/// The declared replica count: on Kubernetes, the StatefulSet's `spec.replicas` read now (a
+/// pod gets SIGTERM as soon as the set shrinks, maybe before the leader's `SetReplicas` has
+/// committed; a departing pod that took that for a restart would leave as a member and could
+/// cost the quorum). Otherwise, or when the API does not answer, the count as the leader has
+/// it (fresh: the local state machine may not have applied a scale that just committed),
+/// falling back to the local copy.
 async fn declared_replicas(node: &Node) -> Option<u32> {
+    #[cfg(feature = "kube")]
+    if let Some(kube) = &node.config.kube {
+        if let Some(replicas) = kube.declared_by_the_set().await {
+            return Some(replicas);
+        }
+    }
     let local = node.sm.declared_replicas().ok().flatten();
     let Some((leader, peer)) = node.leader() else { return local };
     if Some(leader) == node.node_id() {

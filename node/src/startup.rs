@@ -5,6 +5,7 @@
 //! | has state | — | any | resume from the persisted Raft state; never initialize again |
 //! | empty | yes | any | join: get a new node id from the leader, become a learner, catch up |
 //! | empty | no | 0 | bootstrap a one-member cluster (unless the set was bootstrapped before) |
+//! | empty | no | 0, marker unreadable | wait and read the marker again (never bootstrap unsure) |
 //! | empty | no | > 0 | wait for the primary, with back-off, saying what it waits for |
 //!
 //! The "set was bootstrapped" marker lives outside the pods' volumes (the harness state dir,
@@ -32,6 +33,9 @@ pub enum WaitReason {
     /// Ordinal 0 with an empty volume, but the set was bootstrapped before: the cluster exists
     /// somewhere; starting a new one would split it.
     ForExistingCluster,
+    /// Ordinal 0 with an empty volume, and the marker could not be read (for example the
+    /// Kubernetes API is unreachable): bootstrapping now might start a second cluster.
+    ForMarker,
 }
 
 /// What the node knows when it decides.
@@ -40,7 +44,17 @@ pub struct StartupFacts {
     pub volume_has_identity: bool,
     pub cluster_answers: bool,
     pub ordinal: u32,
-    pub set_was_bootstrapped: bool,
+    /// Whether the "set was bootstrapped" marker exists; `None` when it could not be read (or
+    /// was not read because the decision does not depend on it).
+    pub set_was_bootstrapped: Option<bool>,
+}
+
+impl StartupFacts {
+    /// True when the decision depends on the marker: ordinal 0, empty volume, nobody answers.
+    /// Otherwise the marker need not be read.
+    pub fn needs_marker(volume_has_identity: bool, cluster_answers: bool, ordinal: u32) -> bool {
+        !volume_has_identity && !cluster_answers && ordinal == 0
+    }
 }
 
 /// The decision table, as a pure function.
@@ -52,8 +66,9 @@ pub fn decide(facts: StartupFacts) -> StartupAction {
         return StartupAction::Join;
     }
     match (facts.ordinal, facts.set_was_bootstrapped) {
-        (0, false) => StartupAction::Bootstrap,
-        (0, true) => StartupAction::Wait(WaitReason::ForExistingCluster),
+        (0, Some(false)) => StartupAction::Bootstrap,
+        (0, Some(true)) => StartupAction::Wait(WaitReason::ForExistingCluster),
+        (0, None) => StartupAction::Wait(WaitReason::ForMarker),
         _ => StartupAction::Wait(WaitReason::ForPrimary),
     }
 }
@@ -68,7 +83,7 @@ mod tests {
         ordinal: u32,
         set_was_bootstrapped: bool,
     ) -> StartupFacts {
-        StartupFacts { volume_has_identity, cluster_answers, ordinal, set_was_bootstrapped }
+        StartupFacts { volume_has_identity, cluster_answers, ordinal, set_was_bootstrapped: Some(set_was_bootstrapped) }
     }
 
     #[test]
@@ -97,6 +112,33 @@ mod tests {
     #[test]
     fn wiped_ordinal_zero_of_a_bootstrapped_set_never_starts_a_second_cluster() {
         assert_eq!(decide(facts(false, false, 0, true)), StartupAction::Wait(WaitReason::ForExistingCluster));
+    }
+
+    #[test]
+    fn ordinal_zero_that_cannot_read_the_marker_waits_instead_of_bootstrapping() {
+        let unsure = StartupFacts { set_was_bootstrapped: None, ..facts(false, false, 0, false) };
+        assert_eq!(decide(unsure), StartupAction::Wait(WaitReason::ForMarker));
+        // The marker does not matter elsewhere, so not reading it changes nothing.
+        assert_eq!(
+            decide(StartupFacts { set_was_bootstrapped: None, ..facts(false, true, 0, false) }),
+            StartupAction::Join
+        );
+        assert_eq!(
+            decide(StartupFacts { set_was_bootstrapped: None, ..facts(false, false, 1, false) }),
+            StartupAction::Wait(WaitReason::ForPrimary)
+        );
+        assert_eq!(
+            decide(StartupFacts { set_was_bootstrapped: None, ..facts(true, false, 0, false) }),
+            StartupAction::Resume
+        );
+    }
+
+    #[test]
+    fn the_marker_is_read_only_when_the_decision_depends_on_it() {
+        assert!(StartupFacts::needs_marker(false, false, 0));
+        assert!(!StartupFacts::needs_marker(true, false, 0));
+        assert!(!StartupFacts::needs_marker(false, true, 0));
+        assert!(!StartupFacts::needs_marker(false, false, 1));
     }
 
     #[test]

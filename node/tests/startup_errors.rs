@@ -110,3 +110,35 @@ fn client_reports_unreachable_endpoints() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no endpoint answered"), "{}", stderr(&out));
 }
+
+#[test]
+fn kubernetes_flags_outside_a_pod_are_a_clear_startup_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = serve_args("petkv-0", dir.path().to_str().expect("utf8"), "127.0.0.1:0", "127.0.0.1:0");
+    args.extend(["--kube-statefulset", "petkv", "--kube-namespace", "shop"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_petkv"))
+        .args(&args)
+        .env_remove("PETKV_HOSTNAME")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .expect("run petkv");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    if cfg!(feature = "kube") {
+        assert!(err.contains("--kube-statefulset needs the Kubernetes API"), "{err}");
+    } else {
+        assert!(err.contains("built with the `kube` feature"), "{err}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).expect("read").count(), 0, "nothing may be written");
+}
+
+#[test]
+fn a_configmap_marker_needs_the_statefulset_that_owns_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = serve_args("petkv-0", dir.path().to_str().expect("utf8"), "127.0.0.1:0", "127.0.0.1:0");
+    args.extend(["--bootstrap-configmap", "petkv-bootstrap"]);
+    let out = petkv(&args);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--kube-statefulset"), "{}", stderr(&out));
+}

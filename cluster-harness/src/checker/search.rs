@@ -109,7 +109,9 @@ impl<'a> Search<'a> {
         let mut cursor = self.start();
         let mut steps: u64 = 0;
         while !self.linearized.all_known() {
-            if steps % STEPS_BETWEEN_CLOCK_CHECKS == 0 && deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            if steps.is_multiple_of(STEPS_BETWEEN_CLOCK_CHECKS)
+                && deadline.is_some_and(|deadline| Instant::now() >= deadline)
+            {
                 return SearchResult::Exhausted(Limit::Time);
             }
             if self.visited.is_full() {

@@ -12,6 +12,7 @@ use super::{LogFormat, DEFAULT_CLIENT_PORT, DEFAULT_HTTP_PORT, DEFAULT_PEER_PORT
 use crate::config::{NodeConfig, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_VOTERS};
 use crate::discovery::{PeerDirectory, DEFAULT_PROBE_ORDINALS};
 use crate::identity::{self, PodName};
+use crate::marker::BootstrapMarker;
 use crate::raft::settings::{RaftSettings, DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_EVERY};
 use crate::store::StoreOptions;
 use crate::validation::{Limits, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_SCAN_LIMIT, DEFAULT_MAX_VALUE_BYTES};
@@ -118,8 +119,20 @@ pub struct ServeArgs {
     pub shutdown_grace_ms: u64,
     /// The "set was bootstrapped" marker file (outside the volume). When it exists, an empty
     /// ordinal 0 never bootstraps a second cluster.
-    #[arg(long, env = "PETKV_BOOTSTRAP_MARKER")]
+    #[arg(long, env = "PETKV_BOOTSTRAP_MARKER", conflicts_with = "bootstrap_configmap")]
     pub bootstrap_marker: Option<PathBuf>,
+    /// Kubernetes (feature `kube`): the "set was bootstrapped" marker is this ConfigMap, owned
+    /// by the StatefulSet (--kube-statefulset), holding `clusterId: <id>`.
+    #[arg(long, env = "PETKV_BOOTSTRAP_CONFIGMAP", requires = "kube_statefulset")]
+    pub bootstrap_configmap: Option<String>,
+    /// Kubernetes (feature `kube`): this pod's StatefulSet; its spec.replicas is the declared
+    /// replica count the leader's reconciler follows.
+    #[arg(long, env = "PETKV_KUBE_STATEFULSET")]
+    pub kube_statefulset: Option<String>,
+    /// Kubernetes (feature `kube`): the namespace of the StatefulSet and the ConfigMap
+    /// (default: the pod's, from its service account).
+    #[arg(long, env = "PETKV_KUBE_NAMESPACE")]
+    pub kube_namespace: Option<String>,
     /// sled page cache, in MiB.
     #[arg(long, env = "PETKV_CACHE_MB", default_value_t = 64)]
     pub cache_mb: u64,
@@ -132,6 +145,35 @@ fn is_specific(addr: &SocketAddr) -> bool {
 }
 
 impl ServeArgs {
+    /// The marker and the Kubernetes API, when built with the `kube` feature. Builds the
+    /// in-cluster client (inside the Tokio runtime) only when a Kubernetes flag is given.
+    #[cfg(feature = "kube")]
+    fn kube_settings(&self) -> anyhow::Result<(BootstrapMarker, Option<crate::k8s::KubeContext>)> {
+        let Some(set) = &self.kube_statefulset else {
+            return Ok((BootstrapMarker::from_file(self.bootstrap_marker.clone()), None));
+        };
+        let kube = crate::k8s::KubeContext::in_cluster(self.kube_namespace.clone(), set.clone())
+            .context("--kube-statefulset needs the Kubernetes API")?;
+        let marker = match &self.bootstrap_configmap {
+            Some(name) => BootstrapMarker::ConfigMap(crate::k8s::ConfigMapMarker::new(kube.clone(), name)),
+            None => BootstrapMarker::from_file(self.bootstrap_marker.clone()),
+        };
+        Ok((marker, Some(kube)))
+    }
+
+    /// Without the `kube` feature, a Kubernetes flag is an error rather than silently ignored
+    /// (the node would not follow spec.replicas, nor guard against a second bootstrap).
+    #[cfg(not(feature = "kube"))]
+    fn marker_without_kube(&self) -> anyhow::Result<BootstrapMarker> {
+        if self.kube_statefulset.is_some() || self.bootstrap_configmap.is_some() || self.kube_namespace.is_some() {
+            bail!(
+                "--kube-statefulset, --bootstrap-configmap and --kube-namespace (PETKV_KUBE_*, \
+                 PETKV_BOOTSTRAP_CONFIGMAP) need a petkv built with the `kube` feature"
+            );
+        }
+        Ok(BootstrapMarker::from_file(self.bootstrap_marker.clone()))
+    }
+
     /// Checks the flags and builds the node configuration.
     pub fn to_config(&self) -> anyhow::Result<NodeConfig> {
         let hostname = self.identity.hostname();
@@ -157,6 +199,10 @@ impl ServeArgs {
                 .or_else(|| dns_name(self.client_listen.port()))
                 .context("cannot tell the client address to advertise: set --client-advertise")?,
         };
+        #[cfg(feature = "kube")]
+        let (bootstrap_marker, kube) = self.kube_settings()?;
+        #[cfg(not(feature = "kube"))]
+        let bootstrap_marker = self.marker_without_kube()?;
         Ok(NodeConfig {
             hostname,
             pod,
@@ -180,7 +226,9 @@ impl ServeArgs {
             },
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
-            bootstrap_marker: self.bootstrap_marker.clone(),
+            bootstrap_marker,
+            #[cfg(feature = "kube")]
+            kube,
             store: StoreOptions { cache_bytes: self.cache_mb * 1024 * 1024, metrics: None },
         })
     }
