@@ -24,7 +24,11 @@ wait $UP || true
 $P restore --from "$S/backup.snap" --hostname petkv-0 --data-dir "$S/data-petkv-0"
 $H up --replicas 3 --state-dir "$S" > "$S/up2.log" 2>&1 &
 UP=$!
-for i in $(seq 1 120); do [ -s "$S/running.json" ] && break; sleep 0.5; done
+# The addresses can change between two `up`s: wait for the new controller's running.json.
+for i in $(seq 1 120); do
+  python3 -c "import json; assert json.load(open('$S/running.json'))['controller_pid'] == $UP" 2>/dev/null && break
+  sleep 0.5
+done
 EP=$(python3 -c "import json,sys; d=json.load(open('$S/running.json')); print(','.join(p['client_addr'] for p in d['pods'].values()))")
 echo "endpoints after the restore: $EP"
 for i in $(seq 1 60); do $P get k1 --endpoints "$EP" >/dev/null 2>&1 && break; sleep 0.5; done
