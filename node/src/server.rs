@@ -102,14 +102,14 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         .add_service(ClusterServer::new(api))
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), wait_for(stop_client_rx.clone()));
+        .serve_with_incoming_shutdown(no_delay(client_listener), wait_for(stop_client_rx.clone()));
     let peer_server = Server::builder()
         .add_service(
             RaftServer::new(PeerService::new(node.clone()))
                 .max_decoding_message_size(256 * 1024 * 1024)
                 .max_encoding_message_size(256 * 1024 * 1024),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), wait_for(stop_peer_rx.clone()));
+        .serve_with_incoming_shutdown(no_delay(peer_listener), wait_for(stop_peer_rx.clone()));
     let client_task = tokio::spawn(client_server.instrument(span.clone()));
     let peer_task = tokio::spawn(peer_server.instrument(span.clone()));
     let http_task = tokio::spawn(
@@ -165,6 +165,19 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     }
     tracing::info!("petkv node stopped");
     Ok(())
+}
+
+/// The accepted connections of `listener` with Nagle's algorithm off. tonic applies its own
+/// `tcp_nodelay` only to listeners it binds itself; without this, a reply written in several
+/// small frames (headers, data, trailers) waits for the client's delayed ACK: ~40 ms stalls
+/// on loopback.
+fn no_delay(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
 }
 
 async fn wait_for(mut stop: watch::Receiver<bool>) {
