@@ -102,6 +102,8 @@ async fn bad_input_is_refused_and_writes_nothing() -> anyhow::Result<()> {
     let cluster =
         healthy_cluster(3, 3, &["--max-key-bytes", "16", "--max-value-bytes", "64", "--max-scan-limit", "100"]).await?;
     let mut kv = raw(&cluster, 0).await?;
+    // A follower may not have the last entries (promotions, the declared count) yet.
+    petkv_e2e::wait_quiescent(&cluster).await?;
     let before = cluster.status(0).await?;
     let key = |k: &[u8]| k.to_vec().into();
     let cases: Vec<(&str, tonic::Status, &str)> = vec![

@@ -65,3 +65,22 @@ pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
 pub fn sample(exposition: &str, series: &str) -> Option<f64> {
     exposition.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// Waits until every pod has applied the same last log entry and reports 3 voters' worth of
+/// agreement: nothing is in flight (membership promotions, the declared replica count), so a
+/// test can compare log indexes before and after an action.
+pub async fn wait_quiescent(cluster: &Cluster) -> anyhow::Result<u64> {
+    wait::until("every pod applied the same last entry", SETTLE, || async {
+        let mut indexes = Vec::new();
+        for ordinal in cluster.ordinals() {
+            let s = cluster.status(ordinal).await.ok()?;
+            if s.applied_index != s.last_log_index || s.committed_index != s.last_log_index {
+                return None;
+            }
+            indexes.push(s.last_log_index);
+        }
+        let first = *indexes.first()?;
+        indexes.iter().all(|i| *i == first).then_some(first)
+    })
+    .await
+}
