@@ -30,7 +30,8 @@ use petkv_target::PetkvTarget;
 use report::{Report, RunResult};
 use workload::{KvTarget, Workload};
 
-/// How long a fresh cluster may take to elect a leader and settle.
+/// How long a fresh etcd cluster may take to elect a leader and settle.
+#[cfg(feature = "etcd")]
 const SETTLE: Duration = Duration::from_secs(60);
 /// Writes in flight while preloading keys for the read modes.
 const PRELOAD_CONCURRENCY: usize = 64;

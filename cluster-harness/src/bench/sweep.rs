@@ -45,8 +45,8 @@ pub fn svg(title: &str, reports: &[Report]) -> String {
     );
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(out, r#"<text x="{LEFT}" y="20" font-size="13">{}</text>"#, escape(title));
-    let panels: [(&str, fn(&(usize, f64, f64)) -> f64); 2] =
-        [("throughput (ops/s)", |p| p.1), ("p99 latency (ms)", |p| p.2)];
+    type Panel = (&'static str, fn(&(usize, f64, f64)) -> f64);
+    let panels: [Panel; 2] = [("throughput (ops/s)", |p| p.1), ("p99 latency (ms)", |p| p.2)];
     for (i, (label, value)) in panels.iter().enumerate() {
         let left = LEFT + i as f64 * (PANEL_W + GAP);
         let max = series.iter().flatten().map(value).fold(0.0, f64::max).max(1e-9) * 1.1;
