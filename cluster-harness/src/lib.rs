@@ -12,6 +12,7 @@
 //! - [`wait`]: polling a condition until a deadline (never a fixed sleep).
 //! - [`demo`]: the README's main command.
 //! - [`measure`]: failover window, put latency and throughput on a 3-pod cluster.
+//! - [`bench`]: closed-loop workloads against petkv and, side by side, etcd.
 //! - [`workload`], [`checker`], [`experiment`], [`timeline`]: fault experiments under a recorded
 //!   concurrent workload, checked for linearizability, with a report and an SVG timeline.
 //!
@@ -20,6 +21,7 @@
 //! peer 7380, HTTP 7381), as pods do.
 //! Traffic never leaves loopback.
 
+pub mod bench;
 pub mod binary;
 pub mod checker;
 pub mod cluster;

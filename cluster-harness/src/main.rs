@@ -159,6 +159,90 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         throughput_secs: u64,
     },
+    /// Closed-loop benchmark: C clients over a few connections for a duration; ops/s, latency
+    /// percentiles, CPU and peak RSS; `--compare etcd` runs the same workload on etcd.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    #[arg(long, value_enum, default_value_t = BenchMode::Put)]
+    mode: BenchMode,
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Connections per system, shared round-robin by the clients (default: min(clients, 8)).
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Size of the key space.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Keys written before a reading mode, which then reads those (default: all of --keys).
+    #[arg(long)]
+    preload: Option<u64>,
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// Run the identical workload on a 3-member etcd (feature `etcd`), alternating by round.
+    #[arg(long, value_enum)]
+    compare: Option<petkv_harness::bench::Compare>,
+    /// Rounds per system; medians are reported.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Print the report(s) as JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Run at several client counts, e.g. `clients=1,4,16,64,256`, and draw an SVG.
+    #[arg(long)]
+    sweep: Option<String>,
+    /// Where the sweep's picture goes.
+    #[arg(long, default_value = "bench-sweep.svg")]
+    svg: PathBuf,
+}
+
+type BenchMode = petkv_harness::bench::Mode;
+
+async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
+    use petkv_harness::bench::{self, sweep, BenchSpec};
+    let spec = BenchSpec {
+        mode: args.mode,
+        clients: args.clients,
+        connections: args.connections,
+        keys: args.keys,
+        preload: args.preload,
+        value_size: args.value_size,
+        warmup: Duration::from_secs(args.warmup_secs),
+        duration: Duration::from_secs(args.duration_secs),
+        compare: args.compare,
+        rounds: args.rounds,
+    };
+    let reports = match &args.sweep {
+        Some(list) => bench::sweep(&spec, &sweep::parse(list)?).await?,
+        None => vec![bench::run(&spec).await?],
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for r in &reports {
+            println!("{}", r.table());
+        }
+    }
+    if args.sweep.is_some() {
+        let title = format!(
+            "{} · {} B values · {} s per point · median of {} round(s)",
+            spec.mode.name(),
+            spec.value_size,
+            args.duration_secs,
+            spec.rounds
+        );
+        std::fs::write(&args.svg, sweep::svg(&title, &reports))
+            .with_context(|| format!("write {}", args.svg.display()))?;
+        eprintln!("sweep picture: {}", args.svg.display());
+    }
+    Ok(reports.iter().flat_map(|r| &r.runs).all(|r| r.errors == 0))
 }
 
 fn signal_pod(dir: &Path, pod: &str, signal: Signal) -> anyhow::Result<()> {
@@ -310,6 +394,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             );
             Ok(true)
         }
+        Command::Bench(args) => bench(args).await,
     }
 }
 

@@ -4,13 +4,14 @@
 //! - put latency with one client (sequential puts, 100-byte values);
 //! - put throughput with N concurrent clients for a fixed duration.
 //!
-//! A first, simple measurement; the full benchmark against etcd is `bench` (later). Medians,
+//! A first, simple measurement; the full benchmark against etcd is [`crate::bench`], whose driver the throughput figure uses. Medians,
 //! because the machine is shared and noisy.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::bench::petkv_target::PetkvTarget;
+use crate::bench::workload::{drive, Workload};
+use crate::bench::Mode;
 use crate::{Cluster, ClusterSpec};
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -42,19 +43,29 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// The median of some durations.
-pub fn median(values: &[Duration]) -> Duration {
+/// The median of some values (durations, rates); the default value for none.
+pub fn median<T: Copy + PartialOrd + Default>(values: &[T]) -> T {
     let mut v = values.to_vec();
-    v.sort();
-    percentile(&v, 0.5)
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    if v.is_empty() {
+        return T::default();
+    }
+    v[v.len() / 2]
+}
+
+/// A fresh set in a temporary dir, started and settled; returns it with its leader's ordinal.
+/// Shared by `measure` and `bench`.
+pub async fn fresh_cluster(spec: ClusterSpec) -> anyhow::Result<(Cluster, u32)> {
+    let mut cluster = Cluster::new(spec)?;
+    cluster.start_all()?;
+    let leader = cluster.wait_healthy(SETTLE).await?;
+    Ok((cluster, leader))
 }
 
 /// Runs the measurements on a fresh cluster.
 pub async fn run(spec: &MeasureSpec) -> anyhow::Result<Measured> {
-    let mut cluster = Cluster::new(ClusterSpec::default())?;
-    cluster.start_all()?;
-    cluster.wait_healthy(SETTLE).await?;
-    let client = Arc::new(cluster.client()?);
+    let (mut cluster, _) = fresh_cluster(ClusterSpec::default()).await?;
+    let client = cluster.client()?;
 
     // Single-client latency.
     let mut latencies = Vec::with_capacity(spec.latency_puts);
@@ -67,28 +78,19 @@ pub async fn run(spec: &MeasureSpec) -> anyhow::Result<Measured> {
     let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
     println!("put latency, 1 client, {} puts: p50 {:?}, p99 {:?}", spec.latency_puts, p50, p99);
 
-    // Throughput with N clients.
-    let done = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + spec.throughput_for;
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..spec.clients)
-        .map(|c| {
-            let (client, done) = (client.clone(), done.clone());
-            tokio::spawn(async move {
-                let mut i = 0u64;
-                while Instant::now() < deadline {
-                    client.put(format!("tp-{c}-{}", i % 1000).as_bytes(), &VALUE, None).await?;
-                    done.fetch_add(1, Ordering::Relaxed);
-                    i += 1;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await??;
-    }
-    let ops = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    // Throughput with N clients sharing one client (the bench's closed-loop driver).
+    let endpoints: Vec<String> = cluster.ordinals().iter().map(|o| cluster.client_addr(*o)).collect();
+    let workload = Workload {
+        mode: Mode::Put,
+        clients: spec.clients,
+        keys: 1000 * spec.clients.max(1) as u64,
+        value_size: VALUE.len(),
+        warmup: Duration::ZERO,
+        duration: spec.throughput_for,
+    };
+    let outcome = drive(&PetkvTarget::connect(&endpoints, 1)?, &workload).await?;
+    anyhow::ensure!(outcome.errors == 0, "{} puts failed: {:?}", outcome.errors, outcome.sample_errors);
+    let ops = outcome.ops as f64 / outcome.elapsed.as_secs_f64();
     println!("put throughput, {} clients, {:?}: {ops:.0} ops/s", spec.clients, spec.throughput_for);
 
     // Failover windows.

@@ -1,0 +1,59 @@
+//! [`KvTarget`] for etcd through the `etcd-client` crate: one client (one balanced channel over
+//! every member) per connection. Linearizable get is etcd's default; get-stale is a
+//! serializable get; cas compares the key's `mod_revision` in a transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
+
+use super::workload::KvTarget;
+
+/// One etcd connection.
+pub struct EtcdTarget {
+    kv: KvClient,
+}
+
+impl EtcdTarget {
+    /// `connections` clients, each over `endpoints` (`host:port`).
+    pub async fn connect(endpoints: &[String], connections: usize) -> anyhow::Result<Vec<Arc<Self>>> {
+        let mut out = Vec::new();
+        for _ in 0..connections.max(1) {
+            let options = ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(2))
+                .with_timeout(Duration::from_secs(10));
+            let client = Client::connect(endpoints, Some(options))
+                .await
+                .with_context(|| format!("connect to etcd at {}", endpoints.join(",")))?;
+            out.push(Arc::new(Self { kv: client.kv_client() }));
+        }
+        Ok(out)
+    }
+}
+
+impl KvTarget for EtcdTarget {
+    async fn put(&self, key: String, value: Arc<Vec<u8>>) -> Result<(), String> {
+        self.kv.clone().put(key, value.to_vec(), None).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn get(&self, key: String) -> Result<(), String> {
+        self.kv.clone().get(key, None).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn get_stale(&self, key: String) -> Result<(), String> {
+        let options = GetOptions::new().with_serializable();
+        self.kv.clone().get(key, Some(options)).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn cas(&self, key: String, value: Arc<Vec<u8>>) -> Result<bool, String> {
+        let mut kv = self.kv.clone();
+        let got = kv.get(key.clone(), None).await.map_err(|e| e.to_string())?;
+        // mod_revision 0 compares as "absent", as petkv's mod_index 0 does.
+        let revision = got.kvs().first().map(|kv| kv.mod_revision()).unwrap_or(0);
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)])
+            .and_then([TxnOp::put(key, value.to_vec(), None)]);
+        kv.txn(txn).await.map(|r| r.succeeded()).map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,305 @@
+//! `petkv-harness bench`: a closed-loop workload against petkv and, with `--compare etcd`,
+//! against a 3-member etcd on the same loopback and filesystem, alternating the two systems
+//! round by round so drift on a shared machine hits both.
+//!
+//! - [`workload`]: the driver, generic over [`workload::KvTarget`];
+//! - [`petkv_target`] and (feature `etcd`) `etcd_target`: the two targets;
+//! - (feature `etcd`) `etcd`: starts and stops the etcd members;
+//! - [`procstat`]: CPU seconds and peak RSS of the server processes from `/proc`;
+//! - [`report`]: medians per system, the side by side table, JSON;
+//! - [`sweep`]: throughput and p99 against client count, as an SVG.
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
+#[cfg(feature = "etcd")]
+pub mod etcd_target;
+pub mod petkv_target;
+pub mod procstat;
+pub mod report;
+pub mod sweep;
+pub mod workload;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::{Cluster, ClusterSpec};
+use petkv_target::PetkvTarget;
+use report::{Report, RunResult};
+use workload::{KvTarget, Workload};
+
+/// How long a fresh etcd cluster may take to elect a leader and settle.
+#[cfg(feature = "etcd")]
+const SETTLE: Duration = Duration::from_secs(60);
+/// Writes in flight while preloading keys for the read modes.
+const PRELOAD_CONCURRENCY: usize = 64;
+
+/// The operation mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Every operation writes.
+    Put,
+    /// Linearizable reads of preloaded keys.
+    Get,
+    /// Reads any member serves from its local state (etcd: serializable).
+    GetStale,
+    /// Half puts, half linearizable gets.
+    Mixed,
+    /// Read the key's revision, then write only if it is unchanged (petkv: if_mod_index; etcd:
+    /// a txn comparing mod_revision).
+    Cas,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Put => "put",
+            Mode::Get => "get",
+            Mode::GetStale => "get-stale",
+            Mode::Mixed => "mixed",
+            Mode::Cas => "cas",
+        }
+    }
+
+    /// Whether the keys must exist before the run.
+    pub fn reads(self) -> bool {
+        !matches!(self, Mode::Put)
+    }
+}
+
+/// A system under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum System {
+    Petkv,
+    Etcd,
+}
+
+impl System {
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Petkv => "petkv",
+            System::Etcd => "etcd",
+        }
+    }
+}
+
+/// What to compare petkv with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compare {
+    Etcd,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchSpec {
+    pub mode: Mode,
+    pub clients: usize,
+    /// Connections per system (default min(clients, 8)); clients share them round-robin.
+    pub connections: Option<usize>,
+    pub keys: u64,
+    /// Keys written before a mode that reads (default: all of `keys`); the read modes then use
+    /// these keys only.
+    pub preload: Option<u64>,
+    pub value_size: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub compare: Option<Compare>,
+    pub rounds: usize,
+}
+
+impl Default for BenchSpec {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Put,
+            clients: 16,
+            connections: None,
+            keys: 100_000,
+            preload: None,
+            value_size: 100,
+            warmup: Duration::from_secs(2),
+            duration: Duration::from_secs(10),
+            compare: None,
+            rounds: 1,
+        }
+    }
+}
+
+impl BenchSpec {
+    fn connections_for(&self, clients: usize) -> usize {
+        self.connections.unwrap_or(clients.min(8)).clamp(1, clients.max(1))
+    }
+
+    fn key_space(&self) -> u64 {
+        if self.mode.reads() {
+            self.preload.unwrap_or(self.keys).min(self.keys).max(1)
+        } else {
+            self.keys
+        }
+    }
+}
+
+/// The running systems.
+struct Systems {
+    petkv: Cluster,
+    petkv_endpoints: Vec<String>,
+    #[cfg(feature = "etcd")]
+    etcd: Option<etcd::EtcdCluster>,
+}
+
+impl Systems {
+    async fn start(spec: &BenchSpec) -> anyhow::Result<Self> {
+        if spec.compare.is_some() {
+            ensure_etcd_available()?;
+        }
+        let (petkv, leader) = crate::measure::fresh_cluster(ClusterSpec::default()).await?;
+        // The leader first: the client starts there and fails over to the others.
+        let mut ordinals = petkv.ordinals();
+        ordinals.sort_by_key(|o| *o != leader);
+        let petkv_endpoints = ordinals.iter().map(|o| petkv.client_addr(*o)).collect();
+        #[allow(unused_mut)]
+        let mut systems = Self {
+            petkv_endpoints,
+            #[cfg(feature = "etcd")]
+            etcd: None,
+            petkv,
+        };
+        #[cfg(feature = "etcd")]
+        if spec.compare == Some(Compare::Etcd) {
+            let parent = systems.petkv.state_dir().parent().unwrap_or(std::path::Path::new("/tmp")).to_path_buf();
+            let mut e = etcd::EtcdCluster::start(&parent)?;
+            e.wait_healthy(SETTLE).await?;
+            systems.etcd = Some(e);
+        }
+        let key_space = spec.key_space();
+        if spec.mode.reads() {
+            println!("preloading {key_space} keys of {} bytes", spec.value_size);
+            let conns = PetkvTarget::connect(&systems.petkv_endpoints, 8)?;
+            workload::preload(&conns, key_space, spec.value_size, PRELOAD_CONCURRENCY)
+                .await
+                .context("petkv preload")?;
+            #[cfg(feature = "etcd")]
+            if let Some(e) = &systems.etcd {
+                let conns = etcd_target::EtcdTarget::connect(e.endpoints(), 8).await?;
+                workload::preload(&conns, key_space, spec.value_size, PRELOAD_CONCURRENCY)
+                    .await
+                    .context("etcd preload")?;
+            }
+        }
+        Ok(systems)
+    }
+
+    fn petkv_pids(&self) -> anyhow::Result<Vec<u32>> {
+        self.petkv
+            .ordinals()
+            .into_iter()
+            .map(|o| self.petkv.pod(o)?.pid().with_context(|| format!("petkv-{o} is not running")))
+            .collect()
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        #[cfg(feature = "etcd")]
+        if let Some(e) = &mut self.etcd {
+            e.stop().await;
+        }
+        self.petkv.down().await
+    }
+}
+
+fn ensure_etcd_available() -> anyhow::Result<()> {
+    #[cfg(feature = "etcd")]
+    {
+        anyhow::ensure!(
+            etcd::installed(),
+            "--compare etcd needs the etcd binary: run scripts/install-etcd.sh (Debian's etcd-server)"
+        );
+        Ok(())
+    }
+    #[cfg(not(feature = "etcd"))]
+    anyhow::bail!(
+        "this petkv-harness was built without etcd support: run scripts/install-etcd.sh, then \
+         cargo build --release -p petkv-harness --features etcd"
+    )
+}
+
+/// Runs the workload once on one system, with CPU sampled exactly over the measured window.
+async fn measure_one<T: KvTarget>(
+    system: System,
+    targets: &[Arc<T>],
+    pids: &[u32],
+    w: &Workload,
+    header: (Mode, usize, usize, usize),
+) -> anyhow::Result<RunResult> {
+    let start = tokio::time::Instant::now();
+    let (warmup, duration) = (w.warmup, w.duration);
+    let owned_pids = pids.to_vec();
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(start + warmup).await;
+        let before = procstat::cpu_seconds(&owned_pids)?;
+        tokio::time::sleep_until(start + warmup + duration).await;
+        anyhow::Ok(procstat::cpu_seconds(&owned_pids)? - before)
+    });
+    let outcome = workload::drive(targets, w).await?;
+    let cpu_seconds = cpu.await??;
+    let rss = procstat::peak_rss(pids)?;
+    Ok(RunResult::new(system, header, &outcome, cpu_seconds, &rss))
+}
+
+/// Runs `spec.rounds` rounds at `clients` on the running systems (petkv, then etcd, per round).
+async fn rounds(systems: &Systems, spec: &BenchSpec, clients: usize) -> anyhow::Result<Report> {
+    let connections = spec.connections_for(clients);
+    let w = Workload {
+        mode: spec.mode,
+        clients,
+        keys: spec.key_space(),
+        value_size: spec.value_size,
+        warmup: spec.warmup,
+        duration: spec.duration,
+    };
+    let mut runs = Vec::new();
+    for round in 1..=spec.rounds.max(1) {
+        let header = (spec.mode, clients, connections, round);
+        let targets = PetkvTarget::connect(&systems.petkv_endpoints, connections)?;
+        let r = measure_one(System::Petkv, &targets, &systems.petkv_pids()?, &w, header).await?;
+        eprintln!("round {round}: petkv {} clients: {:.0} ops/s, p99 {:.2} ms", clients, r.ops_per_sec, r.p99_ms);
+        runs.push(r);
+        #[cfg(feature = "etcd")]
+        if let Some(e) = &systems.etcd {
+            let targets = etcd_target::EtcdTarget::connect(e.endpoints(), connections).await?;
+            let r = measure_one(System::Etcd, &targets, &e.pids(), &w, header).await?;
+            eprintln!("round {round}: etcd {} clients: {:.0} ops/s, p99 {:.2} ms", clients, r.ops_per_sec, r.p99_ms);
+            runs.push(r);
+        }
+    }
+    Ok(Report::new((spec.mode, clients, connections, w.keys, spec.value_size, spec.duration.as_secs_f64()), runs))
+}
+
+/// Runs the bench: fresh systems, the rounds, then both systems stopped.
+pub async fn run(spec: &BenchSpec) -> anyhow::Result<Report> {
+    Ok(sweep(spec, &[spec.clients]).await?.remove(0))
+}
+
+/// Runs the bench at each client count in turn on the same systems (one report per count).
+pub async fn sweep(spec: &BenchSpec, clients: &[usize]) -> anyhow::Result<Vec<Report>> {
+    anyhow::ensure!(!clients.is_empty() && clients.iter().all(|c| *c > 0), "client counts must be at least 1");
+    let systems = Systems::start(spec).await?;
+    let mut reports = Vec::new();
+    let mut failed = None;
+    for c in clients {
+        match rounds(&systems, spec, *c).await {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                failed = Some(e.context(format!("bench at {c} clients")));
+                break;
+            }
+        }
+    }
+    systems.stop().await?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(reports),
+    }
+}

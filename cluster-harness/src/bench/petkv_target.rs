@@ -1,0 +1,45 @@
+//! [`KvTarget`] for petkv: one [`petkv::client::Client`] per connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use petkv::client::Client;
+use petkv::pb::v1::Consistency;
+
+use super::workload::KvTarget;
+
+/// One petkv connection (a client over every endpoint, the leader first).
+pub struct PetkvTarget {
+    client: Client,
+}
+
+impl PetkvTarget {
+    /// `connections` clients, each over `endpoints`.
+    pub fn connect(endpoints: &[String], connections: usize) -> anyhow::Result<Vec<Arc<Self>>> {
+        (0..connections.max(1))
+            .map(|_| Ok(Arc::new(Self { client: Client::new(endpoints, Duration::from_secs(10))? })))
+            .collect()
+    }
+}
+
+impl KvTarget for PetkvTarget {
+    async fn put(&self, key: String, value: Arc<Vec<u8>>) -> Result<(), String> {
+        self.client.put(key.as_bytes(), &value, None).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn get(&self, key: String) -> Result<(), String> {
+        self.client.get(key.as_bytes(), Consistency::Linearizable).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn get_stale(&self, key: String) -> Result<(), String> {
+        self.client.get(key.as_bytes(), Consistency::Stale).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn cas(&self, key: String, value: Arc<Vec<u8>>) -> Result<bool, String> {
+        let got = self.client.get(key.as_bytes(), Consistency::Linearizable).await.map_err(|e| e.to_string())?;
+        // mod_index 0 means "absent": the put then succeeds only if the key still does not exist.
+        let mod_index = got.kv.map(|kv| kv.mod_index).unwrap_or(0);
+        let put = self.client.put(key.as_bytes(), &value, Some(mod_index)).await.map_err(|e| e.to_string())?;
+        Ok(put.succeeded)
+    }
+}

@@ -1,0 +1,182 @@
+//! The closed-loop driver: C clients, each with one request in flight at a time, spread
+//! round-robin over a fixed set of connections, for a warm-up and then a measured duration.
+//!
+//! Generic over [`KvTarget`], so petkv and etcd run the identical workload.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::Mode;
+
+/// Highest latency the histograms record (longer ones are clamped to it).
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// One connection to a system under test. Errors are strings: the driver only counts them.
+pub trait KvTarget: Send + Sync + 'static {
+    /// Writes `key`.
+    fn put(&self, key: String, value: Arc<Vec<u8>>) -> impl Future<Output = Result<(), String>> + Send;
+    /// Linearizable read.
+    fn get(&self, key: String) -> impl Future<Output = Result<(), String>> + Send;
+    /// Read served by any member from its local state (may be stale).
+    fn get_stale(&self, key: String) -> impl Future<Output = Result<(), String>> + Send;
+    /// Read the key's revision, then write it only if the revision is unchanged. `Ok(false)`
+    /// means the compare failed (another client won): a conflict, not an error.
+    fn cas(&self, key: String, value: Arc<Vec<u8>>) -> impl Future<Output = Result<bool, String>> + Send;
+}
+
+/// The workload's shape.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub mode: Mode,
+    pub clients: usize,
+    pub keys: u64,
+    pub value_size: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+}
+
+/// What the clients saw in the measured window.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Successful operations in the measured window.
+    pub ops: u64,
+    pub errors: u64,
+    /// Failed compares (cas mode).
+    pub conflicts: u64,
+    pub elapsed: Duration,
+    /// Latency of successful operations (and conflicts), in microseconds.
+    pub latency_us: Histogram<u64>,
+    /// The first few distinct error messages.
+    pub sample_errors: Vec<String>,
+}
+
+/// The key a client uses for its `i`th operation: spread over the key space.
+pub fn key_of(n: u64) -> String {
+    format!("bench-{n:08}")
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static histogram bounds are valid")
+}
+
+/// Runs the workload over `connections` (client `c` uses connection `c % len`).
+pub async fn drive<T: KvTarget>(connections: &[Arc<T>], w: &Workload) -> anyhow::Result<Outcome> {
+    anyhow::ensure!(!connections.is_empty(), "no connections to drive");
+    anyhow::ensure!(w.clients > 0 && w.keys > 0, "need at least one client and one key");
+    let value = Arc::new(vec![b'x'; w.value_size]);
+    let start = Instant::now();
+    let measure_from = start + w.warmup;
+    let deadline = measure_from + w.duration;
+    let tasks: Vec<_> = (0..w.clients)
+        .map(|c| {
+            let conn = connections[c % connections.len()].clone();
+            let (value, mode, keys) = (value.clone(), w.mode, w.keys);
+            tokio::spawn(async move {
+                let mut hist = new_histogram();
+                let (mut ops, mut errors, mut conflicts) = (0u64, 0u64, 0u64);
+                let mut sample_errors = Vec::new();
+                let mut seed = (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let mut n = 0u64;
+                loop {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    // xorshift: a cheap, per-client key sequence uniform over the key space.
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let key = key_of(seed % keys);
+                    let result = match mode {
+                        Mode::Put => conn.put(key, value.clone()).await.map(|_| true),
+                        Mode::Get => conn.get(key).await.map(|_| true),
+                        Mode::GetStale => conn.get_stale(key).await.map(|_| true),
+                        Mode::Mixed if n.is_multiple_of(2) => conn.put(key, value.clone()).await.map(|_| true),
+                        Mode::Mixed => conn.get(key).await.map(|_| true),
+                        Mode::Cas => conn.cas(key, value.clone()).await,
+                    };
+                    n += 1;
+                    let done = Instant::now();
+                    if now < measure_from || done > deadline {
+                        continue;
+                    }
+                    match result {
+                        Ok(ok) => {
+                            let us = (done - now).as_micros().clamp(1, MAX_LATENCY_US as u128) as u64;
+                            hist.saturating_record(us);
+                            if ok {
+                                ops += 1;
+                            } else {
+                                conflicts += 1;
+                            }
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            if sample_errors.len() < 3 && !sample_errors.contains(&e) {
+                                sample_errors.push(e);
+                            }
+                        }
+                    }
+                }
+                (hist, ops, errors, conflicts, sample_errors)
+            })
+        })
+        .collect();
+    let mut out = Outcome {
+        ops: 0,
+        errors: 0,
+        conflicts: 0,
+        elapsed: w.duration,
+        latency_us: new_histogram(),
+        sample_errors: Vec::new(),
+    };
+    for t in tasks {
+        let (hist, ops, errors, conflicts, samples) = t.await?;
+        out.latency_us.add(&hist).map_err(|e| anyhow::anyhow!("merge histograms: {e}"))?;
+        out.ops += ops;
+        out.errors += errors;
+        out.conflicts += conflicts;
+        for s in samples {
+            if out.sample_errors.len() < 5 && !out.sample_errors.contains(&s) {
+                out.sample_errors.push(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Writes keys `0..keys` with at most `concurrency` writes in flight (before read modes).
+pub async fn preload<T: KvTarget>(
+    connections: &[Arc<T>],
+    keys: u64,
+    value_size: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(!connections.is_empty(), "no connections to preload through");
+    let value = Arc::new(vec![b'x'; value_size]);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let tasks: Vec<_> = (0..concurrency.max(1))
+        .map(|c| {
+            let conn = connections[c % connections.len()].clone();
+            let (value, next) = (value.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if k >= keys {
+                        return anyhow::Ok(());
+                    }
+                    conn.put(key_of(k), value.clone())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("preload {}: {e}", key_of(k)))?;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
