@@ -1,7 +1,7 @@
 //! The experiment timeline picture: successful operations per 100 ms, with faults marked.
 //! Plain SVG, so it opens in any browser and diffs as text.
 
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 
 /// Width of one 100 ms bucket, in pixels.
 const BAR: u64 = 6;
@@ -24,13 +24,7 @@ pub fn svg(title: &str, successes_ns: &[u64], duration_ns: u64, faults: &[(u64, 
     let max = counts.iter().copied().max().unwrap_or(1).max(1);
     let width = (LEFT + buckets as u64 * BAR + 20).max(MIN_WIDTH);
     let height = TOP + HEIGHT + 40 + 16 * faults.len() as u64;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(out, r#"<text x="{LEFT}" y="18" font-size="13">{}</text>"#, escape(title));
+    let mut out = open_svg(width, height, title, (LEFT, 18));
     let _ = writeln!(out, r#"<text x="4" y="{}" >{max}/100ms</text>"#, TOP + 4);
     let _ = writeln!(out, r#"<text x="4" y="{}" >0</text>"#, TOP + HEIGHT);
     for (i, c) in counts.iter().enumerate() {
@@ -64,7 +58,27 @@ pub fn svg(title: &str, successes_ns: &[u64], duration_ns: u64, faults: &[(u64, 
     out
 }
 
-fn escape(s: &str) -> String {
+/// The start of an SVG picture on a white background, with `title` at `title_at` (x, y).
+/// Shared by the timelines and the benchmark sweep.
+pub(crate) fn open_svg(
+    width: impl Display,
+    height: impl Display,
+    title: &str,
+    title_at: (impl Display, u32),
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let (x, y) = title_at;
+    let _ = writeln!(out, r#"<text x="{x}" y="{y}" font-size="13">{}</text>"#, escape(title));
+    out
+}
+
+/// Text made safe for SVG.
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 

@@ -5,6 +5,7 @@
 use std::fmt::Write;
 
 use super::report::{Report, Summary};
+use crate::timeline::open_svg;
 
 const PANEL_W: f64 = 420.0;
 const PANEL_H: f64 = 240.0;
@@ -38,13 +39,7 @@ pub fn svg(title: &str, reports: &[Report]) -> String {
     let x = |c: usize, left: f64| left + ((c as f64).ln() - min_clients.ln()) / span * PANEL_W;
     let width = LEFT + 2.0 * PANEL_W + GAP + 30.0;
     let height = TOP + PANEL_H + 70.0;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(out, r#"<text x="{LEFT}" y="20" font-size="13">{}</text>"#, escape(title));
+    let mut out = open_svg(width, height, title, (LEFT, 20));
     type Panel = (&'static str, fn(&(usize, f64, f64)) -> f64);
     let panels: [Panel; 2] = [("throughput (ops/s)", |p| p.1), ("p99 latency (ms)", |p| p.2)];
     for (i, (label, value)) in panels.iter().enumerate() {
@@ -114,10 +109,6 @@ pub fn svg(title: &str, reports: &[Report]) -> String {
     }
     out.push_str("</svg>\n");
     out
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 #[cfg(test)]
