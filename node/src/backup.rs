@@ -73,6 +73,11 @@ pub struct BackupSummary {
 
 /// Checks `path` end to end and says what it holds. A file that fails any check is refused.
 pub fn inspect(path: &Path) -> Result<BackupSummary, BackupError> {
+    inspect_cut(path).map(|(summary, _)| summary)
+}
+
+/// [`inspect`], plus the log id of the cut (what a restored cluster's log continues after).
+pub fn inspect_cut(path: &Path) -> Result<(BackupSummary, crate::raft::LogId), BackupError> {
     let corrupt = |e: std::io::Error| BackupError::Corrupt { path: path.to_path_buf(), detail: e.to_string() };
     let bytes = std::fs::metadata(path).map_err(|e| io_error(path, e))?.len();
     let (mut keys, mut records) = (0u64, 0u64);
@@ -90,7 +95,7 @@ pub fn inspect(path: &Path) -> Result<BackupSummary, BackupError> {
         detail: "the backup records no Raft index (taken from a cluster that never applied anything?)".into(),
     })?;
     let checksum = format!("{:08x}", stored_checksum(path).map_err(|e| io_error(path, e))?);
-    Ok(BackupSummary {
+    let summary = BackupSummary {
         path: path.to_path_buf(),
         raft_index: last.index,
         term: crate::raft::log_id_term(&last),
@@ -98,7 +103,8 @@ pub fn inspect(path: &Path) -> Result<BackupSummary, BackupError> {
         records,
         bytes,
         checksum,
-    })
+    };
+    Ok((summary, last))
 }
 
 /// The CRC-32 in the last four bytes of a (checked) snapshot file.

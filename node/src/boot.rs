@@ -173,7 +173,7 @@ async fn join_new(node: &Arc<Node>, found: &ClusterFound) -> anyhow::Result<()> 
 }
 
 async fn bootstrap(node: &Arc<Node>) -> anyhow::Result<()> {
-    let cluster_id = format!("{:016x}", rand::random::<u64>());
+    let cluster_id = identity::new_cluster_id();
     let record = IdentityRecord::new(&node.config.pod, cluster_id.clone(), raft::node_id(0, 1));
     tracing::info!(pod = %node.config.pod, %cluster_id, "empty volume, no cluster answers, ordinal 0: bootstrapping");
     crate::volume::claim(&node.config.data_dir, &node.log, &record).await?;

@@ -138,6 +138,11 @@ impl IdentityRecord {
     }
 }
 
+/// A fresh cluster id (bootstrap, restore): 64 random bits in hex.
+pub fn new_cluster_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
 /// Reads the identity record, if the volume has one.
 pub fn load(data_dir: &Path) -> Result<Option<IdentityRecord>, IdentityError> {
     let path = data_dir.join(IDENTITY_FILE);

@@ -161,7 +161,7 @@ async fn backup(args: &BackupArgs) -> anyhow::Result<()> {
 }
 
 fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
-    let hostname = args.hostname.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+    let hostname = petkv::cli::hostname_or_machines(args.hostname.as_deref());
     let pod = petkv::identity::parse_hostname(&hostname)?;
     match petkv::restore::stage(&args.from, &args.data_dir, &pod, args.if_empty)? {
         StageOutcome::Staged(summary) => {

@@ -98,9 +98,11 @@ pub fn stage(backup: &Path, data_dir: &Path, pod: &PodName, if_empty: bool) -> a
 pub async fn finish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> anyhow::Result<IdentityRecord> {
     let config = &node.config;
     let staged = staged_path(&config.data_dir);
-    let summary = {
+    let (summary, last) = {
         let staged = staged.clone();
-        tokio::task::spawn_blocking(move || backup::inspect(&staged)).await.context("checking the staged backup")??
+        tokio::task::spawn_blocking(move || backup::inspect_cut(&staged))
+            .await
+            .context("checking the staged backup")??
     };
     let record = match identity {
         Some(record) => {
@@ -117,8 +119,7 @@ pub async fn finish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> anyho
                     staged.display()
                 );
             }
-            let cluster_id = format!("{:016x}", rand::random::<u64>());
-            let record = IdentityRecord::new(&config.pod, cluster_id, raft::node_id(0, 1));
+            let record = IdentityRecord::new(&config.pod, identity::new_cluster_id(), raft::node_id(0, 1));
             crate::volume::claim(&config.data_dir, &node.log, &record).await?;
             record
         }
@@ -129,7 +130,6 @@ pub async fn finish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> anyho
         cluster_id = %record.cluster_id,
         "restoring a backup as a new one-member cluster"
     );
-    let Some(last) = snapshot_last_log_id(&staged)? else { bail!("the staged backup records no Raft index") };
     let me = record.node_id;
     let members = Membership::new(vec![BTreeSet::from([me])], BTreeMap::from([(me, node.peer_node())]))
         .context("building the restored cluster's membership")?;
@@ -145,9 +145,4 @@ pub async fn finish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> anyho
     snapshot::sync_dir(&staged).context("fsync the data dir")?;
     tracing::info!(index = last.index, "restore finished; starting Raft from the restored state");
     Ok(record)
-}
-
-fn snapshot_last_log_id(path: &Path) -> anyhow::Result<Option<raft::LogId>> {
-    let meta = snapshot::read_meta(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(meta.last_log_id)
 }

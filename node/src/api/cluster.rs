@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::forward::{relay, to_leader, was_forwarded};
+use super::forward::{relay, to_leader, to_leader_without_deadline, was_forwarded};
 use super::kv::NotServed;
 use super::{header, Api};
 use crate::backup::ChunkStream;
@@ -38,10 +38,7 @@ impl Cluster for Api {
             }
             Err(NotServed::Forward(leader)) => {
                 // No deadline on the forwarded call: the stream lasts as long as the backup is big.
-                let channel =
-                    self.node.channels.get(&leader.client_addr).map_err(|e| Status::internal(e.to_string()))?;
-                let mut req = Request::new(BackupRequest {});
-                req.metadata_mut().insert(super::forward::FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                let (channel, req) = to_leader_without_deadline(&self.node, &leader, BackupRequest {})?;
                 let stream = ClusterClient::new(channel)
                     .max_decoding_message_size(2 * crate::backup::CHUNK_BYTES)
                     .backup(req)

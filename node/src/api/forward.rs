@@ -61,10 +61,17 @@ pub fn no_leader(node: &Node, forwarded: bool) -> Status {
 /// The cached channel to the leader's public API, and a request marked as forwarded with the
 /// node's request timeout.
 pub fn to_leader<T>(node: &Node, leader: &PeerNode, msg: T) -> Result<(Channel, Request<T>), Status> {
+    let (channel, mut req) = to_leader_without_deadline(node, leader, msg)?;
+    req.set_timeout(node.config.request_timeout);
+    Ok((channel, req))
+}
+
+/// [`to_leader`] without the request timeout: for a streamed reply that lasts as long as it is
+/// big (a backup).
+pub fn to_leader_without_deadline<T>(node: &Node, leader: &PeerNode, msg: T) -> Result<(Channel, Request<T>), Status> {
     let channel = node.channels.get(&leader.client_addr).map_err(|e| Status::internal(e.to_string()))?;
     let mut req = Request::new(msg);
     req.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-    req.set_timeout(node.config.request_timeout);
     node.prometheus.record_forwarded();
     Ok((channel, req))
 }

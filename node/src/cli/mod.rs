@@ -143,6 +143,11 @@ pub struct RestoreArgs {
     pub output: OutputFormat,
 }
 
+/// The pod name to use: the `--hostname` flag if given, else the machine's hostname.
+pub fn hostname_or_machines(flag: Option<&str>) -> String {
+    flag.map(str::to_string).unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// Client endpoints (host:port), comma separated; the client fails over to the next one.

@@ -44,7 +44,7 @@ pub struct IdentityArgs {
 impl IdentityArgs {
     /// The hostname to use: the flag, or the machine's.
     pub fn hostname(&self) -> String {
-        self.hostname.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
+        super::hostname_or_machines(self.hostname.as_deref())
     }
 
     pub fn pod(&self) -> anyhow::Result<PodName> {
