@@ -8,8 +8,12 @@ use openraft::{Config, SnapshotPolicy};
 pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
 /// Default minimum election timeout; the maximum is twice this.
 pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 500;
-/// Default number of log entries between snapshots.
-pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10_000;
+/// Default number of log entries between snapshots (etcd's `--snapshot-count` default). Each
+/// snapshot dumps the whole state machine, so a small value costs throughput under writes.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100_000;
+
+/// At most this many entries are kept behind a snapshot for lagging followers.
+const MAX_LOG_KEPT_BEHIND_SNAPSHOT: u64 = 10_000;
 
 /// The Raft settings a user can change.
 #[derive(Debug, Clone)]
@@ -42,7 +46,7 @@ impl RaftSettings {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             // Keep some log behind the snapshot so a briefly lagging follower catches up by
             // log, not by a full snapshot.
-            max_in_snapshot_log_to_keep: self.snapshot_every / 2,
+            max_in_snapshot_log_to_keep: (self.snapshot_every / 2).min(MAX_LOG_KEPT_BEHIND_SNAPSHOT),
             enable_pre_vote: Some(true),
             ..Default::default()
         };
