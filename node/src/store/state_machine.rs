@@ -1,8 +1,11 @@
 //! The replicated key-value state machine, stored in sled.
 //!
-//! Applying an entry writes one sled batch to the live state-machine tree: the key change, the
-//! client's dedup record and the new `applied` log id together, so a crash never leaves an
-//! entry half applied (re-applying would bump a key's version twice).
+//! Applying writes one sled batch to the live state-machine tree per run of entries openraft
+//! hands over together (up to [`MAX_APPLY_RUN`]): the key changes, the clients' dedup records
+//! and the new `applied` log id together, so a crash never leaves an entry half applied
+//! (re-applying would bump a key's version twice). Within a run each entry reads the writes of
+//! the ones before it ([`Pending`]). The tree is not fsync'd on apply: the Raft log is the
+//! durable record, and a restart re-applies what sled had not yet flushed.
 //!
 //! Deduplication: a write may carry `(client_id, sequence)`. The tree remembers the last
 //! sequence and result per client; a write with that sequence again (a retry after a timeout or
@@ -19,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use openraft::alias::SnapshotOf;
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
@@ -50,6 +53,9 @@ const DECLARED_REPLICAS: &[u8] = b"mreplicas";
 
 const ACTIVE: &[u8] = b"active";
 const CURRENT_SNAPSHOT: &[u8] = b"snapshot";
+
+/// Most entries applied as one sled batch.
+const MAX_APPLY_RUN: usize = 1024;
 
 /// Records per sled batch while installing a snapshot.
 const INSTALL_BATCH: usize = 10_000;
@@ -334,20 +340,35 @@ impl StateMachine {
         }
     }
 
-    fn apply_entry(&self, tree: &sled::Tree, entry: &raft::Entry) -> io::Result<CommandResult> {
+    /// Applies one entry into `pending` (not yet written to the tree).
+    fn apply_entry(pending: &mut Pending<'_>, entry: &raft::Entry) -> io::Result<CommandResult> {
         let log_id = entry.log_id();
-        let mut batch = sled::Batch::default();
         let result = match entry.payload {
             EntryPayload::Blank => CommandResult::Nothing,
             EntryPayload::Membership(ref m) => {
-                batch.insert(MEMBERSHIP, encode(&StoredMembership::new(Some(log_id), m.clone()))?);
+                pending.insert(MEMBERSHIP, encode(&StoredMembership::new(Some(log_id), m.clone()))?);
                 CommandResult::Nothing
             }
-            EntryPayload::Normal(ref cmd) => apply_command(tree, &mut batch, log_id.index, cmd)?,
+            EntryPayload::Normal(ref cmd) => apply_command(pending, log_id.index, cmd)?,
         };
-        batch.insert(APPLIED, encode(&Some(log_id))?);
-        tree.apply_batch(batch).map_err(|e| io_err("apply", e))?;
         Ok(result)
+    }
+
+    /// Applies a run of entries as one sled batch (one tree update, not one per entry) and
+    /// records the last one as applied in the same batch.
+    fn apply_run(&self, entries: &[raft::Entry]) -> io::Result<Vec<CommandResult>> {
+        let _guard = lock(&self.inner.apply_lock);
+        let tree = self.active().tree;
+        let mut pending = Pending::new(&tree);
+        let mut results = Vec::with_capacity(entries.len());
+        for entry in entries {
+            results.push(Self::apply_entry(&mut pending, entry)?);
+        }
+        if let Some(last) = entries.last() {
+            pending.insert(APPLIED, encode(&Some(last.log_id()))?);
+        }
+        tree.apply_batch(pending.into_batch()).map_err(|e| io_err("apply", e))?;
+        Ok(results)
     }
 
     /// Writes the live tree to `path` as a snapshot file; the caller holds the apply lock, so
@@ -477,13 +498,58 @@ impl StateMachine {
     }
 }
 
-/// Applies one command to `tree` through `batch`; returns what the client is told.
-fn apply_command(tree: &sled::Tree, batch: &mut sled::Batch, index: u64, cmd: &Command) -> io::Result<CommandResult> {
+/// The writes of a run of entries not yet in the tree: reads see them first, so each entry of
+/// the run observes the ones before it, and the run reaches the tree as one atomic batch.
+struct Pending<'a> {
+    tree: &'a sled::Tree,
+    /// `None`: removed in this run.
+    writes: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> Pending<'a> {
+    fn new(tree: &'a sled::Tree) -> Self {
+        Self { tree, writes: Default::default() }
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(&self, what: &str, key: &[u8]) -> io::Result<Option<T>> {
+        match self.writes.get(key) {
+            Some(Some(v)) => Ok(Some(decode(what, v)?)),
+            Some(None) => Ok(None),
+            None => StateMachine::read(self.tree, what, key),
+        }
+    }
+
+    fn is_removed(&self, key: &[u8]) -> bool {
+        matches!(self.writes.get(key), Some(None))
+    }
+
+    fn insert(&mut self, key: &[u8], value: Vec<u8>) {
+        self.writes.insert(key.to_vec(), Some(value));
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        self.writes.insert(key.to_vec(), None);
+    }
+
+    fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.writes {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        batch
+    }
+}
+
+/// Applies one command into `pending`; returns what the client is told.
+fn apply_command(pending: &mut Pending<'_>, index: u64, cmd: &Command) -> io::Result<CommandResult> {
     let Some(WriteId { client_id, sequence }) = cmd.write_id() else {
-        return execute(tree, batch, index, cmd);
+        return execute(pending, index, cmd);
     };
     let key = prefixed(SESSION, &client_id.to_be_bytes());
-    let previous = StateMachine::read::<Session>(tree, "session", &key)?;
+    let previous = pending.read::<Session>("session", &key)?;
     if let Some(session) = &previous {
         if sequence == session.sequence {
             return Ok(restore_put_value(session.result.clone(), cmd));
@@ -491,32 +557,43 @@ fn apply_command(tree: &sled::Tree, batch: &mut sled::Batch, index: u64, cmd: &C
         if sequence < session.sequence {
             return Ok(CommandResult::StaleSequence { last_applied: session.sequence });
         }
-        batch.remove(expiry_key(session.index, client_id));
+        pending.remove(&expiry_key(session.index, client_id));
     }
-    let result = execute(tree, batch, index, cmd)?;
-    batch.insert(key, encode(&Session { sequence, index, result: elide_put_value(&result) })?);
-    batch.insert(expiry_key(index, client_id), &[]);
-    expire_sessions(tree, batch, index)?;
+    let result = execute(pending, index, cmd)?;
+    pending.insert(&key, encode(&Session { sequence, index, result: elide_put_value(&result) })?);
+    pending.insert(&expiry_key(index, client_id), Vec::new());
+    expire_sessions(pending, index)?;
     Ok(result)
 }
 
 /// Removes a few sessions whose last write is more than [`SESSION_RETENTION`] entries old.
-fn expire_sessions(tree: &sled::Tree, batch: &mut sled::Batch, index: u64) -> io::Result<()> {
+fn expire_sessions(pending: &mut Pending<'_>, index: u64) -> io::Result<()> {
     let Some(horizon) = index.checked_sub(SESSION_RETENTION) else { return Ok(()) };
-    for item in tree.range(expiry_key(0, 0)..expiry_key(horizon, 0)).take(EXPIRE_PER_APPLY) {
+    let mut expired = Vec::new();
+    for item in pending.tree.range(expiry_key(0, 0)..expiry_key(horizon, 0)) {
         let (k, _) = item.map_err(|e| io_err("session expiry", e))?;
+        // Already removed earlier in this run (its client wrote again, or it expired).
+        if pending.is_removed(&k) {
+            continue;
+        }
+        expired.push(k);
+        if expired.len() == EXPIRE_PER_APPLY {
+            break;
+        }
+    }
+    for k in expired {
         let client = k.get(9..17).ok_or_else(|| io_err("session expiry", "short key"))?;
-        batch.remove(prefixed(SESSION, client));
-        batch.remove(k);
+        pending.remove(&prefixed(SESSION, client));
+        pending.remove(&k);
     }
     Ok(())
 }
 
-fn execute(tree: &sled::Tree, batch: &mut sled::Batch, index: u64, cmd: &Command) -> io::Result<CommandResult> {
-    let key_count = || -> io::Result<u64> { Ok(StateMachine::read::<u64>(tree, "key count", KEY_COUNT)?.unwrap_or(0)) };
+fn execute(pending: &mut Pending<'_>, index: u64, cmd: &Command) -> io::Result<CommandResult> {
+    let key_count = |p: &Pending<'_>| -> io::Result<u64> { Ok(p.read::<u64>("key count", KEY_COUNT)?.unwrap_or(0)) };
     match cmd {
         Command::Put { key, value, if_mod_index, .. } => {
-            let current: Option<StoredValue> = StateMachine::read(tree, "value", &data_key(key))?;
+            let current: Option<StoredValue> = pending.read("value", &data_key(key))?;
             if let Some(expected) = if_mod_index {
                 if current.as_ref().map(|c| c.mod_index).unwrap_or(0) != *expected {
                     let current = current.map(|stored| KeyValue { key: key.clone(), stored });
@@ -530,13 +607,14 @@ fn execute(tree: &sled::Tree, batch: &mut sled::Batch, index: u64, cmd: &Command
                 version: current.as_ref().map(|c| c.version + 1).unwrap_or(1),
             };
             if current.is_none() {
-                batch.insert(KEY_COUNT, encode(&(key_count()? + 1))?);
+                let count = key_count(pending)? + 1;
+                pending.insert(KEY_COUNT, encode(&count)?);
             }
-            batch.insert(data_key(key), encode(&stored)?);
+            pending.insert(&data_key(key), encode(&stored)?);
             Ok(CommandResult::Put { index, succeeded: true, current: Some(KeyValue { key: key.clone(), stored }) })
         }
         Command::Delete { key, if_mod_index, .. } => {
-            let current: Option<StoredValue> = StateMachine::read(tree, "value", &data_key(key))?;
+            let current: Option<StoredValue> = pending.read("value", &data_key(key))?;
             let previous = current.clone().map(|stored| KeyValue { key: key.clone(), stored });
             if let Some(expected) = if_mod_index {
                 if current.as_ref().map(|c| c.mod_index).unwrap_or(0) != *expected {
@@ -544,17 +622,18 @@ fn execute(tree: &sled::Tree, batch: &mut sled::Batch, index: u64, cmd: &Command
                 }
             }
             if current.is_some() {
-                batch.remove(data_key(key));
-                batch.insert(KEY_COUNT, encode(&key_count()?.saturating_sub(1))?);
+                let count = key_count(pending)?.saturating_sub(1);
+                pending.remove(&data_key(key));
+                pending.insert(KEY_COUNT, encode(&count)?);
             }
             Ok(CommandResult::Delete { index, succeeded: true, deleted: current.is_some(), previous })
         }
         Command::AllocateNodeId { ordinal } => {
             let key = prefixed(INCARNATION, &ordinal.to_be_bytes());
-            let stored: u32 = StateMachine::read(tree, "incarnation", &key)?.unwrap_or(0);
+            let stored: u32 = pending.read("incarnation", &key)?.unwrap_or(0);
             // Ids in the membership count too: the bootstrap node took incarnation 1 without
             // an allocation.
-            let membership: StoredMembership = StateMachine::read(tree, "membership", MEMBERSHIP)?.unwrap_or_default();
+            let membership: StoredMembership = pending.read("membership", MEMBERSHIP)?.unwrap_or_default();
             let in_membership = membership
                 .membership()
                 .nodes()
@@ -564,11 +643,11 @@ fn execute(tree: &sled::Tree, batch: &mut sled::Batch, index: u64, cmd: &Command
                 .max()
                 .unwrap_or(0);
             let next = stored.max(in_membership) + 1;
-            batch.insert(key, encode(&next)?);
+            pending.insert(&key, encode(&next)?);
             Ok(CommandResult::NodeId { index, node_id: raft::node_id(*ordinal, next) })
         }
         Command::SetReplicas { replicas } => {
-            batch.insert(DECLARED_REPLICAS, encode(replicas)?);
+            pending.insert(DECLARED_REPLICAS, encode(replicas)?);
             Ok(CommandResult::Replicas { index, replicas: *replicas })
         }
     }
@@ -597,15 +676,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        // Entries already read from the log are applied together: one sled batch per run.
+        let mut run = Vec::new();
+        let mut responders = Vec::new();
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
-            let result = {
-                let _guard = lock(&self.inner.apply_lock);
-                let tree = self.active().tree;
-                self.apply_entry(&tree, &entry)?
-            };
-            if let Some(responder) = responder {
-                responder.send(result);
+            run.push(entry);
+            responders.push(responder);
+            while run.len() < MAX_APPLY_RUN {
+                match entries.next().now_or_never() {
+                    Some(Some(item)) => {
+                        let (entry, responder) = item?;
+                        run.push(entry);
+                        responders.push(responder);
+                    }
+                    _ => break,
+                }
+            }
+            let results = self.apply_run(&run)?;
+            run.clear();
+            // Answered only once the whole run is in the tree, so a client never sees a write
+            // acknowledged that a read of this node cannot see yet.
+            for (responder, result) in responders.drain(..).zip(results) {
+                if let Some(responder) = responder {
+                    responder.send(result);
+                }
             }
         }
         Ok(())
@@ -659,9 +754,9 @@ mod tests {
     }
 
     fn apply(tree: &sled::Tree, index: u64, cmd: &Command) -> CommandResult {
-        let mut batch = sled::Batch::default();
-        let result = apply_command(tree, &mut batch, index, cmd).expect("apply");
-        tree.apply_batch(batch).expect("batch");
+        let mut pending = Pending::new(tree);
+        let result = apply_command(&mut pending, index, cmd).expect("apply");
+        tree.apply_batch(pending.into_batch()).expect("batch");
         result
     }
 
@@ -708,6 +803,34 @@ mod tests {
         assert!(t.get(prefixed(SESSION, &2u64.to_be_bytes())).expect("read").is_some(), "client 2 kept");
         // After expiry the same write id is a new write (the retention window bounds retries).
         assert_eq!(version(&apply(&t, 3 + SESSION_RETENTION, &old)), 2);
+    }
+
+    #[test]
+    fn a_run_of_entries_sees_its_own_writes() {
+        let (_d, t) = tree();
+        let mut pending = Pending::new(&t);
+        let first = apply_command(&mut pending, 1, &put("k", "a", None, Some((7, 1)))).expect("apply");
+        let second = apply_command(&mut pending, 2, &put("k", "b", None, Some((7, 2)))).expect("apply");
+        let cas = apply_command(&mut pending, 3, &put("k", "c", Some(2), None)).expect("apply");
+        let retry = apply_command(&mut pending, 4, &put("k", "b", None, Some((7, 2)))).expect("apply");
+        t.apply_batch(pending.into_batch()).expect("batch");
+        assert_eq!((version(&first), version(&second), version(&cas)), (1, 2, 3));
+        assert_eq!(retry, second, "the retry inside the run is answered from the run's session");
+        assert_eq!(t.get(KEY_COUNT).expect("read").map(|v| decode::<u64>("count", &v).expect("decode")), Some(1));
+        // Only the latest expiry record of client 7 is left.
+        assert_eq!(t.scan_prefix([SESSION_EXPIRY]).count(), 1);
+    }
+
+    #[test]
+    fn expiry_skips_a_session_renewed_earlier_in_the_run() {
+        let (_d, t) = tree();
+        apply(&t, 1, &put("a", "1", None, Some((1, 1))));
+        let mut pending = Pending::new(&t);
+        // Client 1 writes again in the run that would expire its old record.
+        apply_command(&mut pending, 2 + SESSION_RETENTION, &put("a", "2", None, Some((1, 2)))).expect("apply");
+        apply_command(&mut pending, 3 + SESSION_RETENTION, &put("b", "1", None, Some((2, 1)))).expect("apply");
+        t.apply_batch(pending.into_batch()).expect("batch");
+        assert!(t.get(prefixed(SESSION, &1u64.to_be_bytes())).expect("read").is_some(), "client 1 renewed, kept");
     }
 
     #[test]
