@@ -2,20 +2,27 @@
 //!
 //! One gRPC channel per peer address is created lazily and cached for the life of the process
 //! ([`PeerChannels`]); tonic reconnects it after a failure. Every RPC carries the deadline
-//! openraft gives it. Snapshots are streamed from the snapshot file in 1 MiB chunks followed by
-//! a CRC32 trailer.
+//! openraft gives it. Replication is pipelined: openraft's `stream_append` session becomes one
+//! bidirectional gRPC stream (`StreamAppend`) whose answers come back in request order, so the
+//! leader sends the next batch of entries while the follower still fsyncs the previous one;
+//! a stream with requests outstanding and no answer for two deadlines counts as unreachable. Snapshots are streamed from the
+//! snapshot file in 1 MiB chunks followed by a CRC32 trailer.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{Backoff, RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkV2};
 use tonic::transport::{Channel, Endpoint};
@@ -28,6 +35,8 @@ use crate::store::snapshot::SnapshotFile;
 
 /// Size of one snapshot chunk on the wire.
 const SNAPSHOT_CHUNK: usize = 1024 * 1024;
+/// Shortest wait for an append answer before counting a check as stalled.
+const MIN_ANSWER_WAIT: Duration = Duration::from_millis(250);
 /// How long to wait for a TCP connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -84,6 +93,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Self::Network {
         PeerConnection { target, addr: node.peer_addr.clone(), channels: self.channels.clone() }
     }
+}
+
+/// The receiving end of an append stream, with what is needed to notice a silent peer.
+struct AnswerWait {
+    answers: tonic::Streaming<crate::pb::raft::RaftMessage>,
+    received: u64,
+    stalled_checks: u32,
 }
 
 /// openraft's handle for sending to one peer.
@@ -197,6 +213,76 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call("append entries", &rpc, &option, |mut c, r| async move { c.append_entries(r).await }).await
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        let target = self.target;
+        let sent = Arc::new(AtomicU64::new(0));
+        let sent_counter = sent.clone();
+        // Requests are encoded as they are sent; one that cannot be encoded ends the stream
+        // (openraft then starts a new session).
+        let requests = input.scan((), move |_, rpc| {
+            futures::future::ready(match codec::pack("append entries", target, &rpc) {
+                Ok(msg) => {
+                    sent_counter.fetch_add(1, Ordering::Relaxed);
+                    Some(msg)
+                }
+                Err(e) => {
+                    tracing::error!(target, error = %e, "cannot encode an append request");
+                    None
+                }
+            })
+        });
+        // A session stays open between batches, so silence is normal while nothing is
+        // outstanding. With requests outstanding, two checks in a row without an answer mean
+        // the peer is gone; otherwise a silent peer holds the session until TCP keepalive.
+        let tick = option.hard_ttl().max(MIN_ANSWER_WAIT);
+        Box::pin(async move {
+            let mut client = self.client()?;
+            let answers = client.stream_append(requests).await.map_err(status_to_rpc)?.into_inner();
+            let state = AnswerWait { answers, received: 0, stalled_checks: 0 };
+            let answers = futures::stream::unfold(Some(state), move |state| {
+                let sent = sent.clone();
+                async move {
+                    let mut state = state?;
+                    let item = loop {
+                        match tokio::time::timeout(tick, state.answers.next()).await {
+                            Err(_) if sent.load(Ordering::Relaxed) > state.received => {
+                                state.stalled_checks += 1;
+                                if state.stalled_checks >= 2 {
+                                    break Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                                        "no append answer from node {target} within {:?}",
+                                        tick * 2
+                                    ))));
+                                }
+                            }
+                            Err(_) => state.stalled_checks = 0,
+                            Ok(None) => return None,
+                            Ok(Some(Err(status))) => break Err(status_to_rpc(status)),
+                            Ok(Some(Ok(msg))) => {
+                                state.received += 1;
+                                state.stalled_checks = 0;
+                                break codec::unpack::<StreamAppendResult<TypeConfig>>("append entries result", &msg)
+                                    .map_err(|e| RPCError::Network(NetworkError::new(&e)));
+                            }
+                        }
+                    };
+                    let go_on = item.is_ok();
+                    Some((item, go_on.then_some(state)))
+                }
+            });
+            Ok(answers.boxed())
+        })
     }
 
     async fn vote(

@@ -80,6 +80,48 @@ impl RaftRpc for PeerService {
         Ok(Response::new(codec::pack("append entries response", 0, &resp)?))
     }
 
+    type StreamAppendStream = futures::stream::BoxStream<'static, Result<RaftMessage, Status>>;
+
+    async fn stream_append(
+        &self,
+        req: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        let raft = self.node.raft()?.clone();
+        let node = self.node.clone();
+        // The first bad message (wrong recipient, undecodable) ends the input; its error is
+        // the last item of the output, after the answers to the requests before it.
+        let (bad_tx, bad_rx) = tokio::sync::oneshot::channel::<Status>();
+        let mut bad_tx = Some(bad_tx);
+        let requests = req.into_inner().scan((), move |_, msg| {
+            let decoded = msg.map_err(|s| Status::cancelled(format!("append stream: {s}"))).and_then(|msg| {
+                check_target(&node, msg.target)?;
+                Ok(codec::unpack::<AppendEntriesRequest<TypeConfig>>("append entries", &msg)?)
+            });
+            let next = match decoded {
+                Ok(rpc) => Some(rpc),
+                Err(status) => {
+                    if let Some(tx) = bad_tx.take() {
+                        let _ = tx.send(status);
+                    }
+                    None
+                }
+            };
+            futures::future::ready(next)
+        });
+        let node = self.node.clone();
+        let answers = raft.stream_append(requests).map(move |item| match item {
+            Ok(result) => {
+                if !matches!(result, Err(openraft::raft::StreamAppendError::HigherVote(_))) {
+                    node.note_leader_contact();
+                }
+                Ok(codec::pack("append entries result", 0, &result)?)
+            }
+            Err(fatal_error) => Err(fatal(fatal_error)),
+        });
+        let trailer = futures::stream::once(bad_rx).filter_map(|bad| futures::future::ready(bad.ok().map(Err)));
+        Ok(Response::new(answers.chain(trailer).boxed()))
+    }
+
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: VoteRequest<TypeConfig> = codec::unpack("vote", req.get_ref())?;
         check_target(&self.node, req.get_ref().target)?;
