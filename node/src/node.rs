@@ -133,6 +133,12 @@ impl Node {
         self.raft.get().map(|r| r.metrics().borrow_watched().clone())
     }
 
+    /// The current term (0 before Raft runs), read without copying the metrics: every response
+    /// header carries it.
+    pub fn current_term(&self) -> u64 {
+        self.raft.get().map(|r| r.metrics().borrow_watched().current_term).unwrap_or(0)
+    }
+
     /// The node id, once known.
     pub fn node_id(&self) -> Option<NodeId> {
         self.identity().map(|i| i.node_id)

@@ -19,7 +19,7 @@ use crate::store::command::KeyValue;
 pub(crate) fn header(node: &Node, raft_index: u64) -> ResponseHeader {
     ResponseHeader {
         raft_index,
-        term: node.metrics().map(|m| m.current_term).unwrap_or(0),
+        term: node.current_term(),
         served_by: node.node_id().unwrap_or(0),
     }
 }
