@@ -243,11 +243,19 @@ pub struct Metric {
     /// Decimals shown in the table.
     #[serde(skip)]
     pub decimals: usize,
+    /// Whether the table shows petkv / etcd for it (not for counts and flags).
+    #[serde(skip)]
+    pub ratio: bool,
 }
 
 impl Metric {
     pub fn new(name: impl Into<String>, value: f64, decimals: usize) -> Self {
-        Self { name: name.into(), value, decimals }
+        Self { name: name.into(), value, decimals, ratio: true }
+    }
+
+    /// A count or flag: no ratio in the table.
+    pub fn count(name: impl Into<String>, value: f64) -> Self {
+        Self { ratio: false, ..Self::new(name, value, 0) }
     }
 }
 
@@ -342,7 +350,7 @@ impl ScenarioReport {
                     }));
                     if let Some((p, e)) = pair {
                         row.push(match (value(p), value(e)) {
-                            (Some(a), Some(b)) => ratio_cell(a, b, ""),
+                            (Some(a), Some(b)) if m.ratio => ratio_cell(a, b, ""),
                             _ => "–".into(),
                         });
                     }
