@@ -240,9 +240,13 @@ async fn prepare<S: SystemUnderTest>(s: &mut S, spec: &ScenarioSpec) -> anyhow::
     let keys = spec.restart_keys.max(1);
     let t = Instant::now();
     let conns = s.connect(8).await?;
-    workload::put_range(&conns, 0..keys, keys, spec.value_size, spec.writers).await?;
+    let retries = workload::put_range(&conns, 0..keys, keys, spec.value_size, spec.writers).await?;
     let secs = t.elapsed().as_secs_f64();
-    eprintln!("{}: loaded {keys} keys in {secs:.1} s ({:.0} puts/s)", s.system().name(), keys as f64 / secs);
+    eprintln!(
+        "{}: loaded {keys} keys in {secs:.1} s ({:.0} puts/s, {retries} puts retried)",
+        s.system().name(),
+        keys as f64 / secs
+    );
     Ok(key_of(keys - 1))
 }
 
@@ -424,9 +428,9 @@ async fn volume<S: SystemUnderTest>(s: &mut S, spec: &ScenarioSpec) -> anyhow::R
         (0..s.members()).map(|i| Ok(disk_usage(&s.data_dir(i))? as f64 / MIB)).collect()
     };
     let t = Instant::now();
-    workload::put_range(&conns, 0..half, spec.keys, spec.value_size, spec.writers).await?;
+    let mut retries = workload::put_range(&conns, 0..half, spec.keys, spec.value_size, spec.writers).await?;
     let at_half = sizes(s)?;
-    workload::put_range(&conns, half..spec.puts, spec.keys, spec.value_size, spec.writers).await?;
+    retries += workload::put_range(&conns, half..spec.puts, spec.keys, spec.value_size, spec.writers).await?;
     let secs = t.elapsed().as_secs_f64();
     let at_end = sizes(s)?;
     let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
@@ -440,6 +444,7 @@ async fn volume<S: SystemUnderTest>(s: &mut S, spec: &ScenarioSpec) -> anyhow::R
             2,
         ),
         Metric::new("puts/s while writing", spec.puts as f64 / secs, 0),
+        Metric::count("puts retried (failed or timed out)", retries as f64),
     ];
     let notes = vec![format!(
         "per member MiB: after {half} puts {}; after {} puts {}",

@@ -175,18 +175,23 @@ pub async fn preload<T: KvTarget>(
     value_size: usize,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    put_range(connections, 0..keys, keys, value_size, concurrency).await
+    put_range(connections, 0..keys, keys, value_size, concurrency).await.map(|_| ())
 }
 
+/// Attempts per put in [`put_range`]: a put that failed (or timed out, outcome unknown) is
+/// sent again; writing the same value twice is harmless for these bulk writes.
+const PUT_ATTEMPTS: u32 = 5;
+
 /// Writes puts number `puts` (a range), put `n` to key `n % key_space`, with at most
-/// `concurrency` writes in flight; fails on the first failed put.
+/// `concurrency` writes in flight. A failed put is retried (up to 5 attempts); returns how many
+/// retries there were, and fails if a put fails every attempt.
 pub async fn put_range<T: KvTarget>(
     connections: &[Arc<T>],
     puts: std::ops::Range<u64>,
     key_space: u64,
     value_size: usize,
     concurrency: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     anyhow::ensure!(!connections.is_empty(), "no connections to write through");
     anyhow::ensure!(key_space > 0, "need at least one key");
     let value = Arc::new(vec![b'x'; value_size]);
@@ -196,21 +201,28 @@ pub async fn put_range<T: KvTarget>(
             let conn = connections[c % connections.len()].clone();
             let (value, next, end) = (value.clone(), next.clone(), puts.end);
             tokio::spawn(async move {
+                let mut retries = 0u64;
                 loop {
                     let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if n >= end {
-                        return anyhow::Ok(());
+                        return anyhow::Ok(retries);
                     }
                     let key = key_of(n % key_space);
-                    conn.put(key.clone(), value.clone()).await.map_err(|e| anyhow::anyhow!("put {key}: {e}"))?;
+                    let mut attempt = 1;
+                    while let Err(e) = conn.put(key.clone(), value.clone()).await {
+                        anyhow::ensure!(attempt < PUT_ATTEMPTS, "put {key} failed {attempt} times; last: {e}");
+                        attempt += 1;
+                        retries += 1;
+                    }
                 }
             })
         })
         .collect();
+    let mut retries = 0;
     for t in tasks {
-        t.await??;
+        retries += t.await??;
     }
-    Ok(())
+    Ok(retries)
 }
 
 /// The longest stretch without a completed operation among `times` (sorted) that ends after
