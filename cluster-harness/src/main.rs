@@ -168,13 +168,27 @@ enum Command {
 struct BenchArgs {
     #[arg(long, value_enum, default_value_t = BenchMode::Put)]
     mode: BenchMode,
+    /// Instead of a --mode workload, a fault or lifecycle scenario: failover-kill and
+    /// failover-term (signal the leader under --clients writers; the window with no successful
+    /// write), cold-start, restart-ready (--restart-keys), volume (--puts over --keys).
+    #[arg(long, value_enum, conflicts_with = "sweep")]
+    scenario: Option<petkv_harness::bench::scenario::Scenario>,
+    /// restart-ready: keys loaded before a follower is restarted.
+    #[arg(long, default_value_t = 1_000_000)]
+    restart_keys: u64,
+    /// volume: puts in all, over --keys keys (sizes are taken at half and at all of them).
+    #[arg(long, default_value_t = 2_000_000)]
+    puts: u64,
+    /// volume and the restart-ready preload: writes in flight.
+    #[arg(long, default_value_t = 128)]
+    writers: usize,
     /// Concurrent clients, each with one request in flight.
     #[arg(long, default_value_t = 16)]
     clients: usize,
     /// Connections per system, shared round-robin by the clients (default: min(clients, 8)).
     #[arg(long)]
     connections: Option<usize>,
-    /// Size of the key space.
+    /// Size of the key space (also of the failover writes and the volume puts).
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
     /// Keys written before a reading mode, which then reads those (default: all of --keys).
@@ -182,8 +196,10 @@ struct BenchArgs {
     preload: Option<u64>,
     #[arg(long, default_value_t = 100)]
     value_size: usize,
+    /// Measured seconds (failover scenarios: seconds of writes after the signal).
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
+    /// Warm-up seconds (failover scenarios: seconds of writes before the signal).
     #[arg(long, default_value_t = 2)]
     warmup_secs: u64,
     /// Run the identical workload on a 3-member etcd (feature `etcd`), alternating by round.
@@ -205,8 +221,36 @@ struct BenchArgs {
 
 type BenchMode = petkv_harness::bench::Mode;
 
+async fn scenario(args: &BenchArgs, scenario: petkv_harness::bench::scenario::Scenario) -> anyhow::Result<bool> {
+    use petkv_harness::bench::scenario::{self, ScenarioSpec};
+    let spec = ScenarioSpec {
+        scenario,
+        clients: args.clients,
+        connections: args.connections,
+        keys: args.keys,
+        value_size: args.value_size,
+        before: Duration::from_secs(args.warmup_secs),
+        after: Duration::from_secs(args.duration_secs),
+        restart_keys: args.restart_keys,
+        puts: args.puts,
+        writers: args.writers,
+        compare: args.compare,
+        rounds: args.rounds,
+    };
+    let report = scenario::run(&spec).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.table());
+    }
+    Ok(true)
+}
+
 async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
     use petkv_harness::bench::{self, sweep, BenchSpec};
+    if let Some(s) = args.scenario {
+        return scenario(&args, s).await;
+    }
     let spec = BenchSpec {
         mode: args.mode,
         clients: args.clients,

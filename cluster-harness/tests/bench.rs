@@ -46,3 +46,89 @@ async fn compare_etcd_without_the_feature_says_how_to_enable_it() {
     let err = bench::run(&spec).await.expect_err("no etcd support in this build");
     assert!(format!("{err:#}").contains("--features etcd"), "{err:#}");
 }
+
+/// The scenarios, petkv only, with tiny parameters: each must measure something and leave the
+/// set healthy (the failover scenarios start the stopped leader again and wait for it).
+mod scenarios {
+    use std::time::Duration;
+
+    use petkv_harness::bench::report::ScenarioReport;
+    use petkv_harness::bench::scenario::{self, Scenario, ScenarioSpec};
+    use petkv_harness::bench::System;
+
+    fn spec(scenario: Scenario) -> ScenarioSpec {
+        ScenarioSpec {
+            scenario,
+            clients: 4,
+            keys: 500,
+            before: Duration::from_secs(1),
+            after: Duration::from_secs(5),
+            restart_keys: 2000,
+            puts: 2000,
+            writers: 32,
+            ..Default::default()
+        }
+    }
+
+    fn figure(report: &ScenarioReport, name: &str) -> f64 {
+        assert!(report.etcd.is_none());
+        report.median(System::Petkv, name).unwrap_or_else(|| panic!("no {name:?} in\n{}", report.table()))
+    }
+
+    async fn failover(s: Scenario) -> anyhow::Result<()> {
+        let report = scenario::run(&spec(s)).await?;
+        let table = report.table();
+        assert_eq!(report.runs.len(), 1, "{table}");
+        let window = figure(&report, "window without a successful write ms");
+        assert!(window > 0.0 && window < 5000.0, "{table}");
+        assert_eq!(figure(&report, "writes resumed (1 = yes)"), 1.0, "{table}");
+        assert!(figure(&report, "successful puts/s over the run") > 0.0, "{table}");
+        // The old leader was started again and reported ready before the run ended.
+        assert!(figure(&report, "stopped member: start → ready again ms") > 0.0, "{table}");
+        assert!(table.contains("(the leader)"), "{table}");
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failover_kill_measures_a_window_and_restarts_the_leader() -> anyhow::Result<()> {
+        failover(Scenario::FailoverKill).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failover_term_measures_a_window_and_restarts_the_leader() -> anyhow::Result<()> {
+        failover(Scenario::FailoverTerm).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cold_start_times_the_first_acknowledged_put() -> anyhow::Result<()> {
+        let report = scenario::run(&ScenarioSpec { rounds: 2, ..spec(Scenario::ColdStart) }).await?;
+        assert_eq!(report.runs.len(), 2);
+        let first = figure(&report, "launch → first acknowledged put ms");
+        let all = figure(&report, "launch → all 3 members serving (polled every 50 ms) ms");
+        assert!(first > 0.0 && all >= first, "{}", report.table());
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn restart_ready_times_a_follower_back_to_serving() -> anyhow::Result<()> {
+        let report = scenario::run(&spec(Scenario::RestartReady)).await?;
+        let table = report.table();
+        let ready = figure(&report, "start → ready ms");
+        let reads = figure(&report, "start → serves a local read of the last key ms");
+        assert!(ready > 0.0 && reads > 0.0, "{table}");
+        assert!(figure(&report, "data dir of the restarted member MiB") > 0.0, "{table}");
+        assert!(table.contains("(a follower)"), "{table}");
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn volume_measures_the_data_dirs_twice() -> anyhow::Result<()> {
+        let report = scenario::run(&spec(Scenario::Volume)).await?;
+        let table = report.table();
+        let half = figure(&report, "data dir MiB after 1000 puts (largest member)");
+        let all = figure(&report, "data dir MiB after 2000 puts (largest member)");
+        assert!(half > 0.0 && all > 0.0, "{table}");
+        assert!(figure(&report, "growth from half to all the puts ×") > 0.0, "{table}");
+        Ok(())
+    }
+}

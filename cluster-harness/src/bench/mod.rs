@@ -7,7 +7,10 @@
 //! - (feature `etcd`) `etcd`: starts and stops the etcd members;
 //! - [`procstat`]: CPU seconds and peak RSS of the server processes from `/proc`;
 //! - [`report`]: medians per system, the side by side table, JSON;
-//! - [`sweep`]: throughput and p99 against client count, as an SVG.
+//! - [`sweep`]: throughput and p99 against client count, as an SVG;
+//! - [`sut`]: each system as a cluster to steer (leader, signal, restart, readiness, data dirs);
+//! - [`scenario`]: `--scenario`: failover (kill -9, SIGTERM), cold start, restart-to-ready and
+//!   volume size, on both systems.
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
@@ -16,6 +19,8 @@ pub mod etcd_target;
 pub mod petkv_target;
 pub mod procstat;
 pub mod report;
+pub mod scenario;
+pub mod sut;
 pub mod sweep;
 pub mod workload;
 
@@ -25,10 +30,11 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::{Cluster, ClusterSpec};
+use crate::ClusterSpec;
 use petkv_target::PetkvTarget;
 use report::{Report, RunResult};
-use workload::{KvTarget, Workload};
+use sut::{PetkvSystem, SystemUnderTest};
+use workload::Workload;
 
 /// How long a fresh etcd cluster may take to elect a leader and settle.
 #[cfg(feature = "etcd")]
@@ -144,10 +150,10 @@ impl BenchSpec {
 
 /// The running systems.
 struct Systems {
-    petkv: Cluster,
+    petkv: PetkvSystem,
     petkv_endpoints: Vec<String>,
     #[cfg(feature = "etcd")]
-    etcd: Option<etcd::EtcdCluster>,
+    etcd: Option<sut::EtcdSystem>,
 }
 
 impl Systems {
@@ -155,11 +161,10 @@ impl Systems {
         if spec.compare.is_some() {
             ensure_etcd_available()?;
         }
-        let (petkv, leader) = crate::measure::fresh_cluster(ClusterSpec::default()).await?;
+        let (cluster, leader) = crate::measure::fresh_cluster(ClusterSpec::default()).await?;
+        let petkv = PetkvSystem::new(cluster);
         // The leader first: the client starts there and fails over to the others.
-        let mut ordinals = petkv.ordinals();
-        ordinals.sort_by_key(|o| *o != leader);
-        let petkv_endpoints = ordinals.iter().map(|o| petkv.client_addr(*o)).collect();
+        let petkv_endpoints = petkv.endpoints_leader_first(leader);
         #[allow(unused_mut)]
         let mut systems = Self {
             petkv_endpoints,
@@ -169,8 +174,9 @@ impl Systems {
         };
         #[cfg(feature = "etcd")]
         if spec.compare == Some(Compare::Etcd) {
-            let parent = systems.petkv.state_dir().parent().unwrap_or(std::path::Path::new("/tmp")).to_path_buf();
-            let mut e = etcd::EtcdCluster::start(&parent)?;
+            let dir = systems.petkv.cluster.state_dir();
+            let parent = dir.parent().unwrap_or(std::path::Path::new("/tmp")).to_path_buf();
+            let mut e = sut::EtcdSystem::launch(&parent)?;
             e.wait_healthy(SETTLE).await?;
             systems.etcd = Some(e);
         }
@@ -183,7 +189,7 @@ impl Systems {
                 .context("petkv preload")?;
             #[cfg(feature = "etcd")]
             if let Some(e) = &systems.etcd {
-                let conns = etcd_target::EtcdTarget::connect(e.endpoints(), 8).await?;
+                let conns = e.connect(8).await?;
                 workload::preload(&conns, key_space, spec.value_size, PRELOAD_CONCURRENCY)
                     .await
                     .context("etcd preload")?;
@@ -192,24 +198,16 @@ impl Systems {
         Ok(systems)
     }
 
-    fn petkv_pids(&self) -> anyhow::Result<Vec<u32>> {
-        self.petkv
-            .ordinals()
-            .into_iter()
-            .map(|o| self.petkv.pod(o)?.pid().with_context(|| format!("petkv-{o} is not running")))
-            .collect()
-    }
-
-    async fn stop(mut self) -> anyhow::Result<()> {
+    async fn stop(self) -> anyhow::Result<()> {
         #[cfg(feature = "etcd")]
-        if let Some(e) = &mut self.etcd {
-            e.stop().await;
+        if let Some(e) = self.etcd {
+            e.shutdown().await?;
         }
-        self.petkv.down().await
+        self.petkv.shutdown().await
     }
 }
 
-fn ensure_etcd_available() -> anyhow::Result<()> {
+pub(crate) fn ensure_etcd_available() -> anyhow::Result<()> {
     #[cfg(feature = "etcd")]
     {
         anyhow::ensure!(
@@ -225,17 +223,20 @@ fn ensure_etcd_available() -> anyhow::Result<()> {
     )
 }
 
-/// Runs the workload once on one system, with CPU sampled exactly over the measured window.
-async fn measure_one<T: KvTarget>(
-    system: System,
-    targets: &[Arc<T>],
-    pids: &[u32],
+/// Runs the workload once on one system, with CPU sampled exactly over the measured window
+/// and the Raft term read before and after (leader changes during a run without faults).
+async fn measure_one<S: SystemUnderTest>(
+    s: &S,
+    targets: &[Arc<S::Target>],
     w: &Workload,
     header: (Mode, usize, usize, usize),
 ) -> anyhow::Result<RunResult> {
+    let pids = s.pids();
+    anyhow::ensure!(pids.len() == s.members(), "a {} member is not running", s.system().name());
+    let term_before = s.term().await?;
     let start = tokio::time::Instant::now();
     let (warmup, duration) = (w.warmup, w.duration);
-    let owned_pids = pids.to_vec();
+    let owned_pids = pids.clone();
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(start + warmup).await;
         let before = procstat::cpu_seconds(&owned_pids)?;
@@ -244,8 +245,9 @@ async fn measure_one<T: KvTarget>(
     });
     let outcome = workload::drive(targets, w).await?;
     let cpu_seconds = cpu.await??;
-    let rss = procstat::peak_rss(pids)?;
-    Ok(RunResult::new(system, header, &outcome, cpu_seconds, &rss))
+    let rss = procstat::peak_rss(&pids)?;
+    let leader_changes = s.term().await?.saturating_sub(term_before);
+    Ok(RunResult::new(s.system(), header, &outcome, cpu_seconds, &rss, leader_changes))
 }
 
 /// Runs `spec.rounds` rounds at `clients` on the running systems (petkv, then etcd, per round).
@@ -263,13 +265,13 @@ async fn rounds(systems: &Systems, spec: &BenchSpec, clients: usize) -> anyhow::
     for round in 1..=spec.rounds.max(1) {
         let header = (spec.mode, clients, connections, round);
         let targets = PetkvTarget::connect(&systems.petkv_endpoints, connections)?;
-        let r = measure_one(System::Petkv, &targets, &systems.petkv_pids()?, &w, header).await?;
+        let r = measure_one(&systems.petkv, &targets, &w, header).await?;
         eprintln!("round {round}: petkv {} clients: {:.0} ops/s, p99 {:.2} ms", clients, r.ops_per_sec, r.p99_ms);
         runs.push(r);
         #[cfg(feature = "etcd")]
         if let Some(e) = &systems.etcd {
-            let targets = etcd_target::EtcdTarget::connect(e.endpoints(), connections).await?;
-            let r = measure_one(System::Etcd, &targets, &e.pids(), &w, header).await?;
+            let targets = e.connect(connections).await?;
+            let r = measure_one(e, &targets, &w, header).await?;
             eprintln!("round {round}: etcd {} clients: {:.0} ops/s, p99 {:.2} ms", clients, r.ops_per_sec, r.p99_ms);
             runs.push(r);
         }

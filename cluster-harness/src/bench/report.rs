@@ -1,5 +1,6 @@
 //! Results of a bench: one [`RunResult`] per system and round, medians per system, a side by
-//! side table with ratios (petkv / etcd), and JSON.
+//! side table with ratios (petkv / etcd), and JSON. The scenarios ([`super::scenario`]) report
+//! named figures per run in a [`ScenarioReport`], drawn by the same table code.
 
 use comfy_table::{presets::UTF8_FULL, Cell, CellAlignment, Table};
 use serde::Serialize;
@@ -28,6 +29,9 @@ pub struct RunResult {
     pub cpu_seconds: f64,
     /// Peak resident memory (VmHWM) of each node, in MiB.
     pub peak_rss_mib: Vec<f64>,
+    /// Raft term increments over the run (warm-up included): leader changes, or failed
+    /// elections, that happened while the workload ran without faults.
+    pub leader_changes: u64,
     pub sample_errors: Vec<String>,
 }
 
@@ -39,6 +43,7 @@ impl RunResult {
         o: &Outcome,
         cpu_seconds: f64,
         peak_rss: &[u64],
+        leader_changes: u64,
     ) -> Self {
         let ms = |q: f64| o.latency_us.value_at_quantile(q) as f64 / 1000.0;
         let seconds = o.elapsed.as_secs_f64();
@@ -58,6 +63,7 @@ impl RunResult {
             p999_ms: ms(0.999),
             cpu_seconds,
             peak_rss_mib: peak_rss.iter().map(|b| *b as f64 / (1024.0 * 1024.0)).collect(),
+            leader_changes,
             sample_errors: o.sample_errors.clone(),
         }
     }
@@ -79,6 +85,8 @@ pub struct Summary {
     pub cpu_ms_per_op: f64,
     /// Largest peak RSS of each node over the rounds, in MiB.
     pub peak_rss_mib: Vec<f64>,
+    /// Term increments over all rounds.
+    pub leader_changes: u64,
 }
 
 /// Medians over the runs of `system` (None if it has none).
@@ -101,6 +109,7 @@ pub fn summarize(system: System, runs: &[RunResult]) -> Option<Summary> {
         p999_ms: med(|r| r.p999_ms),
         errors: mine.iter().map(|r| r.errors).sum(),
         conflicts: mine.iter().map(|r| r.conflicts).sum(),
+        leader_changes: mine.iter().map(|r| r.leader_changes).sum(),
         cpu_seconds,
         cpu_ms_per_op: if ops_per_sec > 0.0 { cpu_seconds * 1000.0 / (ops_per_sec * seconds) } else { 0.0 },
         peak_rss_mib: (0..nodes)
@@ -112,6 +121,26 @@ pub fn summarize(system: System, runs: &[RunResult]) -> Option<Summary> {
 /// `a / b`, or None when b is zero.
 pub fn ratio(a: f64, b: f64) -> Option<f64> {
     (b != 0.0).then(|| a / b)
+}
+
+/// The ratio cell: `1.23×`, or `–` without one.
+fn ratio_cell(a: f64, b: f64, suffix: &str) -> String {
+    ratio(a, b).map(|r| format!("{r:.2}×{suffix}")).unwrap_or_else(|| "–".into())
+}
+
+/// A side by side table: a header, then rows whose first cell names the figure and whose
+/// other cells (one per system, then the ratio) are right-aligned.
+fn side_by_side(header: Vec<String>, rows: Vec<Vec<String>>) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL);
+    t.set_header(header);
+    for row in rows {
+        let mut cells = row.into_iter();
+        let mut out = vec![Cell::new(cells.next().unwrap_or_default())];
+        out.extend(cells.map(|c| Cell::new(c).set_alignment(CellAlignment::Right)));
+        t.add_row(out);
+    }
+    t
 }
 
 /// The whole bench: every run, and the medians per system.
@@ -148,9 +177,7 @@ impl Report {
     /// The human table: one column per system, plus petkv/etcd when both ran.
     pub fn table(&self) -> String {
         let systems: Vec<&Summary> = [&self.petkv, &self.etcd].into_iter().flatten().collect();
-        let both = self.petkv.is_some() && self.etcd.is_some();
-        let mut t = Table::new();
-        t.load_preset(UTF8_FULL);
+        let pair = self.petkv.as_ref().zip(self.etcd.as_ref());
         let mut header = vec![format!(
             "{} · {} clients / {} conns · {} keys · {} B · {}s",
             self.mode.name(),
@@ -161,12 +188,11 @@ impl Report {
             self.duration_secs
         )];
         header.extend(systems.iter().map(|s| format!("{} (median of {})", s.system.name(), s.rounds)));
-        if both {
+        if pair.is_some() {
             header.push("petkv / etcd".into());
         }
-        t.set_header(header);
-        type Row = (&'static str, fn(&Summary) -> f64, usize);
-        let rows: [Row; 7] = [
+        type Figure = (&'static str, fn(&Summary) -> f64, usize);
+        let mut figures: Vec<Figure> = vec![
             ("ops/s", |s| s.ops_per_sec, 0),
             ("p50 ms", |s| s.p50_ms, 2),
             ("p99 ms", |s| s.p99_ms, 2),
@@ -174,39 +200,171 @@ impl Report {
             ("CPU s (cluster, window)", |s| s.cpu_seconds, 2),
             ("CPU ms per op", |s| s.cpu_ms_per_op, 3),
             ("errors (all rounds)", |s| s.errors as f64, 0),
+            ("leader changes (term +, all rounds)", |s| s.leader_changes as f64, 0),
         ];
-        for (name, f, decimals) in rows {
-            let mut row = vec![Cell::new(name)];
-            row.extend(
-                systems.iter().map(|s| Cell::new(format!("{:.*}", decimals, f(s))).set_alignment(CellAlignment::Right)),
-            );
-            if let (true, Some(p), Some(e)) = (both, &self.petkv, &self.etcd) {
-                let r = ratio(f(p), f(e)).map(|r| format!("{r:.2}×")).unwrap_or_else(|| "–".into());
-                row.push(Cell::new(r).set_alignment(CellAlignment::Right));
-            }
-            t.add_row(row);
-        }
         if self.mode == Mode::Cas {
-            let mut row = vec![Cell::new("cas conflicts (all rounds)")];
-            row.extend(systems.iter().map(|s| Cell::new(s.conflicts).set_alignment(CellAlignment::Right)));
-            t.add_row(row);
+            figures.push(("cas conflicts (all rounds)", |s| s.conflicts as f64, 0));
         }
-        let mut row = vec![Cell::new("peak RSS per node MiB")];
-        row.extend(systems.iter().map(|s| {
-            Cell::new(s.peak_rss_mib.iter().map(|m| format!("{m:.0}")).collect::<Vec<_>>().join(" / "))
-                .set_alignment(CellAlignment::Right)
-        }));
-        if let (true, Some(p), Some(e)) = (both, &self.petkv, &self.etcd) {
+        let mut rows: Vec<Vec<String>> = figures
+            .into_iter()
+            .map(|(name, f, decimals)| {
+                let mut row = vec![name.to_string()];
+                row.extend(systems.iter().map(|s| format!("{:.*}", decimals, f(s))));
+                if let Some((p, e)) = pair {
+                    row.push(ratio_cell(f(p), f(e), ""));
+                }
+                row
+            })
+            .collect();
+        let mut row = vec!["peak RSS per node MiB".to_string()];
+        row.extend(
+            systems.iter().map(|s| s.peak_rss_mib.iter().map(|m| format!("{m:.0}")).collect::<Vec<_>>().join(" / ")),
+        );
+        if let Some((p, e)) = pair {
             let max = |s: &Summary| s.peak_rss_mib.iter().copied().fold(0.0, f64::max);
-            let r = ratio(max(p), max(e)).map(|r| format!("{r:.2}× (max)")).unwrap_or_else(|| "–".into());
-            row.push(Cell::new(r).set_alignment(CellAlignment::Right));
+            row.push(ratio_cell(max(p), max(e), " (max)"));
         }
-        t.add_row(row);
-        let mut out = t.to_string();
+        rows.push(row);
+        let mut out = side_by_side(header, rows).to_string();
         for r in &self.runs {
             for e in &r.sample_errors {
                 out.push_str(&format!("\n{} round {}: error: {e}", r.system.name(), r.round));
             }
+        }
+        out
+    }
+}
+
+/// One figure of a scenario run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Metric {
+    pub name: String,
+    pub value: f64,
+    /// Decimals shown in the table.
+    #[serde(skip)]
+    pub decimals: usize,
+    /// Whether the table shows petkv / etcd for it (not for counts and flags).
+    #[serde(skip)]
+    pub ratio: bool,
+}
+
+impl Metric {
+    pub fn new(name: impl Into<String>, value: f64, decimals: usize) -> Self {
+        Self { name: name.into(), value, decimals, ratio: true }
+    }
+
+    /// A count or flag: no ratio in the table.
+    pub fn count(name: impl Into<String>, value: f64) -> Self {
+        Self { ratio: false, ..Self::new(name, value, 0) }
+    }
+}
+
+/// One round of a scenario on one system.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioRun {
+    pub system: System,
+    pub round: usize,
+    pub metrics: Vec<Metric>,
+    /// What happened that the figures do not say (which member was stopped, errors seen).
+    pub notes: Vec<String>,
+}
+
+/// Every round of a scenario, and the median of each figure per system.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    pub scenario: super::scenario::Scenario,
+    /// The parameters, one line.
+    pub settings: String,
+    pub runs: Vec<ScenarioRun>,
+    pub petkv: Option<Vec<Metric>>,
+    pub etcd: Option<Vec<Metric>>,
+    pub notes: Vec<String>,
+}
+
+/// Medians of each figure over the runs of `system`, in the order of its first run.
+fn scenario_medians(system: System, runs: &[ScenarioRun]) -> Option<Vec<Metric>> {
+    let mine: Vec<&ScenarioRun> = runs.iter().filter(|r| r.system == system).collect();
+    let first = mine.first()?;
+    Some(
+        first
+            .metrics
+            .iter()
+            .map(|m| {
+                let values: Vec<f64> =
+                    mine.iter().filter_map(|r| r.metrics.iter().find(|x| x.name == m.name)).map(|x| x.value).collect();
+                Metric { value: median(&values), ..m.clone() }
+            })
+            .collect(),
+    )
+}
+
+impl ScenarioReport {
+    pub fn new(
+        scenario: super::scenario::Scenario,
+        settings: String,
+        runs: Vec<ScenarioRun>,
+        notes: Vec<String>,
+    ) -> Self {
+        Self {
+            scenario,
+            settings,
+            petkv: scenario_medians(System::Petkv, &runs),
+            etcd: scenario_medians(System::Etcd, &runs),
+            runs,
+            notes,
+        }
+    }
+
+    /// The median of one figure for one system.
+    pub fn median(&self, system: System, name: &str) -> Option<f64> {
+        let medians = match system {
+            System::Petkv => &self.petkv,
+            System::Etcd => &self.etcd,
+        };
+        medians.as_ref()?.iter().find(|m| m.name == name).map(|m| m.value)
+    }
+
+    /// The human table, as [`Report::table`]'s: a column per system, the ratio when both ran;
+    /// then every run's notes and the report's.
+    pub fn table(&self) -> String {
+        let rounds = |s: System| self.runs.iter().filter(|r| r.system == s).count();
+        let columns: Vec<(System, &Vec<Metric>)> = [(System::Petkv, &self.petkv), (System::Etcd, &self.etcd)]
+            .into_iter()
+            .filter_map(|(s, m)| Some((s, m.as_ref()?)))
+            .collect();
+        let pair = self.petkv.as_ref().zip(self.etcd.as_ref());
+        let mut header = vec![format!("{} · {}", self.scenario.name(), self.settings)];
+        header.extend(columns.iter().map(|(s, _)| format!("{} (median of {})", s.name(), rounds(*s))));
+        if pair.is_some() {
+            header.push("petkv / etcd".into());
+        }
+        let names: Vec<&Metric> = columns.first().map(|(_, m)| m.iter().collect()).unwrap_or_default();
+        let rows =
+            names
+                .iter()
+                .map(|m| {
+                    let value = |ms: &Vec<Metric>| ms.iter().find(|x| x.name == m.name).map(|x| x.value);
+                    let mut row = vec![m.name.clone()];
+                    row.extend(columns.iter().map(|(_, ms)| {
+                        value(ms).map(|v| format!("{:.*}", m.decimals, v)).unwrap_or_else(|| "–".into())
+                    }));
+                    if let Some((p, e)) = pair {
+                        row.push(match (value(p), value(e)) {
+                            (Some(a), Some(b)) if m.ratio => ratio_cell(a, b, ""),
+                            _ => "–".into(),
+                        });
+                    }
+                    row
+                })
+                .collect();
+        let mut out = side_by_side(header, rows).to_string();
+        for r in &self.runs {
+            for n in &r.notes {
+                out.push_str(&format!("\n{} round {}: {n}", r.system.name(), r.round));
+            }
+        }
+        for n in &self.notes {
+            out.push_str(&format!("\nnote: {n}"));
         }
         out
     }
@@ -233,6 +391,7 @@ mod tests {
             p999_ms: 2.0 * p99_ms,
             cpu_seconds: 5.0,
             peak_rss_mib: vec![10.0 * round as f64, 20.0],
+            leader_changes: 0,
             sample_errors: vec![],
         }
     }
@@ -259,5 +418,31 @@ mod tests {
         assert_eq!(ratio(1.0, 0.0), None);
         let table = report.table();
         assert!(table.contains("2.22×"), "{table}");
+        assert!(table.contains("leader changes"), "{table}");
+    }
+
+    #[test]
+    fn scenario_medians_and_ratios() {
+        let run = |system, round, window: f64| ScenarioRun {
+            system,
+            round,
+            metrics: vec![Metric::new("window ms", window, 1), Metric::new("errors", 0.0, 0)],
+            notes: vec![format!("stopped m{round}")],
+        };
+        let runs = vec![
+            run(System::Petkv, 1, 300.0),
+            run(System::Etcd, 1, 1000.0),
+            run(System::Petkv, 2, 100.0),
+            run(System::Etcd, 2, 1200.0),
+            run(System::Petkv, 3, 200.0),
+            run(System::Etcd, 3, 1100.0),
+        ];
+        let report =
+            ScenarioReport::new(super::super::scenario::Scenario::FailoverKill, "test".into(), runs, vec!["n".into()]);
+        assert_eq!(report.median(System::Petkv, "window ms"), Some(200.0));
+        assert_eq!(report.median(System::Etcd, "window ms"), Some(1100.0));
+        let table = report.table();
+        assert!(table.contains("0.18×") && table.contains("200.0") && table.contains("stopped m2"), "{table}");
+        assert!(table.contains("note: n"), "{table}");
     }
 }

@@ -51,6 +51,9 @@ pub struct Outcome {
     pub latency_us: Histogram<u64>,
     /// The first few distinct error messages.
     pub sample_errors: Vec<String>,
+    /// With [`drive_recorded`]: when each successful operation completed (warm-up included),
+    /// sorted; empty otherwise.
+    pub success_times: Vec<Instant>,
 }
 
 /// The key a client uses for its `i`th operation: spread over the key space.
@@ -64,6 +67,16 @@ fn new_histogram() -> Histogram<u64> {
 
 /// Runs the workload over `connections` (client `c` uses connection `c % len`).
 pub async fn drive<T: KvTarget>(connections: &[Arc<T>], w: &Workload) -> anyhow::Result<Outcome> {
+    drive_inner(connections, w, false).await
+}
+
+/// [`drive`], also recording when every successful operation completed (the failover
+/// scenarios look for the longest stretch without one).
+pub async fn drive_recorded<T: KvTarget>(connections: &[Arc<T>], w: &Workload) -> anyhow::Result<Outcome> {
+    drive_inner(connections, w, true).await
+}
+
+async fn drive_inner<T: KvTarget>(connections: &[Arc<T>], w: &Workload, record: bool) -> anyhow::Result<Outcome> {
     anyhow::ensure!(!connections.is_empty(), "no connections to drive");
     anyhow::ensure!(w.clients > 0 && w.keys > 0, "need at least one client and one key");
     let value = Arc::new(vec![b'x'; w.value_size]);
@@ -78,6 +91,7 @@ pub async fn drive<T: KvTarget>(connections: &[Arc<T>], w: &Workload) -> anyhow:
                 let mut hist = new_histogram();
                 let (mut ops, mut errors, mut conflicts) = (0u64, 0u64, 0u64);
                 let mut sample_errors = Vec::new();
+                let mut times = Vec::new();
                 let mut seed = (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 let mut n = 0u64;
                 loop {
@@ -100,6 +114,9 @@ pub async fn drive<T: KvTarget>(connections: &[Arc<T>], w: &Workload) -> anyhow:
                     };
                     n += 1;
                     let done = Instant::now();
+                    if record && done <= deadline && matches!(result, Ok(true)) {
+                        times.push(done);
+                    }
                     if now < measure_from || done > deadline {
                         continue;
                     }
@@ -121,7 +138,7 @@ pub async fn drive<T: KvTarget>(connections: &[Arc<T>], w: &Workload) -> anyhow:
                         }
                     }
                 }
-                (hist, ops, errors, conflicts, sample_errors)
+                (hist, ops, errors, conflicts, sample_errors, times)
             })
         })
         .collect();
@@ -132,9 +149,11 @@ pub async fn drive<T: KvTarget>(connections: &[Arc<T>], w: &Workload) -> anyhow:
         elapsed: w.duration,
         latency_us: new_histogram(),
         sample_errors: Vec::new(),
+        success_times: Vec::new(),
     };
     for t in tasks {
-        let (hist, ops, errors, conflicts, samples) = t.await?;
+        let (hist, ops, errors, conflicts, samples, times) = t.await?;
+        out.success_times.extend(times);
         out.latency_us.add(&hist).map_err(|e| anyhow::anyhow!("merge histograms: {e}"))?;
         out.ops += ops;
         out.errors += errors;
@@ -145,6 +164,7 @@ pub async fn drive<T: KvTarget>(connections: &[Arc<T>], w: &Workload) -> anyhow:
             }
         }
     }
+    out.success_times.sort_unstable();
     Ok(out)
 }
 
@@ -155,28 +175,92 @@ pub async fn preload<T: KvTarget>(
     value_size: usize,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(!connections.is_empty(), "no connections to preload through");
+    put_range(connections, 0..keys, keys, value_size, concurrency).await.map(|_| ())
+}
+
+/// Attempts per put in [`put_range`]: a put that failed (or timed out, outcome unknown) is
+/// sent again; writing the same value twice is harmless for these bulk writes.
+const PUT_ATTEMPTS: u32 = 5;
+
+/// Writes puts number `puts` (a range), put `n` to key `n % key_space`, with at most
+/// `concurrency` writes in flight. A failed put is retried (up to 5 attempts); returns how many
+/// retries there were, and fails if a put fails every attempt.
+pub async fn put_range<T: KvTarget>(
+    connections: &[Arc<T>],
+    puts: std::ops::Range<u64>,
+    key_space: u64,
+    value_size: usize,
+    concurrency: usize,
+) -> anyhow::Result<u64> {
+    anyhow::ensure!(!connections.is_empty(), "no connections to write through");
+    anyhow::ensure!(key_space > 0, "need at least one key");
     let value = Arc::new(vec![b'x'; value_size]);
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(puts.start));
     let tasks: Vec<_> = (0..concurrency.max(1))
         .map(|c| {
             let conn = connections[c % connections.len()].clone();
-            let (value, next) = (value.clone(), next.clone());
+            let (value, next, end) = (value.clone(), next.clone(), puts.end);
             tokio::spawn(async move {
+                let mut retries = 0u64;
                 loop {
-                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if k >= keys {
-                        return anyhow::Ok(());
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= end {
+                        return anyhow::Ok(retries);
                     }
-                    conn.put(key_of(k), value.clone())
-                        .await
-                        .map_err(|e| anyhow::anyhow!("preload {}: {e}", key_of(k)))?;
+                    let key = key_of(n % key_space);
+                    let mut attempt = 1;
+                    while let Err(e) = conn.put(key.clone(), value.clone()).await {
+                        anyhow::ensure!(attempt < PUT_ATTEMPTS, "put {key} failed {attempt} times; last: {e}");
+                        attempt += 1;
+                        retries += 1;
+                    }
                 }
             })
         })
         .collect();
+    let mut retries = 0;
     for t in tasks {
-        t.await??;
+        retries += t.await??;
     }
-    Ok(())
+    Ok(retries)
+}
+
+/// The longest stretch without a completed operation among `times` (sorted) that ends after
+/// `from`: the window a fault at `from` caused. A stretch still open at `end` counts up to
+/// `end`. Returns the window and whether some operation completed after `from` at all.
+pub fn longest_gap_after(times: &[Instant], from: Instant, end: Instant) -> (Duration, bool) {
+    let mut longest = Duration::ZERO;
+    let mut prev: Option<Instant> = None;
+    let mut any_after = false;
+    for &t in times {
+        if t > from {
+            any_after = true;
+            if let Some(p) = prev {
+                longest = longest.max(t - p);
+            } else {
+                longest = longest.max(t - from);
+            }
+        }
+        prev = Some(t);
+    }
+    let last = prev.map_or(from, |p| p.max(from));
+    (longest.max(end.saturating_duration_since(last)), any_after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_gap_spans_the_fault() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let times = [at(0), at(10), at(20), at(900), at(910), at(1000)];
+        // Fault at 15 ms: the gap 20 → 900 is the window.
+        assert_eq!(longest_gap_after(&times, at(15), at(1000)), (Duration::from_millis(880), true));
+        // Gaps that ended before the fault do not count; an open stretch at the end does.
+        assert_eq!(longest_gap_after(&times[..3], at(15), at(500)), (Duration::from_millis(480), true));
+        assert_eq!(longest_gap_after(&times[..2], at(15), at(500)), (Duration::from_millis(485), false));
+        assert_eq!(longest_gap_after(&[], at(15), at(500)), (Duration::from_millis(485), false));
+    }
 }
