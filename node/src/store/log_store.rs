@@ -201,9 +201,8 @@ impl raft_log::Callback for Flushed {
             Notify::Wait(tx) => {
                 let _ = tx.send(res);
             }
-            Notify::Blocking(tx) => {
-                let _ = tx.send(res);
-            }
+            // A receiver that went away no longer cares (raft-log's own impl for the sender).
+            Notify::Blocking(tx) => raft_log::Callback::send(tx, res),
         }
     }
 }
