@@ -1,7 +1,9 @@
-//! Durable storage of one node, all in one sled database on the node's volume.
+//! Durable storage of one node, on the node's volume: the Raft log in `<data-dir>/raft-log`
+//! (raft-log segment files), the state machine in one sled database at `<data-dir>/sled`.
 //!
-//! - [`log_store`]: the Raft log and vote (openraft `RaftLogStorage`). An append or a vote is
-//!   reported durable only after sled's `flush`, i.e. after fsync.
+//! - [`log_store`]: the Raft log, vote and store owner (openraft `RaftLogStorage`), in
+//!   raft-log. An append or a vote is reported durable only after its fsync. Kept out of sled
+//!   because a sled flush writes every tree: each append waited on the state machine's pages.
 //! - [`state_machine`]: the replicated key-value state (openraft `RaftStateMachine`), the
 //!   per-client dedup table and the node-id allocator.
 //! - [`snapshot`]: the snapshot file format (checksummed), built from and installed into the
@@ -12,10 +14,11 @@
 //!
 //! | tree | keys |
 //! |---|---|
-//! | `raft_log` | big-endian log index → postcard(entry) |
-//! | `raft_meta` | `vote`, `committed`, `last_purged`, `owner` (the node incarnation the store belongs to) |
 //! | `sm_pointer` | `active` (generation of the live state-machine tree), `snapshot` |
 //! | `sm.<generation>` | `d<key>` values; `mapplied`, `mmembership`, `mkeys`, `mreplicas`; `s<client>` dedup sessions and `e<index><client>` their expiry index; `i<ordinal>` node-id incarnations |
+//!
+//! (Trees `raft_log` and `raft_meta` held the log before it moved to raft-log; the first open
+//! migrates them and drops them.)
 //!
 //! Installing a snapshot writes a new `sm.<generation>` tree and flips `active` only once it
 //! is complete and flushed, so a crash halfway through an install leaves the old state intact.
