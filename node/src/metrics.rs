@@ -70,7 +70,8 @@ struct SnapshotLabels {
 /// Which flush an fsync latency belongs to (sled flushes the whole database either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncSite {
-    /// The Raft log: appends, votes, truncation.
+    /// The Raft log (raft-log): from a flush request to its fsync's completion, for appends,
+    /// votes, truncation and the owner record.
     Log,
     /// The state machine: snapshot publication and the final flush at shutdown.
     StateMachine,

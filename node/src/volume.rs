@@ -115,6 +115,9 @@ mod tests {
             claim(dir.path(), &log, &r).await.expect("claim");
         }
         std::fs::remove_dir_all(dir.path().join("sled")).expect("wipe sled");
+        let err = check_identity(dir.path(), &r.pod()).expect_err("missing state machine");
+        assert!(err.to_string().contains("is missing"), "{err}");
+        std::fs::remove_dir_all(dir.path().join("raft-log")).expect("wipe the log");
         let err = check_identity(dir.path(), &r.pod()).expect_err("missing store");
         assert!(err.to_string().contains("is missing"), "{err}");
         // An empty store put back in its place is refused too.

@@ -1,7 +1,9 @@
-//! Durable storage of one node, all in one sled database on the node's volume.
+//! Durable storage of one node, on the node's volume: the Raft log in `<data-dir>/raft-log`
+//! (raft-log segment files), the state machine in one sled database at `<data-dir>/sled`.
 //!
-//! - [`log_store`]: the Raft log and vote (openraft `RaftLogStorage`). An append or a vote is
-//!   reported durable only after sled's `flush`, i.e. after fsync.
+//! - [`log_store`]: the Raft log, vote and store owner (openraft `RaftLogStorage`), in
+//!   raft-log. An append or a vote is reported durable only after its fsync. Kept out of sled
+//!   because a sled flush writes every tree: each append waited on the state machine's pages.
 //! - [`state_machine`]: the replicated key-value state (openraft `RaftStateMachine`), the
 //!   per-client dedup table and the node-id allocator.
 //! - [`snapshot`]: the snapshot file format (checksummed), built from and installed into the
@@ -12,10 +14,11 @@
 //!
 //! | tree | keys |
 //! |---|---|
-//! | `raft_log` | big-endian log index → postcard(entry) |
-//! | `raft_meta` | `vote`, `committed`, `last_purged`, `owner` (the node incarnation the store belongs to) |
 //! | `sm_pointer` | `active` (generation of the live state-machine tree), `snapshot` |
 //! | `sm.<generation>` | `d<key>` values; `mapplied`, `mmembership`, `mkeys`, `mreplicas`; `s<client>` dedup sessions and `e<index><client>` their expiry index; `i<ordinal>` node-id incarnations |
+//!
+//! (Trees `raft_log` and `raft_meta` held the log before it moved to raft-log; the first open
+//! migrates them and drops them.)
 //!
 //! Installing a snapshot writes a new `sm.<generation>` tree and flips `active` only once it
 //! is complete and flushed, so a crash halfway through an install leaves the old state intact.
@@ -68,18 +71,16 @@ pub fn open(data_dir: &Path, options: &StoreOptions) -> Result<(LogStore, StateM
         .open()
         .map_err(|source| StoreError::Open { path: path.clone(), source })?;
     let metrics = options.metrics.clone().unwrap_or_default();
-    let log = LogStore::open(&db, metrics.clone()).map_err(|e| corrupt(&path, e))?;
+    let log = LogStore::open(data_dir, &db, metrics.clone())?;
     let sm = StateMachine::open(db, data_dir.join("snapshots"), metrics)?;
     Ok((log, sm))
 }
 
-/// True when `data_dir` holds a sled database (i.e. the volume has state).
+/// True when `data_dir` holds a sled database (i.e. the volume has state). The Raft log beside
+/// it is not enough: a volume written before the log moved out of sled has none, and a log
+/// without its state machine is a wiped store.
 pub fn exists(data_dir: &Path) -> bool {
     data_dir.join("sled").join("conf").exists() || data_dir.join("sled").join("db").exists()
-}
-
-fn corrupt(path: &Path, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt { path: path.to_path_buf(), detail: e.to_string() }
 }
 
 /// Converts any displayable error into the `io::Error` openraft's storage traits use.
@@ -99,7 +100,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -
 
 #[cfg(test)]
 mod conformance {
-    //! openraft's own storage conformance suite, run against the sled store.
+    //! openraft's own storage conformance suite, run against the log store (raft-log) and the state machine (sled).
 
     use openraft::error::ErrorSource;
     use openraft::testing::log::{StoreBuilder, Suite};
@@ -108,9 +109,9 @@ mod conformance {
     use super::*;
     use crate::raft::TypeConfig;
 
-    struct SledBuilder;
+    struct StoreBuilderImpl;
 
-    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for SledBuilder {
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for StoreBuilderImpl {
         async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
             let dir = tempfile::tempdir().map_err(|e| StorageError::read(ErrorSource::from_error(&e)))?;
             let (log, sm) = open(dir.path(), &StoreOptions::default())
@@ -120,8 +121,8 @@ mod conformance {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn openraft_storage_suite_passes_on_sled() -> Result<(), StorageError<TypeConfig>> {
-        Suite::test_all(SledBuilder).await
+    async fn openraft_storage_suite_passes_on_the_store() -> Result<(), StorageError<TypeConfig>> {
+        Suite::test_all(StoreBuilderImpl).await
     }
 }
 
