@@ -23,7 +23,9 @@ use crate::pb::v1::{
 /// Longest pause between two rounds over all endpoints. Short: during a failover the next
 /// leader is usually known within an election timeout, and a retry on loopback or a LAN is
 /// cheap.
-const MAX_ROUND_PAUSE: Duration = Duration::from_millis(250);
+const MAX_ROUND_PAUSE: Duration = Duration::from_millis(100);
+/// The pause after the first round that found no leader.
+const FIRST_ROUND_PAUSE: Duration = Duration::from_millis(25);
 
 /// Bounds of one attempt on one endpoint (a third of the request's budget, within these).
 const MIN_ATTEMPT: Duration = Duration::from_millis(300);
@@ -153,7 +155,7 @@ impl Client {
         // Whether some attempt may have been applied (for writes: "outcome unknown").
         let mut ambiguous = false;
         let mut last = String::from("no attempt made");
-        let mut pause = Duration::from_millis(50);
+        let mut pause = FIRST_ROUND_PAUSE;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {

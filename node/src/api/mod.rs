@@ -17,11 +17,7 @@ use crate::store::command::KeyValue;
 
 /// Builds the reply header for something that reflects `raft_index`.
 pub(crate) fn header(node: &Node, raft_index: u64) -> ResponseHeader {
-    ResponseHeader {
-        raft_index,
-        term: node.current_term(),
-        served_by: node.node_id().unwrap_or(0),
-    }
+    ResponseHeader { raft_index, term: node.current_term(), served_by: node.node_id().unwrap_or(0) }
 }
 
 /// Converts a stored key-value into its wire form.
