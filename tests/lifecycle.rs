@@ -122,8 +122,9 @@ async fn sigterm_on_the_leader_hands_leadership_over_and_exits_cleanly() -> anyh
     let leader = cluster.wait_leader(SETTLE).await?;
     let started = Instant::now();
     let status = cluster.terminate(leader).await?;
-    assert!(status.is_some_and(|s| s.success()), "exit status {status:?}");
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let log = cluster.pod(leader)?.log_tail(40);
+    assert!(status.is_some_and(|s| s.success()), "exit status {status:?}; log:\n{log}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}; log:\n{log}", started.elapsed());
     assert!(cluster.pod(leader)?.log_tail(20).contains("leadership handed over"));
     client.put(b"k2", b"v2", None).await?;
     let new_leader = cluster.wait_leader(SETTLE).await?;

@@ -153,9 +153,16 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         if let Ok(Err(e)) = http_task.await {
             tracing::warn!(error = %e, "the HTTP port stopped with an error");
         }
+        tracing::info!("client and HTTP ports closed; stopping raft");
         shutdown::stop_raft_and_flush(&node).await;
+        tracing::info!("raft stopped and storage flushed; closing the peer port");
         let _ = stop_peer_tx.send(true);
-        let _ = peer_task.await;
+        // A leader may keep an idle replication stream (`StreamAppend`) open to this node, and
+        // a graceful stop waits for every open stream; Raft is stopped and storage flushed
+        // already, so past a short drain the port is simply dropped.
+        if tokio::time::timeout(PEER_PORT_DRAIN, peer_task).await.is_err() {
+            tracing::info!(drain = ?PEER_PORT_DRAIN, "peer streams still open after the drain; closing them");
+        }
     };
     if tokio::time::timeout(grace, graceful).await.is_err() {
         tracing::warn!(?grace, "grace period over; flushing and exiting");
@@ -179,6 +186,9 @@ fn no_delay(listener: TcpListener) -> impl futures::Stream<Item = std::io::Resul
         Ok(conn)
     })
 }
+
+/// How long the peer port may take to close its open streams once Raft has stopped.
+const PEER_PORT_DRAIN: Duration = Duration::from_millis(500);
 
 async fn wait_for(mut stop: watch::Receiver<bool>) {
     while !*stop.borrow() {

@@ -5,7 +5,8 @@
 //!    and wait, bounded, until another node leads. Clients then see a leader change without an
 //!    election timeout's worth of unavailability.
 //! 3. Stop accepting client requests and let in-flight ones finish.
-//! 4. Stop Raft, flush sled, stop the peer port.
+//! 4. Stop Raft, flush storage, stop the peer port (streams a leader still holds open are
+//!    dropped after a 500 ms drain: Raft is already stopped).
 //!
 //! All of it is bounded by the grace period; past it the node flushes and exits anyway. A
 //! SIGKILL at any moment loses no acknowledged write: acknowledgement already waited for fsync.
