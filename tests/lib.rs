@@ -34,30 +34,9 @@ pub async fn wait_value_on(cluster: &Cluster, ordinal: u32, key: &str, value: &s
     .await
 }
 
-/// A minimal HTTP/1.1 GET (test code: no client library needed). Returns the status code and
-/// the body.
+/// `GET path` on `addr` (status code and body), connecting within 2 s and reading within 5 s.
 pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    use anyhow::Context;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let mut stream = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-        .await
-        .with_context(|| format!("connect to {addr} timed out"))??;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
-        .await
-        .with_context(|| format!("GET {path} on {addr} timed out"))??;
-    let text = String::from_utf8(raw).context("response is not UTF-8")?;
-    let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("bad status line in {head:?}"))?;
-    anyhow::ensure!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "chunked body: {head}");
-    Ok((status, body.to_string()))
+    petkv_harness::http::get(addr, path, Duration::from_secs(2), Duration::from_secs(5)).await
 }
 
 /// The value of one sample (`name` or `name{labels}`, exactly as exported) in a Prometheus

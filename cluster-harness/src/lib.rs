@@ -10,6 +10,7 @@
 //! - [`control`]: the state-dir files through which a second terminal steers a running `up`.
 //! - [`controller`]: `up`, the StatefulSet controller loop with a live status view.
 //! - [`wait`]: polling a condition until a deadline (never a fixed sleep).
+//! - [`http`]: a minimal HTTP GET for the pods' HTTP port (and etcd's health).
 //! - [`demo`]: the README's main command.
 //! - [`measure`]: failover window, put latency and throughput on a 3-pod cluster.
 //! - [`bench`]: closed-loop workloads against petkv and, side by side, etcd.
@@ -29,6 +30,7 @@ pub mod control;
 pub mod controller;
 pub mod demo;
 pub mod experiment;
+pub mod http;
 pub mod measure;
 pub mod netns;
 pub mod pod;

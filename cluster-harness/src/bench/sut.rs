@@ -53,20 +53,10 @@ pub trait SystemUnderTest: Sized {
     fn shutdown(self) -> impl Future<Output = anyhow::Result<()>>;
 }
 
-/// `GET path` over HTTP/1.0 on `addr`: the status code and body, or None if unreachable.
+/// `GET path` on `addr`, all of it within [`PROBE`]: the status code and body, or None.
 pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let work = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let code = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        Some((code, body))
-    };
-    tokio::time::timeout(PROBE, work).await.ok().flatten()
+    let work = crate::http::get(addr, path, PROBE, PROBE);
+    tokio::time::timeout(PROBE, work).await.ok().and_then(Result::ok)
 }
 
 /// Bytes a directory tree takes on disk (`du`: allocated blocks × 512).

@@ -293,7 +293,7 @@ impl LogStore {
         // The rename above is the migration's commit point: from here on the sled trees are
         // leftovers (also after a crash between the rename and this drop).
         for tree in [OLD_LOG_TREE, OLD_META_TREE] {
-            if db.tree_names().iter().any(|n| n.as_ref() == tree.as_bytes()) {
+            if has_tree(db, tree) {
                 db.drop_tree(tree).map_err(sled_err)?;
                 db.flush().map_err(sled_err)?;
             }
@@ -489,6 +489,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 const OLD_LOG_TREE: &str = "raft_log";
 const OLD_META_TREE: &str = "raft_meta";
 
+/// Whether `db` holds a tree called `name` (without creating it, as `open_tree` would).
+fn has_tree(db: &sled::Db, name: &str) -> bool {
+    db.tree_names().iter().any(|n| n.as_ref() == name.as_bytes())
+}
+
 /// Copies the vote, owner, purge point, committed id and entries from the old sled trees (if
 /// they hold any) into a new raft-log at `dir`, and makes it durable.
 fn migrate_from_sled(db: &sled::Db, dir: &Path) -> io::Result<()> {
@@ -496,9 +501,8 @@ fn migrate_from_sled(db: &sled::Db, dir: &Path) -> io::Result<()> {
         let what = what.to_string();
         move |e: sled::Error| io_err(&what, e)
     };
-    let has = |name: &str| db.tree_names().iter().any(|n| n.as_ref() == name.as_bytes());
     let mut log = RaftLog::<LogTypes>::open(Arc::new(config(dir)))?;
-    if has(OLD_META_TREE) || has(OLD_LOG_TREE) {
+    if has_tree(db, OLD_META_TREE) || has_tree(db, OLD_LOG_TREE) {
         let meta = db.open_tree(OLD_META_TREE).map_err(sled_io("open raft_meta"))?;
         let entries = db.open_tree(OLD_LOG_TREE).map_err(sled_io("open raft_log"))?;
         let read = |key: &[u8], what: &str| -> io::Result<Option<sled::IVec>> { meta.get(key).map_err(sled_io(what)) };
