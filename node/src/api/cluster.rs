@@ -114,7 +114,7 @@ impl Cluster for Api {
             }
         });
         let members = futures::future::join_all(asks).await;
-        let applied = node.sm.applied().ok().flatten().map(|l| l.index).unwrap_or(0);
+        let applied = node.sm.applied_index();
         Ok(Response::new(MembersResponse { header: Some(header(node, applied)), members }))
     }
 }

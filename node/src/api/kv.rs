@@ -81,7 +81,7 @@ impl Api {
     }
 
     fn applied_index(&self) -> u64 {
-        self.node.sm.applied().ok().flatten().map(|l| l.index).unwrap_or(0)
+        self.node.sm.applied_index()
     }
 
     pub(super) fn storage_error(e: std::io::Error) -> Status {

@@ -6,6 +6,7 @@
 //!   because a sled flush writes every tree: each append waited on the state machine's pages.
 //! - [`state_machine`]: the replicated key-value state (openraft `RaftStateMachine`), the
 //!   per-client dedup table and the node-id allocator.
+//! - [`write_back`]: applied writes held in memory until they reach sled in big batches.
 //! - [`snapshot`]: the snapshot file format (checksummed), built from and installed into the
 //!   state machine.
 //! - [`command`]: the commands the log carries and what applying them returns.
@@ -15,7 +16,7 @@
 //! | tree | keys |
 //! |---|---|
 //! | `sm_pointer` | `active` (generation of the live state-machine tree), `snapshot` |
-//! | `sm.<generation>` | `d<key>` values; `mapplied`, `mmembership`, `mkeys`, `mreplicas`; `s<client>` dedup sessions and `e<index><client>` their expiry index; `i<ordinal>` node-id incarnations |
+//! | `sm.<generation>` | `d<key>` values; `mapplied`, `mmembership`, `mkeys`, `mreplicas`; `s<client>` dedup sessions; `i<ordinal>` node-id incarnations |
 //!
 //! (Trees `raft_log` and `raft_meta` held the log before it moved to raft-log; the first open
 //! migrates them and drops them.)
@@ -27,6 +28,7 @@ pub mod command;
 pub mod log_store;
 pub mod snapshot;
 pub mod state_machine;
+mod write_back;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,15 +1,20 @@
 //! The replicated key-value state machine, stored in sled.
 //!
-//! Applying writes one sled batch to the live state-machine tree per run of entries openraft
-//! hands over together (up to [`MAX_APPLY_RUN`]): the key changes, the clients' dedup records
-//! and the new `applied` log id together, so a crash never leaves an entry half applied
-//! (re-applying would bump a key's version twice). Within a run each entry reads the writes of
-//! the ones before it ([`Pending`]). The tree is not fsync'd on apply: the Raft log is the
-//! durable record, and a restart re-applies what sled had not yet flushed.
+//! Applying a run of entries openraft hands over together (up to [`MAX_APPLY_RUN`]) collects
+//! its writes (the key changes, the clients' dedup records and the new `applied` log id) in a
+//! [`Pending`] overlay, where each entry reads the writes of the ones before it, then hands
+//! them to the write-back layers ([`super::write_back`]): they reach sled later, in big
+//! batches that always carry `applied` with them, so sled holds a prefix of the applied entries
+//! and a crash never leaves an entry half applied (re-applying would bump a key's version
+//! twice). Nothing is fsync'd on apply: the Raft log is the durable record, kept until a
+//! snapshot, and a snapshot is built only after every applied write reached sled; a restart
+//! re-applies what sled did not have.
 //!
 //! Deduplication: a write may carry `(client_id, sequence)`. The tree remembers the last
 //! sequence and result per client; a write with that sequence again (a retry after a timeout or
-//! a leader change) returns the remembered result without applying anything.
+//! a leader change) returns the remembered result without applying anything. Sessions older
+//! than [`SESSION_RETENTION`] entries are swept when the entry at every multiple of
+//! [`SESSION_SWEEP_EVERY`] is applied: the same on every replica.
 //!
 //! Snapshots dump the whole tree into a checksummed file ([`super::snapshot`]). Installing one
 //! fills a fresh `sm.<generation>` tree and flips the `active` pointer only once that tree is
@@ -19,7 +24,7 @@ use std::io;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
 use std::time::Instant;
 
 use futures::{FutureExt, Stream, StreamExt};
@@ -31,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{Command, CommandResult, KeyValue, StoredValue, WriteId};
 use super::snapshot::{self, SnapshotFile};
+use super::write_back::{self, Live, Merged, Writes};
 use super::{decode, encode, io_err, StoreError};
 use crate::metrics::{FsyncSite, Metrics, SnapshotKind};
 use crate::raft::{self, LogId, SnapshotMeta, StoredMembership, TypeConfig};
@@ -38,14 +44,16 @@ use crate::raft::{self, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 const DATA: u8 = b'd';
 const SESSION: u8 = b's';
 const INCARNATION: u8 = b'i';
-/// Session expiry index: `e` + last write index + client id.
-const SESSION_EXPIRY: u8 = b'e';
-/// A client's dedup record is kept until this many log entries have passed since its last
-/// write (deterministic on every replica, unlike wall-clock time). At 50k writes/s that is
-/// 20 s, longer than any client retries the same write.
+/// Session expiry index of earlier versions (`e` + index + client id); the first sweep removes
+/// what a volume written by them still holds.
+const LEGACY_SESSION_EXPIRY: u8 = b'e';
+/// A client's dedup record is kept at least this many log entries after its last write
+/// (deterministic on every replica, unlike wall-clock time). At 50k writes/s that is 20 s,
+/// longer than any client retries the same write.
 pub const SESSION_RETENTION: u64 = 1_000_000;
-/// Expired sessions removed per applied write, so expiry never stalls the apply loop.
-const EXPIRE_PER_APPLY: usize = 4;
+/// Sessions are swept when the entry whose index is a multiple of this is applied, so a
+/// session lives between [`SESSION_RETENTION`] and this many entries more.
+pub const SESSION_SWEEP_EVERY: u64 = 65_536;
 const APPLIED: &[u8] = b"mapplied";
 const MEMBERSHIP: &[u8] = b"mmembership";
 const KEY_COUNT: &[u8] = b"mkeys";
@@ -68,13 +76,6 @@ struct Session {
     index: u64,
     /// Its result; the value of a successful put is elided (the retry carries it).
     result: CommandResult,
-}
-
-fn expiry_key(index: u64, client_id: u64) -> Vec<u8> {
-    let mut k = vec![SESSION_EXPIRY];
-    k.extend_from_slice(&index.to_be_bytes());
-    k.extend_from_slice(&client_id.to_be_bytes());
-    k
 }
 
 /// Drops the value of a successful put before the result is remembered.
@@ -125,19 +126,69 @@ pub struct StateMachine {
 struct Inner {
     db: sled::Db,
     pointer: sled::Tree,
-    active: RwLock<Active>,
+    /// The live tree and the applied writes not yet in it.
+    live: RwLock<Live>,
     /// Serializes applying entries with building and installing snapshots, so a snapshot is a
     /// consistent cut of the tree.
     apply_lock: Mutex<()>,
+    /// Held while a frozen layer is written to sled (one writer at a time, in order).
+    write_lock: Mutex<()>,
+    /// Wakes the background writer when a layer was frozen.
+    write_signal: mpsc::SyncSender<()>,
+    /// Why the background writer failed, reported by the next apply.
+    write_error: Mutex<Option<String>>,
+    /// Index of the last applied entry (response headers read it on every request).
+    applied_index: AtomicU64,
     snapshot_dir: PathBuf,
     snapshot_seq: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
-#[derive(Clone)]
-struct Active {
-    generation: u64,
-    tree: sled::Tree,
+impl Inner {
+    fn live(&self) -> RwLockReadGuard<'_, Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn live_mut(&self) -> std::sync::RwLockWriteGuard<'_, Live> {
+        self.live.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the frozen layer (if any) into the tree; the caller holds `write_lock`.
+    fn write_frozen_locked(&self) -> io::Result<()> {
+        let (tree, frozen) = {
+            let live = self.live();
+            (live.tree.clone(), live.frozen())
+        };
+        let Some(frozen) = frozen else { return Ok(()) };
+        tree.apply_batch(write_back::to_batch(&frozen)).map_err(|e| io_err("write applied entries", e))?;
+        self.live_mut().written(&frozen);
+        Ok(())
+    }
+
+    /// The background writer's step: writes the frozen layer.
+    fn write_frozen(&self) {
+        let _guard = lock(&self.write_lock);
+        if let Err(e) = self.write_frozen_locked() {
+            tracing::error!(error = %e, "cannot write applied entries to the state machine");
+            *lock(&self.write_error) = Some(e.to_string());
+        }
+    }
+
+    /// Writes every applied record into the tree before returning.
+    fn write_through(&self) -> io::Result<()> {
+        let _guard = lock(&self.write_lock);
+        self.write_frozen_locked()?;
+        self.live_mut().freeze();
+        self.write_frozen_locked()
+    }
+}
+
+/// The background writer of frozen layers; ends when the state machine is dropped.
+fn run_writer(inner: Weak<Inner>, signals: mpsc::Receiver<()>) {
+    while signals.recv().is_ok() {
+        let Some(inner) = inner.upgrade() else { return };
+        inner.write_frozen();
+    }
 }
 
 fn tree_name(generation: u64) -> String {
@@ -191,17 +242,30 @@ impl StateMachine {
                 db.drop_tree(name.as_bytes()).map_err(sled_err)?;
             }
         }
+        let (write_signal, signals) = mpsc::sync_channel(1);
         let sm = Self {
             inner: Arc::new(Inner {
                 db,
                 pointer,
-                active: RwLock::new(Active { generation, tree }),
+                live: RwLock::new(Live::new(generation, tree)),
                 apply_lock: Mutex::new(()),
+                write_lock: Mutex::new(()),
+                write_signal,
+                write_error: Mutex::new(None),
+                applied_index: AtomicU64::new(0),
                 snapshot_dir,
                 snapshot_seq: AtomicU64::new(0),
                 metrics,
             }),
         };
+        let weak = Arc::downgrade(&sm.inner);
+        std::thread::Builder::new()
+            .name("sm-writer".into())
+            .spawn(move || run_writer(weak, signals))
+            .map_err(|source| StoreError::Io { path: sled_path.clone(), source })?;
+        let applied =
+            sm.applied().map_err(|e| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() })?;
+        sm.inner.applied_index.store(applied.map_or(0, |l| l.index), Ordering::Relaxed);
         let keep = sm
             .current_snapshot_record()
             .map_err(|e| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() })?;
@@ -209,10 +273,6 @@ impl StateMachine {
         sm.remove_snapshot_files(keep.as_ref().map(|r| r.file_name.as_str()), |_| true)
             .map_err(|source| StoreError::Io { path: sm.inner.snapshot_dir.clone(), source })?;
         Ok(sm)
-    }
-
-    fn active(&self) -> Active {
-        self.inner.active.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn read<T: serde::de::DeserializeOwned>(tree: &sled::Tree, what: &str, key: &[u8]) -> io::Result<Option<T>> {
@@ -224,18 +284,19 @@ impl StateMachine {
 
     /// Reads one key from the local state machine.
     pub fn get(&self, key: &[u8]) -> io::Result<Option<KeyValue>> {
-        self.read_live(|tree| {
-            Ok(Self::read::<StoredValue>(tree, "value", &data_key(key))?
-                .map(|stored| KeyValue { key: key.to_vec(), stored }))
-        })
+        Ok(self
+            .inner
+            .live()
+            .read::<StoredValue>("value", &data_key(key))?
+            .map(|stored| KeyValue { key: key.to_vec(), stored }))
     }
 
     /// Reads up to `limit` keys in `[start, end)` order from the local state machine.
     pub fn scan(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, limit: usize) -> io::Result<ScanPage> {
-        self.read_live(|tree| Self::scan_tree(tree, start.clone(), end.clone(), limit))
+        Self::scan_live(&self.inner.live(), start, end, limit)
     }
 
-    fn scan_tree(tree: &sled::Tree, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, limit: usize) -> io::Result<ScanPage> {
+    fn scan_live(live: &Live, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, limit: usize) -> io::Result<ScanPage> {
         let lower = match start {
             Bound::Included(k) => Bound::Included(data_key(&k)),
             Bound::Excluded(k) => Bound::Excluded(data_key(&k)),
@@ -248,8 +309,8 @@ impl StateMachine {
         };
         let mut kvs = Vec::new();
         let mut more = false;
-        for item in tree.range::<Vec<u8>, _>((lower, upper)) {
-            let (k, v) = item.map_err(|e| io_err("scan", e))?;
+        for item in Merged::new(live.layers(&lower, &upper)) {
+            let (k, v) = item?;
             if kvs.len() == limit {
                 more = true;
                 break;
@@ -261,22 +322,32 @@ impl StateMachine {
 
     /// The log id of the last applied entry.
     pub fn applied(&self) -> io::Result<Option<LogId>> {
-        self.read_live(|tree| Ok(Self::read::<Option<LogId>>(tree, "applied", APPLIED)?.flatten()))
+        Ok(self.inner.live().read::<Option<LogId>>("applied", APPLIED)?.flatten())
+    }
+
+    /// The index of the last applied entry (0 before the first), without a storage read.
+    pub fn applied_index(&self) -> u64 {
+        self.inner.applied_index.load(Ordering::Relaxed)
     }
 
     /// How many keys the state machine holds.
     pub fn key_count(&self) -> io::Result<u64> {
-        self.read_live(|tree| Ok(Self::read::<u64>(tree, "key count", KEY_COUNT)?.unwrap_or(0)))
+        Ok(self.inner.live().read::<u64>("key count", KEY_COUNT)?.unwrap_or(0))
     }
 
     /// The set's declared replica count, if one was declared.
     pub fn declared_replicas(&self) -> io::Result<Option<u32>> {
-        self.read_live(|tree| Self::read::<u32>(tree, "declared replicas", DECLARED_REPLICAS))
+        self.inner.live().read::<u32>("declared replicas", DECLARED_REPLICAS)
     }
 
     /// The membership the state machine last applied.
     pub fn membership(&self) -> io::Result<StoredMembership> {
-        self.read_live(|tree| Ok(Self::read(tree, "membership", MEMBERSHIP)?.unwrap_or_default()))
+        Ok(self.inner.live().read("membership", MEMBERSHIP)?.unwrap_or_default())
+    }
+
+    /// Applied records that have not reached sled yet.
+    pub fn unwritten_records(&self) -> usize {
+        self.inner.live().unwritten_records()
     }
 
     /// True when the state machine applied anything or holds a snapshot.
@@ -290,8 +361,12 @@ impl StateMachine {
         self.inner.snapshot_dir.join(format!("incoming-{}-{n}.tmp", std::process::id()))
     }
 
-    /// Flushes everything to disk (used at shutdown).
+    /// Writes every applied record to sled and flushes it to disk (used at shutdown).
     pub async fn flush(&self) -> io::Result<()> {
+        let sm = self.clone();
+        tokio::task::spawn_blocking(move || sm.inner.write_through())
+            .await
+            .map_err(|e| io_err("state machine write task", e))??;
         let start = Instant::now();
         let result = self.inner.db.flush_async().await;
         self.inner.metrics.record_fsync(FsyncSite::StateMachine, start.elapsed());
@@ -323,26 +398,12 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Runs a read on the live tree; if it fails because an install swapped the tree meanwhile
-    /// (the old one is dropped), runs it once more on the new tree.
-    fn read_live<T>(&self, read: impl Fn(&sled::Tree) -> io::Result<T>) -> io::Result<T> {
-        let first = self.active();
-        match read(&first.tree) {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                let now = self.active();
-                if now.generation != first.generation {
-                    read(&now.tree)
-                } else {
-                    Err(e)
-                }
-            }
-        }
-    }
-
     /// Applies one entry into `pending` (not yet written to the tree).
     fn apply_entry(pending: &mut Pending<'_>, entry: &raft::Entry) -> io::Result<CommandResult> {
         let log_id = entry.log_id();
+        if log_id.index.is_multiple_of(SESSION_SWEEP_EVERY) {
+            sweep_sessions(pending, log_id.index)?;
+        }
         let result = match entry.payload {
             EntryPayload::Blank => CommandResult::Nothing,
             EntryPayload::Membership(ref m) => {
@@ -354,27 +415,45 @@ impl StateMachine {
         Ok(result)
     }
 
-    /// Applies a run of entries as one sled batch (one tree update, not one per entry) and
-    /// records the last one as applied in the same batch.
+    /// Applies a run of entries into the write-back layers, the last one recorded as applied
+    /// with them; freezes the active layer for the background writer when it is big enough.
     fn apply_run(&self, entries: &[raft::Entry]) -> io::Result<Vec<CommandResult>> {
         let _guard = lock(&self.inner.apply_lock);
-        let tree = self.active().tree;
-        let mut pending = Pending::new(&tree);
+        if let Some(e) = lock(&self.inner.write_error).clone() {
+            return Err(io_err("state machine writer failed earlier", e));
+        }
+        let mut pending = Pending::new(&self.inner.live);
         let mut results = Vec::with_capacity(entries.len());
         for entry in entries {
             results.push(Self::apply_entry(&mut pending, entry)?);
         }
-        if let Some(last) = entries.last() {
-            pending.insert(APPLIED, encode(&Some(last.log_id()))?);
+        let Some(last) = entries.last() else { return Ok(results) };
+        pending.insert(APPLIED, encode(&Some(last.log_id()))?);
+        let (freeze, over_limit) = {
+            let mut live = self.inner.live_mut();
+            let freeze = live.absorb(pending.writes);
+            if freeze {
+                live.freeze();
+            }
+            (freeze, live.over_limit())
+        };
+        self.inner.applied_index.store(last.log_id().index, Ordering::Relaxed);
+        if over_limit {
+            // The background writer fell behind: write here rather than grow without bound.
+            self.inner.write_through()?;
+        } else if freeze {
+            // A full channel means a wake-up is already pending; the writer takes whatever is
+            // frozen when it runs.
+            let _ = self.inner.write_signal.try_send(());
         }
-        tree.apply_batch(pending.into_batch()).map_err(|e| io_err("apply", e))?;
         Ok(results)
     }
 
     /// Writes the live tree to `path` as a snapshot file; the caller holds the apply lock, so
     /// the file is a consistent cut at the applied index it records.
     fn dump_locked(&self, path: &Path) -> io::Result<(SnapshotMeta, SnapshotFile, u64)> {
-        let tree = self.active().tree;
+        self.inner.write_through()?;
+        let tree = self.inner.live().tree.clone();
         let last_log_id: Option<LogId> = Self::read::<Option<LogId>>(&tree, "applied", APPLIED)?.flatten();
         let last_membership: StoredMembership = Self::read(&tree, "membership", MEMBERSHIP)?.unwrap_or_default();
         let meta = SnapshotMeta { last_log_id, last_membership };
@@ -462,8 +541,10 @@ impl StateMachine {
             ));
         }
         let _guard = lock(&self.inner.apply_lock);
-        let old = self.active();
-        let generation = old.generation + 1;
+        // No layer may reach the old tree while it is replaced; they are dropped with it.
+        let _writing = lock(&self.inner.write_lock);
+        let old_generation = self.inner.live().generation;
+        let generation = old_generation + 1;
         let name = tree_name(generation);
         self.inner.db.drop_tree(name.as_bytes()).map_err(|e| io_err("drop stale tree", e))?;
         let tree = self.inner.db.open_tree(name.as_bytes()).map_err(|e| io_err("create tree", e))?;
@@ -491,8 +572,9 @@ impl StateMachine {
             snapshot::sync_dir(&dest)?;
         }
         self.publish_snapshot(meta, &file_name, Some(generation))?;
-        *self.inner.active.write().unwrap_or_else(|p| p.into_inner()) = Active { generation, tree };
-        self.inner.db.drop_tree(tree_name(old.generation).as_bytes()).map_err(|e| io_err("drop old tree", e))?;
+        *self.inner.live_mut() = Live::new(generation, tree);
+        self.inner.applied_index.store(index, Ordering::Relaxed);
+        self.inner.db.drop_tree(tree_name(old_generation).as_bytes()).map_err(|e| io_err("drop old tree", e))?;
         self.inner.metrics.record_snapshot(SnapshotKind::Installed, file.len, entries);
         Ok(())
     }
@@ -501,26 +583,36 @@ impl StateMachine {
 /// The writes of a run of entries not yet in the tree: reads see them first, so each entry of
 /// the run observes the ones before it, and the run reaches the tree as one atomic batch.
 struct Pending<'a> {
-    tree: &'a sled::Tree,
+    live: &'a RwLock<Live>,
     /// `None`: removed in this run.
-    writes: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    writes: Writes,
 }
 
 impl<'a> Pending<'a> {
-    fn new(tree: &'a sled::Tree) -> Self {
-        Self { tree, writes: Default::default() }
+    fn new(live: &'a RwLock<Live>) -> Self {
+        Self { live, writes: Writes::new() }
+    }
+
+    fn live(&self) -> RwLockReadGuard<'a, Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn read<T: serde::de::DeserializeOwned>(&self, what: &str, key: &[u8]) -> io::Result<Option<T>> {
         match self.writes.get(key) {
             Some(Some(v)) => Ok(Some(decode(what, v)?)),
             Some(None) => Ok(None),
-            None => StateMachine::read(self.tree, what, key),
+            None => self.live().read(what, key),
         }
     }
 
-    fn is_removed(&self, key: &[u8]) -> bool {
-        matches!(self.writes.get(key), Some(None))
+    /// The keys of records in `[prefix, prefix + 1)` as this run sees them, with their values.
+    fn records_with_prefix(&self, prefix: u8) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let lower = Bound::Included(vec![prefix]);
+        let upper = if prefix == u8::MAX { Bound::Unbounded } else { Bound::Excluded(vec![prefix + 1]) };
+        let live = self.live();
+        let mut layers = vec![write_back::writes_layer(&self.writes, &lower, &upper)];
+        layers.extend(live.layers(&lower, &upper));
+        Merged::new(layers).collect()
     }
 
     fn insert(&mut self, key: &[u8], value: Vec<u8>) {
@@ -529,17 +621,6 @@ impl<'a> Pending<'a> {
 
     fn remove(&mut self, key: &[u8]) {
         self.writes.insert(key.to_vec(), None);
-    }
-
-    fn into_batch(self) -> sled::Batch {
-        let mut batch = sled::Batch::default();
-        for (k, v) in self.writes {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        batch
     }
 }
 
@@ -557,34 +638,24 @@ fn apply_command(pending: &mut Pending<'_>, index: u64, cmd: &Command) -> io::Re
         if sequence < session.sequence {
             return Ok(CommandResult::StaleSequence { last_applied: session.sequence });
         }
-        pending.remove(&expiry_key(session.index, client_id));
     }
     let result = execute(pending, index, cmd)?;
     pending.insert(&key, encode(&Session { sequence, index, result: elide_put_value(&result) })?);
-    pending.insert(&expiry_key(index, client_id), Vec::new());
-    expire_sessions(pending, index)?;
     Ok(result)
 }
 
-/// Removes a few sessions whose last write is more than [`SESSION_RETENTION`] entries old.
-fn expire_sessions(pending: &mut Pending<'_>, index: u64) -> io::Result<()> {
-    let Some(horizon) = index.checked_sub(SESSION_RETENTION) else { return Ok(()) };
-    let mut expired = Vec::new();
-    for item in pending.tree.range(expiry_key(0, 0)..expiry_key(horizon, 0)) {
-        let (k, _) = item.map_err(|e| io_err("session expiry", e))?;
-        // Already removed earlier in this run (its client wrote again, or it expired).
-        if pending.is_removed(&k) {
-            continue;
-        }
-        expired.push(k);
-        if expired.len() == EXPIRE_PER_APPLY {
-            break;
-        }
+/// Removes the sessions whose last write is more than [`SESSION_RETENTION`] entries before
+/// `index` (and the expiry index earlier versions kept).
+fn sweep_sessions(pending: &mut Pending<'_>, index: u64) -> io::Result<()> {
+    for (key, _) in pending.records_with_prefix(LEGACY_SESSION_EXPIRY)? {
+        pending.remove(&key);
     }
-    for k in expired {
-        let client = k.get(9..17).ok_or_else(|| io_err("session expiry", "short key"))?;
-        pending.remove(&prefixed(SESSION, client));
-        pending.remove(&k);
+    let Some(horizon) = index.checked_sub(SESSION_RETENTION) else { return Ok(()) };
+    for (key, value) in pending.records_with_prefix(SESSION)? {
+        let session: Session = decode("session", &value)?;
+        if session.index < horizon {
+            pending.remove(&key);
+        }
     }
     Ok(())
 }
@@ -735,13 +806,16 @@ pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use openraft::entry::RaftEntry;
 
-    fn tree() -> (tempfile::TempDir, sled::Tree) {
+    use super::*;
+    use crate::store::{open, StoreOptions};
+
+    fn live() -> (tempfile::TempDir, RwLock<Live>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::Config::new().temporary(true).path(dir.path()).open().expect("sled");
         let tree = db.open_tree("sm.0").expect("tree");
-        (dir, tree)
+        (dir, RwLock::new(Live::new(0, tree)))
     }
 
     fn put(key: &str, value: &str, if_mod_index: Option<u64>, id: Option<(u64, u64)>) -> Command {
@@ -753,11 +827,31 @@ mod tests {
         }
     }
 
-    fn apply(tree: &sled::Tree, index: u64, cmd: &Command) -> CommandResult {
-        let mut pending = Pending::new(tree);
-        let result = apply_command(&mut pending, index, cmd).expect("apply");
-        tree.apply_batch(pending.into_batch()).expect("batch");
+    fn entry(index: u64, cmd: Command) -> raft::Entry {
+        raft::Entry::new_normal(openraft::testing::log_id::<TypeConfig>(1, 1, index), cmd)
+    }
+
+    /// Applies one entry as a run of its own and hands its writes to the layers.
+    fn apply(live: &RwLock<Live>, index: u64, cmd: &Command) -> CommandResult {
+        let mut pending = Pending::new(live);
+        let result = StateMachine::apply_entry(&mut pending, &entry(index, cmd.clone())).expect("apply");
+        let writes = pending.writes;
+        live.write().expect("lock").absorb(writes);
         result
+    }
+
+    /// True when `key` holds a record, as reads see it (layers first).
+    fn present(live: &RwLock<Live>, key: &[u8]) -> bool {
+        let bound = Bound::Included(key.to_vec());
+        Merged::new(live.read().expect("lock").layers(&bound, &bound)).next().is_some()
+    }
+
+    fn session_exists(live: &RwLock<Live>, client: u64) -> bool {
+        live.read()
+            .expect("lock")
+            .read::<Session>("session", &prefixed(SESSION, &client.to_be_bytes()))
+            .expect("read")
+            .is_some()
     }
 
     fn version(r: &CommandResult) -> u64 {
@@ -769,7 +863,7 @@ mod tests {
 
     #[test]
     fn versions_count_writes_and_compare_uses_mod_index() {
-        let (_d, t) = tree();
+        let (_d, t) = live();
         assert_eq!(version(&apply(&t, 5, &put("k", "a", None, None))), 1);
         assert_eq!(version(&apply(&t, 6, &put("k", "b", None, None))), 2);
         let failed = apply(&t, 7, &put("k", "c", Some(5), None));
@@ -782,7 +876,7 @@ mod tests {
 
     #[test]
     fn a_retried_write_returns_its_original_answer_and_applies_nothing() {
-        let (_d, t) = tree();
+        let (_d, t) = live();
         let cmd = put("k", "value", None, Some((9, 1)));
         let first = apply(&t, 10, &cmd);
         let retry = apply(&t, 11, &cmd);
@@ -793,49 +887,54 @@ mod tests {
         assert_eq!(version(&apply(&t, 13, &put("k", "next", None, Some((9, 2))))), 2);
     }
 
+    /// The first sweep that sees a write at index 1 as older than the retention window.
+    const FIRST_EXPIRING_SWEEP: u64 = SESSION_RETENTION.div_ceil(SESSION_SWEEP_EVERY) * SESSION_SWEEP_EVERY;
+
     #[test]
-    fn sessions_expire_after_the_retention_window() {
-        let (_d, t) = tree();
+    fn sessions_expire_at_the_first_sweep_after_the_retention_window() {
+        let (_d, t) = live();
         let old = put("a", "1", None, Some((1, 1)));
         apply(&t, 1, &old);
-        apply(&t, 2 + SESSION_RETENTION, &put("b", "1", None, Some((2, 1))));
-        assert!(t.get(prefixed(SESSION, &1u64.to_be_bytes())).expect("read").is_none(), "client 1 expired");
-        assert!(t.get(prefixed(SESSION, &2u64.to_be_bytes())).expect("read").is_some(), "client 2 kept");
+        apply(&t, FIRST_EXPIRING_SWEEP - SESSION_SWEEP_EVERY, &put("b", "1", None, Some((2, 1))));
+        assert!(session_exists(&t, 1), "the sweep before the window ends keeps client 1");
+        apply(&t, FIRST_EXPIRING_SWEEP, &put("c", "1", None, Some((3, 1))));
+        assert!(!session_exists(&t, 1), "client 1 expired");
+        assert!(session_exists(&t, 2) && session_exists(&t, 3), "later clients kept");
         // After expiry the same write id is a new write (the retention window bounds retries).
-        assert_eq!(version(&apply(&t, 3 + SESSION_RETENTION, &old)), 2);
+        assert_eq!(version(&apply(&t, FIRST_EXPIRING_SWEEP + 1, &old)), 2);
+    }
+
+    #[test]
+    fn a_sweep_keeps_a_session_renewed_inside_the_window_and_drops_the_old_expiry_index() {
+        let (_d, t) = live();
+        apply(&t, 1, &put("a", "1", None, Some((1, 1))));
+        let legacy = [vec![LEGACY_SESSION_EXPIRY], 1u64.to_be_bytes().to_vec(), 1u64.to_be_bytes().to_vec()].concat();
+        t.read().expect("lock").tree.insert(&legacy, Vec::<u8>::new()).expect("insert");
+        assert!(present(&t, &legacy), "kept until a sweep");
+        apply(&t, FIRST_EXPIRING_SWEEP - 1, &put("a", "2", None, Some((1, 2))));
+        apply(&t, FIRST_EXPIRING_SWEEP, &put("b", "1", None, Some((2, 1))));
+        assert!(session_exists(&t, 1), "client 1 renewed, kept");
+        assert!(!present(&t, &legacy), "the expiry index of earlier versions is gone");
     }
 
     #[test]
     fn a_run_of_entries_sees_its_own_writes() {
-        let (_d, t) = tree();
+        let (_d, t) = live();
         let mut pending = Pending::new(&t);
         let first = apply_command(&mut pending, 1, &put("k", "a", None, Some((7, 1)))).expect("apply");
         let second = apply_command(&mut pending, 2, &put("k", "b", None, Some((7, 2)))).expect("apply");
         let cas = apply_command(&mut pending, 3, &put("k", "c", Some(2), None)).expect("apply");
         let retry = apply_command(&mut pending, 4, &put("k", "b", None, Some((7, 2)))).expect("apply");
-        t.apply_batch(pending.into_batch()).expect("batch");
+        let writes = pending.writes;
+        t.write().expect("lock").absorb(writes);
         assert_eq!((version(&first), version(&second), version(&cas)), (1, 2, 3));
         assert_eq!(retry, second, "the retry inside the run is answered from the run's session");
-        assert_eq!(t.get(KEY_COUNT).expect("read").map(|v| decode::<u64>("count", &v).expect("decode")), Some(1));
-        // Only the latest expiry record of client 7 is left.
-        assert_eq!(t.scan_prefix([SESSION_EXPIRY]).count(), 1);
-    }
-
-    #[test]
-    fn expiry_skips_a_session_renewed_earlier_in_the_run() {
-        let (_d, t) = tree();
-        apply(&t, 1, &put("a", "1", None, Some((1, 1))));
-        let mut pending = Pending::new(&t);
-        // Client 1 writes again in the run that would expire its old record.
-        apply_command(&mut pending, 2 + SESSION_RETENTION, &put("a", "2", None, Some((1, 2)))).expect("apply");
-        apply_command(&mut pending, 3 + SESSION_RETENTION, &put("b", "1", None, Some((2, 1)))).expect("apply");
-        t.apply_batch(pending.into_batch()).expect("batch");
-        assert!(t.get(prefixed(SESSION, &1u64.to_be_bytes())).expect("read").is_some(), "client 1 renewed, kept");
+        assert_eq!(t.read().expect("lock").read::<u64>("count", KEY_COUNT).expect("read"), Some(1));
     }
 
     #[test]
     fn node_ids_are_never_reused_for_an_ordinal() {
-        let (_d, t) = tree();
+        let (_d, t) = live();
         let alloc = |i| match apply(&t, i, &Command::AllocateNodeId { ordinal: 3 }) {
             CommandResult::NodeId { node_id, .. } => node_id,
             other => panic!("{other:?}"),
@@ -843,5 +942,69 @@ mod tests {
         let (a, b) = (alloc(1), alloc(2));
         assert_eq!(raft::ordinal_of(a), 3);
         assert!(raft::incarnation_of(b) > raft::incarnation_of(a));
+    }
+
+    fn puts(from: u64, count: u64) -> Vec<raft::Entry> {
+        (from..from + count).map(|i| entry(i, put(&format!("key-{i}"), "value", None, Some((i % 7, i))))).collect()
+    }
+
+    /// Counts the user keys and reads `applied` straight from sled (what a crash leaves).
+    fn in_sled(dir: &Path) -> (u64, Option<LogId>) {
+        // The background writer may still hold the database for a moment after the drop.
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match sled::Config::new().path(dir.join("sled")).open() {
+                Ok(db) => break db,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "sled still open");
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("reopen raw: {e}"),
+            }
+        };
+        let tree = db.open_tree(tree_name(0)).expect("tree");
+        let keys = tree.scan_prefix([DATA]).count() as u64;
+        let applied = StateMachine::read::<Option<LogId>>(&tree, "applied", APPLIED).expect("read").flatten();
+        (keys, applied)
+    }
+
+    #[test]
+    fn sled_holds_a_prefix_of_the_applied_entries_with_its_applied_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Enough puts (about one record each) to freeze the active layer twice, plus some that
+        // stay in memory.
+        let total = 3 * write_back::FLUSH_RECORDS as u64 + 100;
+        {
+            let (_log, sm) = open(dir.path(), &StoreOptions::default()).expect("open");
+            for run in puts(1, total).chunks(MAX_APPLY_RUN) {
+                sm.apply_run(run).expect("apply");
+            }
+            assert_eq!(sm.applied_index(), total);
+            assert_eq!(sm.key_count().expect("count"), total, "reads see every applied write");
+            let page = sm.scan(Bound::Unbounded, Bound::Unbounded, usize::MAX).expect("scan");
+            assert_eq!(page.kvs.len() as u64, total);
+            sm.inner.db.flush().expect("flush what the writer wrote");
+            // Dropped without `flush`: what is not in sled is lost, as in a crash.
+        }
+        let (keys, applied) = in_sled(dir.path());
+        let applied = applied.map_or(0, |l| l.index);
+        assert!(applied < total, "some applied entries are still only in memory: {applied}");
+        assert_eq!(keys, applied, "sled holds exactly the entries up to its applied index");
+    }
+
+    #[tokio::test]
+    async fn flush_writes_every_applied_record_to_sled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (_log, sm) = open(dir.path(), &StoreOptions::default()).expect("open");
+            sm.apply_run(&puts(1, 10)).expect("apply");
+            assert!(sm.unwritten_records() > 0);
+            sm.flush().await.expect("flush");
+            assert_eq!(sm.unwritten_records(), 0);
+        }
+        let (keys, applied) = in_sled(dir.path());
+        assert_eq!((keys, applied.map(|l| l.index)), (10, Some(10)));
+        let (_log, sm) = open(dir.path(), &StoreOptions::default()).expect("reopen");
+        assert_eq!(sm.applied_index(), 10, "the applied index is read at open");
     }
 }
