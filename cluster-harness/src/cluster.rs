@@ -96,6 +96,9 @@ impl Drop for Slot {
     }
 }
 
+/// Set to keep the state dir (volumes and logs) of a cluster made by [`Cluster::new`].
+pub const KEEP_STATE: &str = "PETKV_KEEP_STATE";
+
 /// A set of pods with their volumes under one state directory.
 pub struct Cluster {
     pub spec: ClusterSpec,
@@ -110,12 +113,17 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// A cluster in a fresh temporary state dir (removed when the cluster is dropped).
+    /// A cluster in a fresh temporary state dir, removed when the cluster is dropped unless
+    /// `PETKV_KEEP_STATE` is set (then its path is printed, for a post-mortem of the logs).
     pub fn new(spec: ClusterSpec) -> anyhow::Result<Self> {
         let temp = tempfile::Builder::new().prefix("petkv-harness-").tempdir()?;
         let dir = temp.path().to_path_buf();
         let mut c = Self::in_dir(spec, &dir)?;
-        c._temp = Some(temp);
+        if std::env::var_os(KEEP_STATE).is_some() {
+            eprintln!("{KEEP_STATE}: keeping the cluster's state dir {}", temp.keep().display());
+        } else {
+            c._temp = Some(temp);
+        }
         Ok(c)
     }
 

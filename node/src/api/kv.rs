@@ -65,11 +65,24 @@ impl Api {
     pub(super) async fn read_index(&self, forwarded: bool) -> Result<(), NotServed> {
         let node = &self.node;
         let raft = node.raft().map_err(NotServed::Failed)?;
-        let outcome =
-            tokio::time::timeout(node.config.request_timeout, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await;
+        let deadline = tokio::time::Instant::now() + node.config.request_timeout;
+        let outcome = tokio::time::timeout_at(deadline, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await;
         match outcome {
             Err(_) => Err(NotServed::Failed(Status::deadline_exceeded("read-index round timed out (no quorum?)"))),
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(read_log_id)) => {
+                let Some(index) = node.read_barrier(read_log_id.log_id()) else { return Ok(()) };
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                raft.wait(Some(left))
+                    .applied_index_at_least(Some(index), "the entries this leader held at start are applied")
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        NotServed::Failed(Status::unavailable(format!(
+                            "linearizable read: this leader restarted in its term and has not applied the \
+                             {index} entries it held at start yet ({e})"
+                        )))
+                    })
+            }
             Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
                 match (f.leader_id, f.leader_node) {
                     (Some(id), Some(n)) if !forwarded && Some(id) != node.node_id() => Err(NotServed::Forward(n)),

@@ -361,9 +361,14 @@ impl LogStore {
 
     /// Index of the last entry in the log, or of the last purged one.
     pub fn last_index(&self) -> io::Result<u64> {
+        Ok(self.last_log_id()?.map(|l| l.index).unwrap_or(0))
+    }
+
+    /// Id of the last entry in the log, or of the last purged one.
+    pub fn last_log_id(&self) -> io::Result<Option<LogId>> {
         let log = self.lock()?;
         let state = log.log_state();
-        Ok(state.last().or(state.purged()).map(|l| l.0.index).unwrap_or(0))
+        Ok(state.last().or(state.purged()).map(|l| l.0))
     }
 }
 
