@@ -35,7 +35,7 @@ async fn ready_pods(dir: &Path, count: usize) -> anyhow::Result<Vec<(u32, u64, u
         }
         let mut pods = Vec::new();
         for (o, pod) in &running.pods {
-            let s = petkv::client::Client::status_of(&pod.client_addr, Duration::from_millis(500)).await.ok()?;
+            let s = petkv::client::Client::status_of(&pod.client_addr, Duration::from_millis(500), None).await.ok()?;
             if !s.ready {
                 return None;
             }
@@ -96,7 +96,7 @@ async fn up_is_steered_from_a_second_terminal() -> anyhow::Result<()> {
         let running = control::read_running(&dir)?.expect("running");
         let addr = running.pods[&3].client_addr.clone();
         wait::until("petkv-3 unreachable", SETTLE, || async {
-            petkv::client::Client::status_of(&addr, Duration::from_millis(300)).await.is_err().then_some(())
+            petkv::client::Client::status_of(&addr, Duration::from_millis(300), None).await.is_err().then_some(())
         })
         .await?;
         ok(&dir, &["heal"]);

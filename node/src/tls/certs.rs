@@ -193,8 +193,20 @@ pub struct SetCerts {
     /// Extra names in one pod's certificate (the harness: the pod's own address).
     pub pod_names: BTreeMap<u32, Vec<String>>,
     pub valid_days: u32,
-    /// Replace existing certificates (never the CA).
-    pub force: bool,
+    /// What to do about certificates already in the directory (the CA is always kept).
+    pub existing: Existing,
+}
+
+/// What [`write_set`] does with a certificate whose files exist already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Existing {
+    /// Fail before writing anything.
+    #[default]
+    Refuse,
+    /// Issue a new one in its place (a rotation).
+    Replace,
+    /// Leave it; issue only the missing ones (new ordinals).
+    Keep,
 }
 
 impl Default for SetCerts {
@@ -209,7 +221,7 @@ impl Default for SetCerts {
             shared_names: Vec::new(),
             pod_names: BTreeMap::new(),
             valid_days: DEFAULT_VALID_DAYS,
-            force: false,
+            existing: Existing::Refuse,
         }
     }
 }
@@ -318,7 +330,7 @@ fn ca_in(dir: &Path, spec: &SetCerts, written: &mut Written) -> Result<Authority
 }
 
 /// Issues the set's certificates into `dir` (created if missing), with the CA found there or
-/// a new one. Refuses, before writing anything, to replace a certificate unless `force`.
+/// a new one; certificates already there are refused, replaced or kept as `spec.existing` says.
 pub fn write_set(dir: &Path, spec: &SetCerts) -> Result<Written, CertError> {
     spec.check()?;
     std::fs::create_dir_all(dir).map_err(|source| CertError::Write { path: dir.to_path_buf(), source })?;
@@ -333,10 +345,15 @@ pub fn write_set(dir: &Path, spec: &SetCerts) -> Result<Written, CertError> {
     let mut client = LeafSpec::client(&format!("{}-client", spec.set));
     client.valid_for = days(spec.valid_days);
     leaves.push((dir.join(CLIENT_CERT), dir.join(CLIENT_KEY), client));
-    if !spec.force {
-        if let Some(existing) = leaves.iter().flat_map(|(c, k, _)| [c, k]).find(|p| p.exists()) {
-            return Err(CertError::Exists(existing.clone()));
+    let exists = |(cert, key, _): &(PathBuf, PathBuf, LeafSpec)| cert.exists() || key.exists();
+    match spec.existing {
+        Existing::Refuse => {
+            if let Some(existing) = leaves.iter().flat_map(|(c, k, _)| [c, k]).find(|p| p.exists()) {
+                return Err(CertError::Exists(existing.clone()));
+            }
         }
+        Existing::Keep => leaves.retain(|leaf| !exists(leaf)),
+        Existing::Replace => {}
     }
     let mut written = Written { new_ca: false, files: Vec::new() };
     let ca = ca_in(dir, spec, &mut written)?;
@@ -387,7 +404,12 @@ mod tests {
         assert!(matches!(err, CertError::Exists(_)), "{err}");
         assert_eq!(std::fs::read(dir.path().join("petkv-0.pem")).unwrap(), pod_before, "nothing touched");
 
-        let again = write_set(dir.path(), &SetCerts { force: true, ..spec }).unwrap();
+        let grown = SetCerts { replicas: 3, existing: Existing::Keep, ..spec.clone() };
+        let kept = write_set(dir.path(), &grown).unwrap();
+        assert_eq!(kept.files, vec![dir.path().join("petkv-2.pem"), dir.path().join("petkv-2-key.pem")]);
+        assert_eq!(std::fs::read(dir.path().join("petkv-0.pem")).unwrap(), pod_before, "kept");
+
+        let again = write_set(dir.path(), &SetCerts { existing: Existing::Replace, ..spec }).unwrap();
         assert!(!again.new_ca);
         assert_eq!(std::fs::read(dir.path().join(CA_CERT)).unwrap(), ca_before, "the CA is kept");
         assert_ne!(std::fs::read(dir.path().join("petkv-0.pem")).unwrap(), pod_before, "a new certificate");
