@@ -217,14 +217,14 @@ pub struct ClientArgs {
     #[arg(long = "timeout-ms", env = "PETKV_TIMEOUT_MS", default_value_t = 10_000)]
     pub timeout_ms: u64,
     /// Talk TLS, trusting this CA bundle (PEM) for the nodes' certificates.
-    #[arg(long, env = "PETKV_CA")]
-    pub ca: Option<std::path::PathBuf>,
+    #[arg(long = "ca", env = "PETKV_CA")]
+    pub client_ca: Option<std::path::PathBuf>,
     /// Client certificate (PEM) for nodes that require one (--tls-client-auth). Needs --key.
-    #[arg(long, env = "PETKV_CERT", requires_all = ["key", "ca"])]
-    pub cert: Option<std::path::PathBuf>,
+    #[arg(long = "cert", env = "PETKV_CERT", requires_all = ["client_key", "client_ca"])]
+    pub client_cert: Option<std::path::PathBuf>,
     /// The client certificate's private key (PEM).
-    #[arg(long, env = "PETKV_KEY", requires_all = ["cert", "ca"])]
-    pub key: Option<std::path::PathBuf>,
+    #[arg(long = "key", env = "PETKV_KEY", requires_all = ["client_cert", "client_ca"])]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 impl ClientArgs {
@@ -234,8 +234,8 @@ impl ClientArgs {
 
     /// The TLS settings, if the client talks TLS (--ca given).
     pub fn tls(&self) -> Result<Option<crate::tls::ClientTls>, crate::tls::TlsError> {
-        let Some(ca) = &self.ca else { return Ok(None) };
-        let identity = match (&self.cert, &self.key) {
+        let Some(ca) = &self.client_ca else { return Ok(None) };
+        let identity = match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => Some(crate::tls::IdentityFiles { cert: cert.clone(), key: key.clone() }),
             _ => None,
         };
@@ -268,4 +268,30 @@ impl From<ConsistencyArg> for crate::pb::v1::Consistency {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn tls_flags_come_in_complete_sets() {
+        let serve = |extra: &[&str]| {
+            let args = ["petkv", "serve", "--hostname", "petkv-0", "--peers", "0=127.0.0.1:7380"];
+            Cli::try_parse_from(args.iter().chain(extra))
+        };
+        assert!(serve(&["--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"]).is_ok());
+        assert!(serve(&["--tls-cert", "c", "--tls-key", "k"]).is_err(), "no CA");
+        assert!(serve(&["--peer-tls-cert", "c", "--peer-tls-ca", "a"]).is_err(), "no key");
+        assert!(serve(&["--tls-client-auth"]).is_err(), "client auth without TLS");
+        let get = |extra: &[&str]| Cli::try_parse_from(["petkv", "get", "k"].iter().chain(extra));
+        assert!(get(&["--ca", "a", "--cert", "c", "--key", "k"]).is_ok());
+        assert!(get(&["--cert", "c", "--key", "k"]).is_err(), "a client certificate needs the CA");
+    }
 }
