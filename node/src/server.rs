@@ -204,22 +204,28 @@ macro_rules! serve_port {
 use serve_port;
 
 /// Logs loudly at start when a gRPC port serves plaintext on an address that other hosts can
-/// reach (fine on loopback for local use; anywhere else, anyone who reaches the port can read
-/// and write the data or, on the peer port, vote and append Raft entries).
+/// reach ([`plaintext_warning`]).
 fn warn_if_plaintext(port: &'static str, addr: SocketAddr, tls: bool) {
+    if let Some(warning) = plaintext_warning(port, addr, tls) {
+        tracing::warn!(port, %addr, "{warning}");
+    }
+}
+
+/// The warning for a port that serves plaintext on a non-loopback address (fine on loopback
+/// for local use; anywhere else, anyone who reaches the port can read and write the data or,
+/// on the peer port, vote and append Raft entries). `0.0.0.0` counts: it is every interface.
+fn plaintext_warning(port: &'static str, addr: SocketAddr, tls: bool) -> Option<String> {
     if tls || addr.ip().is_loopback() {
-        return;
+        return None;
     }
     let (flags, risk) = match port {
         "peer" => ("--peer-tls-cert/--peer-tls-key/--peer-tls-ca", "vote and append Raft entries"),
         _ => ("--tls-cert/--tls-key/--tls-ca", "read and write every key"),
     };
-    tracing::warn!(
-        port,
-        %addr,
-        "PLAINTEXT: the {port} port serves without TLS on a non-loopback address: anyone who can reach \
-         {addr} can {risk}. Set {flags} (`petkv certs` makes development certificates)"
-    );
+    Some(format!(
+        "PLAINTEXT: the {port} port serves without TLS on a non-loopback address: anyone who can reach {addr} \
+         can {risk}. Set {flags} (`petkv certs` makes development certificates)"
+    ))
 }
 
 /// The accepted connections of `listener` with Nagle's algorithm off. tonic applies its own
@@ -265,5 +271,23 @@ async fn report_readiness(
             _ = tokio::time::sleep(READINESS_INTERVAL) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_beyond_loopback_is_warned_about() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for open in ["0.0.0.0:7379", "10.1.2.3:7379", "[::]:7380"] {
+            let warning = plaintext_warning("client", addr(open), false).unwrap();
+            assert!(warning.starts_with("PLAINTEXT") && warning.contains("--tls-cert"), "{warning}");
+        }
+        assert!(plaintext_warning("peer", addr("0.0.0.0:7380"), false).unwrap().contains("--peer-tls-cert"));
+        assert!(plaintext_warning("client", addr("127.0.0.1:7379"), false).is_none(), "loopback is local use");
+        assert!(plaintext_warning("client", addr("[::1]:7379"), false).is_none());
+        assert!(plaintext_warning("client", addr("0.0.0.0:7379"), true).is_none(), "TLS");
     }
 }
