@@ -180,12 +180,21 @@ fn certs(args: &CertsArgs) -> anyhow::Result<()> {
         println!("wrote {}", path.display());
     }
     println!("pods' peer domain: {} (their --peer-domain)", spec.peer_domain());
-    let mut secret = format!("kubectl -n {} create secret generic {}-tls --from-file={}", spec.namespace, spec.set, ca.display());
+    let from = |path: std::path::PathBuf| format!(" --from-file={}", path.display());
+    let mut pods = format!("kubectl -n {} create secret generic {}-tls{}", spec.namespace, spec.set, from(ca.clone()));
     for o in 0..spec.replicas {
         let (cert, key) = petkv::tls::certs::pod_files(&args.out, &spec.set, o);
-        secret.push_str(&format!(" --from-file={} --from-file={}", cert.display(), key.display()));
+        pods.push_str(&(from(cert) + &from(key)));
     }
-    println!("the Secret deploy/tls mounts: {secret}");
+    let client = format!(
+        "kubectl -n {} create secret generic {}-client-tls{}{}{}",
+        spec.namespace,
+        spec.set,
+        from(ca),
+        from(args.out.join(petkv::tls::certs::CLIENT_CERT)),
+        from(args.out.join(petkv::tls::certs::CLIENT_KEY))
+    );
+    println!("the Secrets deploy/tls mounts:\n  {pods}\n  {client}");
     Ok(())
 }
 
