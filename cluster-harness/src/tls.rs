@@ -50,7 +50,8 @@ impl ClusterTls {
             existing: Existing::Keep,
             ..Default::default()
         };
-        certs::write_set(dir, &spec).with_context(|| format!("issuing the set's certificates into {}", dir.display()))?;
+        certs::write_set(dir, &spec)
+            .with_context(|| format!("issuing the set's certificates into {}", dir.display()))?;
         Ok(())
     }
 
@@ -66,7 +67,12 @@ impl ClusterTls {
 
     /// Issues the certificate of a pod added later (a scale-up), if it has none yet.
     pub fn add_pod(&self, ordinal: u32, names: Vec<String>) -> anyhow::Result<()> {
-        Self::issue_into(&self.dir, &self.set, 0..ordinal + 1, |o| if o == ordinal { names.clone() } else { Vec::new() })
+        Self::issue_into(
+            &self.dir,
+            &self.set,
+            0..ordinal + 1,
+            |o| if o == ordinal { names.clone() } else { Vec::new() },
+        )
     }
 
     /// Where the certificates are.

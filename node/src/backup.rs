@@ -22,10 +22,10 @@ use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::pb::v1::cluster_client::ClusterClient;
-use crate::tls::ClientTls;
 use crate::pb::v1::{BackupChunk, BackupRequest, ResponseHeader};
 use crate::store::snapshot;
 use crate::store::state_machine::is_user_key_record;
+use crate::tls::ClientTls;
 
 /// Size of one streamed chunk.
 pub const CHUNK_BYTES: usize = 1024 * 1024;

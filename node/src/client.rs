@@ -14,13 +14,13 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use crate::pb::v1::cluster_client::ClusterClient;
-use crate::tls::dial::lazy_channel;
-use crate::tls::ClientTls;
 use crate::pb::v1::kv_client::KvClient;
 use crate::pb::v1::{
     Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse, MembersRequest, MembersResponse, NodeStatus,
     PutRequest, PutResponse, ScaleRequest, ScaleResponse, ScanRequest, ScanResponse, StatusRequest, WriteId,
 };
+use crate::tls::dial::lazy_channel;
+use crate::tls::ClientTls;
 
 /// Longest pause between two rounds over all endpoints. Short: during a failover the next
 /// leader is usually known within an election timeout, and a retry on loopback or a LAN is
@@ -122,8 +122,12 @@ impl Client {
                 let addr = match (e.split_once("://"), tls) {
                     (None, _) => e.as_str(),
                     (Some(("http", addr)), None) | (Some(("https", addr)), Some(_)) => addr,
-                    (Some(("https", _)), None) => return Err(bad("an https endpoint needs a CA to trust (--ca)".into())),
-                    (Some(("http", _)), Some(_)) => return Err(bad("a plaintext endpoint given with TLS settings".into())),
+                    (Some(("https", _)), None) => {
+                        return Err(bad("an https endpoint needs a CA to trust (--ca)".into()))
+                    }
+                    (Some(("http", _)), Some(_)) => {
+                        return Err(bad("a plaintext endpoint given with TLS settings".into()))
+                    }
                     (Some((scheme, _)), _) => return Err(bad(format!("unknown scheme {scheme:?}"))),
                 };
                 lazy_channel(addr, tls, |ep| ep.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true))
@@ -285,7 +289,11 @@ impl Client {
     }
 
     /// Status of one specific endpoint, with no failover.
-    pub async fn status_of(endpoint: &str, timeout: Duration, tls: Option<&ClientTls>) -> Result<NodeStatus, ClientError> {
+    pub async fn status_of(
+        endpoint: &str,
+        timeout: Duration,
+        tls: Option<&ClientTls>,
+    ) -> Result<NodeStatus, ClientError> {
         let client = Client::with_tls(&[endpoint.to_string()], timeout, tls)?;
         let ch = client.channels[0].clone();
         tokio::time::timeout(timeout, ClusterClient::new(ch).status(Self::request(StatusRequest {}, timeout)))

@@ -113,11 +113,7 @@ async fn run_client(command: Command) -> Result<u8, ClientError> {
             print_members(args.output, &client(&args)?.members().await?);
             Ok(0)
         }
-        Command::Serve(_)
-        | Command::WaitPrimary(_)
-        | Command::Backup(_)
-        | Command::Restore(_)
-        | Command::Certs(_) => {
+        Command::Serve(_) | Command::WaitPrimary(_) | Command::Backup(_) | Command::Restore(_) | Command::Certs(_) => {
             unreachable!("handled in main")
         }
     }

@@ -99,7 +99,12 @@ impl LeafSpec {
 
     /// A client's certificate (the CLI, the backup job): client authentication only.
     pub fn client(common_name: &str) -> Self {
-        Self { common_name: common_name.to_string(), names: Vec::new(), server: false, valid_for: days(DEFAULT_VALID_DAYS) }
+        Self {
+            common_name: common_name.to_string(),
+            names: Vec::new(),
+            server: false,
+            valid_for: days(DEFAULT_VALID_DAYS),
+        }
     }
 }
 
@@ -134,7 +139,8 @@ impl Authority {
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.serial_number = Some(random_serial());
         validity(&mut params, CA_VALIDITY);
         let cert = params.self_signed(&key).map_err(generate_err("the CA certificate"))?;

@@ -101,7 +101,10 @@ mod tests {
 
     #[test]
     fn hosts_are_taken_from_addresses() {
-        assert_eq!(host_of("petkv-0.petkv-peers.ns.svc.cluster.local:7380"), "petkv-0.petkv-peers.ns.svc.cluster.local");
+        assert_eq!(
+            host_of("petkv-0.petkv-peers.ns.svc.cluster.local:7380"),
+            "petkv-0.petkv-peers.ns.svc.cluster.local"
+        );
         assert_eq!(host_of("127.0.0.1:7379"), "127.0.0.1");
         assert_eq!(host_of("[::1]:7379"), "::1");
     }

@@ -79,9 +79,11 @@ impl std::fmt::Debug for Material {
 }
 
 fn certificates(what: &'static str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem { what, path: path.to_path_buf(), detail: e.to_string() })?;
+    let certs = CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|e| TlsError::Pem {
+        what,
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
     if certs.is_empty() {
         return Err(TlsError::Empty { what, path: path.to_path_buf(), item: "CERTIFICATE block" });
     }
@@ -102,28 +104,26 @@ impl Material {
         let server_verifier = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
             .map_err(|e| bad_ca(&e))?;
-        let client_verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-            .build()
-            .map_err(|e| bad_ca(&e))?;
-        let identity = match &files.identity {
-            None => None,
-            Some(id) => {
-                let cert_pem = contents.0.get(1).map(Vec::as_slice).unwrap_or_default();
-                let key_pem = contents.0.get(2).map(Vec::as_slice).unwrap_or_default();
-                let chain = certificates("certificate", &id.cert, cert_pem)?;
-                let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pem {
-                    what: "private key",
-                    path: id.key.clone(),
-                    detail: e.to_string(),
-                })?;
-                let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| TlsError::KeyMismatch {
-                    cert: id.cert.clone(),
-                    key: id.key.clone(),
-                    detail: e.to_string(),
-                })?;
-                Some(Arc::new(certified))
-            }
-        };
+        let client_verifier =
+            WebPkiClientVerifier::builder_with_provider(roots, provider.clone()).build().map_err(|e| bad_ca(&e))?;
+        let identity =
+            match &files.identity {
+                None => None,
+                Some(id) => {
+                    let cert_pem = contents.0.get(1).map(Vec::as_slice).unwrap_or_default();
+                    let key_pem = contents.0.get(2).map(Vec::as_slice).unwrap_or_default();
+                    let chain = certificates("certificate", &id.cert, cert_pem)?;
+                    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pem {
+                        what: "private key",
+                        path: id.key.clone(),
+                        detail: e.to_string(),
+                    })?;
+                    let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+                        TlsError::KeyMismatch { cert: id.cert.clone(), key: id.key.clone(), detail: e.to_string() }
+                    })?;
+                    Some(Arc::new(certified))
+                }
+            };
         Ok(Self { identity, server_verifier, client_verifier })
     }
 

@@ -72,12 +72,12 @@ mod tests {
         assert_eq!((pod.set.as_str(), pod.ordinal), ("petkv", 2));
         assert!(rule.pod_of("PETKV-12.Petkv-Peers.db.svc.cluster.local.").is_some(), "case and the root dot");
         for name in [
-            "petkv-2",                                   // short name: not under the domain
+            "petkv-2",                                     // short name: not under the domain
             "petkv-2.petkv-peers.other.svc.cluster.local", // another namespace
-            "*.petkv-peers.db.svc.cluster.local",        // wildcard: no pod in particular
-            "other-2.petkv-peers.db.svc.cluster.local",  // another set
-            "petkv-02.petkv-peers.db.svc.cluster.local", // not how a pod is named
-            "petkv.petkv-peers.db.svc.cluster.local",    // no ordinal
+            "*.petkv-peers.db.svc.cluster.local",          // wildcard: no pod in particular
+            "other-2.petkv-peers.db.svc.cluster.local",    // another set
+            "petkv-02.petkv-peers.db.svc.cluster.local",   // not how a pod is named
+            "petkv.petkv-peers.db.svc.cluster.local",      // no ordinal
             "petkv-client.petkv-peers.db.svc.cluster.local",
             "petkv-2.x.petkv-peers.db.svc.cluster.local",
         ] {

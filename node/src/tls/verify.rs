@@ -73,9 +73,10 @@ impl ClientCertCheck {
             .map_err(|e| Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e)))))?;
         // The candidates are the certificate's own (non-wildcard) names that name a pod; each
         // is confirmed with webpki's name check, as webpki asks for.
-        let names_a_pod = cert.valid_dns_names().filter(|n| rule.pod_of(n).is_some()).any(|n| {
-            ServerName::try_from(n).is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok())
-        });
+        let names_a_pod = cert
+            .valid_dns_names()
+            .filter(|n| rule.pod_of(n).is_some())
+            .any(|n| ServerName::try_from(n).is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok()));
         if names_a_pod {
             return Ok(());
         }
