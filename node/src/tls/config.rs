@@ -13,15 +13,9 @@ use super::{PeerNameRule, Reloading, TlsError, TlsFiles};
 const ALPN_H2: &[u8] = b"h2";
 
 /// A server port's TLS configuration.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ServerTls {
     config: Arc<ServerConfig>,
-}
-
-impl std::fmt::Debug for ServerTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerTls").finish_non_exhaustive()
-    }
 }
 
 impl ServerTls {
@@ -60,15 +54,9 @@ impl ServerTls {
 
 /// The TLS configuration of outgoing connections: trusts the CA bundle, presents the
 /// certificate if the material has one.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ClientTls {
     config: Arc<ClientConfig>,
-}
-
-impl std::fmt::Debug for ClientTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientTls").finish_non_exhaustive()
-    }
 }
 
 impl ClientTls {

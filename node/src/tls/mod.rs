@@ -37,7 +37,9 @@ pub use reload::Reloading;
 
 /// The cryptography used everywhere: ring (no C toolchain or cmake needed, unlike aws-lc-rs).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: std::sync::LazyLock<Arc<rustls::crypto::CryptoProvider>> =
+        std::sync::LazyLock::new(|| Arc::new(rustls::crypto::ring::default_provider()));
+    PROVIDER.clone()
 }
 
 /// TLS of a node's two gRPC ports, as configured (none: plaintext).
