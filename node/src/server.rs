@@ -1,10 +1,10 @@
 //! `petkv serve`: one pod's whole life, from start-up checks to exit.
 //!
-//! 1. Check the volume's identity against the hostname (refuse a foreign volume untouched).
+//! 1. Load the TLS files, if any ([`crate::tls`]); check the volume's identity against the
+//!    hostname (refuse a foreign volume untouched).
 //! 2. Open storage and bind the three ports (fail fast on a port in use).
-//! 3. Load the TLS files, if any ([`crate::tls`]), and serve the peer port (Raft, start-up
-//!    probes; mutual TLS), the client port (API, health, reflection; TLS) and the HTTP port
-//!    (metrics, health; always plaintext) right away: a node that is still deciding answers
+//! 3. Serve the peer port (Raft, start-up probes; mutual TLS), the client port (API, health,
+//!    reflection; TLS) and the HTTP port (metrics, health; always plaintext) right away: a node that is still deciding answers
 //!    "not initialized".
 //! 4. Decide and carry out the start-up action ([`crate::boot`]); the `startup` health
 //!    service turns SERVING once it succeeded.
@@ -63,6 +63,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
 async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     let span = tracing::Span::current();
+    // TLS files first: a node with broken TLS stops before it touches its volume.
+    let peer_domain = match &config.peers {
+        PeerDirectory::Dns { domain, .. } => Some(domain.as_str()),
+        PeerDirectory::Static(_) => None,
+    };
+    let tls = NodeTls::start(&config.tls, PeerNameRule::new(&config.pod.set, peer_domain))
+        .context("loading the TLS files")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create or open the data dir {}", config.data_dir.display()))?;
     let identity = volume::check_identity(&config.data_dir, &config.pod)?;
@@ -85,12 +92,6 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         "petkv node starting"
     );
     let grace = config.shutdown_grace;
-    let peer_domain = match &config.peers {
-        PeerDirectory::Dns { domain, .. } => Some(domain.as_str()),
-        PeerDirectory::Static(_) => None,
-    };
-    let tls = NodeTls::start(&config.tls, PeerNameRule::new(&config.pod.set, peer_domain))
-        .context("loading the TLS files")?;
     warn_if_plaintext("client", client_listener.local_addr()?, tls.client_port.is_some());
     warn_if_plaintext("peer", peer_listener.local_addr()?, tls.peer_port.is_some());
     let channels = PeerChannels::new(tls.dial.clone());
