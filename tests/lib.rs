@@ -18,6 +18,11 @@ pub async fn healthy_cluster(replicas: u32, voters: u32, extra_args: &[&str]) ->
         extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
+    healthy(spec).await
+}
+
+/// Starts the set `spec` describes and waits until it is healthy.
+pub async fn healthy(spec: ClusterSpec) -> anyhow::Result<Cluster> {
     let mut cluster = Cluster::new(spec)?;
     cluster.start_all()?;
     cluster.wait_healthy(SETTLE).await?;

@@ -9,9 +9,11 @@ use anyhow::Context;
 use nix::sys::signal::Signal;
 use petkv::client::{Client, ClientError};
 use petkv::pb::v1::NodeStatus;
+use petkv::tls::ClientTls;
 
 use crate::binary::petkv_binary;
 use crate::pod::{Pod, PodSpec};
+use crate::tls::ClusterTls;
 use crate::wait;
 
 /// Client port of every pod (each pod has its own address).
@@ -50,6 +52,9 @@ pub struct ClusterSpec {
     /// `persistentVolumeClaimRetentionPolicy.whenScaled: Delete` (default `Retain`): volumes of
     /// pods removed by a scale-down are deleted.
     pub delete_volumes_when_scaled: bool,
+    /// TLS on every pod's client and peer ports, with certificates issued into the state dir
+    /// ([`crate::tls`]); the harness's own connections use TLS too.
+    pub tls: bool,
 }
 
 impl Default for ClusterSpec {
@@ -61,6 +66,7 @@ impl Default for ClusterSpec {
             extra_args: Vec::new(),
             mode: Mode::Process,
             delete_volumes_when_scaled: false,
+            tls: false,
         }
     }
 }
@@ -109,6 +115,8 @@ pub struct Cluster {
     pods: BTreeMap<u32, Pod>,
     /// Pod mode's bridge and namespaces (dropped after the pods, removing them).
     network: Option<crate::netns::PodNetwork>,
+    /// The set's certificates, with `spec.tls`.
+    tls: Option<ClusterTls>,
     _slot: Slot,
 }
 
@@ -146,8 +154,14 @@ impl Cluster {
             binary: petkv_binary()?,
             pods: BTreeMap::new(),
             network,
+            tls: None,
             _slot: slot,
         };
+        if cluster.spec.tls {
+            let this = &cluster;
+            let tls = ClusterTls::issue(dir, &this.spec.set, 0..this.spec.replicas, |o| this.tls_names(o))?;
+            cluster.tls = Some(tls);
+        }
         for ordinal in 0..cluster.spec.replicas {
             cluster.add_pod(ordinal)?;
         }
@@ -245,10 +259,42 @@ impl Cluster {
         }
     }
 
+    /// The names a pod's certificate carries besides petkv's defaults: its address, and in pod
+    /// mode its DNS name under the pods' domain.
+    fn tls_names(&self, ordinal: u32) -> Vec<String> {
+        let mut names = vec![self.ip(ordinal)];
+        if self.network.is_some() {
+            names.push(format!("{}-{ordinal}.{}", self.spec.set, crate::netns::POD_DOMAIN));
+        }
+        names
+    }
+
+    /// The set's certificates, when it runs with TLS.
+    pub fn tls(&self) -> Option<&ClusterTls> {
+        self.tls.as_ref()
+    }
+
+    /// How the harness dials the pods' client ports (TLS when the set has it).
+    pub fn client_tls(&self) -> Option<&ClientTls> {
+        self.tls.as_ref().map(ClusterTls::client)
+    }
+
+    /// A client over `endpoints`, over TLS when the set has it.
+    pub fn client_for(&self, endpoints: &[String], timeout: Duration) -> anyhow::Result<Client> {
+        Ok(Client::with_tls(endpoints, timeout, self.client_tls())?)
+    }
+
     fn add_pod(&mut self, ordinal: u32) -> anyhow::Result<()> {
         if let Some(net) = &mut self.network {
             net.add_pod(ordinal)?;
         }
+        let env = match &self.tls {
+            Some(tls) => {
+                tls.add_pod(ordinal, self.tls_names(ordinal))?;
+                tls.pod_env(ordinal)
+            }
+            None => Vec::new(),
+        };
         let spec = PodSpec {
             set: self.spec.set.clone(),
             ordinal,
@@ -263,6 +309,7 @@ impl Cluster {
             bootstrap_marker: self.state_dir.join("bootstrapped"),
             voters: self.spec.voters,
             extra_args: self.spec.extra_args.clone(),
+            env,
         };
         self.pods.insert(ordinal, Pod::new(spec));
         Ok(())
@@ -324,17 +371,17 @@ impl Cluster {
     /// A client over every pod's client address.
     pub fn client(&self) -> anyhow::Result<Client> {
         let endpoints: Vec<String> = self.pods.keys().map(|o| self.client_addr(*o)).collect();
-        Ok(Client::new(&endpoints, Duration::from_secs(10))?)
+        self.client_for(&endpoints, Duration::from_secs(10))
     }
 
     /// A client that talks to one pod only.
     pub fn client_of(&self, ordinal: u32) -> anyhow::Result<Client> {
-        Ok(Client::new(&[self.client_addr(ordinal)], Duration::from_secs(3))?)
+        self.client_for(&[self.client_addr(ordinal)], Duration::from_secs(3))
     }
 
     /// The pod's own status (no failover).
     pub async fn status(&self, ordinal: u32) -> Result<NodeStatus, ClientError> {
-        Client::status_of(&self.client_addr(ordinal), Duration::from_secs(1)).await
+        Client::status_of(&self.client_addr(ordinal), Duration::from_secs(1), self.client_tls()).await
     }
 
     /// Waits until a pod is ready: a member that hears from a live leader and has caught up.

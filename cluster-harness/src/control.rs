@@ -60,6 +60,18 @@ pub struct Running {
     pub set: String,
     pub policy: Policy,
     pub pods: BTreeMap<u32, RunningPod>,
+    /// The set's certificates, when it runs with TLS (`up --tls`): the commands that talk to
+    /// the pods from a second terminal use them.
+    #[serde(default)]
+    pub tls_dir: Option<std::path::PathBuf>,
+}
+
+impl Running {
+    /// How to dial the pods' client ports: TLS with the set's certificates, if it has them.
+    pub fn client_tls(&self) -> anyhow::Result<Option<petkv::tls::ClientTls>> {
+        let Some(dir) = &self.tls_dir else { return Ok(None) };
+        Ok(Some(crate::tls::ClusterTls::open(dir, &self.set)?.client().clone()))
+    }
 }
 
 /// One pod as the controller sees it.

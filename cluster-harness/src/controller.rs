@@ -31,6 +31,8 @@ pub struct UpOptions {
     pub extra_args: Vec<String>,
     pub mode: crate::Mode,
     pub delete_volumes_when_scaled: bool,
+    /// TLS on every pod's ports (certificates in `<state dir>/tls`).
+    pub tls: bool,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +59,7 @@ pub async fn up(state_dir: &Path, options: UpOptions) -> anyhow::Result<()> {
         extra_args: options.extra_args.clone(),
         mode: options.mode,
         delete_volumes_when_scaled: options.delete_volumes_when_scaled,
+        tls: options.tls,
         ..Default::default()
     };
     let mut cluster = Cluster::in_dir(spec, state_dir)?;
@@ -252,17 +255,23 @@ fn publish(cluster: &mut Cluster, policy: Policy) -> anyhow::Result<()> {
         let pid = if pod.is_running() { pod.pid() } else { None };
         pods.insert(o, RunningPod { name: pod.name(), pid, client_addr: addr, http_addr, volume });
     }
-    let running = Running { controller_pid: std::process::id(), set: cluster.spec.set.clone(), policy, pods };
+    let running = Running {
+        controller_pid: std::process::id(),
+        set: cluster.spec.set.clone(),
+        policy,
+        pods,
+        tls_dir: cluster.tls().map(|t| t.dir().to_path_buf()),
+    };
     control::write_running(cluster.state_dir(), &running)
 }
 
 /// A status table of the set: one row per pod, each pod asked for its own status.
-pub async fn status_table(pods: &BTreeMap<u32, RunningPod>) -> Table {
+pub async fn status_table(pods: &BTreeMap<u32, RunningPod>, tls: Option<&petkv::tls::ClientTls>) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(vec!["pod", "pid", "role", "node id", "leader", "term", "applied", "keys", "ready"]);
     for (o, pod) in pods {
-        let status = petkv::client::Client::status_of(&pod.client_addr, Duration::from_millis(500)).await;
+        let status = petkv::client::Client::status_of(&pod.client_addr, Duration::from_millis(500), tls).await;
         let pid = pod.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
         match status {
             Ok(s) => {
@@ -301,7 +310,7 @@ pub async fn status_table(pods: &BTreeMap<u32, RunningPod>) -> Table {
 
 async fn show(cluster: &Cluster) {
     let Ok(Some(running)) = control::read_running(cluster.state_dir()) else { return };
-    let table = status_table(&running.pods).await;
+    let table = status_table(&running.pods, cluster.client_tls()).await;
     if std::io::stdout().is_terminal() {
         print!("\x1b[2J\x1b[H");
     }

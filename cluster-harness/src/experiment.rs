@@ -141,7 +141,8 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
     let endpoints: Vec<String> = cluster.ordinals().iter().map(|o| cluster.client_addr(*o)).collect();
     println!("experiment {experiment:?}: 3 pods, {} clients on {} keys", spec.workload.clients, spec.workload.keys);
 
-    let workload = std::sync::Arc::new(Workload::start(&endpoints, &spec.workload)?);
+    let workload_spec = WorkloadSpec { tls: cluster.client_tls().cloned(), ..spec.workload.clone() };
+    let workload = std::sync::Arc::new(Workload::start(&endpoints, &workload_spec)?);
     let mut faults = Faults { started: workload.started, marks: Vec::new(), notes: Vec::new() };
     let progress = tokio::spawn(show_progress(workload.clone()));
     tokio::time::sleep(spec.warmup).await;
@@ -155,7 +156,7 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
         .map_err(|_| anyhow::anyhow!("the progress display still holds the workload"))?;
     let started = workload.started;
     let mut recorded = workload.stop().await;
-    workload::final_reads(&endpoints, &spec.workload, &mut recorded, started).await;
+    workload::final_reads(&endpoints, &workload_spec, &mut recorded, started).await;
     let duration_ns = started.elapsed().as_nanos() as u64;
 
     let check = checker::check(&recorded.history, spec.check_budget).context("the recorded history is malformed")?;

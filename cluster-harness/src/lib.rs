@@ -7,6 +7,7 @@
 //!   (named like its PVC, `data-<set>-<ordinal>`), its own loopback address and a log file.
 //! - [`cluster`]: the set: starts pods, kills them with a signal, restarts them with the same
 //!   volume, wipes volumes, and waits for conditions with deadlines.
+//! - [`tls`]: the set's certificates when it runs with TLS (`up --tls`).
 //! - [`control`]: the state-dir files through which a second terminal steers a running `up`.
 //! - [`controller`]: `up`, the StatefulSet controller loop with a live status view.
 //! - [`wait`]: polling a condition until a deadline (never a fixed sleep).
@@ -35,6 +36,7 @@ pub mod measure;
 pub mod netns;
 pub mod pod;
 pub mod timeline;
+pub mod tls;
 pub mod wait;
 pub mod workload;
 

@@ -60,6 +60,11 @@ enum Command {
         /// by a scale-down (default: retain them).
         #[arg(long)]
         delete_volumes_when_scaled: bool,
+        /// TLS on every pod's client and peer ports: a CA and per-pod certificates are issued
+        /// into <state-dir>/tls (as `petkv certs` does); the harness talks TLS too. Add
+        /// `-- --tls-client-auth` to require client certificates (<state-dir>/tls/client.pem).
+        #[arg(long)]
+        tls: bool,
         /// Extra `petkv serve` flags for every pod (after `--`).
         #[arg(last = true)]
         serve_args: Vec<String>,
@@ -312,15 +317,15 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             let r = petkv_harness::demo::run_fresh(state_dir.as_deref()).await?;
             Ok(r.identity_ok && r.data_ok)
         }
-        Command::Up { dir, replicas, voters, policy, mode, delete_volumes_when_scaled, serve_args } => {
+        Command::Up { dir, replicas, voters, policy, mode, delete_volumes_when_scaled, tls, serve_args } => {
             let options =
-                UpOptions { replicas, voters, policy, extra_args: serve_args, mode, delete_volumes_when_scaled };
+                UpOptions { replicas, voters, policy, extra_args: serve_args, mode, delete_volumes_when_scaled, tls };
             controller::up(&dir.state_dir, options).await?;
             Ok(true)
         }
         Command::Status { dir } => {
             let running = control::running_controller(&dir.state_dir)?;
-            println!("{}", controller::status_table(&running.pods).await);
+            println!("{}", controller::status_table(&running.pods, running.client_tls()?.as_ref()).await);
             Ok(true)
         }
         Command::Scale { replicas, dir } => {

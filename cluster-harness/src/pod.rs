@@ -29,7 +29,21 @@ pub struct PodSpec {
     pub bootstrap_marker: PathBuf,
     pub voters: u32,
     pub extra_args: Vec<String>,
+    /// Extra environment of both containers (the TLS files: [`crate::tls::ClusterTls::pod_env`]).
+    pub env: Vec<(String, String)>,
 }
+
+/// The TLS variables of `petkv serve` and `wait-primary`: cleared unless the pod sets them, so
+/// the harness's own environment never turns TLS on by accident.
+const TLS_ENV: [&str; 7] = [
+    "PETKV_TLS_CERT",
+    "PETKV_TLS_KEY",
+    "PETKV_TLS_CA",
+    "PETKV_TLS_CLIENT_AUTH",
+    "PETKV_PEER_TLS_CERT",
+    "PETKV_PEER_TLS_KEY",
+    "PETKV_PEER_TLS_CA",
+];
 
 /// The pod's entry point: `$1` pod name, `$2` petkv binary, the rest `serve` flags.
 const POD_SCRIPT: &str = r#"pod="$0"; bin="$1"; shift
@@ -100,6 +114,10 @@ impl Pod {
             }
         };
         cmd.arg(self.name()).arg(&s.binary).env("PETKV_DATA_DIR", &s.data_dir);
+        for var in TLS_ENV {
+            cmd.env_remove(var);
+        }
+        cmd.envs(s.env.iter().map(|(k, v)| (k, v)));
         match s.peer_args.as_slice() {
             [flag, value] if flag == "--peers" => cmd.env("PETKV_PEERS", value).env_remove("PETKV_PEER_DOMAIN"),
             [flag, value] if flag == "--peer-domain" => cmd.env("PETKV_PEER_DOMAIN", value).env_remove("PETKV_PEERS"),

@@ -22,11 +22,13 @@ pub struct WorkloadSpec {
     pub keys: usize,
     /// Per-request client timeout: short, so faults surface as unknown outcomes quickly.
     pub timeout: Duration,
+    /// TLS, when the set runs with it ([`crate::Cluster::client_tls`]).
+    pub tls: Option<petkv::tls::ClientTls>,
 }
 
 impl Default for WorkloadSpec {
     fn default() -> Self {
-        Self { clients: 6, keys: 5, timeout: Duration::from_secs(2) }
+        Self { clients: 6, keys: 5, timeout: Duration::from_secs(2), tls: None }
     }
 }
 
@@ -62,7 +64,7 @@ impl Workload {
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let mut tasks = Vec::new();
         for c in 0..spec.clients {
-            let client = Client::new(endpoints, spec.timeout)?;
+            let client = Client::with_tls(endpoints, spec.timeout, spec.tls.as_ref())?;
             let (stop, recorded, keys) = (stop.clone(), recorded.clone(), spec.keys);
             tasks.push(tokio::spawn(async move {
                 let mut n = 0u64;
@@ -153,7 +155,7 @@ fn record(recorded: &Mutex<Recorded>, done: Done) {
 /// Reads every key once more (linearizable) and appends the reads to the history, so a lost
 /// acknowledged write shows up as a violation.
 pub async fn final_reads(endpoints: &[String], spec: &WorkloadSpec, recorded: &mut Recorded, started: Instant) {
-    let Ok(client) = Client::new(endpoints, Duration::from_secs(10)) else { return };
+    let Ok(client) = Client::with_tls(endpoints, Duration::from_secs(10), spec.tls.as_ref()) else { return };
     for k in 0..spec.keys {
         let done = run_one(&client, u64::MAX, key_name(k), Input::Get, started).await;
         record_into(recorded, done);

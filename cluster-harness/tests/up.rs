@@ -35,7 +35,7 @@ async fn ready_pods(dir: &Path, count: usize) -> anyhow::Result<Vec<(u32, u64, u
         }
         let mut pods = Vec::new();
         for (o, pod) in &running.pods {
-            let s = petkv::client::Client::status_of(&pod.client_addr, Duration::from_millis(500)).await.ok()?;
+            let s = petkv::client::Client::status_of(&pod.client_addr, Duration::from_millis(500), None).await.ok()?;
             if !s.ready {
                 return None;
             }
@@ -96,7 +96,7 @@ async fn up_is_steered_from_a_second_terminal() -> anyhow::Result<()> {
         let running = control::read_running(&dir)?.expect("running");
         let addr = running.pods[&3].client_addr.clone();
         wait::until("petkv-3 unreachable", SETTLE, || async {
-            petkv::client::Client::status_of(&addr, Duration::from_millis(300)).await.is_err().then_some(())
+            petkv::client::Client::status_of(&addr, Duration::from_millis(300), None).await.is_err().then_some(())
         })
         .await?;
         ok(&dir, &["heal"]);
@@ -110,5 +110,42 @@ async fn up_is_steered_from_a_second_terminal() -> anyhow::Result<()> {
     assert!(dir.join("data-petkv-0").join("identity.json").exists());
     let err = harness(&dir, &["status"]);
     assert!(!err.status.success(), "status without a running up is an error");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_tls_runs_the_set_with_tls_and_the_harness_talks_tls() -> anyhow::Result<()> {
+    let temp = tempfile::tempdir()?;
+    let dir = temp.path().join("state");
+    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_petkv-harness"))
+        .args(["up", "--tls", "--mode", "process", "--replicas", "3", "--state-dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    // Every pod answers its status over TLS, with the certificates `up` issued.
+    let running = wait::until("running.json with the TLS dir", SETTLE, || async {
+        control::read_running(&dir).ok()?.filter(|r| r.tls_dir.is_some() && r.pods.len() == 3)
+    })
+    .await?;
+    let tls = running.client_tls()?.expect("TLS");
+    for pod in running.pods.values() {
+        let addr = pod.client_addr.clone();
+        wait::until(&format!("{} ready over TLS", pod.name), SETTLE, || async {
+            let s = petkv::client::Client::status_of(&addr, Duration::from_millis(500), Some(&tls)).await.ok()?;
+            s.ready.then_some(())
+        })
+        .await?;
+        let plain = petkv::client::Client::status_of(&addr, Duration::from_millis(500), None).await;
+        assert!(plain.is_err(), "{} answered a plaintext client", pod.name);
+    }
+    // `status` from a second terminal finds the certificates through running.json.
+    assert!(ok(&dir, &["status"]).contains("leader"));
+    assert!(dir.join("tls").join("ca.pem").exists() && dir.join("tls").join("petkv-2-key.pem").exists());
+
+    ok(&dir, &["down"]);
+    let status = tokio::time::timeout(SETTLE, up.wait()).await??;
+    assert!(status.success());
     Ok(())
 }

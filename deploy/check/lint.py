@@ -22,6 +22,10 @@ shows up only in a running cluster, often as a pod that silently never becomes r
 - the Role bound to the pods' ServiceAccount grants what the env implies: get/list/watch on the
   StatefulSet named by PETKV_KUBE_STATEFULSET, get/update and create on the ConfigMap named by
   PETKV_BOOTSTRAP_CONFIGMAP; and the token is mounted;
+- TLS: a container that serves the client port with TLS (PETKV_TLS_CERT) has no gRPC probe on
+  it (the kubelet's gRPC probes cannot speak TLS: the probe would never pass); when serve has
+  peer TLS (PETKV_PEER_TLS_CERT), the wait-primary init container has it too (it probes the
+  peers' TLS ports and would wait forever in plaintext);
 - terminationGracePeriodSeconds >= preStop sleep + PETKV_SHUTDOWN_GRACE_MS / 1000;
 - CronJobs use concurrencyPolicy: Forbid;
 - pods that run petkv set enableServiceLinks: false when a Service's link variables would land
@@ -220,6 +224,22 @@ class Linter:
                 if m and not env_from_field(c, m.group(1), "metadata.namespace"):
                     self.report(sts, f"container {c.get('name')}: PETKV_PEER_DOMAIN's namespace $({m.group(1)}) is not an env from metadata.namespace")
         self.check_role(sts, tspec)
+        self.check_tls(sts, tspec)
+
+    def check_tls(self, sts: dict, tspec: dict) -> None:
+        serves = [c for c in tspec.get("containers") or [] if is_petkv(c, "serve")]
+        waits = [c for c in tspec.get("initContainers") or [] if is_petkv(c, "wait-primary")]
+        for c in serves:
+            if has_setting(c, "PETKV_TLS_CERT", "--tls-cert"):
+                client_ports = {"client"} | {p["containerPort"] for p in c.get("ports") or [] if p.get("name") == "client"}
+                for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+                    port = ((c.get(kind) or {}).get("grpc") or {}).get("port")
+                    if port is not None and port in client_ports:
+                        self.report(sts, f"container {c.get('name')}: {kind} is a gRPC probe on the TLS client port; the kubelet's gRPC probes cannot speak TLS (probe the http port's /healthz and /readyz)")
+            if has_setting(c, "PETKV_PEER_TLS_CERT", "--peer-tls-cert"):
+                for w in waits:
+                    if not has_setting(w, "PETKV_PEER_TLS_CERT", "--peer-tls-cert"):
+                        self.report(sts, f"container {w.get('name')}: serve has peer TLS but wait-primary has no PETKV_PEER_TLS_CERT: it would probe the peers in plaintext and wait forever")
 
     def check_role(self, sts: dict, tspec: dict) -> None:
         envs = {}
@@ -407,6 +427,11 @@ def env_value(c: dict, name: str) -> str | None:
         if e.get("name") == name and "value" in e:
             return str(e["value"])
     return None
+
+
+def has_setting(c: dict, env: str, flag: str) -> bool:
+    """Whether the container sets a petkv setting, by env (value or valueFrom) or by flag."""
+    return any(e.get("name") == env for e in c.get("env") or []) or arg_value(c, flag) is not None
 
 
 def env_from_field(c: dict, name: str, field_path: str) -> bool:

@@ -403,6 +403,22 @@ class LintTest(unittest.TestCase):
         set_env(serve(docs), "PETKV_SHUTDOWN_GRACE_MS", "25500")
         self.assertFinding(docs, "terminationGracePeriodSeconds 30 < preStop sleep 5 s + node grace 25.5 s")
 
+    def test_grpc_probe_on_a_tls_client_port(self):
+        docs = good()
+        set_env(serve(docs), "PETKV_TLS_CERT", "/etc/petkv/tls/$(POD_NAMESPACE).pem")
+        self.assertFinding(docs, "readinessProbe is a gRPC probe on the TLS client port", "livenessProbe is a gRPC probe")
+        for kind, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+            serve(docs)[kind] = {"httpGet": {"port": "http", "path": path}}
+        del serve(docs)["startupProbe"]
+        self.assertEqual(lint.lint_documents(docs, "test.yaml"), [])
+
+    def test_peer_tls_without_it_in_wait_primary(self):
+        docs = good()
+        set_env(serve(docs), "PETKV_PEER_TLS_CERT", "/etc/petkv/tls/p.pem")
+        self.assertFinding(docs, "container wait-primary: serve has peer TLS but wait-primary has no PETKV_PEER_TLS_CERT")
+        set_env(sts_pod(docs)["initContainers"][0], "PETKV_PEER_TLS_CERT", "/etc/petkv/tls/p.pem")
+        self.assertEqual(lint.lint_documents(docs, "test.yaml"), [])
+
     def test_cronjob_concurrency(self):
         docs = good()
         del obj(docs, "CronJob", "petkv-backup")["spec"]["concurrencyPolicy"]

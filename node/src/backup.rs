@@ -25,6 +25,7 @@ use crate::pb::v1::cluster_client::ClusterClient;
 use crate::pb::v1::{BackupChunk, BackupRequest, ResponseHeader};
 use crate::store::snapshot;
 use crate::store::state_machine::is_user_key_record;
+use crate::tls::ClientTls;
 
 /// Size of one streamed chunk.
 pub const CHUNK_BYTES: usize = 1024 * 1024;
@@ -168,8 +169,14 @@ fn partial_path(out: &Path) -> PathBuf {
 
 /// Client side: takes a backup from the first of `endpoints` that serves one, into `out`.
 /// Within `deadline` overall; a server that fails mid-stream leaves no file behind.
-pub async fn take(endpoints: &[String], out: &Path, deadline: Duration) -> Result<BackupSummary, BackupError> {
-    let client = crate::client::Client::new(endpoints, deadline)
+/// Over TLS when `tls` is given.
+pub async fn take(
+    endpoints: &[String],
+    tls: Option<&ClientTls>,
+    out: &Path,
+    deadline: Duration,
+) -> Result<BackupSummary, BackupError> {
+    let client = crate::client::Client::with_tls(endpoints, deadline, tls)
         .map_err(|e| BackupError::Unavailable { endpoints: endpoints.join(","), last: e.to_string() })?;
     let mut last = String::from("no endpoint tried");
     let attempt = async {
@@ -242,6 +249,7 @@ async fn receive_into(channel: Channel, partial: &Path) -> Result<(), Attempt> {
 /// backups of that dir. Older backups are removed only after the new one checked out.
 pub async fn take_into_dir(
     endpoints: &[String],
+    tls: Option<&ClientTls>,
     dir: &Path,
     keep: usize,
     deadline: Duration,
@@ -249,7 +257,7 @@ pub async fn take_into_dir(
     std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string().replace(['-', ':'], "");
     let provisional = dir.join(format!("{FILE_PREFIX}{stamp}-taking{FILE_SUFFIX}"));
-    let summary = take(endpoints, &provisional, deadline).await?;
+    let summary = take(endpoints, tls, &provisional, deadline).await?;
     let out = dir.join(format!("{FILE_PREFIX}{stamp}-{}{FILE_SUFFIX}", summary.raft_index));
     std::fs::rename(&provisional, &out).map_err(|e| io_error(&out, e))?;
     let summary = BackupSummary { path: out, ..summary };

@@ -27,6 +27,7 @@ use crate::pb::raft::{AllocateNodeIdRequest, ClusterInfoRequest, ClusterInfoResp
 use crate::raft::network::{Network, PeerChannels};
 use crate::raft::{self, Raft};
 use crate::startup::{decide, StartupAction, StartupFacts, WaitReason};
+use crate::tls::{ClientTls, Dialers};
 
 /// Timeout of one start-up RPC to a peer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -44,7 +45,7 @@ pub struct ClusterFound {
 }
 
 async fn cluster_info(channels: &PeerChannels, addr: &str) -> Option<ClusterInfoResponse> {
-    let channel = channels.get(addr).ok()?;
+    let channel = channels.peer(addr).ok()?;
     let mut req = Request::new(ClusterInfoRequest {});
     req.set_timeout(PROBE_TIMEOUT);
     let reply = tokio::time::timeout(PROBE_TIMEOUT, RaftClient::new(channel).cluster_info(req)).await.ok()?.ok()?;
@@ -155,7 +156,7 @@ fn say_waiting(node: &Node, reason: WaitReason, marker_error: Option<&str>) {
 
 async fn leader_client(node: &Node, found: &ClusterFound) -> anyhow::Result<RaftClient<tonic::transport::Channel>> {
     let addr = if found.info.leader_peer_addr.is_empty() { &found.via } else { &found.info.leader_peer_addr };
-    Ok(RaftClient::new(node.channels.get(addr)?))
+    Ok(RaftClient::new(node.channels.peer(addr)?))
 }
 
 async fn join_new(node: &Arc<Node>, found: &ClusterFound) -> anyhow::Result<()> {
@@ -301,17 +302,19 @@ async fn join_existing(node: &Node, identity: &IdentityRecord, found: &ClusterFo
 }
 
 /// `petkv wait-primary`: returns once a cluster answers (or at once if the volume has state).
+/// `peer_tls` is how the peer ports are dialed (mutual TLS), if they use TLS.
 pub async fn wait_primary(
     data_dir: &Path,
     pod: &PodName,
     peers: &PeerDirectory,
+    peer_tls: Option<ClientTls>,
     timeout: Option<Duration>,
 ) -> anyhow::Result<()> {
     if identity::load(data_dir)?.is_some() {
         println!("{pod}: volume {} has state; nothing to wait for", data_dir.display());
         return Ok(());
     }
-    let channels = PeerChannels::default();
+    let channels = PeerChannels::new(Dialers { peer: peer_tls, client: None });
     let started = Instant::now();
     let mut backoff = Duration::from_millis(100);
     let mut last_said: Option<Instant> = None;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use crate::pb::v1::cluster_client::ClusterClient;
@@ -19,6 +19,8 @@ use crate::pb::v1::{
     Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse, MembersRequest, MembersResponse, NodeStatus,
     PutRequest, PutResponse, ScaleRequest, ScaleResponse, ScanRequest, ScanResponse, StatusRequest, WriteId,
 };
+use crate::tls::dial::lazy_channel;
+use crate::tls::ClientTls;
 
 /// Longest pause between two rounds over all endpoints. Short: during a failover the next
 /// leader is usually known within an election timeout, and a retry on loopback or a LAN is
@@ -45,6 +47,8 @@ pub enum ClientError {
     OutcomeUnknown(String),
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Rejected(Status),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 fn code_name(code: Code) -> &'static str {
@@ -100,18 +104,34 @@ pub fn is_retryable(status: &Status) -> bool {
 }
 
 impl Client {
-    /// A client for `endpoints` (`host:port`, at least one). Connects lazily.
+    /// A plaintext client for `endpoints` (`host:port`, at least one). Connects lazily.
     pub fn new(endpoints: &[String], timeout: Duration) -> Result<Self, ClientError> {
+        Self::with_tls(endpoints, timeout, None)
+    }
+
+    /// A client for `endpoints` (`host:port`, or `https://host:port` with `tls`), over TLS when
+    /// `tls` is given. Connects lazily.
+    pub fn with_tls(endpoints: &[String], timeout: Duration, tls: Option<&ClientTls>) -> Result<Self, ClientError> {
         if endpoints.is_empty() {
             return Err(ClientError::BadEndpoint { endpoint: String::new(), detail: "no endpoints given".into() });
         }
         let channels = endpoints
             .iter()
             .map(|e| {
-                let url = if e.contains("://") { e.clone() } else { format!("http://{e}") };
-                Endpoint::from_shared(url)
-                    .map(|ep| ep.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true).connect_lazy())
-                    .map_err(|err| ClientError::BadEndpoint { endpoint: e.clone(), detail: err.to_string() })
+                let bad = |detail: String| ClientError::BadEndpoint { endpoint: e.clone(), detail };
+                let addr = match (e.split_once("://"), tls) {
+                    (None, _) => e.as_str(),
+                    (Some(("http", addr)), None) | (Some(("https", addr)), Some(_)) => addr,
+                    (Some(("https", _)), None) => {
+                        return Err(bad("an https endpoint needs a CA to trust (--ca)".into()))
+                    }
+                    (Some(("http", _)), Some(_)) => {
+                        return Err(bad("a plaintext endpoint given with TLS settings".into()))
+                    }
+                    (Some((scheme, _)), _) => return Err(bad(format!("unknown scheme {scheme:?}"))),
+                };
+                lazy_channel(addr, tls, |ep| ep.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true))
+                    .map_err(|err| bad(err.detail))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
@@ -269,8 +289,12 @@ impl Client {
     }
 
     /// Status of one specific endpoint, with no failover.
-    pub async fn status_of(endpoint: &str, timeout: Duration) -> Result<NodeStatus, ClientError> {
-        let client = Client::new(&[endpoint.to_string()], timeout)?;
+    pub async fn status_of(
+        endpoint: &str,
+        timeout: Duration,
+        tls: Option<&ClientTls>,
+    ) -> Result<NodeStatus, ClientError> {
+        let client = Client::with_tls(&[endpoint.to_string()], timeout, tls)?;
         let ch = client.channels[0].clone();
         tokio::time::timeout(timeout, ClusterClient::new(ch).status(Self::request(StatusRequest {}, timeout)))
             .await

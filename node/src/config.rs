@@ -9,6 +9,7 @@ use crate::identity::PodName;
 use crate::marker::BootstrapMarker;
 use crate::raft::settings::RaftSettings;
 use crate::store::StoreOptions;
+use crate::tls::TlsSettings;
 use crate::validation::Limits;
 
 /// Default number of voters: ordinals below it vote, the rest are read replicas.
@@ -45,4 +46,6 @@ pub struct NodeConfig {
     #[cfg(feature = "kube")]
     pub kube: Option<crate::k8s::KubeContext>,
     pub store: StoreOptions,
+    /// TLS on the client and peer ports (default: plaintext).
+    pub tls: TlsSettings,
 }

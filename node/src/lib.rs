@@ -25,6 +25,8 @@
 //! - [`client`]: the client library (failover, write ids, outcome unknown).
 //! - [`backup`]: consistent backups streamed from the cluster into checked files.
 //! - [`restore`]: a new cluster from a backup (staged on ordinal 0's volume, finished at start).
+//! - [`tls`]: TLS on the client port, mutual TLS on the peer port, reloaded when the files
+//!   change; `petkv certs`.
 //! - [`cli`]: the command line.
 //! - [`config`], [`discovery`], [`pb`]: settings, peer addresses, generated protobuf code.
 pub mod api;
@@ -49,5 +51,6 @@ pub mod server;
 pub mod shutdown;
 pub mod startup;
 pub mod store;
+pub mod tls;
 pub mod validation;
 pub mod volume;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use petkv::backup::BackupSummary;
 use petkv::cli::output::{kv_json, print_kvs, print_members, print_reply, print_status};
-use petkv::cli::{BackupArgs, Cli, ClientArgs, Command, LogFormat, OutputFormat, RestoreArgs};
+use petkv::cli::{BackupArgs, CertsArgs, Cli, ClientArgs, Command, LogFormat, OutputFormat, RestoreArgs};
 use petkv::client::{Client, ClientError};
 use petkv::pb::v1::ScanRequest;
 use petkv::restore::StageOutcome;
@@ -31,7 +31,8 @@ fn init_logging(format: LogFormat) {
 }
 
 fn client(args: &ClientArgs) -> Result<Client, ClientError> {
-    Client::new(&args.endpoints, args.timeout())
+    let tls = args.tls()?;
+    Client::with_tls(&args.endpoints, args.timeout(), tls.as_ref())
 }
 
 async fn run_client(command: Command) -> Result<u8, ClientError> {
@@ -112,7 +113,7 @@ async fn run_client(command: Command) -> Result<u8, ClientError> {
             print_members(args.output, &client(&args)?.members().await?);
             Ok(0)
         }
-        Command::Serve(_) | Command::WaitPrimary(_) | Command::Backup(_) | Command::Restore(_) => {
+        Command::Serve(_) | Command::WaitPrimary(_) | Command::Backup(_) | Command::Restore(_) | Command::Certs(_) => {
             unreachable!("handled in main")
         }
     }
@@ -151,12 +152,45 @@ fn print_backup(output: OutputFormat, summary: &BackupSummary, removed: &[std::p
 async fn backup(args: &BackupArgs) -> anyhow::Result<()> {
     let deadline = std::time::Duration::from_secs(args.deadline_secs);
     let endpoints = &args.client.endpoints;
+    let tls = args.client.tls()?;
+    let tls = tls.as_ref();
     let (summary, removed) = match (&args.out, &args.out_dir) {
-        (Some(out), _) => (petkv::backup::take(endpoints, out, deadline).await?, Vec::new()),
-        (None, Some(dir)) => petkv::backup::take_into_dir(endpoints, dir, args.keep as usize, deadline).await?,
+        (Some(out), _) => (petkv::backup::take(endpoints, tls, out, deadline).await?, Vec::new()),
+        (None, Some(dir)) => petkv::backup::take_into_dir(endpoints, tls, dir, args.keep as usize, deadline).await?,
         (None, None) => anyhow::bail!("say where the backup goes: --out FILE or --out-dir DIR"),
     };
     print_backup(args.client.output, &summary, &removed, "backup");
+    Ok(())
+}
+
+fn certs(args: &CertsArgs) -> anyhow::Result<()> {
+    let spec = args.spec();
+    let written = petkv::tls::certs::write_set(&args.out, &spec)?;
+    let ca = args.out.join(petkv::tls::certs::CA_CERT);
+    if written.new_ca {
+        println!("new CA {} (keep {} out of the cluster)", ca.display(), petkv::tls::certs::CA_KEY);
+    } else {
+        println!("issued with the existing CA {}", ca.display());
+    }
+    for path in &written.files {
+        println!("wrote {}", path.display());
+    }
+    println!("pods' peer domain: {} (their --peer-domain)", spec.peer_domain());
+    let from = |path: std::path::PathBuf| format!(" --from-file={}", path.display());
+    let mut pods = format!("kubectl -n {} create secret generic {}-tls{}", spec.namespace, spec.set, from(ca.clone()));
+    for o in 0..spec.replicas {
+        let (cert, key) = petkv::tls::certs::pod_files(&args.out, &spec.set, o);
+        pods.push_str(&(from(cert) + &from(key)));
+    }
+    let client = format!(
+        "kubectl -n {} create secret generic {}-client-tls{}{}{}",
+        spec.namespace,
+        spec.set,
+        from(ca),
+        from(args.out.join(petkv::tls::certs::CLIENT_CERT)),
+        from(args.out.join(petkv::tls::certs::CLIENT_KEY))
+    );
+    println!("the Secrets deploy/tls mounts:\n  {pods}\n  {client}");
     Ok(())
 }
 
@@ -205,7 +239,8 @@ async fn main() -> ExitCode {
             let result = async {
                 let id = &args.identity;
                 let timeout = args.timeout_secs.map(std::time::Duration::from_secs);
-                petkv::boot::wait_primary(&id.data_dir, &id.pod()?, &id.peers()?, timeout).await
+                let tls = args.peer_tls.dialer()?;
+                petkv::boot::wait_primary(&id.data_dir, &id.pod()?, &id.peers()?, tls, timeout).await
             }
             .await;
             match result {
@@ -218,6 +253,7 @@ async fn main() -> ExitCode {
         }
         Command::Backup(args) => report(backup(&args).await, "petkv backup"),
         Command::Restore(args) => report(restore(&args), "petkv restore"),
+        Command::Certs(args) => report(certs(&args), "petkv certs"),
         command => match run_client(command).await {
             Ok(code) => ExitCode::from(code),
             Err(e) => {

@@ -38,12 +38,19 @@ pub struct Node {
 const READY_LAG: u64 = 1_000;
 
 impl Node {
-    pub fn new(config: NodeConfig, log: LogStore, sm: StateMachine, prometheus: Arc<Metrics>) -> Self {
+    /// A node whose connections to other nodes go through `channels`.
+    pub fn new(
+        config: NodeConfig,
+        log: LogStore,
+        sm: StateMachine,
+        prometheus: Arc<Metrics>,
+        channels: PeerChannels,
+    ) -> Self {
         Self {
             config,
             sm,
             log,
-            channels: PeerChannels::default(),
+            channels,
             prometheus,
             identity: OnceLock::new(),
             raft: OnceLock::new(),

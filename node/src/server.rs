@@ -1,9 +1,10 @@
 //! `petkv serve`: one pod's whole life, from start-up checks to exit.
 //!
-//! 1. Check the volume's identity against the hostname (refuse a foreign volume untouched).
+//! 1. Load the TLS files, if any ([`crate::tls`]); check the volume's identity against the
+//!    hostname (refuse a foreign volume untouched).
 //! 2. Open storage and bind the three ports (fail fast on a port in use).
-//! 3. Serve the peer port (Raft, start-up probes), the client port (API, health, reflection)
-//!    and the HTTP port (metrics, health) right away: a node that is still deciding answers
+//! 3. Serve the peer port (Raft, start-up probes; mutual TLS), the client port (API, health,
+//!    reflection; TLS) and the HTTP port (metrics, health; always plaintext) right away: a node that is still deciding answers
 //!    "not initialized".
 //! 4. Decide and carry out the start-up action ([`crate::boot`]); the `startup` health
 //!    service turns SERVING once it succeeded.
@@ -25,12 +26,15 @@ use tracing::Instrument;
 
 use crate::api::Api;
 use crate::config::NodeConfig;
+use crate::discovery::PeerDirectory;
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::pb::raft::raft_server::RaftServer;
 use crate::pb::v1::cluster_server::ClusterServer;
 use crate::pb::v1::kv_server::KvServer;
+use crate::raft::network::PeerChannels;
 use crate::raft::service::PeerService;
+use crate::tls::{NodeTls, PeerNameRule};
 use crate::{boot, membership, shutdown, store, volume};
 
 /// gRPC health service name that reports start-up (resumed, joined or bootstrapped; Raft runs).
@@ -59,6 +63,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
 async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     let span = tracing::Span::current();
+    // TLS files first: a node with broken TLS stops before it touches its volume.
+    let peer_domain = match &config.peers {
+        PeerDirectory::Dns { domain, .. } => Some(domain.as_str()),
+        PeerDirectory::Static(_) => None,
+    };
+    let tls = NodeTls::start(&config.tls, PeerNameRule::new(&config.pod.set, peer_domain))
+        .context("loading the TLS files")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create or open the data dir {}", config.data_dir.display()))?;
     let identity = volume::check_identity(&config.data_dir, &config.pod)?;
@@ -81,7 +92,10 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         "petkv node starting"
     );
     let grace = config.shutdown_grace;
-    let node = Arc::new(Node::new(config, log, sm, metrics.clone()));
+    warn_if_plaintext("client", client_listener.local_addr()?, tls.client_port.is_some());
+    warn_if_plaintext("peer", peer_listener.local_addr()?, tls.peer_port.is_some());
+    let channels = PeerChannels::new(tls.dial.clone());
+    let node = Arc::new(Node::new(config, log, sm, metrics.clone(), channels));
 
     let (stop_client_tx, stop_client_rx) = watch::channel(false);
     let (stop_peer_tx, stop_peer_rx) = watch::channel(false);
@@ -96,20 +110,20 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         .build_v1()
         .context("building the reflection service")?;
     let api = Api { node: node.clone() };
-    let client_server = Server::builder()
+    let client_router = Server::builder()
         .layer(metrics.grpc_layer())
         .add_service(KvServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE))
         .add_service(ClusterServer::new(api))
         .add_service(health_service)
-        .add_service(reflection)
-        .serve_with_incoming_shutdown(no_delay(client_listener), wait_for(stop_client_rx.clone()));
-    let peer_server = Server::builder()
-        .add_service(
-            RaftServer::new(PeerService::new(node.clone()))
-                .max_decoding_message_size(256 * 1024 * 1024)
-                .max_encoding_message_size(256 * 1024 * 1024),
-        )
-        .serve_with_incoming_shutdown(no_delay(peer_listener), wait_for(stop_peer_rx.clone()));
+        .add_service(reflection);
+    let client_server =
+        serve_port!(client_router, client_listener, &tls.client_port, "client", wait_for(stop_client_rx.clone()));
+    let peer_router = Server::builder().add_service(
+        RaftServer::new(PeerService::new(node.clone()))
+            .max_decoding_message_size(256 * 1024 * 1024)
+            .max_encoding_message_size(256 * 1024 * 1024),
+    );
+    let peer_server = serve_port!(peer_router, peer_listener, &tls.peer_port, "peer", wait_for(stop_peer_rx.clone()));
     let client_task = tokio::spawn(client_server.instrument(span.clone()));
     let peer_task = tokio::spawn(peer_server.instrument(span.clone()));
     let http_task = tokio::spawn(
@@ -174,6 +188,47 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Serves a tonic router on a listener until `$stop` completes: over TLS when the port has a
+/// [`crate::tls::ServerTls`], plaintext otherwise. (A macro: the two cases differ in the
+/// connection type, and tonic's bounds on a generic router are long.)
+macro_rules! serve_port {
+    ($router:expr, $listener:expr, $tls:expr, $port:literal, $stop:expr) => {{
+        use futures::FutureExt;
+        match $tls {
+            Some(tls) => {
+                $router.serve_with_incoming_shutdown(crate::tls::incoming::accept($listener, tls, $port), $stop).boxed()
+            }
+            None => $router.serve_with_incoming_shutdown(no_delay($listener), $stop).boxed(),
+        }
+    }};
+}
+use serve_port;
+
+/// Logs loudly at start when a gRPC port serves plaintext on an address that other hosts can
+/// reach ([`plaintext_warning`]).
+fn warn_if_plaintext(port: &'static str, addr: SocketAddr, tls: bool) {
+    if let Some(warning) = plaintext_warning(port, addr, tls) {
+        tracing::warn!(port, %addr, "{warning}");
+    }
+}
+
+/// The warning for a port that serves plaintext on a non-loopback address (fine on loopback
+/// for local use; anywhere else, anyone who reaches the port can read and write the data or,
+/// on the peer port, vote and append Raft entries). `0.0.0.0` counts: it is every interface.
+fn plaintext_warning(port: &'static str, addr: SocketAddr, tls: bool) -> Option<String> {
+    if tls || addr.ip().is_loopback() {
+        return None;
+    }
+    let (flags, risk) = match port {
+        "peer" => ("--peer-tls-cert/--peer-tls-key/--peer-tls-ca", "vote and append Raft entries"),
+        _ => ("--tls-cert/--tls-key/--tls-ca", "read and write every key"),
+    };
+    Some(format!(
+        "PLAINTEXT: the {port} port serves without TLS on a non-loopback address: anyone who can reach {addr} \
+         can {risk}. Set {flags} (`petkv certs` makes development certificates)"
+    ))
+}
+
 /// The accepted connections of `listener` with Nagle's algorithm off. tonic applies its own
 /// `tcp_nodelay` only to listeners it binds itself; without this, a reply written in several
 /// small frames (headers, data, trailers) waits for the client's delayed ACK: ~40 ms stalls
@@ -217,5 +272,23 @@ async fn report_readiness(
             _ = tokio::time::sleep(READINESS_INTERVAL) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_beyond_loopback_is_warned_about() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for open in ["0.0.0.0:7379", "10.1.2.3:7379", "[::]:7380"] {
+            let warning = plaintext_warning("client", addr(open), false).unwrap();
+            assert!(warning.starts_with("PLAINTEXT") && warning.contains("--tls-cert"), "{warning}");
+        }
+        assert!(plaintext_warning("peer", addr("0.0.0.0:7380"), false).unwrap().contains("--peer-tls-cert"));
+        assert!(plaintext_warning("client", addr("127.0.0.1:7379"), false).is_none(), "loopback is local use");
+        assert!(plaintext_warning("client", addr("[::1]:7379"), false).is_none());
+        assert!(plaintext_warning("client", addr("0.0.0.0:7379"), true).is_none(), "TLS");
     }
 }

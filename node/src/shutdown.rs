@@ -62,7 +62,9 @@ async fn declared_replicas(node: &Node) -> Option<u32> {
         return local;
     }
     let fresh = async {
-        let client = crate::client::Client::new(&[peer.client_addr], Duration::from_secs(2)).ok()?;
+        let client =
+            crate::client::Client::with_tls(&[peer.client_addr], Duration::from_secs(2), node.channels.client_tls())
+                .ok()?;
         let status = client.status().await.ok()?;
         (status.declared_replicas > 0).then_some(status.declared_replicas)
     };
@@ -153,7 +155,9 @@ async fn still_a_member(node: &Node, me: NodeId) -> Option<bool> {
     if leader == me {
         return None;
     }
-    let client = crate::client::Client::new(&[peer.client_addr], Duration::from_secs(2)).ok()?;
+    let client =
+        crate::client::Client::with_tls(&[peer.client_addr], Duration::from_secs(2), node.channels.client_tls())
+            .ok()?;
     let members = client.members().await.ok()?;
     Some(members.members.iter().any(|m| m.node_id == me))
 }

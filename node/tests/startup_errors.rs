@@ -142,3 +142,40 @@ fn a_configmap_marker_needs_the_statefulset_that_owns_it() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--kube-statefulset"), "{}", stderr(&out));
 }
+
+#[test]
+fn tls_files_that_do_not_load_are_a_clear_startup_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let certs = dir.path().join("certs");
+    let made = petkv(&["certs", "--out", certs.to_str().expect("utf8"), "--replicas", "2"]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let path = |name: &str| certs.join(name).to_str().expect("utf8").to_string();
+    let (ca, cert0, key1) = (path("ca.pem"), path("petkv-0.pem"), path("petkv-1-key.pem"));
+    let data = data.to_str().expect("utf8");
+    let mut args = serve_args("petkv-0", data, "127.0.0.1:0", "127.0.0.1:0");
+    args.extend(["--http-listen", "127.0.0.1:0", "--tls-cert", &cert0, "--tls-key", &key1, "--tls-ca", &ca]);
+    let out = petkv(&args);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not belong to the certificate"), "{}", stderr(&out));
+    assert!(!std::path::Path::new(data).exists(), "the volume is not touched");
+
+    let missing = path("nope.pem");
+    let out = petkv(&[
+        "wait-primary",
+        "--hostname",
+        "petkv-1",
+        "--data-dir",
+        data,
+        "--peers",
+        "0=127.0.0.1:1",
+        "--peer-tls-cert",
+        &missing,
+        "--peer-tls-key",
+        &key1,
+        "--peer-tls-ca",
+        &ca,
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nope.pem"), "{}", stderr(&out));
+}

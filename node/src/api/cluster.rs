@@ -85,7 +85,7 @@ impl Cluster for Api {
         let voters: std::collections::BTreeSet<_> = membership.voter_ids().collect();
         let asks = membership.nodes().map(|(id, peer)| {
             let (id, peer, voter) = (*id, peer.clone(), voters.contains(id));
-            let channel = node.channels.get(&peer.client_addr);
+            let channel = node.channels.client(&peer.client_addr);
             async move {
                 let status = async {
                     let mut client = ClusterClient::new(channel.map_err(|e| e.to_string())?);

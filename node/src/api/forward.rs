@@ -26,10 +26,12 @@ pub fn not_applied(mut status: Status) -> Status {
 }
 
 /// True when an error guarantees the request was not applied: the server said so, or the
-/// connection was never made.
+/// connection was never made (TCP, or the TLS handshake, failed).
 pub fn is_not_applied(status: &Status) -> bool {
+    use crate::tls::dial::{TCP_CONNECT_ERROR, TLS_HANDSHAKE_ERROR};
+    let never_connected = |m: &str| m.contains(TCP_CONNECT_ERROR) || m.contains(TLS_HANDSHAKE_ERROR);
     status.metadata().contains_key(NOT_APPLIED)
-        || (status.code() == tonic::Code::Unavailable && status.message().contains("tcp connect error"))
+        || (status.code() == tonic::Code::Unavailable && never_connected(status.message()))
 }
 
 /// Relays an error from the leader; a connection that was never made becomes "not applied".
@@ -69,7 +71,7 @@ pub fn to_leader<T>(node: &Node, leader: &PeerNode, msg: T) -> Result<(Channel, 
 /// [`to_leader`] without the request timeout: for a streamed reply that lasts as long as it is
 /// big (a backup).
 pub fn to_leader_without_deadline<T>(node: &Node, leader: &PeerNode, msg: T) -> Result<(Channel, Request<T>), Status> {
-    let channel = node.channels.get(&leader.client_addr).map_err(|e| Status::internal(e.to_string()))?;
+    let channel = node.channels.client(&leader.client_addr).map_err(|e| Status::internal(e.to_string()))?;
     let mut req = Request::new(msg);
     req.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
     node.prometheus.record_forwarded();

@@ -100,6 +100,9 @@ pub enum Command {
     /// Take a consistent backup of the cluster (every write acknowledged before it, at one Raft
     /// index) into a checked file.
     Backup(BackupArgs),
+    /// Write a development CA and the certificates a set needs (per pod, and one for the CLI)
+    /// into a directory; a CA already there is reused.
+    Certs(CertsArgs),
     /// Stage a backup on ordinal 0's empty volume: its next `petkv serve` starts a new cluster
     /// holding the backup's data. Does nothing on other ordinals (they join it empty).
     Restore(RestoreArgs),
@@ -122,6 +125,60 @@ pub struct BackupArgs {
     pub deadline_secs: u64,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CertsArgs {
+    /// Where the files go (created if missing): ca.pem, ca-key.pem, <set>-<i>.pem,
+    /// <set>-<i>-key.pem, client.pem, client-key.pem.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// Pods to issue certificates for (ordinals 0..replicas).
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u32,
+    /// The StatefulSet's name.
+    #[arg(long, default_value = "petkv")]
+    pub set: String,
+    /// The headless Service (the StatefulSet's serviceName).
+    #[arg(long, default_value = "petkv-peers")]
+    pub service: String,
+    /// The client Service, also named in the pods' certificates.
+    #[arg(long, default_value = "petkv")]
+    pub client_service: String,
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Another name (DNS name or IP address) for every pod's certificate; repeatable.
+    #[arg(long = "extra-san")]
+    pub extra_sans: Vec<String>,
+    /// Validity of the certificates, in days.
+    #[arg(long, default_value_t = crate::tls::certs::DEFAULT_VALID_DAYS)]
+    pub days: u32,
+    /// Replace existing certificates (the CA is always kept).
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl CertsArgs {
+    pub fn spec(&self) -> crate::tls::certs::SetCerts {
+        crate::tls::certs::SetCerts {
+            set: self.set.clone(),
+            replicas: self.replicas,
+            service: self.service.clone(),
+            client_service: Some(self.client_service.clone()),
+            namespace: self.namespace.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            shared_names: self.extra_sans.clone(),
+            pod_names: Default::default(),
+            valid_days: self.days,
+            existing: if self.force {
+                crate::tls::certs::Existing::Replace
+            } else {
+                crate::tls::certs::Existing::Refuse
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -159,11 +216,30 @@ pub struct ClientArgs {
     /// Overall time a request may take, failovers included, in milliseconds.
     #[arg(long = "timeout-ms", env = "PETKV_TIMEOUT_MS", default_value_t = 10_000)]
     pub timeout_ms: u64,
+    /// Talk TLS, trusting this CA bundle (PEM) for the nodes' certificates.
+    #[arg(long = "ca", env = "PETKV_CA")]
+    pub client_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for nodes that require one (--tls-client-auth). Needs --key.
+    #[arg(long = "cert", env = "PETKV_CERT", requires_all = ["client_key", "client_ca"])]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long = "key", env = "PETKV_KEY", requires_all = ["client_cert", "client_ca"])]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 impl ClientArgs {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// The TLS settings, if the client talks TLS (--ca given).
+    pub fn tls(&self) -> Result<Option<crate::tls::ClientTls>, crate::tls::TlsError> {
+        let Some(ca) = &self.client_ca else { return Ok(None) };
+        let identity = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::IdentityFiles { cert: cert.clone(), key: key.clone() }),
+            _ => None,
+        };
+        crate::tls::ClientTls::from_files(crate::tls::TlsFiles { ca: ca.clone(), identity }).map(Some)
     }
 }
 
@@ -192,4 +268,30 @@ impl From<ConsistencyArg> for crate::pb::v1::Consistency {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn tls_flags_come_in_complete_sets() {
+        let serve = |extra: &[&str]| {
+            let args = ["petkv", "serve", "--hostname", "petkv-0", "--peers", "0=127.0.0.1:7380"];
+            Cli::try_parse_from(args.iter().chain(extra))
+        };
+        assert!(serve(&["--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"]).is_ok());
+        assert!(serve(&["--tls-cert", "c", "--tls-key", "k"]).is_err(), "no CA");
+        assert!(serve(&["--peer-tls-cert", "c", "--peer-tls-ca", "a"]).is_err(), "no key");
+        assert!(serve(&["--tls-client-auth"]).is_err(), "client auth without TLS");
+        let get = |extra: &[&str]| Cli::try_parse_from(["petkv", "get", "k"].iter().chain(extra));
+        assert!(get(&["--ca", "a", "--cert", "c", "--key", "k"]).is_ok());
+        assert!(get(&["--cert", "c", "--key", "k"]).is_err(), "a client certificate needs the CA");
+    }
 }

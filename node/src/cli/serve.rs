@@ -15,6 +15,8 @@ use crate::identity::{self, PodName};
 use crate::marker::BootstrapMarker;
 use crate::raft::settings::{RaftSettings, DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_EVERY};
 use crate::store::StoreOptions;
+use crate::tls::reload::DEFAULT_RELOAD_EVERY;
+use crate::tls::{ClientTls, IdentityFiles, TlsFiles, TlsSettings};
 use crate::validation::{Limits, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_SCAN_LIMIT, DEFAULT_MAX_VALUE_BYTES};
 
 /// Who the node is and where its peers are (shared by `serve` and `wait-primary`).
@@ -64,10 +66,69 @@ impl IdentityArgs {
     }
 }
 
+/// Mutual TLS on the peer port (as etcd's `--peer-cert-file`, `--peer-key-file`,
+/// `--peer-trusted-ca-file`; shared by `serve` and `wait-primary`). The certificate serves the
+/// peer port and authenticates this node to the others; other nodes must present one from the
+/// same CA that names a pod of the set (`<set>-<ordinal>.<peer-domain>`).
+#[derive(Debug, Clone, Args)]
+pub struct PeerTlsArgs {
+    /// The node's peer certificate (PEM, leaf first). Needs --peer-tls-key and --peer-tls-ca.
+    #[arg(long, env = "PETKV_PEER_TLS_CERT", requires_all = ["peer_tls_key", "peer_tls_ca"])]
+    pub peer_tls_cert: Option<PathBuf>,
+    /// The peer certificate's private key (PEM).
+    #[arg(long, env = "PETKV_PEER_TLS_KEY", requires_all = ["peer_tls_cert", "peer_tls_ca"])]
+    pub peer_tls_key: Option<PathBuf>,
+    /// The cluster CA bundle (PEM): peers' certificates must chain to it.
+    #[arg(long, env = "PETKV_PEER_TLS_CA", requires_all = ["peer_tls_cert", "peer_tls_key"])]
+    pub peer_tls_ca: Option<PathBuf>,
+}
+
+impl PeerTlsArgs {
+    /// The peer TLS files, if peer TLS is on.
+    pub fn files(&self) -> Option<TlsFiles> {
+        tls_files(&self.peer_tls_cert, &self.peer_tls_key, &self.peer_tls_ca)
+    }
+
+    /// How `wait-primary` dials the peers (the files read once).
+    pub fn dialer(&self) -> anyhow::Result<Option<ClientTls>> {
+        self.files().map(ClientTls::from_files).transpose().context("loading the peer TLS files")
+    }
+}
+
+/// TLS on the client port (as etcd's `--cert-file`, `--key-file`, `--trusted-ca-file`,
+/// `--client-cert-auth`).
+#[derive(Debug, Clone, Args)]
+pub struct ClientTlsArgs {
+    /// The client port's certificate (PEM, leaf first). Needs --tls-key and --tls-ca.
+    #[arg(long, env = "PETKV_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "PETKV_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) that the other nodes' client certificates chain to: trusted when this
+    /// node forwards a request to the leader, and required of clients with --tls-client-auth.
+    #[arg(long, env = "PETKV_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// Refuse clients that do not present a certificate chaining to --tls-ca.
+    #[arg(long, env = "PETKV_TLS_CLIENT_AUTH", requires = "tls_cert")]
+    pub tls_client_auth: bool,
+}
+
+fn tls_files(cert: &Option<PathBuf>, key: &Option<PathBuf>, ca: &Option<PathBuf>) -> Option<TlsFiles> {
+    match (cert, key, ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            Some(TlsFiles { ca: ca.clone(), identity: Some(IdentityFiles { cert: cert.clone(), key: key.clone() }) })
+        }
+        _ => None,
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct WaitPrimaryArgs {
     #[command(flatten)]
     pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub peer_tls: PeerTlsArgs,
     /// Give up after this many seconds (default: wait forever, like an init container).
     #[arg(long, env = "PETKV_WAIT_TIMEOUT_SECS")]
     pub timeout_secs: Option<u64>,
@@ -77,6 +138,15 @@ pub struct WaitPrimaryArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub client_tls: ClientTlsArgs,
+    #[command(flatten)]
+    pub peer_tls: PeerTlsArgs,
+    /// How often the TLS files are checked for changes (a rotated certificate is used for new
+    /// connections without a restart), in milliseconds.
+    #[arg(long, env = "PETKV_TLS_RELOAD_MS", default_value_t = DEFAULT_RELOAD_EVERY.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub tls_reload_ms: u64,
     /// Address the client API listens on.
     #[arg(long, env = "PETKV_CLIENT_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_CLIENT_PORT)))]
     pub client_listen: SocketAddr,
@@ -230,6 +300,12 @@ impl ServeArgs {
             #[cfg(feature = "kube")]
             kube,
             store: StoreOptions { cache_bytes: self.cache_mb * 1024 * 1024, metrics: None },
+            tls: TlsSettings {
+                client: tls_files(&self.client_tls.tls_cert, &self.client_tls.tls_key, &self.client_tls.tls_ca),
+                require_client_cert: self.client_tls.tls_client_auth,
+                peer: self.peer_tls.files(),
+                reload_every: Duration::from_millis(self.tls_reload_ms),
+            },
         })
     }
 }

@@ -1,6 +1,6 @@
 //! The client side of the peer transport: how this node sends Raft RPCs to another member.
 //!
-//! One gRPC channel per peer address is created lazily and cached for the life of the process
+//! One gRPC channel per peer address (plaintext, or mutual TLS with `--peer-tls-*`) is created lazily and cached for the life of the process
 //! ([`PeerChannels`]); tonic reconnects it after a failure. Every RPC carries the deadline
 //! openraft gives it. Replication is pipelined: openraft's `stream_append` session becomes one
 //! bidirectional gRPC stream (`StreamAppend`) whose answers come back in request order, so the
@@ -25,13 +25,14 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkV2};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::codec;
 use super::types::{NodeId, PeerNode, TypeConfig, Vote};
 use crate::pb::raft::raft_client::RaftClient;
 use crate::pb::raft::{snapshot_chunk, SnapshotChunk, SnapshotHeader, SnapshotTrailer};
 use crate::store::snapshot::SnapshotFile;
+use crate::tls::{ClientTls, Dialers};
 
 /// Size of one snapshot chunk on the wire.
 const SNAPSHOT_CHUNK: usize = 1024 * 1024;
@@ -40,37 +41,64 @@ const MIN_ANSWER_WAIT: Duration = Duration::from_millis(250);
 /// How long to wait for a TCP connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Cached gRPC channels, one per `host:port`. Shared by the Raft network, request forwarding
+/// Which port of another node a channel goes to: it decides the TLS settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Port {
+    Peer,
+    Client,
+}
+
+/// Cached gRPC channels to other nodes, one per port and `host:port`, plaintext or over TLS
+/// as [`Dialers`] say. Shared by the Raft network, the start-up probes, request forwarding
 /// and the membership reconciler.
 #[derive(Clone, Default)]
 pub struct PeerChannels {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<(Port, String), Channel>>>,
+    tls: Dialers,
 }
 
-/// A peer address that cannot be turned into a gRPC endpoint.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid peer address {addr:?}: {detail}")]
-pub struct BadAddress {
-    pub addr: String,
-    pub detail: String,
-}
+pub use crate::tls::dial::BadAddress;
 
 impl PeerChannels {
-    /// The cached channel to `addr`, created (without connecting) on first use.
-    pub fn get(&self, addr: &str) -> Result<Channel, BadAddress> {
+    /// Channels dialed with `tls` (the default is plaintext).
+    pub fn new(tls: Dialers) -> Self {
+        Self { channels: Arc::default(), tls }
+    }
+
+    /// The cached channel to another node's peer port, created (without connecting) on first use.
+    pub fn peer(&self, addr: &str) -> Result<Channel, BadAddress> {
+        self.get(Port::Peer, addr)
+    }
+
+    /// The cached channel to another node's client port (forwarding, member status).
+    pub fn client(&self, addr: &str) -> Result<Channel, BadAddress> {
+        self.get(Port::Client, addr)
+    }
+
+    /// How client ports are dialed: for the client library when it talks to another node.
+    pub fn client_tls(&self) -> Option<&ClientTls> {
+        self.tls.client.as_ref()
+    }
+
+    fn get(&self, port: Port, addr: &str) -> Result<Channel, BadAddress> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ch) = channels.get(addr) {
+        let key = (port, addr.to_string());
+        if let Some(ch) = channels.get(&key) {
             return Ok(ch.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| BadAddress { addr: addr.to_string(), detail: e.to_string() })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true);
-        let ch = endpoint.connect_lazy();
-        channels.insert(addr.to_string(), ch.clone());
+        let tls = match port {
+            Port::Peer => self.tls.peer.as_ref(),
+            Port::Client => self.tls.client.as_ref(),
+        };
+        let ch = crate::tls::dial::lazy_channel(addr, tls, |endpoint| {
+            endpoint
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .keep_alive_while_idle(true)
+        })?;
+        channels.insert(key, ch.clone());
         Ok(ch)
     }
 }
@@ -130,7 +158,7 @@ fn with_deadline<T>(msg: T, option: &RPCOption) -> tonic::Request<T> {
 
 impl PeerConnection {
     fn client(&self) -> Result<RaftClient<Channel>, RPCError<TypeConfig>> {
-        let channel = self.channels.get(&self.addr).map_err(|e| unreachable(&e))?;
+        let channel = self.channels.peer(&self.addr).map_err(|e| unreachable(&e))?;
         // Raft messages can be large (a batch of entries); the snapshot path is chunked.
         Ok(RaftClient::new(channel)
             .max_decoding_message_size(256 * 1024 * 1024)
