@@ -205,10 +205,31 @@ impl StateMachine {
         let keep = sm
             .current_snapshot_record()
             .map_err(|e| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() })?;
+        if let Some(record) = &keep {
+            sm.verify_snapshot(record)?;
+        }
         // At start nothing is in flight: leftovers of interrupted builds and receives go too.
         sm.remove_snapshot_files(keep.as_ref().map(|r| r.file_name.as_str()), |_| true)
             .map_err(|source| StoreError::Io { path: sm.inner.snapshot_dir.clone(), source })?;
         Ok(sm)
+    }
+
+    /// Checks the current snapshot file end to end against its record: it was fsync'd before
+    /// it was published, so a file that is missing, cut short, damaged or of another snapshot
+    /// is corruption, whatever the shutdown was. Refused, never rebuilt.
+    fn verify_snapshot(&self, record: &SnapshotRecord) -> Result<(), StoreError> {
+        let path = self.inner.snapshot_dir.join(&record.file_name);
+        let corrupt = |detail: String| StoreError::Corrupt { path: path.clone(), detail };
+        let (meta, _) = snapshot::verify(&path).map_err(|e| {
+            corrupt(format!("the current snapshot does not check out ({e}); refusing to start, not rebuilding it"))
+        })?;
+        if meta != record.meta {
+            return Err(corrupt(format!(
+                "the current snapshot holds {:?}, but the state machine recorded {:?}; refusing to start",
+                meta.last_log_id, record.meta.last_log_id
+            )));
+        }
+        Ok(())
     }
 
     fn active(&self) -> Active {
@@ -355,8 +376,10 @@ impl StateMachine {
     }
 
     /// Applies a run of entries as one sled batch (one tree update, not one per entry) and
-    /// records the last one as applied in the same batch.
-    fn apply_run(&self, entries: &[raft::Entry]) -> io::Result<Vec<CommandResult>> {
+    /// records the last one as applied in the same batch; returns each entry's result. What
+    /// openraft's `apply` calls for each run it hands over (and the fuzz target
+    /// `state_machine_apply`, directly).
+    pub fn apply_run(&self, entries: &[raft::Entry]) -> io::Result<Vec<CommandResult>> {
         let _guard = lock(&self.inner.apply_lock);
         let tree = self.active().tree;
         let mut pending = Pending::new(&tree);
