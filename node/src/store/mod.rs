@@ -244,6 +244,26 @@ mod damage {
         std::fs::OpenOptions::new().write(true).open(path).expect("open").set_len(len - by).expect("cut");
     }
 
+    /// Why the seal exists: sled (0.34) takes a message whose checksum fails for the end of its
+    /// log. Reopened, it reports no error and serves the state from before the damage, having
+    /// rewritten its file. (If this ever fails, sled started refusing damage itself.)
+    #[test]
+    fn sled_alone_rolls_back_past_a_damaged_byte_without_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sled");
+        {
+            let db = sled::Config::new().path(&path).open().expect("open");
+            for i in 0..100u32 {
+                db.insert(i.to_be_bytes(), vec![7u8; 50]).expect("insert");
+            }
+            db.flush().expect("flush");
+        }
+        flip(&path.join("db"));
+        let db = sled::Config::new().path(&path).open().expect("sled opens a damaged db without an error");
+        let kept = db.iter().collect::<Result<Vec<_>, _>>().expect("and reads it without an error").len();
+        assert!(kept < 100, "sled kept all {kept} records past the damage");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_sealed_store_reopens_whole_and_its_seal_is_used_up() {
         let dir = sealed_store().await;
