@@ -78,7 +78,10 @@ fuzz_target!(|data: &[u8]| {
                     assert!(value.len() <= LIMITS.max_value_bytes);
                     assert_eq!((key.as_slice(), value.as_slice()), (req.key.as_ref(), req.value.as_ref()));
                     assert_eq!(if_mod_index, req.if_mod_index);
-                    assert_eq!(write_id.map(|w| (w.client_id, w.sequence)), req.write_id.map(|w| (w.client_id, w.sequence)));
+                    assert_eq!(
+                        write_id.map(|w| (w.client_id, w.sequence)),
+                        req.write_id.map(|w| (w.client_id, w.sequence))
+                    );
                 }
                 Ok(other) => panic!("a put became {other:?}"),
                 Err(status) => refused(status),
@@ -92,7 +95,10 @@ fuzz_target!(|data: &[u8]| {
                     key_ok(&key);
                     assert_eq!(key.as_slice(), req.key.as_ref());
                     assert_eq!(if_mod_index, req.if_mod_index);
-                    assert_eq!(write_id.map(|w| (w.client_id, w.sequence)), req.write_id.map(|w| (w.client_id, w.sequence)));
+                    assert_eq!(
+                        write_id.map(|w| (w.client_id, w.sequence)),
+                        req.write_id.map(|w| (w.client_id, w.sequence))
+                    );
                 }
                 Ok(other) => panic!("a delete became {other:?}"),
                 Err(status) => refused(status),

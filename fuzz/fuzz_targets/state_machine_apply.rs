@@ -23,8 +23,17 @@ use petkv::store::{self, StoreOptions};
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Put { key: u8, value: u8, cas: Option<u8>, id: Option<(u8, u8)> },
-    Delete { key: u8, cas: Option<u8>, id: Option<(u8, u8)> },
+    Put {
+        key: u8,
+        value: u8,
+        cas: Option<u8>,
+        id: Option<(u8, u8)>,
+    },
+    Delete {
+        key: u8,
+        cas: Option<u8>,
+        id: Option<(u8, u8)>,
+    },
     /// Sends the n-th earlier command again (a client retry).
     Retry(u8),
     AllocateNodeId(u8),
@@ -65,7 +74,10 @@ impl Model {
                 if sequence == *last {
                     // The original answer; a successful put answers with the value it carries.
                     return match (result.clone(), cmd) {
-                        (CommandResult::Put { index, succeeded: true, current: Some(mut kv) }, Command::Put { value, .. }) => {
+                        (
+                            CommandResult::Put { index, succeeded: true, current: Some(mut kv) },
+                            Command::Put { value, .. },
+                        ) => {
                             kv.stored.value = value.clone();
                             CommandResult::Put { index, succeeded: true, current: Some(kv) }
                         }
