@@ -154,9 +154,7 @@ fn read_framed<R: Read>(mut r: R) -> io::Result<Vec<u8>> {
     if guard != !len || len > MAX_VALUE_BYTES {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("damaged value length {len:#x}/{guard:#x}")));
     }
-    let mut bytes = vec![0u8; len as usize];
-    r.read_exact(&mut bytes)?;
-    Ok(bytes)
+    super::read_len(&mut r, len as usize)
 }
 
 /// Decodes the records of a chunk file's bytes the way opening the log reads them back, up to

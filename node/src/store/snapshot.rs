@@ -118,9 +118,7 @@ fn read_field(r: &mut impl Read, len: u32) -> io::Result<Vec<u8>> {
     if len > MAX_FIELD {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("record field of {len} bytes")));
     }
-    let mut buf = vec![0u8; len as usize];
-    r.read_exact(&mut buf)?;
-    Ok(buf)
+    super::read_len(r, len as usize)
 }
 
 /// Reads a snapshot file, calling `on_record` for every record, and returns its metadata.
