@@ -4,8 +4,8 @@
 //!
 //! - every result equals the model's (versions count writes, create/mod indexes, compare on
 //!   mod_index, node-id incarnations, the declared replica count);
-//! - a repeated `(client, sequence)` returns the original answer and applies nothing; an older
-//!   sequence is refused as stale;
+//! - a repeated `(client, sequence)` returns the original answer and applies nothing; the same
+//!   write id on another command is refused (`WriteIdReused`); an older sequence is stale;
 //! - afterwards the key count equals the number of keys, and a get of every key and a full
 //!   scan equal the model; the applied index is the last entry's.
 
@@ -56,8 +56,8 @@ fn key(k: u8) -> Vec<u8> {
 #[derive(Default)]
 struct Model {
     kv: BTreeMap<Vec<u8>, StoredValue>,
-    /// client -> (last sequence, its result)
-    sessions: HashMap<u64, (u64, CommandResult)>,
+    /// client -> (last sequence, its command, its result)
+    sessions: HashMap<u64, (u64, Command, CommandResult)>,
     incarnations: HashMap<u32, u32>,
     replicas: Option<u32>,
 }
@@ -70,8 +70,12 @@ impl Model {
 
     fn apply(&mut self, index: u64, cmd: &Command) -> CommandResult {
         if let Some(WriteId { client_id, sequence }) = cmd.write_id() {
-            if let Some((last, result)) = self.sessions.get(&client_id) {
+            if let Some((last, first, result)) = self.sessions.get(&client_id) {
                 if sequence == *last {
+                    if first != cmd {
+                        // The same write id on another command: refused, nothing applied.
+                        return CommandResult::WriteIdReused { sequence };
+                    }
                     // The original answer; a successful put answers with the value it carries.
                     return match (result.clone(), cmd) {
                         (
@@ -89,7 +93,7 @@ impl Model {
                 }
             }
             let result = self.execute(index, cmd);
-            self.sessions.insert(client_id, (sequence, result.clone()));
+            self.sessions.insert(client_id, (sequence, cmd.clone(), result.clone()));
             return result;
         }
         self.execute(index, cmd)

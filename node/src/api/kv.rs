@@ -38,6 +38,12 @@ impl Api {
                  it may or may not be applied (retry with the same write id to find out)",
             ))),
             Ok(Ok(resp)) => match resp.data {
+                CommandResult::WriteIdReused { sequence } => {
+                    Err(NotServed::Failed(Status::failed_precondition(format!(
+                        "write id sequence {sequence} of this client id was already used for another command: \
+                     a retry must send the same command; a new write needs a new sequence"
+                    ))))
+                }
                 CommandResult::StaleSequence { last_applied } => {
                     Err(NotServed::Failed(Status::failed_precondition(format!(
                         "write id sequence is older than this client id's last applied sequence {last_applied}: \

@@ -68,6 +68,31 @@ struct Session {
     index: u64,
     /// Its result; the value of a successful put is elided (the retry carries it).
     result: CommandResult,
+    /// CRC-32 of the command's encoding: a retry must be that same command. `None` in records
+    /// written before it was kept (read as [`SessionWithoutCommand`]).
+    command: Option<u32>,
+}
+
+/// A session record as written before `Session::command` existed.
+#[derive(Deserialize)]
+struct SessionWithoutCommand {
+    sequence: u64,
+    index: u64,
+    result: CommandResult,
+}
+
+impl Session {
+    fn decode(bytes: &[u8]) -> io::Result<Session> {
+        decode::<Session>("session", bytes).or_else(|_| {
+            let old: SessionWithoutCommand = decode("session", bytes)?;
+            Ok(Session { sequence: old.sequence, index: old.index, result: old.result, command: None })
+        })
+    }
+}
+
+/// What identifies a command for its write id: the same id on another command is a client bug.
+fn fingerprint(cmd: &Command) -> io::Result<u32> {
+    Ok(crc32fast::hash(&encode(cmd)?))
 }
 
 fn expiry_key(index: u64, client_id: u64) -> Vec<u8> {
@@ -542,6 +567,14 @@ impl<'a> Pending<'a> {
         }
     }
 
+    fn read_session(&self, key: &[u8]) -> io::Result<Option<Session>> {
+        match self.writes.get(key) {
+            Some(Some(v)) => Ok(Some(Session::decode(v)?)),
+            Some(None) => Ok(None),
+            None => self.tree.get(key).map_err(|e| io_err("session", e))?.map(|v| Session::decode(&v)).transpose(),
+        }
+    }
+
     fn is_removed(&self, key: &[u8]) -> bool {
         matches!(self.writes.get(key), Some(None))
     }
@@ -572,9 +605,16 @@ fn apply_command(pending: &mut Pending<'_>, index: u64, cmd: &Command) -> io::Re
         return execute(pending, index, cmd);
     };
     let key = prefixed(SESSION, &client_id.to_be_bytes());
-    let previous = pending.read::<Session>("session", &key)?;
+    let previous = pending.read_session(&key)?;
+    let command = fingerprint(cmd)?;
     if let Some(session) = &previous {
         if sequence == session.sequence {
+            // Found by the fuzz target `state_machine_apply`: the same write id on another
+            // command was answered with the first command's result (a delete got a put's
+            // answer; a put with another value got its own value back, not the stored one).
+            if session.command.is_some_and(|c| c != command) {
+                return Ok(CommandResult::WriteIdReused { sequence });
+            }
             return Ok(restore_put_value(session.result.clone(), cmd));
         }
         if sequence < session.sequence {
@@ -583,7 +623,8 @@ fn apply_command(pending: &mut Pending<'_>, index: u64, cmd: &Command) -> io::Re
         pending.remove(&expiry_key(session.index, client_id));
     }
     let result = execute(pending, index, cmd)?;
-    pending.insert(&key, encode(&Session { sequence, index, result: elide_put_value(&result) })?);
+    pending
+        .insert(&key, encode(&Session { sequence, index, result: elide_put_value(&result), command: Some(command) })?);
     pending.insert(&expiry_key(index, client_id), Vec::new());
     expire_sessions(pending, index)?;
     Ok(result)
@@ -817,6 +858,41 @@ mod tests {
     }
 
     #[test]
+    fn a_write_id_reused_for_another_command_is_refused_and_applies_nothing() {
+        // fuzz/artifacts/state_machine_apply/crash-360a7684…: a put, then a delete with the
+        // same write id, got the put's answer (with the value elided).
+        let (_d, t) = tree();
+        let first = apply(&t, 1, &put("k", "v1", None, Some((9, 1))));
+        let delete = Command::Delete {
+            key: b"k".to_vec(),
+            if_mod_index: None,
+            write_id: Some(WriteId { client_id: 9, sequence: 1 }),
+        };
+        assert_eq!(apply(&t, 2, &delete), CommandResult::WriteIdReused { sequence: 1 });
+        assert_eq!(apply(&t, 3, &put("k", "v2", None, Some((9, 1)))), CommandResult::WriteIdReused { sequence: 1 });
+        assert_eq!(apply(&t, 4, &put("other", "v1", None, Some((9, 1)))), CommandResult::WriteIdReused { sequence: 1 });
+        let kv = StateMachine::read::<StoredValue>(&t, "value", &data_key(b"k")).expect("read").expect("kept");
+        assert_eq!((kv.value.as_slice(), kv.version), (b"v1".as_slice(), 1), "nothing was applied");
+        assert_eq!(apply(&t, 5, &put("k", "v1", None, Some((9, 1)))), first, "the true retry still gets its answer");
+    }
+
+    #[test]
+    fn a_session_written_before_fingerprints_still_answers_retries() {
+        #[derive(Serialize)]
+        struct OldSession {
+            sequence: u64,
+            index: u64,
+            result: CommandResult,
+        }
+        let (_d, t) = tree();
+        let first = apply(&t, 1, &put("k", "v1", None, Some((9, 1))));
+        let old = OldSession { sequence: 1, index: 1, result: elide_put_value(&first) };
+        t.insert(prefixed(SESSION, &9u64.to_be_bytes()), encode(&old).expect("encode")).expect("insert");
+        assert_eq!(apply(&t, 2, &put("k", "v1", None, Some((9, 1)))), first);
+        assert_eq!(apply(&t, 3, &put("k", "v3", None, Some((9, 0)))), CommandResult::StaleSequence { last_applied: 1 });
+    }
+
+    #[test]
     fn sessions_expire_after_the_retention_window() {
         let (_d, t) = tree();
         let old = put("a", "1", None, Some((1, 1)));
@@ -999,7 +1075,8 @@ mod properties {
             let cmds: Vec<Command> = ops.iter().map(|(c, s, k)| put(vec![b'k', *k], Some((*c, *s)))).collect();
             let results = apply_in_runs(&t, 1, &cmds, run);
             let mut last: HashMap<u64, u64> = HashMap::new();
-            let mut first_answer: HashMap<(u64, u64), CommandResult> = HashMap::new();
+            // (client, sequence) -> (key, answer) of the write that used it first.
+            let mut first_answer: HashMap<(u64, u64), (u8, CommandResult)> = HashMap::new();
             let mut applied_per_key: BTreeMap<u8, u64> = BTreeMap::new();
             for ((client, seq, key), result) in ops.iter().zip(&results) {
                 match last.get(client) {
@@ -1007,7 +1084,12 @@ mod properties {
                         prop_assert_eq!(result, &CommandResult::StaleSequence { last_applied: *l });
                     }
                     Some(l) if seq == l => {
-                        prop_assert_eq!(Some(result), first_answer.get(&(*client, *seq)), "a retry gets the original answer");
+                        let (first_key, answer) = &first_answer[&(*client, *seq)];
+                        if first_key == key {
+                            prop_assert_eq!(result, answer, "a retry gets the original answer");
+                        } else {
+                            prop_assert_eq!(result, &CommandResult::WriteIdReused { sequence: *seq }, "another command on a used id");
+                        }
                     }
                     _ => {
                         let version = applied_per_key.entry(*key).or_default();
@@ -1018,7 +1100,7 @@ mod properties {
                         };
                         prop_assert_eq!(got, *version, "each new (client, sequence) is one more version");
                         last.insert(*client, *seq);
-                        first_answer.insert((*client, *seq), result.clone());
+                        first_answer.insert((*client, *seq), (*key, result.clone()));
                     }
                 }
             }
