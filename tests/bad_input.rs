@@ -1,7 +1,8 @@
 //! Every bad input the public API can receive, as one table: the request, the gRPC status it
 //! must get and a piece of the message. Afterwards no pod's log or key count moved, and the
-//! cluster still serves. Inputs the API accepts on purpose (any bytes as a key, a compare that
-//! cannot match, a stale write id) follow, each with what it must do.
+//! cluster still serves. Inputs that reach the state machine on purpose (any bytes as a key, a
+//! compare that cannot match, a stale write id, a write id reused for another command) follow,
+//! each with what it must do.
 
 use petkv::pb::v1::cluster_client::ClusterClient;
 use petkv::pb::v1::kv_client::KvClient;
@@ -319,6 +320,15 @@ async fn every_bad_input_gets_its_status_and_changes_nothing() -> anyhow::Result
     let stale = kv.put(PutRequest { write_id: id(4), ..put(b"dedup", b"old") }).await.expect_err("stale");
     assert_eq!(stale.code(), Code::FailedPrecondition);
     assert!(stale.message().contains("older than this client id's last applied sequence 5"), "{}", stale.message());
+    // The same write id on another command is refused, not answered with the first one's reply.
+    let reused = kv.put(PutRequest { write_id: id(5), ..put(b"dedup", b"other") }).await.expect_err("reused id");
+    assert_eq!(reused.code(), Code::FailedPrecondition);
+    assert!(reused.message().contains("was already used for another command"), "{}", reused.message());
+    let reused = kv
+        .delete(DeleteRequest { key: key(b"dedup"), write_id: id(5), if_mod_index: None })
+        .await
+        .expect_err("reused id");
+    assert_eq!(reused.code(), Code::FailedPrecondition);
     let now = kv.get(GetRequest { key: key(b"dedup"), consistency: 0 }).await?.into_inner();
     assert_eq!(now.kv.map(|kv| (kv.value.to_vec(), kv.version)), Some((b"new".to_vec(), 1)));
     // The node still serves.
