@@ -1,6 +1,8 @@
 //! Shared helpers for the end-to-end tests: real `petkv serve` processes on loopback, started
 //! through the cluster harness, in temporary state dirs that are removed afterwards.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use petkv::client::Client;
@@ -67,4 +69,22 @@ pub async fn wait_quiescent(cluster: &Cluster) -> anyhow::Result<u64> {
         indexes.iter().all(|i| *i == first).then_some(first)
     })
     .await
+}
+
+/// Every file under `dir` (recursively) with its bytes: to show a refused start changed nothing.
+pub fn files_of(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                let bytes = std::fs::read(&path).expect("read file");
+                out.insert(path, bytes);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, &mut out);
+    out
 }

@@ -5,6 +5,10 @@
 //! first start: cluster id, set, ordinal and Raft node id. At every start the record is
 //! compared with the hostname; a volume from `petkv-1` mounted on `petkv-2` is refused with an
 //! error that names both, and nothing on disk is changed.
+//!
+//! The record carries a CRC-32 of its own fields (format 2), so a damaged record is refused as
+//! corrupt even when the damage still parses (a flipped digit in the node id). Records of
+//! format 1, written before the checksum existed, are read as they are.
 
 use std::fmt;
 use std::fs;
@@ -17,7 +21,10 @@ use crate::raft::NodeId;
 
 /// The file name of the identity record inside the data dir.
 pub const IDENTITY_FILE: &str = "identity.json";
-const FORMAT: u32 = 1;
+/// The format written now: fields plus `checksum`.
+const FORMAT: u32 = 2;
+/// The format written before the checksum existed: read, never written.
+const FORMAT_UNCHECKED: u32 = 1;
 
 /// A pod name: `<set>-<ordinal>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +111,7 @@ fn is_dns_label(label: &str) -> bool {
 
 /// The durable identity kept on the volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IdentityRecord {
     pub format: u32,
     pub cluster_id: String,
@@ -111,13 +119,34 @@ pub struct IdentityRecord {
     pub ordinal: u32,
     pub node_id: NodeId,
     pub created_unix: u64,
+    /// CRC-32 (hex) of the record's JSON without this field; absent only in format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }
 
 impl IdentityRecord {
     pub fn new(pod: &PodName, cluster_id: String, node_id: NodeId) -> Self {
         let created_unix =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        Self { format: FORMAT, cluster_id, set_name: pod.set.clone(), ordinal: pod.ordinal, node_id, created_unix }
+        let mut record = Self {
+            format: FORMAT,
+            cluster_id,
+            set_name: pod.set.clone(),
+            ordinal: pod.ordinal,
+            node_id,
+            created_unix,
+            checksum: None,
+        };
+        record.checksum = Some(record.computed_checksum());
+        record
+    }
+
+    /// CRC-32 of the compact JSON of every field but the checksum.
+    fn computed_checksum(&self) -> String {
+        let unsummed = Self { checksum: None, ..self.clone() };
+        // Serializing a struct of strings and integers cannot fail.
+        let bytes = serde_json::to_vec(&unsummed).unwrap_or_default();
+        format!("{:08x}", crc32fast::hash(&bytes))
     }
 
     /// The pod this volume belongs to.
@@ -151,12 +180,27 @@ pub fn load(data_dir: &Path) -> Result<Option<IdentityRecord>, IdentityError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(IdentityError::Unreadable { path, source }),
     };
-    let record: IdentityRecord = serde_json::from_slice(&bytes)
-        .map_err(|e| IdentityError::Corrupt { path: path.clone(), detail: e.to_string() })?;
-    if record.format != FORMAT {
-        return Err(IdentityError::Corrupt { path, detail: format!("unknown format {}", record.format) });
+    parse(&path, &bytes).map(Some)
+}
+
+/// Parses the bytes of an identity record read from `path` (named in errors): JSON of a known
+/// format whose checksum holds.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<IdentityRecord, IdentityError> {
+    let corrupt = |detail: String| IdentityError::Corrupt { path: path.to_path_buf(), detail };
+    let record: IdentityRecord = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    match (record.format, &record.checksum) {
+        (FORMAT, Some(stored)) => {
+            let computed = record.computed_checksum();
+            if *stored != computed {
+                return Err(corrupt(format!("checksum mismatch: stored {stored}, computed {computed}")));
+            }
+        }
+        (FORMAT, None) => return Err(corrupt("the checksum is missing".into())),
+        (FORMAT_UNCHECKED, None) => {}
+        (FORMAT_UNCHECKED, Some(_)) => return Err(corrupt("a format 1 record has no checksum".into())),
+        (other, _) => return Err(corrupt(format!("unknown format {other}"))),
     }
-    Ok(Some(record))
+    Ok(record)
 }
 
 /// Writes the identity record atomically and durably (temp file, fsync, rename, fsync dir).
@@ -228,6 +272,38 @@ mod tests {
         fs::write(dir.path().join(IDENTITY_FILE), b"{not json").expect("write");
         let err = load(dir.path()).expect_err("corrupt");
         assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn every_flipped_bit_of_a_record_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pod = parse_hostname("petkv-1").expect("pod");
+        save(dir.path(), &IdentityRecord::new(&pod, "00c0ffee00c0ffee".into(), crate::raft::node_id(1, 1)))
+            .expect("save");
+        let bytes = fs::read(dir.path().join(IDENTITY_FILE)).expect("read");
+        let path = dir.path().join(IDENTITY_FILE);
+        parse(&path, &bytes).expect("the record as written");
+        for at in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut damaged = bytes.clone();
+                damaged[at] ^= 1 << bit;
+                let err = parse(&path, &damaged).expect_err("a flipped bit must not parse as a record");
+                let msg = err.to_string();
+                assert!(msg.contains("corrupt") && msg.contains(IDENTITY_FILE), "byte {at} bit {bit}: {msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_format_1_record_without_checksum_is_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(IDENTITY_FILE);
+        let legacy =
+            br#"{"format":1,"cluster_id":"c1","set_name":"petkv","ordinal":1,"node_id":4294967297,"created_unix":5}"#;
+        let record = parse(&path, legacy).expect("format 1");
+        assert_eq!((record.ordinal, record.node_id, record.checksum), (1, crate::raft::node_id(1, 1), None));
+        let with_sum = br#"{"format":1,"cluster_id":"c1","set_name":"petkv","ordinal":1,"node_id":4294967297,"created_unix":5,"checksum":"00000000"}"#;
+        assert!(parse(&path, with_sum).is_err(), "format 1 never had a checksum");
     }
 
     #[test]

@@ -216,13 +216,13 @@ fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        // `serve` owns its runtime: it seals the store once the runtime is gone.
         Command::Serve(args) => {
             init_logging(args.log_format);
-            let result = async { petkv::server::run(args.to_config()?).await }.await;
+            let result = args.to_config().and_then(petkv::server::serve);
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -235,6 +235,19 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        command => match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime.block_on(run_command(command)),
+            Err(e) => {
+                eprintln!("petkv: cannot start the tokio runtime: {e}");
+                ExitCode::from(EXIT_ERROR)
+            }
+        },
+    }
+}
+
+/// Every command but `serve`.
+async fn run_command(command: Command) -> ExitCode {
+    match command {
         Command::WaitPrimary(args) => {
             let result = async {
                 let id = &args.identity;

@@ -11,6 +11,8 @@
 //! 5. Run the membership reconciler and the readiness reporter until SIGTERM/SIGINT (and, with
 //!    `--kube-statefulset`, follow the StatefulSet's `spec.replicas`: [`crate::k8s`]).
 //! 6. Shut down gracefully ([`crate::shutdown`]), bounded by the grace period.
+//! 7. After a clean stop, once the runtime is gone and the store closed, seal the store
+//!    ([`crate::store::seal`]) so the next start can tell damage from a crash.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +54,28 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on the {what} address {addr} (port in use?)"))
+}
+
+/// How long the runtime may take to wind down its blocking tasks after the node stopped.
+const RUNTIME_CLOSE: Duration = Duration::from_secs(5);
+
+/// `petkv serve` from start to exit: runs the node on its own runtime, drops the runtime (every
+/// task, so every handle on the store), then seals the closed store if the node stopped
+/// cleanly. A seal that cannot be written is logged, not fatal: the next start then applies
+/// crash recovery.
+pub fn serve(config: NodeConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let data_dir = config.data_dir.clone();
+    let pod = config.pod.to_string();
+    let result = runtime.block_on(run(config));
+    runtime.shutdown_timeout(RUNTIME_CLOSE);
+    if result.is_ok() {
+        match store::seal::seal(&data_dir) {
+            Ok(files) => tracing::info!(%pod, files, "store sealed after a clean shutdown"),
+            Err(e) => tracing::warn!(%pod, error = %e, "store not sealed; the next start applies crash recovery"),
+        }
+    }
+    result
 }
 
 /// Runs a node until it is told to stop. Everything it logs carries a `node` span with the

@@ -1,13 +1,19 @@
 //! Checks every client request at the edge, before anything is proposed or read.
 //!
 //! A bad request gets `INVALID_ARGUMENT` with a message that names the limit; it never panics
-//! the node and never writes anything.
+//! the node and never writes anything. The gRPC handlers call one function per request
+//! ([`Limits::put`], [`Limits::delete`], [`Limits::get`], [`Limits::scan`], [`scale`]) and act
+//! only on what it returns; the fuzz target `api_requests` calls the same functions on
+//! arbitrary bytes decoded as each request.
 
 use std::ops::Bound;
 
 use tonic::Status;
 
-use crate::pb::v1::{Consistency, ScanRequest};
+use crate::pb::v1::{
+    Consistency, DeleteRequest, GetRequest, PutRequest, ScaleRequest, ScanRequest, WriteId as PbWriteId,
+};
+use crate::store::command::{Command, WriteId};
 
 /// Default largest key, in bytes.
 pub const DEFAULT_MAX_KEY_BYTES: usize = 4 * 1024;
@@ -17,6 +23,8 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_SCAN_LIMIT: u32 = 1_000;
 /// Default largest scan page a client may ask for.
 pub const DEFAULT_MAX_SCAN_LIMIT: u32 = 10_000;
+/// Largest replica count a set may declare.
+pub const MAX_REPLICAS: u32 = 1_000;
 
 /// Request size limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +57,11 @@ pub struct ScanPlan {
     pub start: Bound<Vec<u8>>,
     pub end: Bound<Vec<u8>>,
     pub limit: usize,
+    pub consistency: ReadConsistency,
+}
+
+fn write_id(w: Option<PbWriteId>) -> Option<WriteId> {
+    w.map(|w| WriteId { client_id: w.client_id, sequence: w.sequence })
 }
 
 impl Limits {
@@ -79,7 +92,31 @@ impl Limits {
         Ok(())
     }
 
-    /// Checks a scan and turns it into a key range and a page size.
+    /// Checks a put and turns it into the command the handler proposes.
+    pub fn put(&self, req: &PutRequest) -> Result<Command, Status> {
+        self.key(&req.key)?;
+        self.value(&req.value)?;
+        Ok(Command::Put {
+            key: req.key.to_vec(),
+            value: req.value.to_vec(),
+            if_mod_index: req.if_mod_index,
+            write_id: write_id(req.write_id),
+        })
+    }
+
+    /// Checks a delete and turns it into the command the handler proposes.
+    pub fn delete(&self, req: &DeleteRequest) -> Result<Command, Status> {
+        self.key(&req.key)?;
+        Ok(Command::Delete { key: req.key.to_vec(), if_mod_index: req.if_mod_index, write_id: write_id(req.write_id) })
+    }
+
+    /// Checks a get; returns how it is to be read.
+    pub fn get(&self, req: &GetRequest) -> Result<ReadConsistency, Status> {
+        self.key(&req.key)?;
+        consistency(req.consistency)
+    }
+
+    /// Checks a scan and turns it into a key range, a page size and a read consistency.
     pub fn scan(&self, req: &ScanRequest) -> Result<ScanPlan, Status> {
         let has_range = !req.start_key.is_empty() || !req.end_key.is_empty();
         if !req.prefix.is_empty() && has_range {
@@ -130,8 +167,20 @@ impl Limits {
             }
             start = Bound::Excluded(token);
         }
-        Ok(ScanPlan { start, end, limit })
+        let consistency = consistency(req.consistency)?;
+        Ok(ScanPlan { start, end, limit, consistency })
     }
+}
+
+/// Checks a scale request and turns it into the command the handler proposes.
+pub fn scale(req: &ScaleRequest) -> Result<Command, Status> {
+    if req.replicas == 0 || req.replicas > MAX_REPLICAS {
+        return Err(Status::invalid_argument(format!(
+            "replicas must be between 1 and {MAX_REPLICAS}, got {}",
+            req.replicas
+        )));
+    }
+    Ok(Command::SetReplicas { replicas: req.replicas })
 }
 
 /// The first key after every key that starts with `prefix`.
@@ -219,6 +268,38 @@ mod tests {
         let plan = Limits::default().scan(&scan("", "a", "z", 5, "k")).expect("valid");
         assert_eq!(plan.start, Bound::Excluded(b"k".to_vec()));
         assert_eq!(plan.end, Bound::Excluded(b"z".to_vec()));
+    }
+
+    #[test]
+    fn requests_become_the_commands_the_handlers_propose() {
+        let l = Limits::default();
+        let put = PutRequest {
+            key: b"k".to_vec().into(),
+            value: b"v".to_vec().into(),
+            write_id: Some(PbWriteId { client_id: 3, sequence: 4 }),
+            if_mod_index: Some(0),
+        };
+        assert_eq!(
+            l.put(&put).expect("valid"),
+            Command::Put {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                if_mod_index: Some(0),
+                write_id: Some(WriteId { client_id: 3, sequence: 4 })
+            }
+        );
+        is_invalid(l.put(&PutRequest { key: Default::default(), ..put.clone() }), "empty");
+        let delete = DeleteRequest { key: b"k".to_vec().into(), write_id: None, if_mod_index: None };
+        assert_eq!(
+            l.delete(&delete).expect("valid"),
+            Command::Delete { key: b"k".to_vec(), if_mod_index: None, write_id: None }
+        );
+        assert_eq!(l.get(&GetRequest { key: b"k".to_vec().into(), consistency: 2 }).ok(), Some(ReadConsistency::Stale));
+        is_invalid(l.get(&GetRequest { key: Default::default(), consistency: 9 }), "empty");
+        is_invalid(l.scan(&ScanRequest { consistency: 3, ..scan("", "", "", 0, "") }), "unknown consistency");
+        assert_eq!(scale(&ScaleRequest { replicas: 5 }).ok(), Some(Command::SetReplicas { replicas: 5 }));
+        is_invalid(scale(&ScaleRequest { replicas: 0 }), "between 1 and 1000");
+        is_invalid(scale(&ScaleRequest { replicas: MAX_REPLICAS + 1 }), "between 1 and 1000");
     }
 
     #[test]

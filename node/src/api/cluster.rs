@@ -15,10 +15,7 @@ use crate::pb::v1::cluster_server::Cluster;
 use crate::pb::v1::{
     BackupRequest, Member, MembersRequest, MembersResponse, NodeStatus, ScaleRequest, ScaleResponse, StatusRequest,
 };
-use crate::store::command::{Command, CommandResult};
-
-/// Largest replica count a set may declare.
-pub const MAX_REPLICAS: u32 = 1_000;
+use crate::store::command::CommandResult;
 
 /// How long `Members` waits for each member's status.
 const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -58,13 +55,8 @@ impl Cluster for Api {
     async fn scale(&self, req: Request<ScaleRequest>) -> Result<Response<ScaleResponse>, Status> {
         let forwarded = was_forwarded(&req);
         let msg = req.into_inner();
-        if msg.replicas == 0 || msg.replicas > MAX_REPLICAS {
-            return Err(Status::invalid_argument(format!(
-                "replicas must be between 1 and {MAX_REPLICAS}, got {}",
-                msg.replicas
-            )));
-        }
-        match self.propose(Command::SetReplicas { replicas: msg.replicas }, forwarded).await {
+        let cmd = crate::validation::scale(&msg)?;
+        match self.propose(cmd, forwarded).await {
             Ok(CommandResult::Replicas { index, replicas }) => {
                 tracing::info!(replicas, "declared replica count changed");
                 Ok(Response::new(ScaleResponse { header: Some(header(&self.node, index)), replicas }))

@@ -15,20 +15,15 @@ use super::{header, to_pb, Api};
 use crate::pb::v1::kv_server::Kv;
 use crate::pb::v1::{
     DeleteRequest, DeleteResponse, GetRequest, GetResponse, PutRequest, PutResponse, ScanRequest, ScanResponse,
-    WriteId as PbWriteId,
 };
 use crate::raft::PeerNode;
-use crate::store::command::{Command, CommandResult, WriteId};
-use crate::validation::{self, ReadConsistency};
+use crate::store::command::{Command, CommandResult};
+use crate::validation::ReadConsistency;
 
 /// Why a request that needs the leader was not served here.
 pub(super) enum NotServed {
     Forward(PeerNode),
     Failed(Status),
-}
-
-fn write_id(w: Option<PbWriteId>) -> Option<WriteId> {
-    w.map(|w| WriteId { client_id: w.client_id, sequence: w.sequence })
 }
 
 impl Api {
@@ -43,6 +38,12 @@ impl Api {
                  it may or may not be applied (retry with the same write id to find out)",
             ))),
             Ok(Ok(resp)) => match resp.data {
+                CommandResult::WriteIdReused { sequence } => {
+                    Err(NotServed::Failed(Status::failed_precondition(format!(
+                        "write id sequence {sequence} of this client id was already used for another command: \
+                     a retry must send the same command; a new write needs a new sequence"
+                    ))))
+                }
                 CommandResult::StaleSequence { last_applied } => {
                     Err(NotServed::Failed(Status::failed_precondition(format!(
                         "write id sequence is older than this client id's last applied sequence {last_applied}: \
@@ -107,15 +108,7 @@ impl Kv for Api {
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let forwarded = was_forwarded(&req);
         let msg = req.into_inner();
-        let limits = &self.node.config.limits;
-        limits.key(&msg.key)?;
-        limits.value(&msg.value)?;
-        let cmd = Command::Put {
-            key: msg.key.to_vec(),
-            value: msg.value.to_vec(),
-            if_mod_index: msg.if_mod_index,
-            write_id: write_id(msg.write_id),
-        };
+        let cmd = self.node.config.limits.put(&msg)?;
         match self.propose(cmd, forwarded).await {
             Ok(CommandResult::Put { index, succeeded, current }) => Ok(Response::new(PutResponse {
                 header: Some(header(&self.node, index)),
@@ -134,9 +127,7 @@ impl Kv for Api {
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         let forwarded = was_forwarded(&req);
         let msg = req.into_inner();
-        self.node.config.limits.key(&msg.key)?;
-        let cmd =
-            Command::Delete { key: msg.key.to_vec(), if_mod_index: msg.if_mod_index, write_id: write_id(msg.write_id) };
+        let cmd = self.node.config.limits.delete(&msg)?;
         match self.propose(cmd, forwarded).await {
             Ok(CommandResult::Delete { index, succeeded, deleted, previous }) => Ok(Response::new(DeleteResponse {
                 header: Some(header(&self.node, index)),
@@ -156,8 +147,7 @@ impl Kv for Api {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let forwarded = was_forwarded(&req);
         let msg = req.into_inner();
-        self.node.config.limits.key(&msg.key)?;
-        if validation::consistency(msg.consistency)? == ReadConsistency::Linearizable {
+        if self.node.config.limits.get(&msg)? == ReadConsistency::Linearizable {
             match self.read_index(forwarded).await {
                 Ok(()) => {}
                 Err(NotServed::Forward(leader)) => {
@@ -178,7 +168,7 @@ impl Kv for Api {
         let forwarded = was_forwarded(&req);
         let msg = req.into_inner();
         let plan = self.node.config.limits.scan(&msg)?;
-        if validation::consistency(msg.consistency)? == ReadConsistency::Linearizable {
+        if plan.consistency == ReadConsistency::Linearizable {
             match self.read_index(forwarded).await {
                 Ok(()) => {}
                 Err(NotServed::Forward(leader)) => {

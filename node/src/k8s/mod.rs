@@ -31,10 +31,10 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
-use crate::api::cluster::MAX_REPLICAS;
 use crate::marker::error_chain;
 use crate::node::Node;
 use crate::raft::ServerState;
+use crate::validation::MAX_REPLICAS;
 
 /// Where a pod finds its namespace when `--kube-namespace` is not given.
 pub const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";

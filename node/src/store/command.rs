@@ -110,6 +110,10 @@ pub enum CommandResult {
     StaleSequence {
         last_applied: u64,
     },
+    /// The write id was already used for another command: nothing was applied now.
+    WriteIdReused {
+        sequence: u64,
+    },
 }
 
 impl CommandResult {
@@ -120,7 +124,7 @@ impl CommandResult {
             | CommandResult::Delete { index, .. }
             | CommandResult::NodeId { index, .. }
             | CommandResult::Replicas { index, .. } => *index,
-            CommandResult::Nothing | CommandResult::StaleSequence { .. } => 0,
+            CommandResult::Nothing | CommandResult::StaleSequence { .. } | CommandResult::WriteIdReused { .. } => 0,
         }
     }
 }

@@ -28,10 +28,13 @@
 //! Corruption: every record carries a checksum, and every stored value a length guarded by its
 //! complement, so a damaged byte reads as `InvalidData`. Opening a log with such a record fails
 //! with [`StoreError::Corrupt`]; nothing is repaired. The one thing raft-log's recovery
-//! (`truncate_incomplete_record`, left on) drops is a record cut short at the very end of the
-//! last chunk (or a zero-filled tail): what a crash in the middle of a write leaves. Such a
-//! record was never acknowledged, since an acknowledgement waits for its fsync. The length guard
-//! is what keeps a damaged length in an acknowledged record from looking like a cut-short one.
+//! (`truncate_incomplete_record`) drops is a record cut short at the very end of the last chunk
+//! (or a zero-filled tail): what a crash in the middle of a write leaves. Such a record was
+//! never acknowledged, since an acknowledgement waits for its fsync. The length guard is what
+//! keeps a damaged length in an acknowledged record from looking like a cut-short one. From the
+//! bytes alone a file cut short by damage looks the same, so the drop is allowed only after a
+//! crash: a store sealed by a clean shutdown ([`super::seal`]) is opened with it off, after the
+//! seal has checked every file's length and CRC.
 //!
 //! Migration: a volume written before this store has the log in sled trees `raft_log` and
 //! `raft_meta`. [`LogStore::open`] copies them into `raft-log.tmp`, fsyncs it, renames it to
@@ -151,9 +154,24 @@ fn read_framed<R: Read>(mut r: R) -> io::Result<Vec<u8>> {
     if guard != !len || len > MAX_VALUE_BYTES {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("damaged value length {len:#x}/{guard:#x}")));
     }
-    let mut bytes = vec![0u8; len as usize];
-    r.read_exact(&mut bytes)?;
-    Ok(bytes)
+    super::read_len(&mut r, len as usize)
+}
+
+/// Decodes the records of a chunk file's bytes the way opening the log reads them back, up to
+/// the first that does not decode; returns how many decoded and that first error, if any. (The
+/// fuzz target `log_records` feeds it arbitrary bytes: a damaged chunk must be an error, never
+/// a panic or an unbounded allocation.)
+pub fn decode_records(bytes: &[u8]) -> (usize, Option<io::Error>) {
+    use codeq::Decode;
+    let mut r = bytes;
+    let mut decoded = 0;
+    while !r.is_empty() {
+        match raft_log::WALRecord::<raft_log::RaftWalTypes<LogTypes>>::decode(&mut r) {
+            Ok(_) => decoded += 1,
+            Err(e) => return (decoded, Some(e)),
+        }
+    }
+    (decoded, None)
 }
 
 /// petkv's raft-log type configuration.
@@ -227,7 +245,9 @@ struct Inner {
     metrics: Arc<Metrics>,
 }
 
-fn config(dir: &Path) -> raft_log::Config {
+/// raft-log's settings; `strict` (the store was sealed by a clean shutdown) turns off dropping
+/// a record cut short at the end of the last chunk: with no crash since, it is damage.
+fn config(dir: &Path, strict: bool) -> raft_log::Config {
     let mut config = raft_log::Config::new(dir.to_string_lossy());
     config.log_cache_max_items = Some(CACHE_MAX_ITEMS);
     config.log_cache_capacity = Some(CACHE_MAX_BYTES);
@@ -235,16 +255,17 @@ fn config(dir: &Path) -> raft_log::Config {
     config.wal.chunk_max_records = Some(CHUNK_MAX_RECORDS);
     config.wal.chunk_max_size = Some(CHUNK_MAX_BYTES);
     // Only a record cut short at the end of the last chunk (a crash mid-write: never
-    // acknowledged) or a zero-filled tail is truncated; anything else fails the open.
-    config.wal.truncate_incomplete_record = Some(true);
+    // acknowledged) or a zero-filled tail is truncated, and only after a crash; anything else
+    // fails the open.
+    config.wal.truncate_incomplete_record = Some(!strict);
     config.wal.flush_batch_wait = Some(FLUSH_BATCH_WAIT);
     config
 }
 
 /// Opens the raft-log at `dir`, mapping failures to the store's errors: a log that does not
 /// read back (bad checksum, damaged record) is corrupt and refused, never repaired.
-fn open_raft_log(dir: &Path) -> Result<RaftLog<LogTypes>, StoreError> {
-    RaftLog::open(Arc::new(config(dir))).map_err(|e| match e.kind() {
+fn open_raft_log(dir: &Path, strict: bool) -> Result<RaftLog<LogTypes>, StoreError> {
+    RaftLog::open(Arc::new(config(dir, strict))).map_err(|e| match e.kind() {
         // Locked by another process, or not ours to read: not a property of the data.
         io::ErrorKind::WouldBlock | io::ErrorKind::PermissionDenied => {
             StoreError::Io { path: dir.to_path_buf(), source: e }
@@ -266,8 +287,14 @@ fn flush_blocking(log: &mut RaftLog<LogTypes>) -> io::Result<()> {
 
 impl LogStore {
     /// Opens (or creates) the log under `data_dir`, first moving a log that an older version
-    /// kept in `db` into it.
-    pub(crate) fn open(data_dir: &Path, db: &sled::Db, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+    /// kept in `db` into it. `strict`: the store was sealed by a clean shutdown, so a record cut
+    /// short is damage, not a torn write.
+    pub(crate) fn open(
+        data_dir: &Path,
+        db: &sled::Db,
+        metrics: Arc<Metrics>,
+        strict: bool,
+    ) -> Result<Self, StoreError> {
         let dir = data_dir.join(DIR);
         let sled_path = data_dir.join("sled");
         let sled_err = |e: sled::Error| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() };
@@ -298,7 +325,7 @@ impl LogStore {
                 db.flush().map_err(sled_err)?;
             }
         }
-        let log = open_raft_log(&dir)?;
+        let log = open_raft_log(&dir, strict)?;
         Ok(Self { inner: Arc::new(Inner { log: Mutex::new(log), metrics }) })
     }
 
@@ -506,7 +533,7 @@ fn migrate_from_sled(db: &sled::Db, dir: &Path) -> io::Result<()> {
         let what = what.to_string();
         move |e: sled::Error| io_err(&what, e)
     };
-    let mut log = RaftLog::<LogTypes>::open(Arc::new(config(dir)))?;
+    let mut log = RaftLog::<LogTypes>::open(Arc::new(config(dir, false)))?;
     if has_tree(db, OLD_META_TREE) || has_tree(db, OLD_LOG_TREE) {
         let meta = db.open_tree(OLD_META_TREE).map_err(sled_io("open raft_meta"))?;
         let entries = db.open_tree(OLD_LOG_TREE).map_err(sled_io("open raft_log"))?;

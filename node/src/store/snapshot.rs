@@ -118,40 +118,47 @@ fn read_field(r: &mut impl Read, len: u32) -> io::Result<Vec<u8>> {
     if len > MAX_FIELD {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("record field of {len} bytes")));
     }
-    let mut buf = vec![0u8; len as usize];
-    r.read_exact(&mut buf)?;
-    Ok(buf)
+    super::read_len(r, len as usize)
 }
 
 /// Reads a snapshot file, calling `on_record` for every record, and returns its metadata.
 /// Fails on a bad magic, an unknown format, broken framing, a truncated file or a checksum
 /// mismatch. Callers that must not act on a bad file call [`verify`] first.
-pub fn read(path: &Path, mut on_record: impl FnMut(Vec<u8>, Vec<u8>) -> io::Result<()>) -> io::Result<SnapshotMeta> {
+pub fn read(path: &Path, on_record: impl FnMut(Vec<u8>, Vec<u8>) -> io::Result<()>) -> io::Result<SnapshotMeta> {
     let context = |e: io::Error| io::Error::new(e.kind(), format!("snapshot {}: {e}", path.display()));
     let file = File::open(path).map_err(context)?;
-    let mut r = CrcReader { inner: BufReader::new(file), crc: crc32fast::Hasher::new() };
-    let meta = read_header(&mut r).map_err(context)?;
+    read_from(BufReader::new(file), on_record).map_err(context)
+}
+
+/// [`read`] from any reader: the whole format check, without the file. (The fuzz target
+/// `snapshot_file` feeds it arbitrary bytes.)
+pub fn read_from<R: Read>(
+    reader: R,
+    mut on_record: impl FnMut(Vec<u8>, Vec<u8>) -> io::Result<()>,
+) -> io::Result<SnapshotMeta> {
+    let mut r = CrcReader { inner: reader, crc: crc32fast::Hasher::new() };
+    let meta = read_header(&mut r)?;
     loop {
-        let key_len = read_u32(&mut r).map_err(context)?;
+        let key_len = read_u32(&mut r)?;
         if key_len == END_OF_RECORDS {
             break;
         }
-        let key = read_field(&mut r, key_len).map_err(context)?;
-        let value_len = read_u32(&mut r).map_err(context)?;
-        let value = read_field(&mut r, value_len).map_err(context)?;
+        let key = read_field(&mut r, key_len)?;
+        let value_len = read_u32(&mut r)?;
+        let value = read_field(&mut r, value_len)?;
         on_record(key, value)?;
     }
     let computed = r.crc.clone().finalize();
-    let stored = read_u32(&mut r.inner).map_err(context)?;
+    let stored = read_u32(&mut r.inner)?;
     if stored != computed {
-        return Err(context(io::Error::new(
+        return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("checksum mismatch: stored {stored:08x}, computed {computed:08x}"),
-        )));
+        ));
     }
     let mut rest = [0u8; 1];
     if r.inner.read(&mut rest)? != 0 {
-        return Err(context(io::Error::new(io::ErrorKind::InvalidData, "trailing bytes after checksum")));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "trailing bytes after checksum"));
     }
     Ok(meta)
 }

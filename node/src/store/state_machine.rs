@@ -76,6 +76,31 @@ struct Session {
     index: u64,
     /// Its result; the value of a successful put is elided (the retry carries it).
     result: CommandResult,
+    /// CRC-32 of the command's encoding: a retry must be that same command. `None` in records
+    /// written before it was kept (read as [`SessionWithoutCommand`]).
+    command: Option<u32>,
+}
+
+/// A session record as written before `Session::command` existed.
+#[derive(Deserialize)]
+struct SessionWithoutCommand {
+    sequence: u64,
+    index: u64,
+    result: CommandResult,
+}
+
+impl Session {
+    fn decode(bytes: &[u8]) -> io::Result<Session> {
+        decode::<Session>("session", bytes).or_else(|_| {
+            let old: SessionWithoutCommand = decode("session", bytes)?;
+            Ok(Session { sequence: old.sequence, index: old.index, result: old.result, command: None })
+        })
+    }
+}
+
+/// What identifies a command for its write id: the same id on another command is a client bug.
+fn fingerprint(cmd: &Command) -> io::Result<u32> {
+    Ok(crc32fast::hash(&encode(cmd)?))
 }
 
 /// Drops the value of a successful put before the result is remembered.
@@ -269,10 +294,31 @@ impl StateMachine {
         let keep = sm
             .current_snapshot_record()
             .map_err(|e| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() })?;
+        if let Some(record) = &keep {
+            sm.verify_snapshot(record)?;
+        }
         // At start nothing is in flight: leftovers of interrupted builds and receives go too.
         sm.remove_snapshot_files(keep.as_ref().map(|r| r.file_name.as_str()), |_| true)
             .map_err(|source| StoreError::Io { path: sm.inner.snapshot_dir.clone(), source })?;
         Ok(sm)
+    }
+
+    /// Checks the current snapshot file end to end against its record: it was fsync'd before
+    /// it was published, so a file that is missing, cut short, damaged or of another snapshot
+    /// is corruption, whatever the shutdown was. Refused, never rebuilt.
+    fn verify_snapshot(&self, record: &SnapshotRecord) -> Result<(), StoreError> {
+        let path = self.inner.snapshot_dir.join(&record.file_name);
+        let corrupt = |detail: String| StoreError::Corrupt { path: path.clone(), detail };
+        let (meta, _) = snapshot::verify(&path).map_err(|e| {
+            corrupt(format!("the current snapshot does not check out ({e}); refusing to start, not rebuilding it"))
+        })?;
+        if meta != record.meta {
+            return Err(corrupt(format!(
+                "the current snapshot holds {:?}, but the state machine recorded {:?}; refusing to start",
+                meta.last_log_id, record.meta.last_log_id
+            )));
+        }
+        Ok(())
     }
 
     fn read<T: serde::de::DeserializeOwned>(tree: &sled::Tree, what: &str, key: &[u8]) -> io::Result<Option<T>> {
@@ -417,7 +463,9 @@ impl StateMachine {
 
     /// Applies a run of entries into the write-back layers, the last one recorded as applied
     /// with them; freezes the active layer for the background writer when it is big enough.
-    fn apply_run(&self, entries: &[raft::Entry]) -> io::Result<Vec<CommandResult>> {
+    /// Returns each entry's result. What openraft's `apply` calls for each run it hands over
+    /// (and the fuzz target `state_machine_apply`, directly).
+    pub fn apply_run(&self, entries: &[raft::Entry]) -> io::Result<Vec<CommandResult>> {
         let _guard = lock(&self.inner.apply_lock);
         if let Some(e) = lock(&self.inner.write_error).clone() {
             return Err(io_err("state machine writer failed earlier", e));
@@ -605,6 +653,14 @@ impl<'a> Pending<'a> {
         }
     }
 
+    fn read_session(&self, key: &[u8]) -> io::Result<Option<Session>> {
+        match self.writes.get(key) {
+            Some(Some(v)) => Ok(Some(Session::decode(v)?)),
+            Some(None) => Ok(None),
+            None => self.live().read_with("session", key, Session::decode),
+        }
+    }
+
     /// The keys of records in `[prefix, prefix + 1)` as this run sees them, with their values.
     fn records_with_prefix(&self, prefix: u8) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let lower = Bound::Included(vec![prefix]);
@@ -630,9 +686,16 @@ fn apply_command(pending: &mut Pending<'_>, index: u64, cmd: &Command) -> io::Re
         return execute(pending, index, cmd);
     };
     let key = prefixed(SESSION, &client_id.to_be_bytes());
-    let previous = pending.read::<Session>("session", &key)?;
+    let previous = pending.read_session(&key)?;
+    let command = fingerprint(cmd)?;
     if let Some(session) = &previous {
         if sequence == session.sequence {
+            // Found by the fuzz target `state_machine_apply`: the same write id on another
+            // command was answered with the first command's result (a delete got a put's
+            // answer; a put with another value got its own value back, not the stored one).
+            if session.command.is_some_and(|c| c != command) {
+                return Ok(CommandResult::WriteIdReused { sequence });
+            }
             return Ok(restore_put_value(session.result.clone(), cmd));
         }
         if sequence < session.sequence {
@@ -640,7 +703,8 @@ fn apply_command(pending: &mut Pending<'_>, index: u64, cmd: &Command) -> io::Re
         }
     }
     let result = execute(pending, index, cmd)?;
-    pending.insert(&key, encode(&Session { sequence, index, result: elide_put_value(&result) })?);
+    pending
+        .insert(&key, encode(&Session { sequence, index, result: elide_put_value(&result), command: Some(command) })?);
     Ok(result)
 }
 
@@ -652,7 +716,7 @@ fn sweep_sessions(pending: &mut Pending<'_>, index: u64) -> io::Result<()> {
     }
     let Some(horizon) = index.checked_sub(SESSION_RETENTION) else { return Ok(()) };
     for (key, value) in pending.records_with_prefix(SESSION)? {
-        let session: Session = decode("session", &value)?;
+        let session = Session::decode(&value)?;
         if session.index < horizon {
             pending.remove(&key);
         }
@@ -887,6 +951,43 @@ mod tests {
         assert_eq!(version(&apply(&t, 13, &put("k", "next", None, Some((9, 2))))), 2);
     }
 
+    #[test]
+    fn a_write_id_reused_for_another_command_is_refused_and_applies_nothing() {
+        // fuzz/artifacts/state_machine_apply/crash-360a7684…: a put, then a delete with the
+        // same write id, got the put's answer (with the value elided).
+        let (_d, t) = live();
+        let first = apply(&t, 1, &put("k", "v1", None, Some((9, 1))));
+        let delete = Command::Delete {
+            key: b"k".to_vec(),
+            if_mod_index: None,
+            write_id: Some(WriteId { client_id: 9, sequence: 1 }),
+        };
+        assert_eq!(apply(&t, 2, &delete), CommandResult::WriteIdReused { sequence: 1 });
+        assert_eq!(apply(&t, 3, &put("k", "v2", None, Some((9, 1)))), CommandResult::WriteIdReused { sequence: 1 });
+        assert_eq!(apply(&t, 4, &put("other", "v1", None, Some((9, 1)))), CommandResult::WriteIdReused { sequence: 1 });
+        let kv = t.read().expect("lock").read::<StoredValue>("value", &data_key(b"k")).expect("read").expect("kept");
+        assert_eq!((kv.value.as_slice(), kv.version), (b"v1".as_slice(), 1), "nothing was applied");
+        assert_eq!(apply(&t, 5, &put("k", "v1", None, Some((9, 1)))), first, "the true retry still gets its answer");
+    }
+
+    #[test]
+    fn a_session_written_before_fingerprints_still_answers_retries() {
+        #[derive(Serialize)]
+        struct OldSession {
+            sequence: u64,
+            index: u64,
+            result: CommandResult,
+        }
+        let (_d, t) = live();
+        let first = apply(&t, 1, &put("k", "v1", None, Some((9, 1))));
+        let old = OldSession { sequence: 1, index: 1, result: elide_put_value(&first) };
+        t.write()
+            .expect("lock")
+            .absorb(Writes::from([(prefixed(SESSION, &9u64.to_be_bytes()), Some(encode(&old).expect("encode")))]));
+        assert_eq!(apply(&t, 2, &put("k", "v1", None, Some((9, 1)))), first);
+        assert_eq!(apply(&t, 3, &put("k", "v3", None, Some((9, 0)))), CommandResult::StaleSequence { last_applied: 1 });
+    }
+
     /// The first sweep that sees a write at index 1 as older than the retention window.
     const FIRST_EXPIRING_SWEEP: u64 = SESSION_RETENTION.div_ceil(SESSION_SWEEP_EVERY) * SESSION_SWEEP_EVERY;
 
@@ -1006,5 +1107,179 @@ mod tests {
         assert_eq!((keys, applied.map(|l| l.index)), (10, Some(10)));
         let (_log, sm) = open(dir.path(), &StoreOptions::default()).expect("reopen");
         assert_eq!(sm.applied_index(), 10, "the applied index is read at open");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    //! Properties checked on random inputs (proptest): the key encoding, scans with paging
+    //! against an ordered-map model, and the dedup table under interleaved retries.
+
+    use std::collections::{BTreeMap, HashMap};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::pb::v1::ScanRequest;
+    use crate::validation::Limits;
+
+    fn live() -> (tempfile::TempDir, RwLock<Live>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::Config::new().temporary(true).path(dir.path().join("db")).open().expect("sled");
+        let tree = db.open_tree("sm.0").expect("tree");
+        (dir, RwLock::new(Live::new(0, tree)))
+    }
+
+    /// Applies `cmds` from index `first` on, in runs of `run` entries. After every third run
+    /// the layers are frozen and written to the tree, so records live in every layer: the
+    /// active one, the tree, and (between the two writes) the frozen one.
+    fn apply_in_runs(live: &RwLock<Live>, first: u64, cmds: &[Command], run: usize) -> Vec<CommandResult> {
+        let mut results = Vec::new();
+        for (n, chunk) in cmds.chunks(run.max(1)).enumerate() {
+            let mut pending = Pending::new(live);
+            for (i, cmd) in chunk.iter().enumerate() {
+                let index = first + (n * run.max(1) + i) as u64;
+                results.push(apply_command(&mut pending, index, cmd).expect("apply"));
+            }
+            let writes = pending.writes;
+            let mut live = live.write().expect("lock");
+            live.absorb(writes);
+            if n % 3 == 1 {
+                live.freeze();
+            } else if n % 3 == 2 {
+                if let Some(frozen) = live.frozen() {
+                    live.tree.apply_batch(write_back::to_batch(&frozen)).expect("batch");
+                    live.written(&frozen);
+                }
+            }
+        }
+        results
+    }
+
+    fn put(key: Vec<u8>, id: Option<(u64, u64)>) -> Command {
+        Command::Put {
+            key,
+            value: b"v".to_vec(),
+            if_mod_index: None,
+            write_id: id.map(|(client_id, sequence)| WriteId { client_id, sequence }),
+        }
+    }
+
+    /// Short keys over a small alphabet (with 0x00 and 0xff, the edges of prefix arithmetic),
+    /// so random sets and bounds overlap.
+    fn small_key() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(prop::sample::select(vec![0x00u8, b'a', b'b', b'c', 0xff]), 0..4)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn data_keys_round_trip_and_keep_the_order_of_user_keys(a in prop::collection::vec(any::<u8>(), 0..8), b in prop::collection::vec(any::<u8>(), 0..8)) {
+            let (ka, kb) = (data_key(&a), data_key(&b));
+            prop_assert_eq!(&ka[1..], a.as_slice());
+            prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+            prop_assert!(is_user_key_record(&ka));
+            for meta in [APPLIED, MEMBERSHIP, KEY_COUNT, DECLARED_REPLICAS] {
+                prop_assert!(!is_user_key_record(meta), "bookkeeping never reads as a user key");
+            }
+            prop_assert!(!is_user_key_record(&prefixed(SESSION, &a)) && !is_user_key_record(&prefixed(LEGACY_SESSION_EXPIRY, &a)));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn paged_scans_return_exactly_the_model_range_once(
+            keys in prop::collection::btree_set(small_key().prop_filter("non-empty", |k| !k.is_empty()), 0..24),
+            prefix in small_key(),
+            start in small_key(),
+            end in small_key(),
+            use_prefix: bool,
+            limit in 0u32..6,
+        ) {
+            let (_dir, t) = live();
+            let cmds: Vec<Command> = keys.iter().map(|k| put(k.clone(), None)).collect();
+            apply_in_runs(&t, 1, &cmds, 7);
+            let mut req = if use_prefix {
+                ScanRequest { prefix: prefix.clone().into(), limit, ..Default::default() }
+            } else {
+                ScanRequest { start_key: start.clone().into(), end_key: end.clone().into(), limit, ..Default::default() }
+            };
+            let limits = Limits { max_scan_limit: 5, ..Limits::default() };
+            let in_range = |k: &Vec<u8>| {
+                if use_prefix {
+                    k.starts_with(&prefix)
+                } else {
+                    *k >= start && (end.is_empty() || *k < end)
+                }
+            };
+            let Ok(first) = limits.scan(&req) else {
+                // Refused only for what validation refuses: an empty or inverted range.
+                prop_assert!(limit > 5 || (!use_prefix && !end.is_empty() && start >= end));
+                return Ok(());
+            };
+            let mut seen = Vec::new();
+            let mut plan = first;
+            for _ in 0..=keys.len() {
+                let page = StateMachine::scan_live(&t.read().expect("lock"), plan.start.clone(), plan.end.clone(), plan.limit).expect("scan");
+                prop_assert!(page.kvs.len() <= plan.limit);
+                seen.extend(page.kvs.iter().map(|kv| kv.key.clone()));
+                match (page.more, page.kvs.last()) {
+                    (true, Some(last)) => {
+                        req.page_token = last.key.clone().into();
+                        plan = limits.scan(&req).expect("a returned token continues the same scan");
+                    }
+                    _ => break,
+                }
+            }
+            let model: Vec<Vec<u8>> = keys.iter().filter(|k| in_range(k)).cloned().collect();
+            prop_assert_eq!(seen, model);
+        }
+
+        #[test]
+        fn each_client_write_applies_once_and_older_sequences_are_refused(
+            ops in prop::collection::vec((0u64..3, 0u64..6, 0u8..3), 1..40),
+            run in 1usize..8,
+        ) {
+            let (_dir, t) = live();
+            let cmds: Vec<Command> = ops.iter().map(|(c, s, k)| put(vec![b'k', *k], Some((*c, *s)))).collect();
+            let results = apply_in_runs(&t, 1, &cmds, run);
+            let mut last: HashMap<u64, u64> = HashMap::new();
+            // (client, sequence) -> (key, answer) of the write that used it first.
+            let mut first_answer: HashMap<(u64, u64), (u8, CommandResult)> = HashMap::new();
+            let mut applied_per_key: BTreeMap<u8, u64> = BTreeMap::new();
+            for ((client, seq, key), result) in ops.iter().zip(&results) {
+                match last.get(client) {
+                    Some(l) if seq < l => {
+                        prop_assert_eq!(result, &CommandResult::StaleSequence { last_applied: *l });
+                    }
+                    Some(l) if seq == l => {
+                        let (first_key, answer) = &first_answer[&(*client, *seq)];
+                        if first_key == key {
+                            prop_assert_eq!(result, answer, "a retry gets the original answer");
+                        } else {
+                            prop_assert_eq!(result, &CommandResult::WriteIdReused { sequence: *seq }, "another command on a used id");
+                        }
+                    }
+                    _ => {
+                        let version = applied_per_key.entry(*key).or_default();
+                        *version += 1;
+                        let got = match result {
+                            CommandResult::Put { succeeded: true, current: Some(kv), .. } => kv.stored.version,
+                            other => return Err(TestCaseError::fail(format!("a new write was not applied: {other:?}"))),
+                        };
+                        prop_assert_eq!(got, *version, "each new (client, sequence) is one more version");
+                        last.insert(*client, *seq);
+                        first_answer.insert((*client, *seq), (*key, result.clone()));
+                    }
+                }
+            }
+            for (key, versions) in applied_per_key {
+                let stored = t.read().expect("lock").read::<StoredValue>("value", &data_key(&[b'k', key])).expect("read");
+                prop_assert_eq!(stored.map(|s| s.version), Some(versions));
+            }
+        }
     }
 }

@@ -49,12 +49,22 @@ impl Live {
 
     /// Reads and decodes one record, newest layer first.
     pub fn read<T: serde::de::DeserializeOwned>(&self, what: &str, key: &[u8]) -> io::Result<Option<T>> {
+        self.read_with(what, key, |bytes| decode(what, bytes))
+    }
+
+    /// Reads one record, newest layer first, and turns its bytes into a value with `decode`.
+    pub fn read_with<T>(
+        &self,
+        what: &str,
+        key: &[u8],
+        decode: impl FnOnce(&[u8]) -> io::Result<T>,
+    ) -> io::Result<Option<T>> {
         let layered = self.active.get(key).or_else(|| self.frozen.as_ref().and_then(|f| f.get(key)));
         match layered {
-            Some(Some(v)) => Ok(Some(decode(what, v)?)),
+            Some(Some(v)) => Ok(Some(decode(v)?)),
             Some(None) => Ok(None),
             None => match self.tree.get(key).map_err(|e| io_err(what, e))? {
-                Some(v) => Ok(Some(decode(what, &v)?)),
+                Some(v) => Ok(Some(decode(&v)?)),
                 None => Ok(None),
             },
         }
