@@ -28,7 +28,7 @@ fn random_token() -> String {
 impl ClusterAuth {
     /// The tokens in `<dir>/auth/tokens`, issued now if the file is not there yet.
     pub fn issue_or_open(dir: &Path) -> anyhow::Result<Self> {
-        let file = dir.join("auth").join("tokens");
+        let file = Self::file_in(dir);
         if file.exists() {
             return Self::open(&file);
         }
@@ -41,6 +41,15 @@ impl ClusterAuth {
         );
         write_private(&file, &text)?;
         Ok(auth)
+    }
+
+    /// The tokens already issued into `<dir>/auth/tokens`.
+    pub fn open_in(dir: &Path) -> anyhow::Result<Self> {
+        Self::open(&Self::file_in(dir))
+    }
+
+    fn file_in(dir: &Path) -> PathBuf {
+        dir.join("auth").join("tokens")
     }
 
     fn open(file: &Path) -> anyhow::Result<Self> {

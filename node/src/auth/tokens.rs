@@ -140,7 +140,7 @@ mod tests {
              admin-0123456789abcdef admin ops # not a comment: a fourth field\n",
         );
         let err = tokens.unwrap_err().to_string();
-        assert!(err.contains("line 5") && err.contains("found 5 fields"), "{err}");
+        assert!(err.contains("line 5") && err.contains("found 10 fields"), "{err}");
 
         let tokens = parse(
             "# who may do what\n\nreader-0123456789abcdef read alice\n\twriter-0123456789abcdef   write\nadmin-0123456789abcdef admin ops\n",
@@ -166,7 +166,7 @@ mod tests {
         let secret = "s3cret-0123456789abcdef";
         for (text, expected) in [
             (format!("{secret} superuser"), "unknown role \"superuser\""),
-            (format!("{secret}"), "found 1 fields"),
+            (secret.to_string(), "found 1 fields"),
             ("short read".to_string(), "shorter than 16"),
             (format!("{secret} read a\n{secret} admin b"), "line 2: the same token as \"a\""),
             ("# only comments\n\n".to_string(), "holds no tokens"),
