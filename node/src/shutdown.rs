@@ -155,7 +155,8 @@ async fn still_a_member(node: &Node, me: NodeId) -> Option<bool> {
         return None;
     }
     let info = crate::boot::cluster_info(&node.channels, &peer.peer_addr).await?;
-    Some(info.member_ids.contains(&me))
+    // No member ids: a node that does not report them (an older version), not "removed".
+    (!info.member_ids.is_empty()).then(|| info.member_ids.contains(&me))
 }
 
 /// Stops Raft and flushes storage. Called last.
