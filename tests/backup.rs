@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use petkv::client::Client;
 use petkv::pb::v1::{Consistency, ScanRequest};
 use petkv::restore::StageOutcome;
 use petkv_e2e::{healthy_cluster, SETTLE};
@@ -94,7 +95,8 @@ async fn a_backup_under_load_restores_to_exactly_the_acknowledged_data_up_to_its
     let leader = source.wait_leader(SETTLE).await?;
     let mut order = endpoints.clone();
     order.rotate_left(((leader + 1) % 3) as usize);
-    let summary = petkv::backup::take(&order, None, &file, Duration::from_secs(60)).await?;
+    let summary =
+        petkv::backup::take(&Client::new(&order, Duration::from_secs(60))?, &file, Duration::from_secs(60)).await?;
     let at_backup = acked_count(&acked);
     petkv_harness::wait::until("200 more writes after the backup", SETTLE, || async {
         (acked_count(&acked) >= at_backup + 200).then_some(())
@@ -167,7 +169,7 @@ async fn corrupt_or_truncated_backups_are_refused_and_nothing_is_staged() -> any
     }
     let dir = tempfile::tempdir()?;
     let good = dir.path().join("good.snap");
-    let summary = petkv::backup::take(&[cluster.client_addr(0)], None, &good, Duration::from_secs(30)).await?;
+    let summary = petkv::backup::take(&cluster.client_of(0)?, &good, Duration::from_secs(30)).await?;
     assert_eq!(summary.keys, 50);
     cluster.down().await?;
 

@@ -11,6 +11,7 @@ use petkv::client::{Client, ClientError};
 use petkv::pb::v1::NodeStatus;
 use petkv::tls::ClientTls;
 
+use crate::auth::ClusterAuth;
 use crate::binary::petkv_binary;
 use crate::pod::{Pod, PodSpec};
 use crate::tls::ClusterTls;
@@ -55,6 +56,9 @@ pub struct ClusterSpec {
     /// TLS on every pod's client and peer ports, with certificates issued into the state dir
     /// ([`crate::tls`]); the harness's own connections use TLS too.
     pub tls: bool,
+    /// Authentication on every pod's client port ([`crate::auth`]); the harness's own
+    /// connections use the admin token.
+    pub auth: bool,
 }
 
 impl Default for ClusterSpec {
@@ -67,6 +71,7 @@ impl Default for ClusterSpec {
             mode: Mode::Process,
             delete_volumes_when_scaled: false,
             tls: false,
+            auth: false,
         }
     }
 }
@@ -117,6 +122,8 @@ pub struct Cluster {
     network: Option<crate::netns::PodNetwork>,
     /// The set's certificates, with `spec.tls`.
     tls: Option<ClusterTls>,
+    /// The set's tokens, with `spec.auth`.
+    auth: Option<ClusterAuth>,
     _slot: Slot,
 }
 
@@ -155,8 +162,12 @@ impl Cluster {
             pods: BTreeMap::new(),
             network,
             tls: None,
+            auth: None,
             _slot: slot,
         };
+        if cluster.spec.auth {
+            cluster.auth = Some(ClusterAuth::issue_or_open(dir)?);
+        }
         if cluster.spec.tls {
             let this = &cluster;
             let tls = ClusterTls::issue(dir, &this.spec.set, 0..this.spec.replicas, |o| this.tls_names(o))?;
@@ -279,22 +290,37 @@ impl Cluster {
         self.tls.as_ref().map(ClusterTls::client)
     }
 
-    /// A client over `endpoints`, over TLS when the set has it.
+    /// The set's tokens, when it runs with authentication.
+    pub fn auth(&self) -> Option<&ClusterAuth> {
+        self.auth.as_ref()
+    }
+
+    /// A client over `endpoints`, over TLS when the set has it, with the admin token when it
+    /// runs with authentication.
     pub fn client_for(&self, endpoints: &[String], timeout: Duration) -> anyhow::Result<Client> {
-        Ok(Client::with_tls(endpoints, timeout, self.client_tls())?)
+        Ok(self.petkv_client(endpoints, timeout)?)
+    }
+
+    fn petkv_client(&self, endpoints: &[String], timeout: Duration) -> Result<Client, ClientError> {
+        let client = Client::with_tls(endpoints, timeout, self.client_tls())?;
+        match &self.auth {
+            Some(auth) => client.with_token(&auth.admin),
+            None => Ok(client),
+        }
     }
 
     fn add_pod(&mut self, ordinal: u32) -> anyhow::Result<()> {
         if let Some(net) = &mut self.network {
             net.add_pod(ordinal)?;
         }
-        let env = match &self.tls {
+        let mut env = match &self.tls {
             Some(tls) => {
                 tls.add_pod(ordinal, self.tls_names(ordinal))?;
                 tls.pod_env(ordinal)
             }
             None => Vec::new(),
         };
+        env.extend(self.auth.iter().flat_map(ClusterAuth::pod_env));
         let spec = PodSpec {
             set: self.spec.set.clone(),
             ordinal,
@@ -381,7 +407,7 @@ impl Cluster {
 
     /// The pod's own status (no failover).
     pub async fn status(&self, ordinal: u32) -> Result<NodeStatus, ClientError> {
-        Client::status_of(&self.client_addr(ordinal), Duration::from_secs(1), self.client_tls()).await
+        self.petkv_client(&[self.client_addr(ordinal)], Duration::from_secs(1))?.status_of_first().await
     }
 
     /// Waits until a pod is ready: a member that hears from a live leader and has caught up.

@@ -64,6 +64,10 @@ pub struct Running {
     /// the pods from a second terminal use them.
     #[serde(default)]
     pub tls_dir: Option<std::path::PathBuf>,
+    /// The state dir holding `auth/tokens`, when the set runs with authentication (`up
+    /// --auth`): the commands that talk to the pods use its admin token.
+    #[serde(default)]
+    pub auth_dir: Option<std::path::PathBuf>,
 }
 
 impl Running {
@@ -71,6 +75,12 @@ impl Running {
     pub fn client_tls(&self) -> anyhow::Result<Option<petkv::tls::ClientTls>> {
         let Some(dir) = &self.tls_dir else { return Ok(None) };
         Ok(Some(crate::tls::ClusterTls::open(dir, &self.set)?.client().clone()))
+    }
+
+    /// The admin token, if the set runs with authentication.
+    pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
+        let Some(dir) = &self.auth_dir else { return Ok(None) };
+        Ok(Some(crate::auth::ClusterAuth::open_in(dir)?.admin))
     }
 }
 

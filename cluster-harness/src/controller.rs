@@ -33,6 +33,8 @@ pub struct UpOptions {
     pub delete_volumes_when_scaled: bool,
     /// TLS on every pod's ports (certificates in `<state dir>/tls`).
     pub tls: bool,
+    /// Authentication on every pod's client port (tokens in `<state dir>/auth/tokens`).
+    pub auth: bool,
 }
 
 #[derive(Debug, Default)]
@@ -60,9 +62,16 @@ pub async fn up(state_dir: &Path, options: UpOptions) -> anyhow::Result<()> {
         mode: options.mode,
         delete_volumes_when_scaled: options.delete_volumes_when_scaled,
         tls: options.tls,
+        auth: options.auth,
         ..Default::default()
     };
     let mut cluster = Cluster::in_dir(spec, state_dir)?;
+    if let Some(auth) = cluster.auth() {
+        println!("authentication on: tokens in {}", auth.file().display());
+        println!("  write: PETKV_TOKEN={}", auth.write);
+        println!("  read:  PETKV_TOKEN={}", auth.read);
+        println!("  (the harness uses the admin token in that file)");
+    }
     let previous = control::read_desired(state_dir)?.unwrap_or_default();
     let desired = Desired { replicas: options.replicas, stop: false, delete_volumes: false, ..previous };
     control::write_desired(state_dir, &desired)?;
@@ -261,17 +270,34 @@ fn publish(cluster: &mut Cluster, policy: Policy) -> anyhow::Result<()> {
         policy,
         pods,
         tls_dir: cluster.tls().map(|t| t.dir().to_path_buf()),
+        auth_dir: cluster.auth().map(|_| cluster.state_dir().to_path_buf()),
     };
     control::write_running(cluster.state_dir(), &running)
 }
 
-/// A status table of the set: one row per pod, each pod asked for its own status.
-pub async fn status_table(pods: &BTreeMap<u32, RunningPod>, tls: Option<&petkv::tls::ClientTls>) -> Table {
+/// How long `status_table` waits for each pod.
+const PROBE: Duration = Duration::from_millis(500);
+
+/// A status table of the set: one row per pod, each pod asked for its own status. `token`:
+/// the admin token when the set runs with authentication.
+pub async fn status_table(
+    pods: &BTreeMap<u32, RunningPod>,
+    tls: Option<&petkv::tls::ClientTls>,
+    token: Option<&str>,
+) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(vec!["pod", "pid", "role", "node id", "leader", "term", "applied", "keys", "ready"]);
     for (o, pod) in pods {
-        let status = petkv::client::Client::status_of(&pod.client_addr, Duration::from_millis(500), tls).await;
+        let status = async {
+            let client = petkv::client::Client::with_tls(std::slice::from_ref(&pod.client_addr), PROBE, tls)?;
+            let client = match token {
+                Some(token) => client.with_token(token)?,
+                None => client,
+            };
+            client.status_of_first().await
+        }
+        .await;
         let pid = pod.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
         match status {
             Ok(s) => {
@@ -310,7 +336,8 @@ pub async fn status_table(pods: &BTreeMap<u32, RunningPod>, tls: Option<&petkv::
 
 async fn show(cluster: &Cluster) {
     let Ok(Some(running)) = control::read_running(cluster.state_dir()) else { return };
-    let table = status_table(&running.pods, cluster.client_tls()).await;
+    let token = cluster.auth().map(|a| a.admin.as_str());
+    let table = status_table(&running.pods, cluster.client_tls(), token).await;
     if std::io::stdout().is_terminal() {
         print!("\x1b[2J\x1b[H");
     }

@@ -141,7 +141,11 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
     let endpoints: Vec<String> = cluster.ordinals().iter().map(|o| cluster.client_addr(*o)).collect();
     println!("experiment {experiment:?}: 3 pods, {} clients on {} keys", spec.workload.clients, spec.workload.keys);
 
-    let workload_spec = WorkloadSpec { tls: cluster.client_tls().cloned(), ..spec.workload.clone() };
+    let workload_spec = WorkloadSpec {
+        tls: cluster.client_tls().cloned(),
+        token: cluster.auth().map(|a| a.write.clone()),
+        ..spec.workload.clone()
+    };
     let workload = std::sync::Arc::new(Workload::start(&endpoints, &workload_spec)?);
     let mut faults = Faults { started: workload.started, marks: Vec::new(), notes: Vec::new() };
     let progress = tokio::spawn(show_progress(workload.clone()));

@@ -8,6 +8,7 @@
 //! - [`cluster`]: the set: starts pods, kills them with a signal, restarts them with the same
 //!   volume, wipes volumes, and waits for conditions with deadlines.
 //! - [`tls`]: the set's certificates when it runs with TLS (`up --tls`).
+//! - [`auth`]: the set's tokens file when it runs with authentication (`up --auth`).
 //! - [`control`]: the state-dir files through which a second terminal steers a running `up`.
 //! - [`controller`]: `up`, the StatefulSet controller loop with a live status view.
 //! - [`wait`]: polling a condition until a deadline (never a fixed sleep).
@@ -23,6 +24,7 @@
 //! peer 7380, HTTP 7381), as pods do.
 //! Traffic never leaves loopback.
 
+pub mod auth;
 pub mod bench;
 pub mod binary;
 pub mod checker;

@@ -65,6 +65,11 @@ enum Command {
         /// `-- --tls-client-auth` to require client certificates (<state-dir>/tls/client.pem).
         #[arg(long)]
         tls: bool,
+        /// Authentication on every pod's client port: a tokens file with an admin token (the
+        /// harness's own) and a write and a read token (printed at start) is written into
+        /// <state-dir>/auth/tokens; send one with `petkv --token-file` or PETKV_TOKEN.
+        #[arg(long)]
+        auth: bool,
         /// Extra `petkv serve` flags for every pod (after `--`).
         #[arg(last = true)]
         serve_args: Vec<String>,
@@ -317,15 +322,24 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             let r = petkv_harness::demo::run_fresh(state_dir.as_deref()).await?;
             Ok(r.identity_ok && r.data_ok)
         }
-        Command::Up { dir, replicas, voters, policy, mode, delete_volumes_when_scaled, tls, serve_args } => {
-            let options =
-                UpOptions { replicas, voters, policy, extra_args: serve_args, mode, delete_volumes_when_scaled, tls };
+        Command::Up { dir, replicas, voters, policy, mode, delete_volumes_when_scaled, tls, auth, serve_args } => {
+            let options = UpOptions {
+                replicas,
+                voters,
+                policy,
+                extra_args: serve_args,
+                mode,
+                delete_volumes_when_scaled,
+                tls,
+                auth,
+            };
             controller::up(&dir.state_dir, options).await?;
             Ok(true)
         }
         Command::Status { dir } => {
             let running = control::running_controller(&dir.state_dir)?;
-            println!("{}", controller::status_table(&running.pods, running.client_tls()?.as_ref()).await);
+            let (tls, token) = (running.client_tls()?, running.admin_token()?);
+            println!("{}", controller::status_table(&running.pods, tls.as_ref(), token.as_deref()).await);
             Ok(true)
         }
         Command::Scale { replicas, dir } => {

@@ -33,9 +33,10 @@ pub struct PodSpec {
     pub env: Vec<(String, String)>,
 }
 
-/// The TLS variables of `petkv serve` and `wait-primary`: cleared unless the pod sets them, so
-/// the harness's own environment never turns TLS on by accident.
-const TLS_ENV: [&str; 7] = [
+/// The TLS and auth variables of `petkv serve` and `wait-primary`: cleared unless the pod sets
+/// them, so the harness's own environment never turns TLS or authentication on by accident.
+const TLS_ENV: [&str; 8] = [
+    "PETKV_AUTH_TOKENS",
     "PETKV_TLS_CERT",
     "PETKV_TLS_KEY",
     "PETKV_TLS_CA",

@@ -24,11 +24,24 @@ pub struct WorkloadSpec {
     pub timeout: Duration,
     /// TLS, when the set runs with it ([`crate::Cluster::client_tls`]).
     pub tls: Option<petkv::tls::ClientTls>,
+    /// A token allowed to write, when the set runs with authentication.
+    pub token: Option<String>,
+}
+
+impl WorkloadSpec {
+    /// One client of the workload (or the checker's final reads).
+    fn client(&self, endpoints: &[String], timeout: Duration) -> Result<Client, petkv::client::ClientError> {
+        let client = Client::with_tls(endpoints, timeout, self.tls.as_ref())?;
+        match &self.token {
+            Some(token) => client.with_token(token),
+            None => Ok(client),
+        }
+    }
 }
 
 impl Default for WorkloadSpec {
     fn default() -> Self {
-        Self { clients: 6, keys: 5, timeout: Duration::from_secs(2), tls: None }
+        Self { clients: 6, keys: 5, timeout: Duration::from_secs(2), tls: None, token: None }
     }
 }
 
@@ -64,7 +77,7 @@ impl Workload {
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let mut tasks = Vec::new();
         for c in 0..spec.clients {
-            let client = Client::with_tls(endpoints, spec.timeout, spec.tls.as_ref())?;
+            let client = spec.client(endpoints, spec.timeout)?;
             let (stop, recorded, keys) = (stop.clone(), recorded.clone(), spec.keys);
             tasks.push(tokio::spawn(async move {
                 let mut n = 0u64;
@@ -155,7 +168,7 @@ fn record(recorded: &Mutex<Recorded>, done: Done) {
 /// Reads every key once more (linearizable) and appends the reads to the history, so a lost
 /// acknowledged write shows up as a violation.
 pub async fn final_reads(endpoints: &[String], spec: &WorkloadSpec, recorded: &mut Recorded, started: Instant) {
-    let Ok(client) = Client::with_tls(endpoints, Duration::from_secs(10), spec.tls.as_ref()) else { return };
+    let Ok(client) = spec.client(endpoints, Duration::from_secs(10)) else { return };
     for k in 0..spec.keys {
         let done = run_one(&client, u64::MAX, key_name(k), Input::Get, started).await;
         record_into(recorded, done);

@@ -149,3 +149,43 @@ async fn up_tls_runs_the_set_with_tls_and_the_harness_talks_tls() -> anyhow::Res
     assert!(status.success());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_auth_runs_the_set_with_tokens_and_the_harness_uses_its_admin_token() -> anyhow::Result<()> {
+    use petkv::client::{Client, ClientError};
+    let temp = tempfile::tempdir()?;
+    let dir = temp.path().join("state");
+    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_petkv-harness"))
+        .args(["up", "--auth", "--mode", "process", "--replicas", "1", "--state-dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let running = wait::until("running.json with the auth dir", SETTLE, || async {
+        control::read_running(&dir).ok()?.filter(|r| r.auth_dir.is_some() && r.pods.len() == 1)
+    })
+    .await?;
+    let auth = petkv_harness::auth::ClusterAuth::open_in(&dir)?;
+    assert_eq!(running.admin_token()?.as_deref(), Some(auth.admin.as_str()));
+    let addr = [running.pods[&0].client_addr.clone()];
+    let as_user = |token: &str| Client::new(&addr, Duration::from_secs(2))?.with_token(token);
+    wait::until("the pod ready to the admin token", SETTLE, || async {
+        as_user(&auth.admin).ok()?.status_of_first().await.ok()?.ready.then_some(())
+    })
+    .await?;
+    // `status` from a second terminal finds the admin token through running.json.
+    assert!(ok(&dir, &["status"]).contains("leader"));
+    as_user(&auth.write)?.put(b"k", b"v", None).await?;
+    match as_user(&auth.read)?.put(b"k", b"w", None).await {
+        Err(ClientError::Rejected(s)) => assert_eq!(s.code(), tonic::Code::PermissionDenied),
+        other => panic!("the read token wrote: {other:?}"),
+    }
+    let anonymous = Client::new(&addr, Duration::from_secs(2))?.status_of_first().await;
+    assert!(anonymous.is_err_and(|e| e.to_string().contains("credentials required")));
+
+    ok(&dir, &["down"]);
+    let status = tokio::time::timeout(SETTLE, up.wait()).await??;
+    assert!(status.success());
+    Ok(())
+}

@@ -21,11 +21,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use tonic::Status;
 
+use crate::client::Client;
 use crate::pb::v1::cluster_client::ClusterClient;
 use crate::pb::v1::{BackupChunk, BackupRequest, ResponseHeader};
 use crate::store::snapshot;
 use crate::store::state_machine::is_user_key_record;
-use crate::tls::ClientTls;
 
 /// Size of one streamed chunk.
 pub const CHUNK_BYTES: usize = 1024 * 1024;
@@ -169,19 +169,13 @@ fn partial_path(out: &Path) -> PathBuf {
 
 /// Client side: takes a backup from the first of `endpoints` that serves one, into `out`.
 /// Within `deadline` overall; a server that fails mid-stream leaves no file behind.
-/// Over TLS when `tls` is given.
-pub async fn take(
-    endpoints: &[String],
-    tls: Option<&ClientTls>,
-    out: &Path,
-    deadline: Duration,
-) -> Result<BackupSummary, BackupError> {
-    let client = crate::client::Client::with_tls(endpoints, deadline, tls)
-        .map_err(|e| BackupError::Unavailable { endpoints: endpoints.join(","), last: e.to_string() })?;
+/// Through `client`'s endpoints, TLS and credentials.
+pub async fn take(client: &Client, out: &Path, deadline: Duration) -> Result<BackupSummary, BackupError> {
+    let endpoints = client.endpoints();
     let mut last = String::from("no endpoint tried");
     let attempt = async {
         for (endpoint, channel) in endpoints.iter().zip(client.channels()) {
-            match receive(channel, out).await {
+            match receive(client, channel, out).await {
                 Ok(summary) => return Ok(summary),
                 Err(Attempt::Retry(why)) => last = format!("{endpoint}: {why}"),
                 Err(Attempt::Fatal(e)) => return Err(e),
@@ -203,9 +197,9 @@ enum Attempt {
     Fatal(BackupError),
 }
 
-async fn receive(channel: Channel, out: &Path) -> Result<BackupSummary, Attempt> {
+async fn receive(client: &Client, channel: Channel, out: &Path) -> Result<BackupSummary, Attempt> {
     let partial = partial_path(out);
-    if let Err(e) = receive_into(channel, &partial).await {
+    if let Err(e) = receive_into(client, channel, &partial).await {
         let _ = std::fs::remove_file(&partial);
         return Err(e);
     }
@@ -227,9 +221,9 @@ async fn receive(channel: Channel, out: &Path) -> Result<BackupSummary, Attempt>
     }
 }
 
-async fn receive_into(channel: Channel, partial: &Path) -> Result<(), Attempt> {
-    let mut client = ClusterClient::new(channel).max_decoding_message_size(2 * CHUNK_BYTES);
-    let mut stream = match client.backup(BackupRequest {}).await {
+async fn receive_into(client: &Client, channel: Channel, partial: &Path) -> Result<(), Attempt> {
+    let mut grpc = ClusterClient::new(channel).max_decoding_message_size(2 * CHUNK_BYTES);
+    let mut stream = match grpc.backup(client.authorize(tonic::Request::new(BackupRequest {}))).await {
         Ok(r) => r.into_inner(),
         Err(s) if crate::client::is_retryable(&s) => return Err(Attempt::Retry(s.message().to_string())),
         Err(s) => return Err(Attempt::Fatal(BackupError::Rejected(format!("{:?}: {}", s.code(), s.message())))),
@@ -248,8 +242,7 @@ async fn receive_into(channel: Channel, partial: &Path) -> Result<(), Attempt> {
 /// (`petkv-backup-20261122T101500Z-12345.snap`), then removes all but the newest `keep`
 /// backups of that dir. Older backups are removed only after the new one checked out.
 pub async fn take_into_dir(
-    endpoints: &[String],
-    tls: Option<&ClientTls>,
+    client: &Client,
     dir: &Path,
     keep: usize,
     deadline: Duration,
@@ -257,7 +250,7 @@ pub async fn take_into_dir(
     std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string().replace(['-', ':'], "");
     let provisional = dir.join(format!("{FILE_PREFIX}{stamp}-taking{FILE_SUFFIX}"));
-    let summary = take(endpoints, tls, &provisional, deadline).await?;
+    let summary = take(client, &provisional, deadline).await?;
     let out = dir.join(format!("{FILE_PREFIX}{stamp}-{}{FILE_SUFFIX}", summary.raft_index));
     std::fs::rename(&provisional, &out).map_err(|e| io_error(&out, e))?;
     let summary = BackupSummary { path: out, ..summary };

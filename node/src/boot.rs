@@ -44,7 +44,8 @@ pub struct ClusterFound {
     pub info: ClusterInfoResponse,
 }
 
-async fn cluster_info(channels: &PeerChannels, addr: &str) -> Option<ClusterInfoResponse> {
+/// What the node at peer address `addr` says about its cluster (`None`: no answer in time).
+pub(crate) async fn cluster_info(channels: &PeerChannels, addr: &str) -> Option<ClusterInfoResponse> {
     let channel = channels.peer(addr).ok()?;
     let mut req = Request::new(ClusterInfoRequest {});
     req.set_timeout(PROBE_TIMEOUT);

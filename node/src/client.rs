@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
@@ -49,6 +50,8 @@ pub enum ClientError {
     Rejected(Status),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    BadToken(String),
 }
 
 fn code_name(code: Code) -> &'static str {
@@ -83,6 +86,8 @@ pub struct Client {
     preferred: AtomicU64,
     lanes: Mutex<Vec<Lane>>,
     timeout: Duration,
+    /// The `authorization` metadata every request carries ([`Client::with_token`]).
+    authorization: Option<MetadataValue<Ascii>>,
 }
 
 /// A client id and the next sequence number on it.
@@ -140,7 +145,31 @@ impl Client {
             preferred: AtomicU64::new(0),
             lanes: Mutex::new(Vec::new()),
             timeout,
+            authorization: None,
         })
+    }
+
+    /// Sends `token` as `authorization: Bearer <token>` with every request (a server started
+    /// with `--auth-tokens`).
+    pub fn with_token(mut self, token: &str) -> Result<Self, ClientError> {
+        let value = crate::auth::bearer(token.trim()).parse::<MetadataValue<Ascii>>().map_err(|_| {
+            ClientError::BadToken("the token holds characters a gRPC header cannot carry (visible ASCII only)".into())
+        })?;
+        self.authorization = Some(value);
+        Ok(self)
+    }
+
+    /// The endpoints, in the order given.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// `req` with this client's credentials, if it has any.
+    pub fn authorize<T>(&self, mut req: Request<T>) -> Request<T> {
+        if let Some(value) = &self.authorization {
+            req.metadata_mut().insert(crate::auth::AUTHORIZATION, value.clone());
+        }
+        req
     }
 
     /// One lazily connected channel per endpoint, in the order given.
@@ -228,8 +257,8 @@ impl Client {
         let _ = self.preferred.compare_exchange(i as u64, next, Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    fn request<T>(msg: T, timeout: Duration) -> Request<T> {
-        let mut req = Request::new(msg);
+    fn request<T>(&self, msg: T, timeout: Duration) -> Request<T> {
+        let mut req = self.authorize(Request::new(msg));
         req.set_timeout(timeout);
         req
     }
@@ -241,7 +270,7 @@ impl Client {
                 PutRequest { key: key.to_vec().into(), value: value.to_vec().into(), write_id: Some(id), if_mod_index };
             self.with_failover(true, |ch, t| {
                 let msg = msg.clone();
-                async move { KvClient::new(ch).put(Self::request(msg, t)).await.map(|r| r.into_inner()) }
+                async move { KvClient::new(ch).put(self.request(msg, t)).await.map(|r| r.into_inner()) }
             })
             .await
         })
@@ -254,7 +283,7 @@ impl Client {
             let msg = DeleteRequest { key: key.to_vec().into(), write_id: Some(id), if_mod_index };
             self.with_failover(true, |ch, t| {
                 let msg = msg.clone();
-                async move { KvClient::new(ch).delete(Self::request(msg, t)).await.map(|r| r.into_inner()) }
+                async move { KvClient::new(ch).delete(self.request(msg, t)).await.map(|r| r.into_inner()) }
             })
             .await
         })
@@ -266,7 +295,7 @@ impl Client {
         let msg = GetRequest { key: key.to_vec().into(), consistency: consistency as i32 };
         self.with_failover(false, |ch, t| {
             let msg = msg.clone();
-            async move { KvClient::new(ch).get(Self::request(msg, t)).await.map(|r| r.into_inner()) }
+            async move { KvClient::new(ch).get(self.request(msg, t)).await.map(|r| r.into_inner()) }
         })
         .await
     }
@@ -275,7 +304,7 @@ impl Client {
     pub async fn scan(&self, msg: ScanRequest) -> Result<ScanResponse, ClientError> {
         self.with_failover(false, |ch, t| {
             let msg = msg.clone();
-            async move { KvClient::new(ch).scan(Self::request(msg, t)).await.map(|r| r.into_inner()) }
+            async move { KvClient::new(ch).scan(self.request(msg, t)).await.map(|r| r.into_inner()) }
         })
         .await
     }
@@ -283,7 +312,7 @@ impl Client {
     /// Status of the first endpoint that answers.
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         self.with_failover(false, |ch, t| async move {
-            ClusterClient::new(ch).status(Self::request(StatusRequest {}, t)).await.map(|r| r.into_inner())
+            ClusterClient::new(ch).status(self.request(StatusRequest {}, t)).await.map(|r| r.into_inner())
         })
         .await
     }
@@ -294,9 +323,14 @@ impl Client {
         timeout: Duration,
         tls: Option<&ClientTls>,
     ) -> Result<NodeStatus, ClientError> {
-        let client = Client::with_tls(&[endpoint.to_string()], timeout, tls)?;
+        Client::with_tls(&[endpoint.to_string()], timeout, tls)?.status_of_first().await
+    }
+
+    /// Status of this client's first endpoint, with no failover.
+    pub async fn status_of_first(&self) -> Result<NodeStatus, ClientError> {
+        let (client, endpoint, timeout) = (self, self.endpoints[0].as_str(), self.timeout);
         let ch = client.channels[0].clone();
-        tokio::time::timeout(timeout, ClusterClient::new(ch).status(Self::request(StatusRequest {}, timeout)))
+        tokio::time::timeout(timeout, ClusterClient::new(ch).status(client.request(StatusRequest {}, timeout)))
             .await
             .map_err(|_| ClientError::Unavailable { endpoints: endpoint.into(), last: "timed out".into() })?
             .map(|r| r.into_inner())
@@ -306,7 +340,7 @@ impl Client {
     /// Declares the set's replica count.
     pub async fn scale(&self, replicas: u32) -> Result<ScaleResponse, ClientError> {
         self.with_failover(true, |ch, t| async move {
-            ClusterClient::new(ch).scale(Self::request(ScaleRequest { replicas }, t)).await.map(|r| r.into_inner())
+            ClusterClient::new(ch).scale(self.request(ScaleRequest { replicas }, t)).await.map(|r| r.into_inner())
         })
         .await
     }
@@ -314,7 +348,7 @@ impl Client {
     /// Every member with its own status.
     pub async fn members(&self) -> Result<MembersResponse, ClientError> {
         self.with_failover(false, |ch, t| async move {
-            ClusterClient::new(ch).members(Self::request(MembersRequest {}, t)).await.map(|r| r.into_inner())
+            ClusterClient::new(ch).members(self.request(MembersRequest {}, t)).await.map(|r| r.into_inner())
         })
         .await
     }

@@ -48,4 +48,7 @@ pub struct NodeConfig {
     pub store: StoreOptions,
     /// TLS on the client and peer ports (default: plaintext).
     pub tls: TlsSettings,
+    /// The tokens file that turns authentication on for the client port ([`crate::auth`]);
+    /// none: every client may do everything.
+    pub auth_tokens: Option<std::path::PathBuf>,
 }

@@ -30,6 +30,7 @@
 //! - [`cli`]: the command line.
 //! - [`config`], [`discovery`], [`pb`]: settings, peer addresses, generated protobuf code.
 pub mod api;
+pub mod auth;
 pub mod backup;
 pub mod boot;
 pub mod cli;

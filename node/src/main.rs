@@ -31,8 +31,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn client(args: &ClientArgs) -> Result<Client, ClientError> {
-    let tls = args.tls()?;
-    Client::with_tls(&args.endpoints, args.timeout(), tls.as_ref())
+    args.client()
 }
 
 async fn run_client(command: Command) -> Result<u8, ClientError> {
@@ -151,12 +150,10 @@ fn print_backup(output: OutputFormat, summary: &BackupSummary, removed: &[std::p
 
 async fn backup(args: &BackupArgs) -> anyhow::Result<()> {
     let deadline = std::time::Duration::from_secs(args.deadline_secs);
-    let endpoints = &args.client.endpoints;
-    let tls = args.client.tls()?;
-    let tls = tls.as_ref();
+    let client = args.client.client_with_timeout(deadline)?;
     let (summary, removed) = match (&args.out, &args.out_dir) {
-        (Some(out), _) => (petkv::backup::take(endpoints, tls, out, deadline).await?, Vec::new()),
-        (None, Some(dir)) => petkv::backup::take_into_dir(endpoints, tls, dir, args.keep as usize, deadline).await?,
+        (Some(out), _) => (petkv::backup::take(&client, out, deadline).await?, Vec::new()),
+        (None, Some(dir)) => petkv::backup::take_into_dir(&client, dir, args.keep as usize, deadline).await?,
         (None, None) => anyhow::bail!("say where the backup goes: --out FILE or --out-dir DIR"),
     };
     print_backup(args.client.output, &summary, &removed, "backup");

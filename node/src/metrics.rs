@@ -52,6 +52,21 @@ struct MethodLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+    method: &'static str,
+}
+
+/// Why the client port refused a request ([`crate::auth`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthRefusal {
+    /// No credentials, or credentials no one holds.
+    Unauthenticated,
+    /// A known client whose role does not allow the method.
+    PermissionDenied,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: String,
     code: &'static str,
@@ -121,6 +136,7 @@ pub struct Metrics {
     ready: Gauge,
     grpc_requests: Family<RequestLabels, Counter>,
     grpc_latency: HistogramFamily<MethodLabels>,
+    auth_refusals: Family<RefusalLabels, Counter>,
     fsync: HistogramFamily<StoreLabels>,
     snapshot_bytes: Family<SnapshotLabels, Gauge>,
     snapshot_entries: Family<SnapshotLabels, Gauge>,
@@ -156,6 +172,7 @@ impl Metrics {
             ready: Gauge::default(),
             grpc_requests: Family::default(),
             grpc_latency: Family::new_with_constructor(latency_histogram),
+            auth_refusals: Family::default(),
             fsync: Family::new_with_constructor(fsync_histogram),
             snapshot_bytes: Family::default(),
             snapshot_entries: Family::default(),
@@ -198,6 +215,11 @@ impl Metrics {
         );
         r.register("snapshot_entries", "Records in the last snapshot built or installed", m.snapshot_entries.clone());
         r.register("snapshots", "Snapshots built or installed", m.snapshots.clone());
+        r.register(
+            "auth_refusals",
+            "Client-port requests refused by authentication (reason: unauthenticated, permission_denied)",
+            m.auth_refusals.clone(),
+        );
         r.register("forwarded_requests", "Requests forwarded to the leader", m.forwarded.clone());
         for role in ["voter", "learner"] {
             m.raft_members.get_or_create(&RoleLabels { role }).set(0);
@@ -229,6 +251,16 @@ impl Metrics {
         self.snapshot_bytes.get_or_create(&label).set(saturating_i64(bytes));
         self.snapshot_entries.get_or_create(&label).set(saturating_i64(entries));
         self.snapshots.get_or_create(&label).inc();
+    }
+
+    /// Counts a request the client port refused; `method` is a known method path or
+    /// [`UNKNOWN_METHOD`] (never a client-chosen string).
+    pub fn record_auth_refusal(&self, reason: AuthRefusal, method: &'static str) {
+        let reason = match reason {
+            AuthRefusal::Unauthenticated => "unauthenticated",
+            AuthRefusal::PermissionDenied => "permission_denied",
+        };
+        self.auth_refusals.get_or_create(&RefusalLabels { reason, method }).inc();
     }
 
     /// Counts a request forwarded to the leader.
@@ -410,7 +442,10 @@ mod tests {
         m.record_fsync(FsyncSite::Log, Duration::from_micros(200));
         m.record_snapshot(SnapshotKind::Installed, 4096, 12);
         m.record_forwarded();
+        m.record_auth_refusal(AuthRefusal::PermissionDenied, "/petkv.v1.KV/Put");
         let text = m.encode().expect("encode");
+        let refused = r#"petkv_auth_refusals_total{reason="permission_denied",method="/petkv.v1.KV/Put"} 1"#;
+        assert!(text.contains(refused), "{text}");
         assert!(text.contains(r#"petkv_fsync_duration_seconds_count{store="log"} 1"#), "{text}");
         assert!(text.contains(r#"petkv_snapshot_size_bytes{kind="installed"} 4096"#), "{text}");
         assert!(text.contains(r#"petkv_snapshot_entries{kind="installed"} 12"#), "{text}");

@@ -1,10 +1,10 @@
 //! `petkv serve`: one pod's whole life, from start-up checks to exit.
 //!
-//! 1. Load the TLS files, if any ([`crate::tls`]); check the volume's identity against the
+//! 1. Load the TLS files and the tokens file, if any ([`crate::tls`], [`crate::auth`]); check the volume's identity against the
 //!    hostname (refuse a foreign volume untouched).
 //! 2. Open storage and bind the three ports (fail fast on a port in use).
 //! 3. Serve the peer port (Raft, start-up probes; mutual TLS), the client port (API, health,
-//!    reflection; TLS) and the HTTP port (metrics, health; always plaintext) right away: a node that is still deciding answers
+//!    reflection; TLS; tokens checked by [`crate::auth::AuthLayer`]) and the HTTP port (metrics, health; always plaintext) right away: a node that is still deciding answers
 //!    "not initialized".
 //! 4. Decide and carry out the start-up action ([`crate::boot`]); the `startup` health
 //!    service turns SERVING once it succeeded.
@@ -27,6 +27,7 @@ use tonic_health::ServingStatus;
 use tracing::Instrument;
 
 use crate::api::Api;
+use crate::auth::{AuthLayer, Tokens};
 use crate::config::NodeConfig;
 use crate::discovery::PeerDirectory;
 use crate::metrics::Metrics;
@@ -94,6 +95,14 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     };
     let tls = NodeTls::start(&config.tls, PeerNameRule::new(&config.pod.set, peer_domain))
         .context("loading the TLS files")?;
+    let tokens = match &config.auth_tokens {
+        Some(path) => {
+            let tokens = Tokens::load(path).context("loading the tokens file (--auth-tokens)")?;
+            tracing::info!(tokens = tokens.len(), file = %path.display(), "client authentication on");
+            Some(Arc::new(tokens))
+        }
+        None => None,
+    };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create or open the data dir {}", config.data_dir.display()))?;
     let identity = volume::check_identity(&config.data_dir, &config.pod)?;
@@ -136,6 +145,7 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     let api = Api { node: node.clone() };
     let client_router = Server::builder()
         .layer(metrics.grpc_layer())
+        .layer(AuthLayer::new(tokens, metrics.clone()))
         .add_service(KvServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE))
         .add_service(ClusterServer::new(api))
         .add_service(health_service)

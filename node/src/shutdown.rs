@@ -61,12 +61,11 @@ async fn declared_replicas(node: &Node) -> Option<u32> {
     if Some(leader) == node.node_id() {
         return local;
     }
+    // Asked on the peer port, where nodes speak to each other (the client port may want
+    // credentials this node has none of).
     let fresh = async {
-        let client =
-            crate::client::Client::with_tls(&[peer.client_addr], Duration::from_secs(2), node.channels.client_tls())
-                .ok()?;
-        let status = client.status().await.ok()?;
-        (status.declared_replicas > 0).then_some(status.declared_replicas)
+        let info = crate::boot::cluster_info(&node.channels, &peer.peer_addr).await?;
+        (info.declared_replicas > 0).then_some(info.declared_replicas)
     };
     fresh.await.or(local)
 }
@@ -155,11 +154,9 @@ async fn still_a_member(node: &Node, me: NodeId) -> Option<bool> {
     if leader == me {
         return None;
     }
-    let client =
-        crate::client::Client::with_tls(&[peer.client_addr], Duration::from_secs(2), node.channels.client_tls())
-            .ok()?;
-    let members = client.members().await.ok()?;
-    Some(members.members.iter().any(|m| m.node_id == me))
+    let info = crate::boot::cluster_info(&node.channels, &peer.peer_addr).await?;
+    // No member ids: a node that does not report them (an older version), not "removed".
+    (!info.member_ids.is_empty()).then(|| info.member_ids.contains(&me))
 }
 
 /// Stops Raft and flushes storage. Called last.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::forward::{relay, to_leader, to_leader_without_deadline, was_forwarded};
+use super::forward::{relay, to_leader, to_leader_without_deadline, Origin};
 use super::kv::NotServed;
 use super::{header, Api};
 use crate::backup::ChunkStream;
@@ -25,8 +25,8 @@ impl Cluster for Api {
     type BackupStream = ChunkStream;
 
     async fn backup(&self, req: Request<BackupRequest>) -> Result<Response<ChunkStream>, Status> {
-        let forwarded = was_forwarded(&req);
-        match self.read_index(forwarded).await {
+        let origin = Origin::of(&req);
+        match self.read_index(origin.forwarded).await {
             Ok(()) => {
                 let (meta, file) = self.node.sm.export().await.map_err(Api::storage_error)?;
                 let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
@@ -35,7 +35,7 @@ impl Cluster for Api {
             }
             Err(NotServed::Forward(leader)) => {
                 // No deadline on the forwarded call: the stream lasts as long as the backup is big.
-                let (channel, req) = to_leader_without_deadline(&self.node, &leader, BackupRequest {})?;
+                let (channel, req) = to_leader_without_deadline(&self.node, &leader, &origin, BackupRequest {})?;
                 let stream = ClusterClient::new(channel)
                     .max_decoding_message_size(2 * crate::backup::CHUNK_BYTES)
                     .backup(req)
@@ -53,24 +53,27 @@ impl Cluster for Api {
     }
 
     async fn scale(&self, req: Request<ScaleRequest>) -> Result<Response<ScaleResponse>, Status> {
-        let forwarded = was_forwarded(&req);
+        let origin = Origin::of(&req);
         let msg = req.into_inner();
         let cmd = crate::validation::scale(&msg)?;
-        match self.propose(cmd, forwarded).await {
+        match self.propose(cmd, origin.forwarded).await {
             Ok(CommandResult::Replicas { index, replicas }) => {
                 tracing::info!(replicas, "declared replica count changed");
                 Ok(Response::new(ScaleResponse { header: Some(header(&self.node, index)), replicas }))
             }
             Ok(other) => Err(Status::internal(format!("unexpected result for a scale: {other:?}"))),
             Err(NotServed::Forward(leader)) => {
-                let (channel, req) = to_leader(&self.node, &leader, msg)?;
+                let (channel, req) = to_leader(&self.node, &leader, &origin, msg)?;
                 ClusterClient::new(channel).scale(req).await.map_err(relay)
             }
             Err(NotServed::Failed(s)) => Err(s),
         }
     }
 
-    async fn members(&self, _req: Request<MembersRequest>) -> Result<Response<MembersResponse>, Status> {
+    async fn members(&self, req: Request<MembersRequest>) -> Result<Response<MembersResponse>, Status> {
+        // Each member is asked with the caller's credentials: what the caller may not see it
+        // does not see through this node either.
+        let origin = Origin::of(&req);
         let node = &self.node;
         let metrics = node.metrics().ok_or_else(|| Status::unavailable("node is starting: not a member yet"))?;
         let membership = metrics.membership_config.membership().clone();
@@ -78,10 +81,11 @@ impl Cluster for Api {
         let asks = membership.nodes().map(|(id, peer)| {
             let (id, peer, voter) = (*id, peer.clone(), voters.contains(id));
             let channel = node.channels.client(&peer.client_addr);
+            let origin = &origin;
             async move {
                 let status = async {
                     let mut client = ClusterClient::new(channel.map_err(|e| e.to_string())?);
-                    let mut req = Request::new(StatusRequest {});
+                    let mut req = origin.request(StatusRequest {});
                     req.set_timeout(MEMBER_STATUS_TIMEOUT);
                     tokio::time::timeout(MEMBER_STATUS_TIMEOUT, client.status(req))
                         .await

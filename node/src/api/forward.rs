@@ -5,7 +5,12 @@
 //! works). A forwarded request is marked; a node that receives a marked request and is not the
 //! leader answers UNAVAILABLE instead of forwarding again, so leader changes cannot make a
 //! request bounce between nodes.
+//!
+//! The client's `authorization` metadata travels with the forwarded request, and the leader
+//! checks it again ([`crate::auth`]): the forwarded marker grants nothing, so a client that
+//! sets it itself gains nothing either.
 
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
@@ -43,9 +48,31 @@ pub fn relay(status: Status) -> Status {
     }
 }
 
-/// True when the request was already forwarded once.
-pub fn was_forwarded<T>(req: &Request<T>) -> bool {
-    req.metadata().contains_key(FORWARDED)
+/// What a handler keeps of an incoming request to pass on when it forwards it.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The request was already forwarded once.
+    pub forwarded: bool,
+    /// The client's credentials, sent on with the forwarded request.
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl Origin {
+    pub fn of<T>(req: &Request<T>) -> Self {
+        Self {
+            forwarded: req.metadata().contains_key(FORWARDED),
+            authorization: req.metadata().get(crate::auth::AUTHORIZATION).cloned(),
+        }
+    }
+
+    /// `msg` as a request carrying the client's credentials.
+    pub fn request<T>(&self, msg: T) -> Request<T> {
+        let mut req = Request::new(msg);
+        if let Some(value) = &self.authorization {
+            req.metadata_mut().insert(crate::auth::AUTHORIZATION, value.clone());
+        }
+        req
+    }
 }
 
 /// Answer for a request that needs a leader when none can be used.
@@ -62,17 +89,22 @@ pub fn no_leader(node: &Node, forwarded: bool) -> Status {
 
 /// The cached channel to the leader's public API, and a request marked as forwarded with the
 /// node's request timeout.
-pub fn to_leader<T>(node: &Node, leader: &PeerNode, msg: T) -> Result<(Channel, Request<T>), Status> {
-    let (channel, mut req) = to_leader_without_deadline(node, leader, msg)?;
+pub fn to_leader<T>(node: &Node, leader: &PeerNode, origin: &Origin, msg: T) -> Result<(Channel, Request<T>), Status> {
+    let (channel, mut req) = to_leader_without_deadline(node, leader, origin, msg)?;
     req.set_timeout(node.config.request_timeout);
     Ok((channel, req))
 }
 
 /// [`to_leader`] without the request timeout: for a streamed reply that lasts as long as it is
 /// big (a backup).
-pub fn to_leader_without_deadline<T>(node: &Node, leader: &PeerNode, msg: T) -> Result<(Channel, Request<T>), Status> {
+pub fn to_leader_without_deadline<T>(
+    node: &Node,
+    leader: &PeerNode,
+    origin: &Origin,
+    msg: T,
+) -> Result<(Channel, Request<T>), Status> {
     let channel = node.channels.client(&leader.client_addr).map_err(|e| Status::internal(e.to_string()))?;
-    let mut req = Request::new(msg);
+    let mut req = origin.request(msg);
     req.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
     node.prometheus.record_forwarded();
     Ok((channel, req))

@@ -10,7 +10,7 @@
 use crate::raft::{ClientWriteError, LinearizableReadError, RaftError, ReadPolicy};
 use tonic::{Request, Response, Status};
 
-use super::forward::{kv_client, no_leader, not_applied, relay, to_leader, was_forwarded};
+use super::forward::{kv_client, no_leader, not_applied, relay, to_leader, Origin};
 use super::{header, to_pb, Api};
 use crate::pb::v1::kv_server::Kv;
 use crate::pb::v1::{
@@ -106,10 +106,10 @@ impl Api {
 #[tonic::async_trait]
 impl Kv for Api {
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let forwarded = was_forwarded(&req);
+        let origin = Origin::of(&req);
         let msg = req.into_inner();
         let cmd = self.node.config.limits.put(&msg)?;
-        match self.propose(cmd, forwarded).await {
+        match self.propose(cmd, origin.forwarded).await {
             Ok(CommandResult::Put { index, succeeded, current }) => Ok(Response::new(PutResponse {
                 header: Some(header(&self.node, index)),
                 succeeded,
@@ -117,7 +117,7 @@ impl Kv for Api {
             })),
             Ok(other) => Err(Status::internal(format!("unexpected result for a put: {other:?}"))),
             Err(NotServed::Forward(leader)) => {
-                let (channel, req) = to_leader(&self.node, &leader, msg)?;
+                let (channel, req) = to_leader(&self.node, &leader, &origin, msg)?;
                 kv_client(channel).put(req).await.map_err(relay)
             }
             Err(NotServed::Failed(s)) => Err(s),
@@ -125,10 +125,10 @@ impl Kv for Api {
     }
 
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
-        let forwarded = was_forwarded(&req);
+        let origin = Origin::of(&req);
         let msg = req.into_inner();
         let cmd = self.node.config.limits.delete(&msg)?;
-        match self.propose(cmd, forwarded).await {
+        match self.propose(cmd, origin.forwarded).await {
             Ok(CommandResult::Delete { index, succeeded, deleted, previous }) => Ok(Response::new(DeleteResponse {
                 header: Some(header(&self.node, index)),
                 succeeded,
@@ -137,7 +137,7 @@ impl Kv for Api {
             })),
             Ok(other) => Err(Status::internal(format!("unexpected result for a delete: {other:?}"))),
             Err(NotServed::Forward(leader)) => {
-                let (channel, req) = to_leader(&self.node, &leader, msg)?;
+                let (channel, req) = to_leader(&self.node, &leader, &origin, msg)?;
                 kv_client(channel).delete(req).await.map_err(relay)
             }
             Err(NotServed::Failed(s)) => Err(s),
@@ -145,13 +145,13 @@ impl Kv for Api {
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let forwarded = was_forwarded(&req);
+        let origin = Origin::of(&req);
         let msg = req.into_inner();
         if self.node.config.limits.get(&msg)? == ReadConsistency::Linearizable {
-            match self.read_index(forwarded).await {
+            match self.read_index(origin.forwarded).await {
                 Ok(()) => {}
                 Err(NotServed::Forward(leader)) => {
-                    let (channel, req) = to_leader(&self.node, &leader, msg)?;
+                    let (channel, req) = to_leader(&self.node, &leader, &origin, msg)?;
                     return kv_client(channel).get(req).await;
                 }
                 Err(NotServed::Failed(s)) => return Err(s),
@@ -165,14 +165,14 @@ impl Kv for Api {
     }
 
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        let forwarded = was_forwarded(&req);
+        let origin = Origin::of(&req);
         let msg = req.into_inner();
         let plan = self.node.config.limits.scan(&msg)?;
         if plan.consistency == ReadConsistency::Linearizable {
-            match self.read_index(forwarded).await {
+            match self.read_index(origin.forwarded).await {
                 Ok(()) => {}
                 Err(NotServed::Forward(leader)) => {
-                    let (channel, req) = to_leader(&self.node, &leader, msg)?;
+                    let (channel, req) = to_leader(&self.node, &leader, &origin, msg)?;
                     return kv_client(channel).scan(req).await;
                 }
                 Err(NotServed::Failed(s)) => return Err(s),

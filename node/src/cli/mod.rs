@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::client::{Client, ClientError};
+
 /// Default client port.
 pub const DEFAULT_CLIENT_PORT: u16 = 7379;
 /// Default peer (Raft) port.
@@ -225,6 +227,14 @@ pub struct ClientArgs {
     /// The client certificate's private key (PEM).
     #[arg(long = "key", env = "PETKV_KEY", requires_all = ["client_cert", "client_ca"])]
     pub client_key: Option<std::path::PathBuf>,
+    /// Read a bearer token from this file (its first line) and send it with every request,
+    /// for nodes started with --auth-tokens.
+    #[arg(long = "token-file", env = "PETKV_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// The bearer token itself (prefer --token-file or the environment: a command line is
+    /// visible to other users of the machine).
+    #[arg(long = "token", env = "PETKV_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl ClientArgs {
@@ -240,6 +250,35 @@ impl ClientArgs {
             _ => None,
         };
         crate::tls::ClientTls::from_files(crate::tls::TlsFiles { ca: ca.clone(), identity }).map(Some)
+    }
+
+    /// The bearer token to send, if any (--token, or the first line of --token-file).
+    pub fn token(&self) -> Result<Option<String>, ClientError> {
+        if let Some(token) = &self.token {
+            return Ok(Some(token.clone()));
+        }
+        let Some(path) = &self.token_file else { return Ok(None) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ClientError::BadToken(format!("cannot read the token file {}: {e}", path.display())))?;
+        match text.lines().map(str::trim).find(|l| !l.is_empty()) {
+            Some(token) => Ok(Some(token.to_string())),
+            None => Err(ClientError::BadToken(format!("the token file {} is empty", path.display()))),
+        }
+    }
+
+    /// A client with these endpoints, TLS settings, credentials and timeout.
+    pub fn client(&self) -> Result<Client, ClientError> {
+        self.client_with_timeout(self.timeout())
+    }
+
+    /// [`ClientArgs::client`] with another overall timeout (a backup's deadline).
+    pub fn client_with_timeout(&self, timeout: Duration) -> Result<Client, ClientError> {
+        let tls = self.tls()?;
+        let client = Client::with_tls(&self.endpoints, timeout, tls.as_ref())?;
+        match self.token()? {
+            Some(token) => client.with_token(&token),
+            None => Ok(client),
+        }
     }
 }
 

@@ -147,6 +147,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PETKV_TLS_RELOAD_MS", default_value_t = DEFAULT_RELOAD_EVERY.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub tls_reload_ms: u64,
+    /// Turn authentication on for the client port: clients must send `authorization: Bearer
+    /// <token>` with a token from this file, whose role (read, write, admin) must allow the
+    /// call. One `TOKEN ROLE [NAME]` per line; `#` starts a comment line. Read at start.
+    #[arg(long, env = "PETKV_AUTH_TOKENS")]
+    pub auth_tokens: Option<PathBuf>,
     /// Address the client API listens on.
     #[arg(long, env = "PETKV_CLIENT_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_CLIENT_PORT)))]
     pub client_listen: SocketAddr,
@@ -306,6 +311,7 @@ impl ServeArgs {
                 peer: self.peer_tls.files(),
                 reload_every: Duration::from_millis(self.tls_reload_ms),
             },
+            auth_tokens: self.auth_tokens.clone(),
         })
     }
 }

@@ -172,7 +172,9 @@ impl RaftRpc for PeerService {
             return Ok(Response::new(ClusterInfoResponse::default()));
         };
         // A node that has an identity but has never seen a membership is not a cluster yet.
-        let initialized = metrics.membership_config.membership().nodes().next().is_some();
+        let membership = metrics.membership_config.membership();
+        let initialized = membership.nodes().next().is_some();
+        let member_ids = membership.nodes().map(|(id, _)| *id).collect();
         let leader = node.leader();
         Ok(Response::new(ClusterInfoResponse {
             initialized,
@@ -181,6 +183,8 @@ impl RaftRpc for PeerService {
             leader_id: leader.as_ref().map(|(id, _)| *id).unwrap_or(0),
             leader_peer_addr: leader.map(|(_, n)| n.peer_addr).unwrap_or_default(),
             term: metrics.current_term,
+            declared_replicas: node.sm.declared_replicas().ok().flatten().unwrap_or(0),
+            member_ids,
         }))
     }
 

@@ -1,0 +1,147 @@
+//! Roles and the role each client-port RPC needs.
+//!
+//! Roles are ordered: `admin` may do everything `write` may, `write` everything `read` may.
+//! - `read`: Get, Scan, Status, Members.
+//! - `write`: Put, Delete.
+//! - `admin`: Scale (the declared replica count, hence membership) and Backup (every key).
+//!
+//! gRPC health and reflection stay open: they reveal no keys or values, and the kubelet's
+//! probes carry no credentials. Any other path (a method added later, a made-up path) needs
+//! `admin`, so a new RPC is closed until it is placed in the table.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// What a client may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// True when this role may call something that needs `needed`.
+    pub fn allows(self, needed: Role) -> bool {
+        self >= needed
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A role name that is none of `read`, `write`, `admin`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {0:?} (expected read, write or admin)")]
+pub struct UnknownRole(pub String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "read" => Ok(Role::Read),
+            "write" => Ok(Role::Write),
+            "admin" => Ok(Role::Admin),
+            other => Err(UnknownRole(other.to_string())),
+        }
+    }
+}
+
+/// What a request path needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credentials needed (health, reflection).
+    Open,
+    /// A known method that needs at least this role; `method` is its path (a bounded label).
+    Needs { role: Role, method: &'static str },
+    /// A path the table does not know: treated as needing `admin`.
+    Unknown,
+}
+
+/// Every RPC of `petkv.v1` and the role it needs.
+pub const METHODS: [(&str, Role); 8] = [
+    ("/petkv.v1.KV/Get", Role::Read),
+    ("/petkv.v1.KV/Scan", Role::Read),
+    ("/petkv.v1.Cluster/Status", Role::Read),
+    ("/petkv.v1.Cluster/Members", Role::Read),
+    ("/petkv.v1.KV/Put", Role::Write),
+    ("/petkv.v1.KV/Delete", Role::Write),
+    ("/petkv.v1.Cluster/Scale", Role::Admin),
+    ("/petkv.v1.Cluster/Backup", Role::Admin),
+];
+
+/// Services whose every method is open.
+const OPEN_SERVICES: [&str; 3] =
+    ["/grpc.health.v1.Health/", "/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/"];
+
+/// What a request to `path` (`/package.Service/Method`) needs.
+pub fn access(path: &str) -> Access {
+    if OPEN_SERVICES.iter().any(|s| path.starts_with(s)) {
+        return Access::Open;
+    }
+    METHODS
+        .iter()
+        .find(|(m, _)| *m == path)
+        .map(|&(method, role)| Access::Needs { role, method })
+        .unwrap_or(Access::Unknown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered_admin_over_write_over_read() {
+        assert!(Role::Admin.allows(Role::Write) && Role::Admin.allows(Role::Read) && Role::Admin.allows(Role::Admin));
+        assert!(Role::Write.allows(Role::Read) && Role::Write.allows(Role::Write));
+        assert!(!Role::Write.allows(Role::Admin));
+        assert!(!Role::Read.allows(Role::Write) && !Role::Read.allows(Role::Admin));
+        for role in [Role::Read, Role::Write, Role::Admin] {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+        }
+        assert_eq!("Admin".parse::<Role>(), Err(UnknownRole("Admin".into())), "names are exact");
+    }
+
+    #[test]
+    fn each_method_needs_its_role() {
+        let needs = |path| match access(path) {
+            Access::Needs { role, method } => {
+                assert_eq!(method, path);
+                Some(role)
+            }
+            _ => None,
+        };
+        assert_eq!(needs("/petkv.v1.KV/Get"), Some(Role::Read));
+        assert_eq!(needs("/petkv.v1.KV/Scan"), Some(Role::Read));
+        assert_eq!(needs("/petkv.v1.Cluster/Status"), Some(Role::Read));
+        assert_eq!(needs("/petkv.v1.Cluster/Members"), Some(Role::Read));
+        assert_eq!(needs("/petkv.v1.KV/Put"), Some(Role::Write));
+        assert_eq!(needs("/petkv.v1.KV/Delete"), Some(Role::Write));
+        assert_eq!(needs("/petkv.v1.Cluster/Scale"), Some(Role::Admin));
+        assert_eq!(needs("/petkv.v1.Cluster/Backup"), Some(Role::Admin));
+    }
+
+    #[test]
+    fn health_and_reflection_are_open_and_anything_else_is_unknown() {
+        assert_eq!(access("/grpc.health.v1.Health/Check"), Access::Open);
+        assert_eq!(access("/grpc.health.v1.Health/Watch"), Access::Open);
+        assert_eq!(access("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"), Access::Open);
+        for path in
+            ["/petkv.v1.KV/Compact", "/petkv.v1.KV/get", "/petkv.v1.KV/Get/", "/", "/grpc.health.v1.Healthz/Check"]
+        {
+            assert_eq!(access(path), Access::Unknown, "{path}");
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Authentication end to end: a 3-pod set started with `--auth-tokens` (`ClusterSpec::auth`:
+//! an admin token for the harness, a write and a read token for the user). Clients without a
+//! token or with an unknown one are refused with UNAUTHENTICATED; a role too low for a method
+//! gets PERMISSION_DENIED, on the node the client talks to and again on the leader when a
+//! request arrives marked as forwarded; refusals are counted in /metrics, and no token nor a
+//! stored value appears in the metrics or the logs.
+
+use std::time::Duration;
+
+use petkv::client::{Client, ClientError};
+use petkv::pb::v1::kv_client::KvClient;
+use petkv::pb::v1::{Consistency, PutRequest};
+use petkv_e2e::{healthy, http_get, sample, SETTLE};
+use petkv_harness::{Cluster, ClusterSpec};
+use tonic::Code;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const SECRET_VALUE: &str = "value-that-must-not-leak-7f3a";
+
+fn endpoints(cluster: &Cluster) -> Vec<String> {
+    cluster.ordinals().iter().map(|o| cluster.client_addr(*o)).collect()
+}
+
+fn with_token(endpoints: &[String], token: &str) -> anyhow::Result<Client> {
+    Ok(Client::new(endpoints, TIMEOUT)?.with_token(token)?)
+}
+
+/// The code of a refused call; fails the test if the call was not refused.
+fn refused<T: std::fmt::Debug>(what: &str, result: Result<T, ClientError>) -> Code {
+    match result {
+        Err(ClientError::Rejected(status)) => status.code(),
+        other => panic!("{what}: expected a refusal, got {other:?}"),
+    }
+}
+
+/// The sum of one series over every pod's /metrics.
+async fn total(cluster: &Cluster, series: &str) -> anyhow::Result<(f64, Vec<String>)> {
+    let (mut sum, mut pages) = (0.0, Vec::new());
+    for ordinal in cluster.ordinals() {
+        let (code, body) = http_get(&cluster.http_addr(ordinal), "/metrics").await?;
+        assert_eq!(code, 200);
+        sum += sample(&body, series).unwrap_or(0.0);
+        pages.push(body);
+    }
+    Ok((sum, pages))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_get_what_their_role_allows_and_nothing_more() -> anyhow::Result<()> {
+    let cluster = healthy(ClusterSpec { auth: true, ..Default::default() }).await?;
+    let auth = cluster.auth().expect("the set runs with auth").clone();
+    let eps = endpoints(&cluster);
+    let unknown_token = "not-a-known-token-0123456789abcdef";
+
+    // No credentials, and credentials no one holds: UNAUTHENTICATED, for reads and writes.
+    let anonymous = Client::new(&eps, TIMEOUT)?;
+    assert_eq!(refused("anonymous get", anonymous.get(b"k", Consistency::Linearizable).await), Code::Unauthenticated);
+    assert_eq!(refused("anonymous put", anonymous.put(b"k", b"v", None).await), Code::Unauthenticated);
+    assert_eq!(refused("anonymous status", anonymous.status().await), Code::Unauthenticated);
+    let stranger = with_token(&eps, unknown_token)?;
+    assert_eq!(refused("unknown token get", stranger.get(b"k", Consistency::Stale).await), Code::Unauthenticated);
+
+    // write: puts and deletes, reads too; not admin.
+    let writer = with_token(&eps, &auth.write)?;
+    writer.put(b"k", SECRET_VALUE.as_bytes(), None).await?;
+    assert_eq!(refused("write scale", writer.scale(3).await), Code::PermissionDenied);
+
+    // read: reads (Members asks every member with the caller's token), no writes.
+    let reader = with_token(&eps, &auth.read)?;
+    let got = reader.get(b"k", Consistency::Linearizable).await?;
+    assert_eq!(got.kv.map(|kv| kv.value.to_vec()), Some(SECRET_VALUE.as_bytes().to_vec()));
+    let members = reader.members().await?;
+    assert_eq!(members.members.len(), 3);
+    assert!(members.members.iter().all(|m| m.status.is_some()), "{members:?}");
+    let denied = reader.put(b"k", b"overwritten", None).await;
+    match &denied {
+        Err(ClientError::Rejected(s)) => {
+            assert_eq!(s.code(), Code::PermissionDenied);
+            assert_eq!(s.message(), "role read may not call /petkv.v1.KV/Put (needs write)");
+        }
+        other => panic!("a read token wrote: {other:?}"),
+    }
+    assert_eq!(refused("read delete", reader.delete(b"k", None).await), Code::PermissionDenied);
+
+    // admin: scale and backup.
+    let admin = with_token(&eps, &auth.admin)?;
+    assert_eq!(admin.scale(3).await?.replicas, 3);
+    let dir = tempfile::tempdir()?;
+    let backup = petkv::backup::take(&admin, &dir.path().join("b.snap"), Duration::from_secs(30)).await?;
+    assert_eq!(backup.keys, 1);
+    assert!(petkv::backup::take(&writer, &dir.path().join("w.snap"), Duration::from_secs(30)).await.is_err());
+
+    // Through a follower: the write is forwarded to the leader with the client's token.
+    let leader = cluster.wait_leader(SETTLE).await?;
+    let follower = (leader + 1) % 3;
+    let via_follower = [cluster.client_addr(follower)];
+    with_token(&via_follower, &auth.write)?.put(b"forwarded", b"yes", None).await?;
+    let read_via_follower = with_token(&via_follower, &auth.read)?;
+    assert_eq!(
+        refused("read put via follower", read_via_follower.put(b"forwarded", b"no", None).await),
+        Code::PermissionDenied
+    );
+
+    // A client that marks its request as forwarded gains nothing: the leader checks anyway.
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.client_addr(leader)))?.connect().await?;
+    let mut kv = KvClient::new(channel);
+    let forged = |token: Option<&str>| {
+        let mut req = tonic::Request::new(PutRequest {
+            key: b"forged".to_vec().into(),
+            value: b"x".to_vec().into(),
+            ..Default::default()
+        });
+        req.metadata_mut().insert("x-petkv-forwarded", "1".parse().unwrap());
+        if let Some(t) = token {
+            req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        req
+    };
+    assert_eq!(kv.put(forged(None)).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(kv.put(forged(Some(&auth.read))).await.unwrap_err().code(), Code::PermissionDenied);
+    let absent = admin.get(b"forged", Consistency::Linearizable).await?;
+    assert!(absent.kv.is_none(), "a forged forwarded write was applied");
+
+    // Health stays open (probes carry no credentials).
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.client_addr(0)))?.connect().await?;
+    let reply = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest { service: petkv::server::LIVENESS_SERVICE.into() })
+        .await?;
+    assert_eq!(reply.into_inner().status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+
+    // Refusals are counted by reason and method, and logged with the identity's name.
+    let (unauthenticated_gets, _) =
+        total(&cluster, r#"petkv_auth_refusals_total{reason="unauthenticated",method="/petkv.v1.KV/Get"}"#).await?;
+    assert_eq!(unauthenticated_gets, 2.0);
+    let (denied_puts, pages) =
+        total(&cluster, r#"petkv_auth_refusals_total{reason="permission_denied",method="/petkv.v1.KV/Put"}"#).await?;
+    assert_eq!(denied_puts, 3.0, "reader, reader via a follower, forged forwarded request with the read token");
+    // (A refusal is logged before it is answered, so the lines are in the files by now.)
+    let mut logs = Vec::new();
+    for ordinal in cluster.ordinals() {
+        logs.push(std::fs::read_to_string(&cluster.pod(ordinal)?.spec.log_path)?);
+    }
+    let logged = |words: &[&str]| logs.iter().flat_map(|l| l.lines()).any(|l| words.iter().all(|w| l.contains(w)));
+    assert!(logged(&["permission denied", "identity=user-read", "/petkv.v1.KV/Put"]), "no pod logged the refusal");
+    assert!(logged(&["unauthenticated request refused", "unknown token"]));
+
+    // Neither the metrics nor any log holds a token or a stored value.
+    let secrets = [auth.admin.as_str(), auth.write.as_str(), auth.read.as_str(), unknown_token];
+    for page in &pages {
+        assert!(!page.contains(SECRET_VALUE), "a stored value appears in /metrics");
+        for s in secrets {
+            assert!(!page.contains(s), "a token appears in /metrics");
+        }
+    }
+    for (ordinal, log) in logs.iter().enumerate() {
+        for s in secrets {
+            assert!(!log.contains(s), "a token appears in pod {ordinal}'s log");
+        }
+    }
+    Ok(())
+}
