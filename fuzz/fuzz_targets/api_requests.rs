@@ -125,7 +125,7 @@ fuzz_target!(|data: &[u8]| {
             round_trips(&req);
             match validation::scale(&req) {
                 Ok(Command::SetReplicas { replicas }) => {
-                    assert!(replicas >= 1 && replicas <= MAX_REPLICAS);
+                    assert!((1..=MAX_REPLICAS).contains(&replicas));
                     assert_eq!(replicas, req.replicas);
                 }
                 Ok(other) => panic!("a scale became {other:?}"),

@@ -59,6 +59,8 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 
 /// How long the runtime may take to wind down its blocking tasks after the node stopped.
 const RUNTIME_CLOSE: Duration = Duration::from_secs(5);
+/// How long the closed store's engines may take to release their locks before sealing.
+const SEAL_WAIT: Duration = Duration::from_secs(3);
 
 /// `petkv serve` from start to exit: runs the node on its own runtime, drops the runtime (every
 /// task, so every handle on the store), then seals the closed store if the node stopped
@@ -71,7 +73,7 @@ pub fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let result = runtime.block_on(run(config));
     runtime.shutdown_timeout(RUNTIME_CLOSE);
     if result.is_ok() {
-        match store::seal::seal(&data_dir) {
+        match store::seal::seal(&data_dir, SEAL_WAIT) {
             Ok(files) => tracing::info!(%pod, files, "store sealed after a clean shutdown"),
             Err(e) => tracing::warn!(%pod, error = %e, "store not sealed; the next start applies crash recovery"),
         }

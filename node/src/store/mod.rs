@@ -221,7 +221,7 @@ mod damage {
             sm.get_snapshot_builder().await.build_snapshot().await.expect("snapshot");
             sm.flush().await.expect("flush");
         }
-        assert!(seal::seal(dir.path()).expect("seal") >= 3);
+        assert!(seal::seal(dir.path(), std::time::Duration::from_secs(10)).expect("seal") >= 3);
         dir
     }
 
@@ -290,7 +290,10 @@ mod damage {
         let (log, sm) = open(dir.path(), &StoreOptions::default()).expect("a clean store opens");
         assert!(!dir.path().join(seal::SEAL_FILE).exists(), "the seal no longer describes an open store");
         assert_eq!((log.last_index().expect("last"), sm.key_count().expect("count")), (40, 40));
-        assert!(matches!(seal::seal(dir.path()), Err(seal::SealError::InUse(_))), "an open store is never sealed");
+        assert!(
+            matches!(seal::seal(dir.path(), std::time::Duration::from_millis(50)), Err(seal::SealError::InUse(_))),
+            "an open store is never sealed"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -113,29 +114,39 @@ fn seal_of(path: &Path) -> io::Result<FileSeal> {
     Ok(FileSeal { len, crc32: format!("{:08x}", hasher.finalize()) })
 }
 
-/// Takes the store's two locks (raft-log's directory lock and sled's lock on its `db` file)
-/// without waiting: held by anyone, the store is still open and its files may still change.
-fn lock_closed_store(data_dir: &Path) -> Result<Vec<File>, SealError> {
+/// How often [`lock_closed_store`] tries the locks again while the engines finish closing.
+const LOCK_RETRY: Duration = Duration::from_millis(10);
+
+/// Takes the store's two locks (raft-log's directory lock and sled's lock on its `db` file):
+/// held by anyone, the store is still open and its files may still change. The engines
+/// release them a moment after their last handle is dropped (sled's background threads finish
+/// on their own), so a held lock is tried again until `wait` has passed.
+fn lock_closed_store(data_dir: &Path, wait: Duration) -> Result<Vec<File>, SealError> {
+    let deadline = Instant::now() + wait;
     let mut held = Vec::new();
     for lock in [data_dir.join(RAFT_LOG_LOCK), data_dir.join("sled").join("db")] {
         let file = File::open(&lock).map_err(|source| SealError::Io { path: lock.clone(), source })?;
-        match file.try_lock() {
-            Ok(()) => held.push(file),
-            Err(fs::TryLockError::WouldBlock) => return Err(SealError::InUse(data_dir.to_path_buf())),
-            Err(fs::TryLockError::Error(source)) => return Err(SealError::Io { path: lock, source }),
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => std::thread::sleep(LOCK_RETRY),
+                Err(fs::TryLockError::WouldBlock) => return Err(SealError::InUse(data_dir.to_path_buf())),
+                Err(fs::TryLockError::Error(source)) => return Err(SealError::Io { path: lock, source }),
+            }
         }
+        held.push(file);
     }
     Ok(held)
 }
 
 /// Seals the (closed) store under `data_dir` after a clean shutdown; returns how many files
-/// the seal covers. Fails without writing anything if the store is still open.
-pub fn seal(data_dir: &Path) -> Result<usize, SealError> {
+/// the seal covers. Fails without writing anything if the store is still open after `wait`.
+pub fn seal(data_dir: &Path, wait: Duration) -> Result<usize, SealError> {
     let io_at = |path: &Path| {
         let path = path.to_path_buf();
         move |source| SealError::Io { path, source }
     };
-    let _locks = lock_closed_store(data_dir)?;
+    let _locks = lock_closed_store(data_dir, wait)?;
     let mut files = BTreeMap::new();
     for (rel, path) in store_files(data_dir).map_err(io_at(data_dir))? {
         files.insert(rel, seal_of(&path).map_err(io_at(&path))?);
