@@ -118,6 +118,7 @@ impl Live {
     }
 
     /// Records applied but not yet in sled.
+    #[cfg(test)]
     pub fn unwritten_records(&self) -> usize {
         self.active.len() + self.frozen.as_ref().map_or(0, |f| f.len())
     }
