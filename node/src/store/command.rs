@@ -2,7 +2,9 @@
 //!
 //! These are domain types, not wire types: the gRPC layer converts `petkv.v1` requests into a
 //! [`Command`] and a [`CommandResult`] back into a reply. They are serialized with serde into
-//! the log (postcard), so changing them changes the on-disk format.
+//! the log (postcard), so changing them changes the on-disk format. Byte strings are
+//! `serde_bytes`: postcard writes them exactly as it writes a `Vec<u8>` sequence (length, then
+//! the bytes), only in one copy instead of byte by byte; the test below pins that.
 
 use std::fmt;
 
@@ -21,9 +23,21 @@ pub struct WriteId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Write a key, optionally only if its mod_index matches (0 = absent).
-    Put { key: Vec<u8>, value: Vec<u8>, if_mod_index: Option<u64>, write_id: Option<WriteId> },
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        if_mod_index: Option<u64>,
+        write_id: Option<WriteId>,
+    },
     /// Delete a key, optionally only if its mod_index matches.
-    Delete { key: Vec<u8>, if_mod_index: Option<u64>, write_id: Option<WriteId> },
+    Delete {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        if_mod_index: Option<u64>,
+        write_id: Option<WriteId>,
+    },
     /// Allocate a never-used node id for a pod ordinal (a new volume joining).
     AllocateNodeId { ordinal: u32 },
     /// Declare the set's replica count (a StatefulSet's `spec.replicas`).
@@ -61,6 +75,7 @@ impl fmt::Display for Command {
 /// A key with its value and versions, as the state machine stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredValue {
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Raft index of the write that created the key.
     pub create_index: u64,
@@ -73,6 +88,7 @@ pub struct StoredValue {
 /// A key together with its stored value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     pub stored: StoredValue,
 }
@@ -126,5 +142,51 @@ impl CommandResult {
             | CommandResult::Replicas { index, .. } => *index,
             CommandResult::Nothing | CommandResult::StaleSequence { .. } | CommandResult::WriteIdReused { .. } => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape these types had before their byte strings were `serde_bytes`: what logs,
+    /// snapshots and sessions written by earlier versions hold.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum CommandAsSequences {
+        Put { key: Vec<u8>, value: Vec<u8>, if_mod_index: Option<u64>, write_id: Option<WriteId> },
+        Delete { key: Vec<u8>, if_mod_index: Option<u64>, write_id: Option<WriteId> },
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct KeyValueAsSequences {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        create_index: u64,
+        mod_index: u64,
+        version: u64,
+    }
+
+    #[test]
+    fn byte_strings_encode_as_they_did_when_they_were_sequences() {
+        let write_id = Some(WriteId { client_id: 7, sequence: 9 });
+        let value: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+        let put = Command::Put { key: b"k/1".to_vec(), value: value.clone(), if_mod_index: Some(3), write_id };
+        let old_put =
+            CommandAsSequences::Put { key: b"k/1".to_vec(), value: value.clone(), if_mod_index: Some(3), write_id };
+        let encoded = postcard::to_allocvec(&put).unwrap();
+        assert_eq!(encoded, postcard::to_allocvec(&old_put).unwrap());
+        assert_eq!(postcard::from_bytes::<Command>(&postcard::to_allocvec(&old_put).unwrap()).unwrap(), put);
+
+        let delete = Command::Delete { key: vec![0, 255, 1], if_mod_index: None, write_id: None };
+        let old_delete = CommandAsSequences::Delete { key: vec![0, 255, 1], if_mod_index: None, write_id: None };
+        assert_eq!(postcard::to_allocvec(&delete).unwrap(), postcard::to_allocvec(&old_delete).unwrap());
+
+        let kv = KeyValue {
+            key: b"key".to_vec(),
+            stored: StoredValue { value: value.clone(), create_index: 1, mod_index: 2, version: 3 },
+        };
+        let old_kv = KeyValueAsSequences { key: b"key".to_vec(), value, create_index: 1, mod_index: 2, version: 3 };
+        assert_eq!(postcard::to_allocvec(&kv).unwrap(), postcard::to_allocvec(&old_kv).unwrap());
+        assert_eq!(postcard::from_bytes::<KeyValue>(&postcard::to_allocvec(&old_kv).unwrap()).unwrap(), kv);
     }
 }
