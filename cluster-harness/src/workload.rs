@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use petkv::client::{Client, ClientError};
 use petkv::pb::v1::Consistency;
 
-use crate::checker::{Input, Operation, Outcome, Output};
+use crate::checker::{Input, Operation, Outcome, Output, Served};
+use petkv::pb::v1::ResponseHeader;
 
 /// How the workload runs.
 #[derive(Debug, Clone)]
@@ -130,21 +131,25 @@ struct Done {
 async fn run_one(client: &Client, id: u64, key: Vec<u8>, input: Input, started: Instant) -> Done {
     let invoked_ns = started.elapsed().as_nanos() as u64;
     let is_write = !matches!(input, Input::Get);
-    let result: Result<Output, ClientError> = match &input {
-        Input::Put(v) => client.put(&key, v, None).await.map(|_| Output::Ok),
-        Input::Delete => client.delete(&key, None).await.map(|_| Output::Ok),
-        Input::Get => {
-            client.get(&key, Consistency::Linearizable).await.map(|r| Output::Value(r.kv.map(|kv| kv.value.to_vec())))
-        }
+    let result: Result<(Output, Option<ResponseHeader>), ClientError> = match &input {
+        Input::Put(v) => client.put(&key, v, None).await.map(|r| (Output::Ok, r.header)),
+        Input::Delete => client.delete(&key, None).await.map(|r| (Output::Ok, r.header)),
+        Input::Get => client
+            .get(&key, Consistency::Linearizable)
+            .await
+            .map(|r| (Output::Value(r.kv.map(|kv| kv.value.to_vec())), r.header)),
         Input::CompareAndPut { .. } => unreachable!("the workload issues no compare-and-put"),
     };
     let at_ns = started.elapsed().as_nanos() as u64;
-    let outcome = match result {
-        Ok(output) => Outcome::Completed { at_ns, output },
-        Err(ClientError::OutcomeUnknown(_)) => Outcome::Unknown,
+    let (outcome, served) = match result {
+        Ok((output, header)) => (
+            Outcome::Completed { at_ns, output },
+            header.map(|h| Served { node: h.served_by, raft_index: h.raft_index, term: h.term }),
+        ),
+        Err(ClientError::OutcomeUnknown(_)) => (Outcome::Unknown, None),
         Err(_) => return Done { op: None, is_write, failed: true },
     };
-    Done { op: Some(Operation { client: id, key, input, invoked_ns, outcome }), is_write, failed: false }
+    Done { op: Some(Operation { client: id, key, input, invoked_ns, outcome, served }), is_write, failed: false }
 }
 
 fn record(recorded: &Mutex<Recorded>, done: Done) {

@@ -64,7 +64,11 @@ impl Display for Operation {
         write!(f, "client {}: {} on {} -> ", self.client, self.input, Bytes(&self.key))?;
         match &self.outcome {
             Outcome::Completed { at_ns, output } => {
-                write!(f, "{output}, invoked at {} ns, completed at {at_ns} ns", self.invoked_ns)
+                write!(f, "{output}, invoked at {} ns, completed at {at_ns} ns", self.invoked_ns)?;
+                match &self.served {
+                    Some(s) => write!(f, " (node {} at raft index {}, term {})", s.node, s.raft_index, s.term),
+                    None => Ok(()),
+                }
             }
             Outcome::Unknown => write!(f, "unknown, invoked at {} ns, never completed", self.invoked_ns),
         }

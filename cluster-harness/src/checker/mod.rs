@@ -141,6 +141,18 @@ pub struct Operation {
     pub invoked_ns: u64,
     /// How it ended.
     pub outcome: Outcome,
+    /// Which node answered, at which Raft index and term (from the reply's header), when the
+    /// client got an answer. Not used by the check; explanations show it, so a violation names
+    /// the node and the state it answered from.
+    pub served: Option<Served>,
+}
+
+/// Where an answer came from: a reply header's `served_by`, `raft_index` and `term`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Served {
+    pub node: u64,
+    pub raft_index: u64,
+    pub term: u64,
 }
 
 /// What a client asked for.

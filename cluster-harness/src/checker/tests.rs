@@ -15,6 +15,7 @@ fn operation(client: u64, input: Input, invoked_ns: u64, completed_ns: u64, outp
         input,
         invoked_ns,
         outcome: Outcome::Completed { at_ns: completed_ns, output },
+        served: None,
     }
 }
 
@@ -465,7 +466,7 @@ fn sequentially_generated_history(seed: u64, clients: u64, count: usize, unknown
             }
             Fate::TimesOutLost => Outcome::Unknown,
         };
-        history.push(Operation { client, key: b"x".to_vec(), input, invoked_ns, outcome });
+        history.push(Operation { client, key: b"x".to_vec(), input, invoked_ns, outcome, served: None });
     }
     history
 }
@@ -648,7 +649,7 @@ fn arbitrary_small_history(random: &mut Random, count: usize) -> Vec<Operation> 
                 true => Outcome::Unknown,
                 false => Outcome::Completed { at_ns: invoked_ns + random.below(50), output },
             };
-            Operation { client: client as u64, key: b"x".to_vec(), input, invoked_ns, outcome }
+            Operation { client: client as u64, key: b"x".to_vec(), input, invoked_ns, outcome, served: None }
         })
         .collect()
 }
