@@ -16,7 +16,7 @@ use crate::marker::BootstrapMarker;
 use crate::raft::settings::{RaftSettings, DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_EVERY};
 use crate::store::StoreOptions;
 use crate::tls::reload::DEFAULT_RELOAD_EVERY;
-use crate::tls::{ClientTls, IdentityFiles, TlsFiles, TlsSettings};
+use crate::tls::{ClientCerts, ClientTls, IdentityFiles, TlsFiles, TlsSettings};
 use crate::validation::{Limits, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_SCAN_LIMIT, DEFAULT_MAX_VALUE_BYTES};
 
 /// Who the node is and where its peers are (shared by `serve` and `wait-primary`).
@@ -307,7 +307,11 @@ impl ServeArgs {
             store: StoreOptions { cache_bytes: self.cache_mb * 1024 * 1024, metrics: None },
             tls: TlsSettings {
                 client: tls_files(&self.client_tls.tls_cert, &self.client_tls.tls_key, &self.client_tls.tls_ca),
-                require_client_cert: self.client_tls.tls_client_auth,
+                client_certs: if self.client_tls.tls_client_auth {
+                    ClientCerts::Required
+                } else {
+                    ClientCerts::NotAsked
+                },
                 peer: self.peer_tls.files(),
                 reload_every: Duration::from_millis(self.tls_reload_ms),
             },
