@@ -232,7 +232,8 @@ pub struct ClientArgs {
     /// Talk TLS, trusting this CA bundle (PEM) for the nodes' certificates.
     #[arg(long = "ca", env = "PETKV_CA")]
     pub client_ca: Option<std::path::PathBuf>,
-    /// Client certificate (PEM) for nodes that require one (--tls-client-auth). Needs --key.
+    /// Client certificate (PEM) to present: for nodes that require one (--tls-client-auth),
+    /// or as this client's identity (a `cert:NAME ROLE` line in their tokens file). Needs --key.
     #[arg(long = "cert", env = "PETKV_CERT", requires_all = ["client_key", "client_ca"])]
     pub client_cert: Option<std::path::PathBuf>,
     /// The client certificate's private key (PEM).
