@@ -10,27 +10,15 @@ use std::time::Duration;
 use petkv::client::{Client, ClientError};
 use petkv::pb::v1::kv_client::KvClient;
 use petkv::pb::v1::{Consistency, PutRequest};
-use petkv_e2e::{healthy, http_get, sample, SETTLE};
-use petkv_harness::{Cluster, ClusterSpec};
+use petkv_e2e::{endpoints, healthy, http_get, refused, sample, SETTLE};
+use petkv_harness::{wait, Cluster, ClusterSpec};
 use tonic::Code;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const SECRET_VALUE: &str = "value-that-must-not-leak-7f3a";
 
-fn endpoints(cluster: &Cluster) -> Vec<String> {
-    cluster.ordinals().iter().map(|o| cluster.client_addr(*o)).collect()
-}
-
 fn with_token(endpoints: &[String], token: &str) -> anyhow::Result<Client> {
     Ok(Client::new(endpoints, TIMEOUT)?.with_token(token)?)
-}
-
-/// The code of a refused call; fails the test if the call was not refused.
-fn refused<T: std::fmt::Debug>(what: &str, result: Result<T, ClientError>) -> Code {
-    match result {
-        Err(ClientError::Rejected(status)) => status.code(),
-        other => panic!("{what}: expected a refusal, got {other:?}"),
-    }
 }
 
 /// The sum of one series over every pod's /metrics.
@@ -159,5 +147,55 @@ async fn clients_get_what_their_role_allows_and_nothing_more() -> anyhow::Result
             assert!(!log.contains(s), "a token appears in pod {ordinal}'s log");
         }
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_tokens_file_takes_effect_without_a_restart() -> anyhow::Result<()> {
+    let cluster = healthy(ClusterSpec {
+        auth: true,
+        extra_args: vec!["--tls-reload-ms".into(), "200".into()],
+        ..Default::default()
+    })
+    .await?;
+    let auth = cluster.auth().expect("the set runs with auth").clone();
+    let pids: Vec<Option<u32>> =
+        cluster.ordinals().iter().map(|o| cluster.pod(*o).map(|p| p.pid())).collect::<Result<_, _>>()?;
+    let on_pod = |ordinal: u32, token: &str| with_token(&[cluster.client_addr(ordinal)], token);
+    let newcomer = "newcomer-token-0123456789abcdef";
+    for ordinal in cluster.ordinals() {
+        on_pod(ordinal, &auth.read)?.get(b"k", Consistency::Stale).await?;
+        assert_eq!(
+            refused("an unknown token", on_pod(ordinal, newcomer)?.get(b"k", Consistency::Stale).await),
+            Code::Unauthenticated
+        );
+    }
+
+    // A new token, and the user tokens gone: every pod follows the file within its reload
+    // interval.
+    auth.rewrite(&[format!("{newcomer} write newcomer")], false)?;
+    for ordinal in cluster.ordinals() {
+        let (reader, writer) = (on_pod(ordinal, &auth.read)?, on_pod(ordinal, newcomer)?);
+        wait::until(&format!("pod {ordinal} to follow the tokens file"), SETTLE, || async {
+            let removed = matches!(
+                reader.get(b"k", Consistency::Stale).await,
+                Err(ClientError::Rejected(s)) if s.code() == Code::Unauthenticated
+            );
+            let added = writer.put(format!("by-newcomer-{ordinal}").as_bytes(), b"yes", None).await.is_ok();
+            (removed && added).then_some(())
+        })
+        .await?;
+    }
+
+    // A file that does not parse keeps the tokens in use, and says so in the log.
+    auth.rewrite(&[format!("{newcomer} write newcomer"), "half-written-line".into()], false)?;
+    for ordinal in cluster.ordinals() {
+        petkv_e2e::wait_log(&cluster, ordinal, &["tokens file changed but do not load", "line 4"]).await?;
+        on_pod(ordinal, newcomer)?.put(b"after-a-bad-file", b"yes", None).await?;
+        assert_eq!(refused("a removed token", on_pod(ordinal, &auth.read)?.status().await), Code::Unauthenticated);
+    }
+    let after: Vec<Option<u32>> =
+        cluster.ordinals().iter().map(|o| cluster.pod(*o).map(|p| p.pid())).collect::<Result<_, _>>()?;
+    assert_eq!(after, pids, "no pod was restarted");
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use petkv::client::Client;
+use petkv::client::{Client, ClientError};
 use petkv::pb::v1::Consistency;
 use petkv_harness::{wait, Cluster, ClusterSpec};
 
@@ -87,4 +87,27 @@ pub fn files_of(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
     walk(dir, &mut out);
     out
+}
+
+/// Every pod's client address, for a client that may fail over between them.
+pub fn endpoints(cluster: &Cluster) -> Vec<String> {
+    cluster.ordinals().iter().map(|o| cluster.client_addr(*o)).collect()
+}
+
+/// The code of a refused call; fails the test if the call was not refused by the server.
+pub fn refused<T: std::fmt::Debug>(what: &str, result: Result<T, ClientError>) -> tonic::Code {
+    match result {
+        Err(ClientError::Rejected(status)) => status.code(),
+        other => panic!("{what}: expected a refusal, got {other:?}"),
+    }
+}
+
+/// Waits until pod `ordinal`'s log has a line containing all of `words`.
+pub async fn wait_log(cluster: &Cluster, ordinal: u32, words: &[&str]) -> anyhow::Result<()> {
+    let pod = cluster.pod(ordinal)?;
+    wait::until(&format!("{} to log {words:?}", pod.name()), SETTLE, || async {
+        let log = std::fs::read_to_string(&pod.spec.log_path).ok()?;
+        log.lines().any(|line| words.iter().all(|w| line.contains(w))).then_some(())
+    })
+    .await
 }

@@ -15,18 +15,14 @@ use petkv::pb::raft::{ClusterInfoRequest, RaftMessage};
 use petkv::pb::v1::Consistency;
 use petkv::tls::certs::{Authority, Issued, LeafSpec, SetCerts};
 use petkv::tls::{ClientTls, IdentityFiles, TlsFiles};
-use petkv_e2e::{healthy, SETTLE};
+use petkv_e2e::{endpoints, healthy, wait_log, SETTLE};
 use petkv_harness::cluster::PEER_PORT;
-use petkv_harness::{wait, Cluster, ClusterSpec};
+use petkv_harness::{wait, ClusterSpec};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 fn tls_set(extra_args: &[&str]) -> ClusterSpec {
     ClusterSpec { tls: true, extra_args: extra_args.iter().map(|s| s.to_string()).collect(), ..Default::default() }
-}
-
-fn endpoints(cluster: &Cluster) -> Vec<String> {
-    cluster.ordinals().iter().map(|o| cluster.client_addr(*o)).collect()
 }
 
 /// Writes an issued certificate and its key into `dir` as `<name>.pem` and `<name>-key.pem`.
@@ -44,16 +40,6 @@ fn dialer(ca: &Path, identity: Option<IdentityFiles>) -> anyhow::Result<ClientTl
 fn raft_client(addr: &str, tls: &ClientTls) -> anyhow::Result<RaftClient<tonic::transport::Channel>> {
     let channel = petkv::tls::dial::lazy_channel(addr, Some(tls), |e| e.connect_timeout(Duration::from_secs(2)))?;
     Ok(RaftClient::new(channel))
-}
-
-/// Waits until pod `ordinal`'s log has a line containing all of `words`.
-async fn wait_log(cluster: &Cluster, ordinal: u32, words: &[&str]) -> anyhow::Result<()> {
-    let pod = cluster.pod(ordinal)?;
-    wait::until(&format!("{} to log {words:?}", pod.name()), SETTLE, || async {
-        let log = std::fs::read_to_string(&pod.spec.log_path).ok()?;
-        log.lines().any(|line| words.iter().all(|w| line.contains(w))).then_some(())
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! The set's tokens file when it runs with authentication (`up --auth`): one admin token for
 //! the harness's own connections (readiness, status, scaling, the workload and checker), and a
 //! write and a read token for the user. Written once into `<state_dir>/auth/tokens` (mode
-//! 0600) and handed to every pod as `PETKV_AUTH_TOKENS`.
+//! 0600) and handed to every pod as `PETKV_AUTH_TOKENS`. [`ClusterAuth::rewrite`] replaces
+//! the file's content while the pods run (they read it again when it changes).
 
 use std::path::{Path, PathBuf};
 
@@ -35,12 +36,37 @@ impl ClusterAuth {
         let auth = Self { file: file.clone(), admin: random_token(), write: random_token(), read: random_token() };
         let dir = file.parent().unwrap_or(dir);
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        let text = format!(
-            "# petkv-harness tokens: TOKEN ROLE NAME\n{} admin {HARNESS}\n{} write {USER_WRITE}\n{} read {USER_READ}\n",
-            auth.admin, auth.write, auth.read
-        );
-        write_private(&file, &text)?;
+        write_private(&file, &auth.text(&[], true))?;
         Ok(auth)
+    }
+
+    /// The file's text: the harness's token, the user tokens unless left out, and `extra` lines.
+    fn text(&self, extra: &[String], with_user_tokens: bool) -> String {
+        let mut text = format!("# petkv-harness tokens: TOKEN ROLE NAME\n{} admin {HARNESS}\n", self.admin);
+        if with_user_tokens {
+            text.push_str(&format!("{} write {USER_WRITE}\n{} read {USER_READ}\n", self.write, self.read));
+        }
+        for line in extra {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text
+    }
+
+    /// Replaces the file, whole (a temporary file renamed into place, mode 0600), with the
+    /// harness's token, the user tokens unless `with_user_tokens` is false, and `extra` lines
+    /// (more tokens, `cert:SUBJECT ROLE` lines). The pods pick it up within their reload
+    /// interval; [`ClusterAuth::open_in`] still finds the file's tokens afterwards only if the
+    /// user tokens were kept.
+    pub fn rewrite(&self, extra: &[String], with_user_tokens: bool) -> anyhow::Result<()> {
+        use std::io::Write;
+        let dir = self.file.parent().unwrap_or(Path::new("."));
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(dir).with_context(|| format!("create a file in {}", dir.display()))?;
+        tmp.write_all(self.text(extra, with_user_tokens).as_bytes())
+            .with_context(|| format!("write {}", tmp.path().display()))?;
+        tmp.persist(&self.file).with_context(|| format!("replace {}", self.file.display()))?;
+        Ok(())
     }
 
     /// The tokens already issued into `<dir>/auth/tokens`.

@@ -25,6 +25,8 @@
 //! - [`client`]: the client library (failover, write ids, outcome unknown).
 //! - [`backup`]: consistent backups streamed from the cluster into checked files.
 //! - [`restore`]: a new cluster from a backup (staged on ordinal 0's volume, finished at start).
+//! - [`reload`]: values built from files (TLS material, the tokens file), rebuilt when the
+//!   files change.
 //! - [`tls`]: TLS on the client port, mutual TLS on the peer port, reloaded when the files
 //!   change; `petkv certs`.
 //! - [`cli`]: the command line.
@@ -47,6 +49,7 @@ pub mod metrics;
 pub mod node;
 pub mod pb;
 pub mod raft;
+pub mod reload;
 pub mod restore;
 pub mod server;
 pub mod shutdown;

@@ -175,10 +175,8 @@ async fn backup(args: &BackupArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn certs(args: &CertsArgs) -> anyhow::Result<()> {
-    let spec = args.spec();
-    let written = petkv::tls::certs::write_set(&args.out, &spec)?;
-    let ca = args.out.join(petkv::tls::certs::CA_CERT);
+fn print_written(out: &std::path::Path, written: &petkv::tls::certs::Written) {
+    let ca = out.join(petkv::tls::certs::CA_CERT);
     if written.new_ca {
         println!("new CA {} (keep {} out of the cluster)", ca.display(), petkv::tls::certs::CA_KEY);
     } else {
@@ -187,6 +185,21 @@ fn certs(args: &CertsArgs) -> anyhow::Result<()> {
     for path in &written.files {
         println!("wrote {}", path.display());
     }
+}
+
+fn certs(args: &CertsArgs) -> anyhow::Result<()> {
+    if !args.clients.is_empty() {
+        let written = petkv::tls::certs::write_clients(&args.out, &args.clients, args.days, args.existing())?;
+        print_written(&args.out, &written);
+        for name in &args.clients {
+            println!("give it a role with a line `cert:{name} ROLE` in the tokens file (--auth-tokens)");
+        }
+        return Ok(());
+    }
+    let spec = args.spec();
+    let written = petkv::tls::certs::write_set(&args.out, &spec)?;
+    print_written(&args.out, &written);
+    let ca = args.out.join(petkv::tls::certs::CA_CERT);
     println!("pods' peer domain: {} (their --peer-domain)", spec.peer_domain());
     let from = |path: std::path::PathBuf| format!(" --from-file={}", path.display());
     let mut pods = format!("kubectl -n {} create secret generic {}-tls{}", spec.namespace, spec.set, from(ca.clone()));

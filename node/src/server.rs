@@ -1,7 +1,8 @@
 //! `petkv serve`: one pod's whole life, from start-up checks to exit.
 //!
-//! 1. Load the TLS files and the tokens file, if any ([`crate::tls`], [`crate::auth`]); check the volume's identity against the
-//!    hostname (refuse a foreign volume untouched).
+//! 1. Load the tokens file and the TLS files, if any ([`crate::auth`], [`crate::tls`]; both
+//!    watched for changes); check the volume's identity against the hostname (refuse a
+//!    foreign volume untouched).
 //! 2. Open storage and bind the three ports (fail fast on a port in use).
 //! 3. Serve the peer port (Raft, start-up probes; mutual TLS), the client port (API, health,
 //!    reflection; TLS; tokens checked by [`crate::auth::AuthLayer`]) and the HTTP port (metrics, health; always plaintext) right away: a node that is still deciding answers
@@ -27,7 +28,7 @@ use tonic_health::ServingStatus;
 use tracing::Instrument;
 
 use crate::api::Api;
-use crate::auth::{AuthLayer, Tokens};
+use crate::auth::{AuthLayer, Tokens, TokensFile};
 use crate::config::NodeConfig;
 use crate::discovery::PeerDirectory;
 use crate::metrics::Metrics;
@@ -37,7 +38,8 @@ use crate::pb::v1::cluster_server::ClusterServer;
 use crate::pb::v1::kv_server::KvServer;
 use crate::raft::network::PeerChannels;
 use crate::raft::service::PeerService;
-use crate::tls::{NodeTls, PeerNameRule};
+use crate::reload::Reloaded;
+use crate::tls::{ClientCerts, NodeTls, PeerNameRule, TlsSettings};
 use crate::{boot, membership, shutdown, store, volume};
 
 /// gRPC health service name that reports start-up (resumed, joined or bootstrapped; Raft runs).
@@ -95,16 +97,28 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         PeerDirectory::Dns { domain, .. } => Some(domain.as_str()),
         PeerDirectory::Static(_) => None,
     };
-    let tls = NodeTls::start(&config.tls, PeerNameRule::new(&config.pod.set, peer_domain))
-        .context("loading the TLS files")?;
     let tokens = match &config.auth_tokens {
         Some(path) => {
-            let tokens = Tokens::load(path).context("loading the tokens file (--auth-tokens)")?;
-            tracing::info!(tokens = tokens.len(), file = %path.display(), "client authentication on");
-            Some(Arc::new(tokens))
+            let file = TokensFile { path: path.clone(), client_tls: config.tls.client.is_some() };
+            let tokens = Reloaded::load("auth", file).context("loading the tokens file (--auth-tokens)")?;
+            tokens.watch(config.tls.reload_every);
+            let loaded = tokens.peek();
+            tracing::info!(
+                tokens = loaded.len(),
+                certificates = loaded.certificates(),
+                file = %path.display(),
+                "client authentication on"
+            );
+            Some(tokens)
         }
         None => None,
     };
+    let tls_settings = TlsSettings {
+        client_certs: client_certs(config.tls.client_certs, tokens.as_ref().map(|t| t.current()).as_deref()),
+        ..config.tls.clone()
+    };
+    let pods = PeerNameRule::new(&config.pod.set, peer_domain);
+    let tls = NodeTls::start(&tls_settings, pods.clone()).context("loading the TLS files")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create or open the data dir {}", config.data_dir.display()))?;
     let identity = volume::check_identity(&config.data_dir, &config.pod)?;
@@ -147,7 +161,7 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     let api = Api { node: node.clone() };
     let client_router = Server::builder()
         .layer(metrics.grpc_layer())
-        .layer(AuthLayer::new(tokens, metrics.clone()))
+        .layer(AuthLayer::new(tokens, pods, metrics.clone()))
         .add_service(KvServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE))
         .add_service(ClusterServer::new(api))
         .add_service(health_service)
@@ -222,6 +236,22 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     }
     tracing::info!("petkv node stopped");
     Ok(())
+}
+
+/// Whether the client port asks clients for a certificate, given the flags (`configured`:
+/// `--tls-client-auth` makes it required) and the tokens file as read at start. A file that
+/// maps certificates asks for them: optional while it also holds tokens (token clients
+/// present none), required when certificates are its only credential. Decided at start: a
+/// reload that adds the first tokens to a certificates-only file needs a restart for
+/// token-only clients to get through the handshake. With auth on but no `cert:` lines,
+/// certificates are still asked for (optionally), so that lines added later take effect.
+pub fn client_certs(configured: ClientCerts, tokens: Option<&Tokens>) -> ClientCerts {
+    match (configured, tokens) {
+        (ClientCerts::Required, _) => ClientCerts::Required,
+        (_, Some(t)) if t.certificates() > 0 && t.is_empty() => ClientCerts::Required,
+        (_, Some(_)) => ClientCerts::Optional,
+        (other, None) => other,
+    }
 }
 
 /// Serves a tonic router on a listener until `$stop` completes: over TLS when the port has a
@@ -314,6 +344,20 @@ async fn report_readiness(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_certificates_are_required_only_when_they_are_the_only_credential() {
+        let file = |text: &str| Tokens::parse(text, std::path::Path::new("t")).unwrap();
+        let tokens_only = file("reader-0123456789abcdef read\n");
+        let mixed = file("reader-0123456789abcdef read\ncert:alice write\n");
+        let certs_only = file("cert:alice write\n");
+        assert_eq!(client_certs(ClientCerts::NotAsked, None), ClientCerts::NotAsked, "auth off");
+        assert_eq!(client_certs(ClientCerts::Required, None), ClientCerts::Required, "--tls-client-auth");
+        assert_eq!(client_certs(ClientCerts::NotAsked, Some(&tokens_only)), ClientCerts::Optional);
+        assert_eq!(client_certs(ClientCerts::NotAsked, Some(&mixed)), ClientCerts::Optional);
+        assert_eq!(client_certs(ClientCerts::NotAsked, Some(&certs_only)), ClientCerts::Required);
+        assert_eq!(client_certs(ClientCerts::Required, Some(&mixed)), ClientCerts::Required);
+    }
 
     #[test]
     fn plaintext_beyond_loopback_is_warned_about() {

@@ -6,14 +6,21 @@
 //! leader answers UNAVAILABLE instead of forwarding again, so leader changes cannot make a
 //! request bounce between nodes.
 //!
-//! The client's `authorization` metadata travels with the forwarded request, and the leader
-//! checks it again ([`crate::auth`]): the forwarded marker grants nothing, so a client that
-//! sets it itself gains nothing either.
+//! The client's credentials travel with the forwarded request and the leader checks them
+//! again ([`crate::auth`]): the forwarded marker grants nothing, so a client that sets it
+//! itself gains nothing either. A bearer token is passed on as the `authorization` metadata it
+//! came in. A client certificate cannot be (its TLS session ends here): the subject name this
+//! node verified goes as [`crate::auth::FORWARDED_CERT`] over the channel to the leader's
+//! client port, on which this node presents its own (pod) certificate; the leader believes the
+//! subject only from a connection whose certificate names a pod of the set, and looks its role
+//! up itself. The same holds for `Members`, which asks every member with the caller's
+//! credentials.
 
-use tonic::metadata::{Ascii, MetadataValue};
+use tonic::metadata::{Ascii, Binary, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
+use crate::auth::{Authenticated, Credential};
 use crate::node::Node;
 use crate::pb::v1::kv_client::KvClient;
 use crate::raft::PeerNode;
@@ -53,22 +60,33 @@ pub fn relay(status: Status) -> Status {
 pub struct Origin {
     /// The request was already forwarded once.
     pub forwarded: bool,
-    /// The client's credentials, sent on with the forwarded request.
+    /// The client's bearer token, sent on with the forwarded request.
     authorization: Option<MetadataValue<Ascii>>,
+    /// The subject of the client certificate this node verified, stated to the leader.
+    certificate: Option<String>,
 }
 
 impl Origin {
     pub fn of<T>(req: &Request<T>) -> Self {
+        let certificate = match req.extensions().get::<Authenticated>() {
+            Some(Authenticated { credential: Credential::Certificate(subject), .. }) => Some(subject.clone()),
+            _ => None,
+        };
         Self {
             forwarded: req.metadata().contains_key(FORWARDED),
             authorization: req.metadata().get(crate::auth::AUTHORIZATION).cloned(),
+            certificate,
         }
     }
 
-    /// `msg` as a request carrying the client's credentials.
+    /// `msg` as a request carrying the client's credentials: its certificate's subject if it
+    /// was identified by one, else its `authorization` metadata, if any.
     pub fn request<T>(&self, msg: T) -> Request<T> {
         let mut req = Request::new(msg);
-        if let Some(value) = &self.authorization {
+        if let Some(subject) = &self.certificate {
+            let value = MetadataValue::<Binary>::from_bytes(subject.as_bytes());
+            req.metadata_mut().insert_bin(crate::auth::FORWARDED_CERT, value);
+        } else if let Some(value) = &self.authorization {
             req.metadata_mut().insert(crate::auth::AUTHORIZATION, value.clone());
         }
         req

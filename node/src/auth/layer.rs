@@ -2,16 +2,27 @@
 //!
 //! It sits in front of every service on the client port (inside the metrics layer, so a
 //! refusal is also counted as a request with its code). For each request it looks up what the
-//! path needs ([`super::role::access`]); an open path passes. Otherwise the request must carry
-//! `authorization: Bearer <token>` with a token from the tokens file, whose role must allow the
-//! method:
-//! - no credentials, a malformed header or a token the file does not hold: `UNAUTHENTICATED`;
+//! path needs ([`super::role::access`]); an open path passes. Otherwise the caller is
+//! identified ([`decide`]), first match wins:
+//! 1. a request carrying [`FORWARDED_CERT`] (a follower forwarding for a client that it
+//!    authenticated by certificate): believed only over a connection whose verified client
+//!    certificate names a pod of the set (the same rule as the peer port's); the asserted
+//!    subject is then looked up in this node's own tokens file;
+//! 2. `authorization: Bearer <token>`: a token from the tokens file;
+//! 3. a verified client certificate (TLS on the client port): its subject name
+//!    ([`super::certificate`]) looked up in the `cert:` lines of the tokens file.
+//!
+//! Refusals:
+//! - no credentials, a malformed header, a token the file does not hold, a certificate whose
+//!   subject the file does not map, an identity assertion from a connection that is not a pod
+//!   of the set: `UNAUTHENTICATED`;
 //! - a role too low for the method: `PERMISSION_DENIED`.
 //!
 //! Each refusal is logged at warn (the identity's name when known, the remote address, the
-//! method; never the token) and counted in `petkv_auth_refusals_total{reason, method}`.
-//! Requests forwarded by a follower carry the client's `authorization` metadata
-//! ([`crate::api::forward`]) and are checked here again like any other.
+//! method; never the token) and counted in `petkv_auth_refusals_total{reason, method}`. An
+//! accepted request carries its [`Authenticated`] identity in its extensions, which
+//! [`crate::api::forward`] reads to forward it. The tokens file is read again when it changes
+//! ([`crate::reload`]); each request is checked against the identities in use when it arrives.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,25 +30,37 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use rustls_pki_types::CertificateDer;
 use tonic::codegen::http;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
 
+use super::certificate::subject_name;
 use super::role::{access, Access, Role};
-use super::tokens::{Identity, Tokens};
-use super::AUTHORIZATION;
+use super::tokens::{Identity, Tokens, TokensFile};
+use super::{AUTHORIZATION, FORWARDED_CERT};
 use crate::metrics::{AuthRefusal, Metrics, UNKNOWN_METHOD};
+use crate::reload::Reloaded;
+use crate::tls::verify::names_a_pod;
+use crate::tls::PeerNameRule;
+
+/// The tokens file in use, reloaded when it changes.
+pub type CurrentTokens = Arc<Reloaded<TokensFile>>;
 
 /// Tower layer for the client port's `Server::builder().layer(...)`.
 #[derive(Clone)]
 pub struct AuthLayer {
-    tokens: Option<Arc<Tokens>>,
+    tokens: Option<CurrentTokens>,
+    pods: PeerNameRule,
     metrics: Arc<Metrics>,
 }
 
 impl AuthLayer {
     /// Checks requests against `tokens`; with none, lets every request through (auth off).
-    pub fn new(tokens: Option<Arc<Tokens>>, metrics: Arc<Metrics>) -> Self {
-        Self { tokens, metrics }
+    /// `pods` tells which client certificates are the set's own pods (trusted to forward a
+    /// certificate identity).
+    pub fn new(tokens: Option<CurrentTokens>, pods: PeerNameRule, metrics: Arc<Metrics>) -> Self {
+        Self { tokens, pods, metrics }
     }
 }
 
@@ -45,7 +68,7 @@ impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, tokens: self.tokens.clone(), metrics: self.metrics.clone() }
+        AuthService { inner, tokens: self.tokens.clone(), pods: self.pods.clone(), metrics: self.metrics.clone() }
     }
 }
 
@@ -53,8 +76,25 @@ impl<S> tower::Layer<S> for AuthLayer {
 #[derive(Clone)]
 pub struct AuthService<S> {
     inner: S,
-    tokens: Option<Arc<Tokens>>,
+    tokens: Option<CurrentTokens>,
+    pods: PeerNameRule,
     metrics: Arc<Metrics>,
+}
+
+/// How an accepted request's caller was identified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A bearer token (forwarded as the `authorization` header it came in).
+    Token,
+    /// A client certificate with this subject name, verified here or by the forwarding pod.
+    Certificate(String),
+}
+
+/// Who an accepted request is served for: in the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub identity: Identity,
+    pub credential: Credential,
 }
 
 /// Why a request was refused, before it became a [`Status`].
@@ -62,23 +102,43 @@ pub struct AuthService<S> {
 pub enum Refusal {
     NoCredentials,
     UnknownToken,
-    RoleTooLow { identity: Identity, needed: Role },
+    /// A verified certificate whose subject the tokens file does not map.
+    UnknownCertificate {
+        subject: String,
+    },
+    /// A verified certificate without a CN or DNS name to go by.
+    NamelessCertificate,
+    /// A forwarded certificate identity over a connection that is not a pod of the set.
+    UntrustedForward,
+    RoleTooLow {
+        identity: Identity,
+        needed: Role,
+    },
 }
 
 impl Refusal {
     fn kind(&self) -> AuthRefusal {
         match self {
-            Refusal::NoCredentials | Refusal::UnknownToken => AuthRefusal::Unauthenticated,
             Refusal::RoleTooLow { .. } => AuthRefusal::PermissionDenied,
+            _ => AuthRefusal::Unauthenticated,
         }
     }
 
     fn status(&self, method: &str) -> Status {
         match self {
-            Refusal::NoCredentials => {
-                Status::unauthenticated("credentials required: send `authorization: Bearer <token>`")
-            }
+            Refusal::NoCredentials => Status::unauthenticated(
+                "credentials required: send `authorization: Bearer <token>` or present a client certificate",
+            ),
             Refusal::UnknownToken => Status::unauthenticated("unknown token"),
+            Refusal::UnknownCertificate { subject } => Status::unauthenticated(format!(
+                "the client certificate {subject:?} has no role here (no `cert:{subject}` line in the tokens file)"
+            )),
+            Refusal::NamelessCertificate => {
+                Status::unauthenticated("the client certificate has no Common Name nor DNS name to identify it by")
+            }
+            Refusal::UntrustedForward => Status::unauthenticated(format!(
+                "{FORWARDED_CERT} is accepted only from a pod of the set (a client certificate naming one)"
+            )),
             Refusal::RoleTooLow { identity, needed } => {
                 Status::permission_denied(format!("role {} may not call {method} (needs {needed})", identity.role))
             }
@@ -86,22 +146,62 @@ impl Refusal {
     }
 }
 
-/// The decision for one request: the identity it is served for (`None` on an open path).
-pub fn decide<B>(tokens: &Tokens, req: &http::Request<B>) -> Result<Option<Identity>, (Refusal, &'static str)> {
+/// The verified client certificate of a request's connection (leaf first), if it has one.
+fn client_certificate<B>(req: &http::Request<B>) -> Option<CertificateDer<'static>> {
+    let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    info.peer_certs()?.first().cloned()
+}
+
+/// The subject a forwarding pod asserts ([`FORWARDED_CERT`], binary metadata), if any.
+fn forwarded_subject<B>(req: &http::Request<B>) -> Option<Result<String, ()>> {
+    if !req.headers().contains_key(FORWARDED_CERT) {
+        return None;
+    }
+    let metadata = tonic::metadata::MetadataMap::from_headers(req.headers().clone());
+    let value = metadata.get_bin(FORWARDED_CERT)?;
+    Some(value.to_bytes().ok().and_then(|b| String::from_utf8(b.to_vec()).ok()).ok_or(()))
+}
+
+/// The decision for one request: who it is served for (`None` on an open path).
+/// `certificate` is the connection's verified client certificate, if any; `pods` names the
+/// set's pods, whose forwarded certificate identities are believed.
+pub fn decide<B>(
+    tokens: &Tokens,
+    pods: &PeerNameRule,
+    req: &http::Request<B>,
+    certificate: Option<&CertificateDer<'_>>,
+) -> Result<Option<Authenticated>, (Refusal, &'static str)> {
     let (needed, method) = match access(req.uri().path()) {
         Access::Open => return Ok(None),
         Access::Needs { role, method } => (role, method),
         Access::Unknown => (Role::Admin, UNKNOWN_METHOD),
     };
-    let token = match req.headers().get(AUTHORIZATION) {
-        None => return Err((Refusal::NoCredentials, method)),
-        Some(value) => value.to_str().ok().and_then(bearer_token),
+    let refuse = |refusal| (refusal, method);
+    let by_certificate = |subject: String| match tokens.identify_certificate(&subject) {
+        Some(identity) => {
+            Ok(Authenticated { identity: identity.clone(), credential: Credential::Certificate(subject) })
+        }
+        None => Err(refuse(Refusal::UnknownCertificate { subject })),
     };
-    let identity = token.and_then(|t| tokens.identify(t)).ok_or((Refusal::UnknownToken, method))?;
-    if !identity.role.allows(needed) {
-        return Err((Refusal::RoleTooLow { identity: identity.clone(), needed }, method));
+    let authenticated = if let Some(asserted) = forwarded_subject(req) {
+        let from_a_pod = certificate.is_some_and(|c| names_a_pod(pods, c).unwrap_or(false));
+        match (from_a_pod, asserted) {
+            (true, Ok(subject)) => by_certificate(subject)?,
+            _ => return Err(refuse(Refusal::UntrustedForward)),
+        }
+    } else if let Some(value) = req.headers().get(AUTHORIZATION) {
+        let token = value.to_str().ok().and_then(bearer_token);
+        let identity = token.and_then(|t| tokens.identify(t)).ok_or(refuse(Refusal::UnknownToken))?;
+        Authenticated { identity: identity.clone(), credential: Credential::Token }
+    } else if let Some(certificate) = certificate {
+        by_certificate(subject_name(certificate).ok_or(refuse(Refusal::NamelessCertificate))?)?
+    } else {
+        return Err(refuse(Refusal::NoCredentials));
+    };
+    if !authenticated.identity.role.allows(needed) {
+        return Err(refuse(Refusal::RoleTooLow { identity: authenticated.identity, needed }));
     }
-    Ok(Some(identity.clone()))
+    Ok(Some(authenticated))
 }
 
 /// The token of a `Bearer <token>` header value (the scheme is case-insensitive).
@@ -133,16 +233,25 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
         let Some(tokens) = &self.tokens else { return Box::pin(self.inner.call(req)) };
-        match decide(tokens, &req) {
-            Ok(_) => Box::pin(self.inner.call(req)),
+        let certificate = client_certificate(&req);
+        match decide(&tokens.peek(), &self.pods, &req, certificate.as_ref()) {
+            Ok(authenticated) => {
+                if let Some(authenticated) = authenticated {
+                    req.extensions_mut().insert(authenticated);
+                }
+                Box::pin(self.inner.call(req))
+            }
             Err((refusal, method)) => {
                 let remote = remote_addr(&req).map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
                 let status = refusal.status(method);
                 match &refusal {
                     Refusal::RoleTooLow { identity, .. } => {
                         tracing::warn!(identity = %identity.name, role = %identity.role, %remote, method, "permission denied")
+                    }
+                    Refusal::UnknownCertificate { subject } => {
+                        tracing::warn!(certificate = %subject, %remote, method, "unauthenticated request refused: unmapped certificate")
                     }
                     _ => tracing::warn!(%remote, method, reason = status.message(), "unauthenticated request refused"),
                 }
@@ -158,13 +267,22 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::tls::certs::{Authority, LeafSpec};
 
     const READER: &str = "reader-0123456789abcdef";
     const WRITER: &str = "writer-0123456789abcdef";
     const ADMIN: &str = "admin-0123456789abcdef";
 
     fn tokens() -> Tokens {
-        Tokens::parse(&format!("{READER} read r\n{WRITER} write w\n{ADMIN} admin a\n"), Path::new("t")).unwrap()
+        Tokens::parse(
+            &format!("{READER} read r\n{WRITER} write w\n{ADMIN} admin a\ncert:alice read\ncert:bob write bobby\n"),
+            Path::new("t"),
+        )
+        .unwrap()
+    }
+
+    fn pods() -> PeerNameRule {
+        PeerNameRule::new("petkv", None)
     }
 
     fn request(path: &str, authorization: Option<&str>) -> http::Request<()> {
@@ -175,8 +293,26 @@ mod tests {
         b.body(()).unwrap()
     }
 
+    /// A request stating that a pod verified a certificate with `subject`.
+    fn forwarded(path: &str, subject: &str) -> http::Request<()> {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert_bin(FORWARDED_CERT, tonic::metadata::MetadataValue::from_bytes(subject.as_bytes()));
+        let mut http = request(path, None);
+        *http.headers_mut() = metadata.into_headers();
+        http
+    }
+
     fn outcome(path: &str, authorization: Option<&str>) -> Result<Option<String>, Refusal> {
-        decide(&tokens(), &request(path, authorization)).map(|i| i.map(|i| i.name)).map_err(|(r, _)| r)
+        decide(&tokens(), &pods(), &request(path, authorization), None)
+            .map(|i| i.map(|i| i.identity.name))
+            .map_err(|(r, _)| r)
+    }
+
+    fn with_certificate(
+        req: &http::Request<()>,
+        certificate: &CertificateDer<'_>,
+    ) -> Result<Option<Authenticated>, Refusal> {
+        decide(&tokens(), &pods(), req, Some(certificate)).map_err(|(r, _)| r)
     }
 
     #[test]
@@ -203,6 +339,69 @@ mod tests {
             outcome("/petkv.v1.KV/Unheard", Some(&bearer(WRITER))),
             Err(Refusal::RoleTooLow { needed: Role::Admin, .. })
         ));
+        assert_eq!(outcome("/petkv.v1.KV/Get", Some("Bearer cert:alice")), Err(Refusal::UnknownToken));
+    }
+
+    #[test]
+    fn client_certificates_are_identified_by_subject_and_a_token_goes_first() {
+        let ca = Authority::generate("test CA").unwrap();
+        let cert = |name: &str| CertificateDer::from(ca.issue(&LeafSpec::client(name)).unwrap().cert_der);
+        let (alice, bob, carol) = (cert("alice"), cert("bob"), cert("carol"));
+
+        let got = with_certificate(&request("/petkv.v1.KV/Get", None), &alice).unwrap().unwrap();
+        assert_eq!(got.identity, Identity { name: "alice".into(), role: Role::Read });
+        assert_eq!(got.credential, Credential::Certificate("alice".into()));
+        assert!(matches!(
+            with_certificate(&request("/petkv.v1.KV/Put", None), &alice),
+            Err(Refusal::RoleTooLow { needed: Role::Write, .. })
+        ));
+        let got = with_certificate(&request("/petkv.v1.KV/Put", None), &bob).unwrap().unwrap();
+        assert_eq!((got.identity.name.as_str(), got.identity.role), ("bobby", Role::Write));
+        assert_eq!(
+            with_certificate(&request("/petkv.v1.KV/Get", None), &carol),
+            Err(Refusal::UnknownCertificate { subject: "carol".into() }),
+            "verified but not in the file"
+        );
+        // A token, when sent, is what counts (an unknown one is not rescued by the certificate).
+        let got =
+            with_certificate(&request("/petkv.v1.KV/Put", Some(&format!("Bearer {WRITER}"))), &alice).unwrap().unwrap();
+        assert_eq!(got.credential, Credential::Token);
+        assert_eq!(
+            with_certificate(&request("/petkv.v1.KV/Get", Some("Bearer nope-0123456789abcdef")), &bob),
+            Err(Refusal::UnknownToken)
+        );
+    }
+
+    #[test]
+    fn a_forwarded_certificate_subject_is_believed_only_from_a_pod() {
+        let ca = Authority::generate("test CA").unwrap();
+        let pod = CertificateDer::from(ca.issue(&LeafSpec::server("petkv-1", &["petkv-1".into()])).unwrap().cert_der);
+        let other_set = CertificateDer::from(ca.issue(&LeafSpec::server("kv-1", &["kv-1".into()])).unwrap().cert_der);
+        let named_like_a_pod = CertificateDer::from(ca.issue(&LeafSpec::client("petkv-1")).unwrap().cert_der);
+
+        let got = with_certificate(&forwarded("/petkv.v1.KV/Put", "bob"), &pod).unwrap().unwrap();
+        assert_eq!(got.credential, Credential::Certificate("bob".into()));
+        assert!(matches!(
+            with_certificate(&forwarded("/petkv.v1.KV/Put", "alice"), &pod),
+            Err(Refusal::RoleTooLow { needed: Role::Write, .. })
+        ));
+        assert_eq!(
+            with_certificate(&forwarded("/petkv.v1.KV/Get", "mallory"), &pod),
+            Err(Refusal::UnknownCertificate { subject: "mallory".into() })
+        );
+        for (what, certificate) in [("another set", &other_set), ("a CN without a DNS name", &named_like_a_pod)] {
+            assert_eq!(
+                with_certificate(&forwarded("/petkv.v1.KV/Put", "bob"), certificate),
+                Err(Refusal::UntrustedForward),
+                "{what}"
+            );
+        }
+        let no_certificate = decide(&tokens(), &pods(), &forwarded("/petkv.v1.KV/Put", "bob"), None);
+        assert_eq!(no_certificate.map_err(|(r, _)| r), Err(Refusal::UntrustedForward));
+        // Even with a good token next to it: a forged statement is refused, not ignored.
+        let mut forged = forwarded("/petkv.v1.KV/Put", "bob");
+        forged.headers_mut().insert(AUTHORIZATION, format!("Bearer {WRITER}").parse().unwrap());
+        assert_eq!(decide(&tokens(), &pods(), &forged, None).map_err(|(r, _)| r), Err(Refusal::UntrustedForward));
     }
 
     #[test]
@@ -213,5 +412,9 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::PermissionDenied);
         assert_eq!(status.message(), "role read may not call /petkv.v1.KV/Put (needs write)");
         assert_eq!(Refusal::UnknownToken.status("/petkv.v1.KV/Get").code(), tonic::Code::Unauthenticated);
+        let unmapped = Refusal::UnknownCertificate { subject: "carol".into() }.status("/petkv.v1.KV/Get");
+        assert_eq!(unmapped.code(), tonic::Code::Unauthenticated);
+        assert!(unmapped.message().contains("cert:carol"), "{}", unmapped.message());
+        assert_eq!(Refusal::UntrustedForward.status("/petkv.v1.KV/Get").code(), tonic::Code::Unauthenticated);
     }
 }

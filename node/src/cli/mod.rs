@@ -103,7 +103,8 @@ pub enum Command {
     /// index) into a checked file.
     Backup(BackupArgs),
     /// Write a development CA and the certificates a set needs (per pod, and one for the CLI)
-    /// into a directory; a CA already there is reused.
+    /// into a directory; a CA already there is reused. With --client NAME: only a client
+    /// certificate for user NAME (its Common Name), for `cert:NAME ROLE` in the tokens file.
     Certs(CertsArgs),
     /// Stage a backup on ordinal 0's empty volume: its next `petkv serve` starts a new cluster
     /// holding the backup's data. Does nothing on other ordinals (they join it empty).
@@ -160,6 +161,11 @@ pub struct CertsArgs {
     /// Replace existing certificates (the CA is always kept).
     #[arg(long)]
     pub force: bool,
+    /// Issue only a client certificate for this user (Common Name NAME, files
+    /// client-NAME.pem and client-NAME-key.pem) with the CA in --out; repeatable. Pods'
+    /// certificates are not touched.
+    #[arg(long = "client", value_name = "NAME")]
+    pub clients: Vec<String>,
 }
 
 impl CertsArgs {
@@ -174,11 +180,16 @@ impl CertsArgs {
             shared_names: self.extra_sans.clone(),
             pod_names: Default::default(),
             valid_days: self.days,
-            existing: if self.force {
-                crate::tls::certs::Existing::Replace
-            } else {
-                crate::tls::certs::Existing::Refuse
-            },
+            existing: self.existing(),
+        }
+    }
+
+    /// What to do about certificates already there.
+    pub fn existing(&self) -> crate::tls::certs::Existing {
+        if self.force {
+            crate::tls::certs::Existing::Replace
+        } else {
+            crate::tls::certs::Existing::Refuse
         }
     }
 }
@@ -221,7 +232,8 @@ pub struct ClientArgs {
     /// Talk TLS, trusting this CA bundle (PEM) for the nodes' certificates.
     #[arg(long = "ca", env = "PETKV_CA")]
     pub client_ca: Option<std::path::PathBuf>,
-    /// Client certificate (PEM) for nodes that require one (--tls-client-auth). Needs --key.
+    /// Client certificate (PEM) to present: for nodes that require one (--tls-client-auth),
+    /// or as this client's identity (a `cert:NAME ROLE` line in their tokens file). Needs --key.
     #[arg(long = "cert", env = "PETKV_CERT", requires_all = ["client_key", "client_ca"])]
     pub client_cert: Option<std::path::PathBuf>,
     /// The client certificate's private key (PEM).

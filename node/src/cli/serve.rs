@@ -16,7 +16,7 @@ use crate::marker::BootstrapMarker;
 use crate::raft::settings::{RaftSettings, DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_EVERY};
 use crate::store::StoreOptions;
 use crate::tls::reload::DEFAULT_RELOAD_EVERY;
-use crate::tls::{ClientTls, IdentityFiles, TlsFiles, TlsSettings};
+use crate::tls::{ClientCerts, ClientTls, IdentityFiles, TlsFiles, TlsSettings};
 use crate::validation::{Limits, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_SCAN_LIMIT, DEFAULT_MAX_VALUE_BYTES};
 
 /// Who the node is and where its peers are (shared by `serve` and `wait-primary`).
@@ -105,8 +105,9 @@ pub struct ClientTlsArgs {
     /// Its private key (PEM).
     #[arg(long, env = "PETKV_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
     pub tls_key: Option<PathBuf>,
-    /// CA bundle (PEM) that the other nodes' client certificates chain to: trusted when this
-    /// node forwards a request to the leader, and required of clients with --tls-client-auth.
+    /// CA bundle (PEM) for the client port: trusted when this node forwards a request to the
+    /// leader, and what client certificates must chain to (required with --tls-client-auth;
+    /// asked for, optionally, with --auth-tokens, whose `cert:` lines give them roles).
     #[arg(long, env = "PETKV_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
     pub tls_ca: Option<PathBuf>,
     /// Refuse clients that do not present a certificate chaining to --tls-ca.
@@ -142,14 +143,17 @@ pub struct ServeArgs {
     pub client_tls: ClientTlsArgs,
     #[command(flatten)]
     pub peer_tls: PeerTlsArgs,
-    /// How often the TLS files are checked for changes (a rotated certificate is used for new
-    /// connections without a restart), in milliseconds.
+    /// How often the TLS files and the tokens file are checked for changes (a rotated
+    /// certificate is used for new connections, a changed tokens file for new requests,
+    /// without a restart), in milliseconds.
     #[arg(long, env = "PETKV_TLS_RELOAD_MS", default_value_t = DEFAULT_RELOAD_EVERY.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub tls_reload_ms: u64,
     /// Turn authentication on for the client port: clients must send `authorization: Bearer
-    /// <token>` with a token from this file, whose role (read, write, admin) must allow the
-    /// call. One `TOKEN ROLE [NAME]` per line; `#` starts a comment line. Read at start.
+    /// <token>` with a token from this file, or present a client certificate (chaining to
+    /// --tls-ca) whose Common Name the file maps; the role (read, write, admin) must allow the
+    /// call. Lines `TOKEN ROLE [NAME]` and `cert:SUBJECT ROLE [NAME]`; `#` starts a comment
+    /// line. Read again when it changes (every --tls-reload-ms).
     #[arg(long, env = "PETKV_AUTH_TOKENS")]
     pub auth_tokens: Option<PathBuf>,
     /// Address the client API listens on.
@@ -307,7 +311,11 @@ impl ServeArgs {
             store: StoreOptions { cache_bytes: self.cache_mb * 1024 * 1024, metrics: None },
             tls: TlsSettings {
                 client: tls_files(&self.client_tls.tls_cert, &self.client_tls.tls_key, &self.client_tls.tls_ca),
-                require_client_cert: self.client_tls.tls_client_auth,
+                client_certs: if self.client_tls.tls_client_auth {
+                    ClientCerts::Required
+                } else {
+                    ClientCerts::NotAsked
+                },
                 peer: self.peer_tls.files(),
                 reload_every: Duration::from_millis(self.tls_reload_ms),
             },

@@ -8,6 +8,7 @@
 //! | `ca.pem`, `ca-key.pem` | the CA (kept: a second run reuses it to issue more or new certificates) |
 //! | `<set>-<i>.pem`, `<set>-<i>-key.pem` | pod `i`: server and client certificate (serverAuth and clientAuth) |
 //! | `client.pem`, `client-key.pem` | a client certificate for the CLI and the backup job (clientAuth) |
+//! | `client-<name>.pem`, `client-<name>-key.pem` | with `--client <name>` ([`write_clients`]): a user's client certificate, Common Name `<name>` (a `cert:<name> ROLE` line of the tokens file gives it a role) |
 //!
 //! A pod's certificate names the pod every way it is dialed: `<set>-<i>`, then
 //! `<set>-<i>.<service>`, `.<namespace>`, `.svc` and `.svc.<cluster domain>` (the peer port;
@@ -277,6 +278,46 @@ impl SetCerts {
     }
 }
 
+/// The files of the client certificate of user `name` in the certificates directory.
+pub fn client_files(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    (dir.join(format!("client-{name}.pem")), dir.join(format!("client-{name}-key.pem")))
+}
+
+/// A user name for a client certificate: its Common Name, and part of its file names, so
+/// letters, digits, `.`, `_`, `@` and `-`, not starting with `.` or `-`.
+fn check_client_name(name: &str) -> Result<(), CertError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-');
+    if name.is_empty() || name.starts_with(['.', '-']) || !name.chars().all(allowed) {
+        return Err(CertError::Invalid(format!(
+            "--client {name:?}: a user name is letters, digits, '.', '_', '@' and '-' (not first)"
+        )));
+    }
+    Ok(())
+}
+
+/// Issues a client certificate for each of `names` (Common Name = the name, clientAuth only)
+/// into `dir` (created if missing), with the CA found there or a new one; existing ones are
+/// refused, replaced or kept as `existing` says. Pods' certificates are left alone.
+pub fn write_clients(dir: &Path, names: &[String], valid_days: u32, existing: Existing) -> Result<Written, CertError> {
+    if valid_days == 0 {
+        return Err(CertError::Invalid("--days must be at least 1".into()));
+    }
+    names.iter().try_for_each(|n| check_client_name(n))?;
+    std::fs::create_dir_all(dir).map_err(|source| CertError::Write { path: dir.to_path_buf(), source })?;
+    let leaves = names
+        .iter()
+        .map(|name| {
+            let (cert, key) = client_files(dir, name);
+            let mut leaf = LeafSpec::client(name);
+            leaf.valid_for = days(valid_days);
+            (cert, key, leaf)
+        })
+        .collect();
+    // A CA made here is named for the directory's purpose, not a set.
+    let spec = SetCerts { set: "petkv".into(), namespace: "clients".into(), ..Default::default() };
+    issue_leaves(dir, &spec, leaves, existing)
+}
+
 /// The files of pod `ordinal` in the certificates directory.
 pub fn pod_files(dir: &Path, set: &str, ordinal: u32) -> (PathBuf, PathBuf) {
     (dir.join(format!("{set}-{ordinal}.pem")), dir.join(format!("{set}-{ordinal}-key.pem")))
@@ -351,8 +392,19 @@ pub fn write_set(dir: &Path, spec: &SetCerts) -> Result<Written, CertError> {
     let mut client = LeafSpec::client(&format!("{}-client", spec.set));
     client.valid_for = days(spec.valid_days);
     leaves.push((dir.join(CLIENT_CERT), dir.join(CLIENT_KEY), client));
+    issue_leaves(dir, spec, leaves, spec.existing)
+}
+
+/// Issues `leaves` (certificate file, key file, what) with the CA in `dir`, or a new one made
+/// for `spec`; certificates already there are refused, replaced or kept as `existing` says.
+fn issue_leaves(
+    dir: &Path,
+    spec: &SetCerts,
+    mut leaves: Vec<(PathBuf, PathBuf, LeafSpec)>,
+    existing: Existing,
+) -> Result<Written, CertError> {
     let exists = |(cert, key, _): &(PathBuf, PathBuf, LeafSpec)| cert.exists() || key.exists();
-    match spec.existing {
+    match existing {
         Existing::Refuse => {
             if let Some(existing) = leaves.iter().flat_map(|(c, k, _)| [c, k]).find(|p| p.exists()) {
                 return Err(CertError::Exists(existing.clone()));
@@ -375,6 +427,8 @@ pub fn write_set(dir: &Path, spec: &SetCerts) -> Result<Written, CertError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
 
     #[test]
     fn pod_certificates_name_the_pod_every_way_it_is_dialed() {
@@ -419,6 +473,29 @@ mod tests {
         assert!(!again.new_ca);
         assert_eq!(std::fs::read(dir.path().join(CA_CERT)).unwrap(), ca_before, "the CA is kept");
         assert_ne!(std::fs::read(dir.path().join("petkv-0.pem")).unwrap(), pod_before, "a new certificate");
+    }
+
+    #[test]
+    fn user_client_certificates_are_issued_with_the_sets_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        write_set(dir.path(), &SetCerts { replicas: 1, ..Default::default() }).unwrap();
+        let pod_before = std::fs::read(dir.path().join("petkv-0.pem")).unwrap();
+        let names = vec!["alice".to_string(), "backup@ops".to_string()];
+        let written = write_clients(dir.path(), &names, 30, Existing::Refuse).unwrap();
+        assert!(!written.new_ca, "the set's CA is used");
+        let (cert, key) = client_files(dir.path(), "alice");
+        assert_eq!(written.files[..2], [cert.clone(), key]);
+        let der = CertificateDer::from_pem_file(&cert).unwrap();
+        assert_eq!(crate::auth::certificate::subject_name(&der).as_deref(), Some("alice"));
+        assert_eq!(std::fs::read(dir.path().join("petkv-0.pem")).unwrap(), pod_before, "pods untouched");
+
+        let err = write_clients(dir.path(), &names[..1], 30, Existing::Refuse).unwrap_err();
+        assert!(matches!(err, CertError::Exists(_)), "{err}");
+        assert!(write_clients(dir.path(), &names[..1], 30, Existing::Replace).is_ok());
+        for bad in ["", "../x", "-rf", "a b", ".hidden", "a/b"] {
+            let err = write_clients(dir.path(), &[bad.to_string()], 30, Existing::Refuse).unwrap_err();
+            assert!(matches!(err, CertError::Invalid(_)), "{bad:?}: {err}");
+        }
     }
 
     #[test]

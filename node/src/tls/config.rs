@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rustls::{ClientConfig, ServerConfig};
 
 use super::verify::{ClientCertCheck, CurrentServerVerifier};
-use super::{PeerNameRule, Reloading, TlsError, TlsFiles};
+use super::{ClientCerts, PeerNameRule, Reloading, TlsError, TlsFiles};
 
 const ALPN_H2: &[u8] = b"h2";
 
@@ -33,17 +33,21 @@ impl ServerTls {
         Ok(Self { config: Arc::new(config) })
     }
 
-    /// The client port: TLS with the node's certificate; with `require_client_cert`, only
-    /// clients presenting a certificate that chains to the CA bundle get through.
-    pub fn client_port(material: Arc<Reloading>, require_client_cert: bool) -> Result<Self, TlsError> {
-        let check = require_client_cert.then(|| ClientCertCheck::new(material.clone(), None));
+    /// The client port: TLS with the node's certificate; client certificates, when asked for,
+    /// must chain to the CA bundle ([`ClientCerts`]).
+    pub fn client_port(material: Arc<Reloading>, client_certs: ClientCerts) -> Result<Self, TlsError> {
+        let check = match client_certs {
+            ClientCerts::NotAsked => None,
+            ClientCerts::Optional => Some(ClientCertCheck::new(material.clone(), None, false)),
+            ClientCerts::Required => Some(ClientCertCheck::new(material.clone(), None, true)),
+        };
         Self::build(material, check, "TLS on the client port")
     }
 
     /// The peer port: mutual TLS; a client must present a certificate that chains to the
     /// cluster CA and names a pod of the set.
     pub fn peer_port(material: Arc<Reloading>, names: PeerNameRule) -> Result<Self, TlsError> {
-        let check = ClientCertCheck::new(material.clone(), Some(names));
+        let check = ClientCertCheck::new(material.clone(), Some(names), true);
         Self::build(material, Some(check), "TLS on the peer port")
     }
 

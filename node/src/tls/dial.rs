@@ -18,6 +18,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+use tonic::codegen::http;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::ClientTls;
@@ -49,14 +50,21 @@ pub fn lazy_channel(
     tune: impl FnOnce(Endpoint) -> Endpoint,
 ) -> Result<Channel, BadAddress> {
     let bad = |detail: String| BadAddress { addr: addr.to_string(), detail };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let endpoint = tune(Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| bad(e.to_string()))?);
+    let endpoint = tune(Endpoint::from_shared(format!("http://{addr}")).map_err(|e| bad(e.to_string()))?);
     Ok(match tls {
         None => endpoint.connect_lazy(),
         Some(tls) => {
             let server_name =
                 ServerName::try_from(host_of(addr).to_string()).map_err(|e| bad(format!("not a host name: {e}")))?;
-            endpoint.connect_with_connector_lazy(TlsConnect { tls: tls.clone(), addr: addr.to_string(), server_name })
+            // The endpoint's own URI stays `http://`: tonic (built with a TLS backend for
+            // `TlsConnectInfo`) would otherwise put its own TLS on top of this connector, or
+            // refuse an `https` URI it has no TLS settings for. Requests still say `https`.
+            let origin = format!("https://{addr}").parse().map_err(|e: http::uri::InvalidUri| bad(e.to_string()))?;
+            endpoint.origin(origin).connect_with_connector_lazy(TlsConnect {
+                tls: tls.clone(),
+                addr: addr.to_string(),
+                server_name,
+            })
         }
     })
 }

@@ -42,15 +42,27 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     PROVIDER.clone()
 }
 
+/// Whether the client port asks clients for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientCerts {
+    /// Not asked for (TLS without client authentication).
+    #[default]
+    NotAsked,
+    /// Asked for: a client may present one (it must then chain to the CA bundle, or the
+    /// handshake fails) or none (it authenticates with a bearer token instead).
+    Optional,
+    /// Only clients presenting a certificate that chains to the CA bundle get through.
+    Required,
+}
+
 /// TLS of a node's two gRPC ports, as configured (none: plaintext).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
     /// The client port: the node's certificate, and the CA bundle it trusts when it forwards a
-    /// request to another node's client port (client certificates must chain to it when
-    /// `require_client_cert`).
+    /// request to another node's client port (client certificates must chain to it).
     pub client: Option<TlsFiles>,
-    /// Only clients with a certificate that chains to the client CA bundle get through.
-    pub require_client_cert: bool,
+    /// Whether the client port asks for client certificates.
+    pub client_certs: ClientCerts,
     /// The peer port (mutual TLS) and every connection to another node's peer port.
     pub peer: Option<TlsFiles>,
     /// How often the files are checked for changes.
@@ -59,7 +71,12 @@ pub struct TlsSettings {
 
 impl Default for TlsSettings {
     fn default() -> Self {
-        Self { client: None, require_client_cert: false, peer: None, reload_every: reload::DEFAULT_RELOAD_EVERY }
+        Self {
+            client: None,
+            client_certs: ClientCerts::NotAsked,
+            peer: None,
+            reload_every: reload::DEFAULT_RELOAD_EVERY,
+        }
     }
 }
 

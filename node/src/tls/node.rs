@@ -32,7 +32,7 @@ impl NodeTls {
         if let Some(files) = &settings.client {
             let material = Reloading::load("client port", files.clone())?;
             material.watch(settings.reload_every);
-            tls.client_port = Some(ServerTls::client_port(material.clone(), settings.require_client_cert)?);
+            tls.client_port = Some(ServerTls::client_port(material.clone(), settings.client_certs)?);
             tls.dial.client = Some(ClientTls::new(material)?);
         }
         if let Some(files) = &settings.peer {

@@ -1,23 +1,16 @@
 //! [`Reloading`]: one port's TLS material, read again when its files change, so a rotated
 //! certificate (cert-manager renewing a Secret) is used without a restart.
 //!
-//! How changes are noticed: every `every` (default 2 s) the files are read and their bytes
-//! compared with what was last loaded. A periodic content check rather than file-system
-//! notifications (inotify, the `notify` crate): a Kubernetes Secret volume is updated by
-//! swapping a `..data` symlink in the mount's directory, which a watch on the files themselves
-//! does not see, and a content check also notices a file rewritten in place within the same
-//! second (same mtime). The files are a few KiB; reading them every couple of seconds costs
-//! nothing measurable.
-//!
-//! A change that does not load (a half-written file, a certificate whose key has not been
-//! written yet, bad PEM) keeps the old material and is logged as an error once per distinct
-//! content; the next change is tried again. New handshakes use the new material; established
-//! connections keep the one they were made with.
+//! The files ([`TlsFiles`]) are a [`crate::reload::Source`]: the generic [`Reloaded`] notices
+//! changes (a 2 s content check; see [`crate::reload`] for why not inotify) and swaps the
+//! material in. A change that does not load (a half-written file, a certificate whose key has
+//! not been written yet, bad PEM) keeps the old material and is logged as an error once per
+//! distinct content. New handshakes use the new material; established connections keep the
+//! one they were made with. Here: the source, and the rustls resolvers on the current
+//! material.
 
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use rustls::client::ResolvesClientCert;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -25,103 +18,48 @@ use rustls::SignatureScheme;
 
 use super::material::{Contents, Material, TlsFiles};
 use super::TlsError;
-
-/// Default time between two checks of the files.
-pub const DEFAULT_RELOAD_EVERY: Duration = Duration::from_secs(2);
+pub use crate::reload::DEFAULT_RELOAD_EVERY;
+use crate::reload::{Reloaded, Source};
 
 /// The current TLS material of one port, and the files it comes from.
-pub struct Reloading {
-    /// What the material is for, in log lines ("client port", "peer port").
-    what: &'static str,
-    files: TlsFiles,
-    current: ArcSwap<Material>,
-    /// The bytes last tried (loaded or refused), so a refused content is reported once.
-    last_seen: Mutex<Contents>,
-}
+pub type Reloading = Reloaded<TlsFiles>;
 
-impl std::fmt::Debug for Reloading {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reloading").field("what", &self.what).field("files", &self.files).finish_non_exhaustive()
+impl Source for TlsFiles {
+    type Contents = Contents;
+    type Value = Material;
+    type Error = TlsError;
+    const KIND: &'static str = "TLS files";
+    const TAKES_EFFECT: &'static str = "new certificates in use for new connections";
+
+    fn read(&self) -> Result<Contents, TlsError> {
+        Contents::read(self)
+    }
+
+    fn build(&self, contents: &Contents) -> Result<Material, TlsError> {
+        Material::from_contents(self, contents)
     }
 }
 
-impl Reloading {
-    /// Reads the files; fails if they do not load (a node does not start with broken TLS).
-    pub fn load(what: &'static str, files: TlsFiles) -> Result<Arc<Self>, TlsError> {
-        let contents = Contents::read(&files)?;
-        let material = Material::from_contents(&files, &contents)?;
-        Ok(Arc::new(Self { what, files, current: ArcSwap::from_pointee(material), last_seen: Mutex::new(contents) }))
-    }
-
-    /// Checks the files every `every` from now on, for as long as this material is in use
-    /// (the task ends when the last `Arc` is dropped). Needs a Tokio runtime.
-    pub fn watch(self: &Arc<Self>, every: Duration) {
-        let weak: Weak<Self> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(this) = weak.upgrade() else { return };
-                this.check();
-            }
-        });
-    }
-
-    /// The material in use now.
-    pub fn current(&self) -> Arc<Material> {
-        self.current.load_full()
-    }
-
+impl Reloaded<TlsFiles> {
     /// The files this material is read from.
     pub fn files(&self) -> &TlsFiles {
-        &self.files
-    }
-
-    /// Reads the files once and swaps in their material if they changed and load. Returns
-    /// whether new material is in use.
-    pub fn check(&self) -> bool {
-        let contents = match Contents::read(&self.files) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(tls = self.what, error = %e, "cannot read the TLS files; keeping the loaded certificate");
-                return false;
-            }
-        };
-        let mut last = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
-        if *last == contents {
-            return false;
-        }
-        let loaded = Material::from_contents(&self.files, &contents);
-        *last = contents;
-        match loaded {
-            Ok(material) => {
-                self.current.store(Arc::new(material));
-                tracing::info!(tls = self.what, files = ?self.files.paths(), "TLS files changed: new certificates in use for new connections");
-                true
-            }
-            Err(e) => {
-                tracing::error!(tls = self.what, error = %e, "TLS files changed but do not load; keeping the loaded certificate");
-                false
-            }
-        }
+        self.source()
     }
 }
 
 impl ResolvesServerCert for Reloading {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.load().identity.clone()
+        self.peek().identity.clone()
     }
 }
 
 impl ResolvesClientCert for Reloading {
     fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        self.current.load().identity.clone()
+        self.peek().identity.clone()
     }
 
     fn has_certs(&self) -> bool {
-        self.files.identity.is_some()
+        self.files().identity.is_some()
     }
 }
 

@@ -67,29 +67,36 @@ impl ServerCertVerifier for CurrentServerVerifier {
     signature_checks!();
 }
 
-/// Requires a client certificate that chains to the current CA bundle and, with a
-/// [`PeerNameRule`], names a pod of the set.
+/// Checks a client certificate: it must chain to the current CA bundle and, with a
+/// [`PeerNameRule`], name a pod of the set. `mandatory`: a client without one is refused (else
+/// it gets through without a certificate, and whatever it presents is still verified).
 #[derive(Debug)]
 pub struct ClientCertCheck {
     material: Arc<Reloading>,
     names: Option<PeerNameRule>,
+    mandatory: bool,
+}
+
+/// Whether a certificate (already verified to chain to the CA) names a pod of the set by
+/// `rule`: one of its own (non-wildcard) DNS names names a pod, confirmed with webpki's name
+/// check, as webpki asks for.
+pub fn names_a_pod(rule: &PeerNameRule, end_entity: &CertificateDer<'_>) -> Result<bool, webpki::Error> {
+    let cert = webpki::EndEntityCert::try_from(end_entity)?;
+    Ok(cert
+        .valid_dns_names()
+        .filter(|n| rule.pod_of(n).is_some())
+        .any(|n| ServerName::try_from(n).is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok())))
 }
 
 impl ClientCertCheck {
-    pub fn new(material: Arc<Reloading>, names: Option<PeerNameRule>) -> Self {
-        Self { material, names }
+    pub fn new(material: Arc<Reloading>, names: Option<PeerNameRule>, mandatory: bool) -> Self {
+        Self { material, names, mandatory }
     }
 
     /// The peer name rule applied to a certificate that already chains to the CA.
     fn check_name(&self, rule: &PeerNameRule, end_entity: &CertificateDer<'_>) -> Result<(), Error> {
-        let cert = webpki::EndEntityCert::try_from(end_entity)
+        let names_a_pod = names_a_pod(rule, end_entity)
             .map_err(|e| Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e)))))?;
-        // The candidates are the certificate's own (non-wildcard) names that name a pod; each
-        // is confirmed with webpki's name check, as webpki asks for.
-        let names_a_pod = cert
-            .valid_dns_names()
-            .filter(|n| rule.pod_of(n).is_some())
-            .any(|n| ServerName::try_from(n).is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok()));
         if names_a_pod {
             return Ok(());
         }
@@ -112,7 +119,7 @@ impl ClientCertVerifier for ClientCertCheck {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
