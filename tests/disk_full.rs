@@ -110,8 +110,7 @@ async fn metrics_of(cluster: &Cluster, ordinal: u32) -> anyhow::Result<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_low_on_space_refuses_writes_keeps_every_read_and_recovers_when_space_returns() -> anyhow::Result<()>
-{
+async fn a_leader_low_on_space_refuses_writes_keeps_every_read_and_recovers_when_space_returns() -> anyhow::Result<()> {
     if not_available() {
         return Ok(());
     }

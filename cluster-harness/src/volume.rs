@@ -67,11 +67,8 @@ pub fn available() -> bool {
 /// more (ENOSPC). Returns the filler's path. Calling it again adds to the same file.
 pub fn fill(dir: &Path, leave_free: u64) -> anyhow::Result<PathBuf> {
     let path = dir.join(FILLER);
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("open {}", path.display()))?;
+    let mut file =
+        OpenOptions::new().create(true).append(true).open(&path).with_context(|| format!("open {}", path.display()))?;
     let zeros = vec![0u8; CHUNK];
     loop {
         let free = petkv::space::probe::measure(dir)?.free;
@@ -81,9 +78,7 @@ pub fn fill(dir: &Path, leave_free: u64) -> anyhow::Result<PathBuf> {
         let want = usize::try_from(free.saturating_sub(leave_free)).unwrap_or(CHUNK).clamp(1, CHUNK);
         match file.write_all(&zeros[..want]) {
             Ok(()) => {}
-            Err(e) if leave_free == 0 && e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) => {
-                return Ok(path)
-            }
+            Err(e) if leave_free == 0 && e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) => return Ok(path),
             Err(e) => return Err(e).with_context(|| format!("write {}", path.display())),
         }
     }

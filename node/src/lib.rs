@@ -11,7 +11,8 @@
 //!   settings, and re-exports; only `store` names openraft besides it (storage traits).
 //! - [`volume`]: the start-up check that the identity record and the store agree.
 //! - [`node`]: the running node's shared context.
-//! - [`raft_stop`]: Raft stopping on a storage error (a full volume): the node exits non-zero.
+//! - [`storage_failure`]: storage that fails while the node runs (a full volume): the node
+//!   exits non-zero, unsealed, to restart and recover from its volume.
 //! - [`marker`]: the "set was bootstrapped" marker (none, a file, or a ConfigMap).
 //! - `k8s` (feature `kube`): the Kubernetes API: the StatefulSet's `spec.replicas` feeds the
 //!   declared replica count; the ConfigMap bootstrap marker.
@@ -49,12 +50,12 @@ pub mod metrics;
 pub mod node;
 pub mod pb;
 pub mod raft;
-pub mod raft_stop;
 pub mod restore;
 pub mod server;
 pub mod shutdown;
 pub mod space;
 pub mod startup;
+pub mod storage_failure;
 pub mod store;
 pub mod tls;
 pub mod validation;

@@ -12,8 +12,9 @@
 //!    `--kube-statefulset`, follow the StatefulSet's `spec.replicas`: [`crate::k8s`]).
 //!    Measure the volume and, on the leader, the members' ([`crate::space`]) all along.
 //! 6. Shut down gracefully ([`crate::shutdown`]), bounded by the grace period. If Raft stops
-//!    on its own instead (a storage error such as a full volume: [`crate::raft_stop`]), exit
-//!    non-zero at once, unsealed, so the pod is restarted and recovers from its volume.
+//!    on its own instead, or the state machine cannot be written (a full volume:
+//!    [`crate::storage_failure`]), exit non-zero at once, unsealed, so the pod is restarted
+//!    and recovers from its volume.
 //! 7. After a clean stop, once the runtime is gone and the store closed, seal the store
 //!    ([`crate::store::seal`]) so the next start can tell damage from a crash.
 
@@ -41,7 +42,7 @@ use crate::pb::v1::kv_server::KvServer;
 use crate::raft::network::PeerChannels;
 use crate::raft::service::PeerService;
 use crate::tls::{NodeTls, PeerNameRule};
-use crate::{boot, membership, raft_stop, shutdown, store, volume};
+use crate::{boot, membership, shutdown, storage_failure, store, volume};
 
 /// gRPC health service name that reports start-up (resumed, joined or bootstrapped; Raft runs).
 pub const STARTUP_SERVICE: &str = "startup";
@@ -195,9 +196,10 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         }
         tokio::select! {
             sig = signal => tracing::info!(signal = sig?, grace = ?grace, "shutting down"),
-            failure = raft_stop::stopped(&node) => {
-                // No graceful steps: Raft is gone, and the store is not sealed (the failed write
-                // may have left a record cut short, which the next start's crash recovery drops).
+            failure = storage_failure::wait(&node) => {
+                // No graceful steps: the store cannot be written, and it is not sealed (the failed
+                // write may have left a record cut short, which the next start's crash recovery
+                // drops).
                 node.set_stopping();
                 tracing::error!(volume_full = failure.volume_full(), "{failure}");
                 return Err(failure.into());
