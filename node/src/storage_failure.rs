@@ -94,11 +94,12 @@ async fn raft_failure(node: &Node) -> StorageFailure {
 
 async fn state_machine_failure(node: &Node) -> StorageFailure {
     let mut failures = node.sm.write_failures();
-    let detail = match failures.wait_for(Option::is_some).await {
-        Ok(failed) => failed.clone().unwrap_or_default(),
-        Err(_) => return std::future::pending().await,
-    };
-    StorageFailure { part: FailedPart::StateMachine, detail }
+    // The borrow `wait_for` returns is dropped at once: it must not live across an await.
+    let failed = failures.wait_for(Option::is_some).await.map(|failed| failed.clone());
+    match failed {
+        Ok(detail) => StorageFailure { part: FailedPart::StateMachine, detail: detail.unwrap_or_default() },
+        Err(_) => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]
