@@ -35,14 +35,31 @@ fn not_available() -> bool {
     missing
 }
 
-/// A set of three on volumes of [`VOLUME`] bytes, with `--min-free-bytes reserve`.
-async fn cluster_with_reserve(reserve: u64) -> anyhow::Result<Cluster> {
-    healthy(ClusterSpec {
+/// A healthy set of three with its first keys written.
+struct Set {
+    cluster: Cluster,
+    client: Client,
+    acked: Acked,
+    leader: u32,
+}
+
+/// A set of three on volumes of [`VOLUME`] bytes, with `--min-free-bytes reserve`, and ten
+/// keys written; `None` where size-limited volumes cannot be mounted.
+async fn set_with_keys(reserve: u64) -> anyhow::Result<Option<Set>> {
+    if not_available() {
+        return Ok(None);
+    }
+    let cluster = healthy(ClusterSpec {
         volume_bytes: Some(VOLUME),
         extra_args: vec!["--min-free-bytes".into(), reserve.to_string()],
         ..Default::default()
     })
-    .await
+    .await?;
+    let client = cluster.client()?;
+    let mut acked = Acked::new();
+    put_keys(&client, "before", 10, &mut acked).await?;
+    let leader = cluster.wait_leader(SETTLE).await?;
+    Ok(Some(Set { cluster, client, acked, leader }))
 }
 
 /// Writes `count` keys `<prefix>-<i>` and adds them to `acked`.
@@ -111,14 +128,7 @@ async fn metrics_of(cluster: &Cluster, ordinal: u32) -> anyhow::Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_low_on_space_refuses_writes_keeps_every_read_and_recovers_when_space_returns() -> anyhow::Result<()> {
-    if not_available() {
-        return Ok(());
-    }
-    let mut cluster = cluster_with_reserve(RESERVE).await?;
-    let client = cluster.client()?;
-    let mut acked = Acked::new();
-    put_keys(&client, "before", 20, &mut acked).await?;
-    let leader = cluster.wait_leader(SETTLE).await?;
+    let Some(Set { mut cluster, client, mut acked, leader }) = set_with_keys(RESERVE).await? else { return Ok(()) };
 
     cluster.fill_volume(leader, RESERVE / 2)?;
     let refusal = put_until_refused(&client, &mut acked).await?;
@@ -152,14 +162,7 @@ async fn a_leader_low_on_space_refuses_writes_keeps_every_read_and_recovers_when
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_low_on_space_makes_the_leader_refuse_writes_until_it_has_room() -> anyhow::Result<()> {
-    if not_available() {
-        return Ok(());
-    }
-    let mut cluster = cluster_with_reserve(RESERVE).await?;
-    let client = cluster.client()?;
-    let mut acked = Acked::new();
-    put_keys(&client, "before", 10, &mut acked).await?;
-    let leader = cluster.wait_leader(SETTLE).await?;
+    let Some(Set { mut cluster, client, mut acked, leader }) = set_with_keys(RESERVE).await? else { return Ok(()) };
     let follower = (leader + 1) % 3;
 
     cluster.fill_volume(follower, RESERVE / 2)?;
@@ -185,15 +188,8 @@ async fn a_follower_low_on_space_makes_the_leader_refuse_writes_until_it_has_roo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_volume_that_fills_up_anyway_stops_its_pod_which_recovers_once_space_returns() -> anyhow::Result<()> {
-    if not_available() {
-        return Ok(());
-    }
     // Guard off: the follower's log appends run into ENOSPC.
-    let mut cluster = cluster_with_reserve(0).await?;
-    let client = cluster.client()?;
-    let mut acked = Acked::new();
-    put_keys(&client, "before", 10, &mut acked).await?;
-    let leader = cluster.wait_leader(SETTLE).await?;
+    let Some(Set { mut cluster, client, mut acked, leader }) = set_with_keys(0).await? else { return Ok(()) };
     let follower = (leader + 1) % 3;
     cluster.fill_volume(follower, 0)?;
 
