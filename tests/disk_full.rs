@@ -1,5 +1,6 @@
 //! Disk full: pods on size-limited volumes (a tmpfs each, [`petkv_harness::volume`]; needs
-//! root, as CI has; elsewhere each test says why it cannot run and returns).
+//! root, as CI has; elsewhere each test says why it cannot run and returns), in pod mode where
+//! it is available.
 //!
 //! - The free-space guard: a leader whose volume drops below the reserve refuses writes with
 //!   RESOURCE_EXHAUSTED, every acknowledged key stays readable (linearizable and stale, on
@@ -16,7 +17,7 @@ use std::time::Instant;
 use petkv::client::{Client, ClientError};
 use petkv::pb::v1::Consistency;
 use petkv_e2e::{healthy, http_get, sample, wait_value_on, SETTLE};
-use petkv_harness::{volume, wait, Cluster, ClusterSpec};
+use petkv_harness::{volume, wait, Cluster, ClusterSpec, Mode};
 use tonic::Code;
 
 const MIB: u64 = 1024 * 1024;
@@ -50,6 +51,9 @@ async fn set_with_keys(reserve: u64) -> anyhow::Result<Option<Set>> {
         return Ok(None);
     }
     let cluster = healthy(ClusterSpec {
+        // Pod mode where it runs (root and iproute2): the nodes see their volumes from their
+        // own mount namespaces, as on Kubernetes.
+        mode: Mode::Auto,
         volume_bytes: Some(VOLUME),
         extra_args: vec!["--min-free-bytes".into(), reserve.to_string()],
         ..Default::default()
