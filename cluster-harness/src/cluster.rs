@@ -15,6 +15,7 @@ use crate::auth::ClusterAuth;
 use crate::binary::petkv_binary;
 use crate::pod::{Pod, PodSpec};
 use crate::tls::ClusterTls;
+use crate::volume::SizedVolume;
 use crate::wait;
 
 /// Client port of every pod (each pod has its own address).
@@ -59,6 +60,10 @@ pub struct ClusterSpec {
     /// Authentication on every pod's client port ([`crate::auth`]); the harness's own
     /// connections use the admin token.
     pub auth: bool,
+    /// Size-limited volumes: each pod's volume is a tmpfs of this many bytes
+    /// ([`crate::volume`]; needs root), mounted when the pod is added and gone with the
+    /// cluster. `None`: plain directories in the state dir.
+    pub volume_bytes: Option<u64>,
 }
 
 impl Default for ClusterSpec {
@@ -72,6 +77,7 @@ impl Default for ClusterSpec {
             delete_volumes_when_scaled: false,
             tls: false,
             auth: false,
+            volume_bytes: None,
         }
     }
 }
@@ -124,7 +130,17 @@ pub struct Cluster {
     tls: Option<ClusterTls>,
     /// The set's tokens, with `spec.auth`.
     auth: Option<ClusterAuth>,
+    /// The pods' size-limited volumes, with `spec.volume_bytes`.
+    volumes: BTreeMap<u32, SizedVolume>,
     _slot: Slot,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Pods first (killed), then their volumes (unmounted), then the state dir can go.
+        self.pods.clear();
+        self.volumes.clear();
+    }
 }
 
 impl Cluster {
@@ -163,6 +179,7 @@ impl Cluster {
             network,
             tls: None,
             auth: None,
+            volumes: BTreeMap::new(),
             _slot: slot,
         };
         if cluster.spec.auth {
@@ -313,6 +330,7 @@ impl Cluster {
         if let Some(net) = &mut self.network {
             net.add_pod(ordinal)?;
         }
+        self.mount_volume(ordinal)?;
         let mut env = match &self.tls {
             Some(tls) => {
                 tls.add_pod(ordinal, self.tls_names(ordinal))?;
@@ -339,6 +357,25 @@ impl Cluster {
         };
         self.pods.insert(ordinal, Pod::new(spec));
         Ok(())
+    }
+
+    /// With `spec.volume_bytes`: mounts the pod's size-limited volume, unless it is mounted.
+    fn mount_volume(&mut self, ordinal: u32) -> anyhow::Result<()> {
+        if let (Some(bytes), false) = (self.spec.volume_bytes, self.volumes.contains_key(&ordinal)) {
+            self.volumes.insert(ordinal, SizedVolume::mount(&self.volume(ordinal), bytes)?);
+        }
+        Ok(())
+    }
+
+    /// Fills a pod's volume until at most `leave_free` bytes are free (0: until it is full),
+    /// with a filler file ([`crate::volume::fill`]).
+    pub fn fill_volume(&self, ordinal: u32, leave_free: u64) -> anyhow::Result<PathBuf> {
+        crate::volume::fill(&self.volume(ordinal), leave_free)
+    }
+
+    /// Removes the filler file from a pod's volume: the space is back.
+    pub fn unfill_volume(&self, ordinal: u32) -> anyhow::Result<()> {
+        crate::volume::unfill(&self.volume(ordinal))
     }
 
     /// The pod with this ordinal.
@@ -387,9 +424,15 @@ impl Cluster {
     pub fn wipe_volume(&mut self, ordinal: u32) -> anyhow::Result<()> {
         let running = self.pod_mut(ordinal)?.is_running();
         anyhow::ensure!(!running, "stop pod {ordinal} before wiping its volume");
+        // A size-limited volume is unmounted (its contents go with it) and a new one mounted,
+        // as a new PVC of the same size would be.
+        let sized = self.volumes.remove(&ordinal).is_some();
         let dir = self.volume(ordinal);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+        }
+        if sized {
+            self.mount_volume(ordinal)?;
         }
         Ok(())
     }
@@ -486,6 +529,7 @@ impl Cluster {
             self.terminate(ordinal).await?;
             self.pods.remove(&ordinal);
             if self.spec.delete_volumes_when_scaled {
+                self.volumes.remove(&ordinal);
                 let dir = self.volume(ordinal);
                 std::fs::remove_dir_all(&dir).with_context(|| format!("delete {}", dir.display()))?;
             }

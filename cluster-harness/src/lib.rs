@@ -7,6 +7,7 @@
 //!   (named like its PVC, `data-<set>-<ordinal>`), its own loopback address and a log file.
 //! - [`cluster`]: the set: starts pods, kills them with a signal, restarts them with the same
 //!   volume, wipes volumes, and waits for conditions with deadlines.
+//! - [`volume`]: size-limited pod volumes (a tmpfs each) and filling them up.
 //! - [`tls`]: the set's certificates when it runs with TLS (`up --tls`).
 //! - [`auth`]: the set's tokens file when it runs with authentication (`up --auth`).
 //! - [`control`]: the state-dir files through which a second terminal steers a running `up`.
@@ -39,6 +40,7 @@ pub mod netns;
 pub mod pod;
 pub mod timeline;
 pub mod tls;
+pub mod volume;
 pub mod wait;
 pub mod workload;
 

@@ -8,6 +8,7 @@ use crate::discovery::PeerDirectory;
 use crate::identity::PodName;
 use crate::marker::BootstrapMarker;
 use crate::raft::settings::RaftSettings;
+use crate::space::Reserve;
 use crate::store::StoreOptions;
 use crate::tls::TlsSettings;
 use crate::validation::Limits;
@@ -46,6 +47,8 @@ pub struct NodeConfig {
     #[cfg(feature = "kube")]
     pub kube: Option<crate::k8s::KubeContext>,
     pub store: StoreOptions,
+    /// Free space the volume keeps: below it the node refuses writes ([`crate::space`]).
+    pub min_free: Reserve,
     /// TLS on the client and peer ports (default: plaintext).
     pub tls: TlsSettings,
     /// The tokens file that turns authentication on for the client port ([`crate::auth`]);

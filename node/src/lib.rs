@@ -11,11 +11,14 @@
 //!   settings, and re-exports; only `store` names openraft besides it (storage traits).
 //! - [`volume`]: the start-up check that the identity record and the store agree.
 //! - [`node`]: the running node's shared context.
+//! - [`storage_failure`]: storage that fails while the node runs (a full volume): the node
+//!   exits non-zero, unsealed, to restart and recover from its volume.
 //! - [`marker`]: the "set was bootstrapped" marker (none, a file, or a ConfigMap).
 //! - `k8s` (feature `kube`): the Kubernetes API: the StatefulSet's `spec.replicas` feeds the
 //!   declared replica count; the ConfigMap bootstrap marker.
 //! - [`boot`]: carrying out the start-up decision against real peers (probe, join, bootstrap).
 //! - [`membership`]: the leader's membership reconciler (promote, replace, remove).
+//! - [`space`]: the free-space guard: writes refused while a volume is below its reserve.
 //! - [`metrics`]: the Prometheus registry and metric families, the gRPC metrics layer.
 //! - [`http`]: the HTTP port: `/metrics`, `/healthz`, `/readyz`.
 //! - [`api`]: the public gRPC services (KV, Cluster) and forwarding to the leader.
@@ -53,7 +56,9 @@ pub mod reload;
 pub mod restore;
 pub mod server;
 pub mod shutdown;
+pub mod space;
 pub mod startup;
+pub mod storage_failure;
 pub mod store;
 pub mod tls;
 pub mod validation;

@@ -82,6 +82,20 @@ struct SnapshotLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpaceRefusalLabels {
+    reason: &'static str,
+}
+
+/// Why the free-space guard refused a write ([`crate::space`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpaceRefusal {
+    /// This node's volume is below its reserve.
+    OwnVolume,
+    /// (On the leader) another member's volume is below its reserve.
+    MemberVolume,
+}
+
 /// Which flush an fsync latency belongs to (sled flushes the whole database either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncSite {
@@ -97,6 +111,15 @@ pub enum FsyncSite {
 pub enum SnapshotKind {
     Built,
     Installed,
+}
+
+impl SpaceRefusal {
+    fn label(self) -> &'static str {
+        match self {
+            SpaceRefusal::OwnVolume => "own_volume",
+            SpaceRefusal::MemberVolume => "member_volume",
+        }
+    }
 }
 
 impl SnapshotKind {
@@ -142,6 +165,10 @@ pub struct Metrics {
     snapshot_entries: Family<SnapshotLabels, Gauge>,
     snapshots: Family<SnapshotLabels, Counter>,
     forwarded: Counter,
+    volume_free: Gauge,
+    volume_reserve: Gauge,
+    volume_low: Gauge,
+    space_refusals: Family<SpaceRefusalLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -178,6 +205,10 @@ impl Metrics {
             snapshot_entries: Family::default(),
             snapshots: Family::default(),
             forwarded: Counter::default(),
+            volume_free: Gauge::default(),
+            volume_reserve: Gauge::default(),
+            volume_low: Gauge::default(),
+            space_refusals: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -221,8 +252,33 @@ impl Metrics {
             m.auth_refusals.clone(),
         );
         r.register("forwarded_requests", "Requests forwarded to the leader", m.forwarded.clone());
+        r.register_with_unit(
+            "volume_free",
+            "Free space of the node's volume (its data dir's filesystem), as last measured",
+            Unit::Bytes,
+            m.volume_free.clone(),
+        );
+        r.register_with_unit(
+            "volume_reserve",
+            "Free space below which the node refuses writes (--min-free-bytes)",
+            Unit::Bytes,
+            m.volume_reserve.clone(),
+        );
+        r.register(
+            "volume_low",
+            "1 while the node's volume is below its reserve (writes refused)",
+            m.volume_low.clone(),
+        );
+        r.register(
+            "space_refused_writes",
+            "Writes refused with RESOURCE_EXHAUSTED for lack of space (reason: own_volume, member_volume)",
+            m.space_refusals.clone(),
+        );
         for role in ["voter", "learner"] {
             m.raft_members.get_or_create(&RoleLabels { role }).set(0);
+        }
+        for reason in [SpaceRefusal::OwnVolume, SpaceRefusal::MemberVolume] {
+            let _ = m.space_refusals.get_or_create(&SpaceRefusalLabels { reason: reason.label() });
         }
         for kind in [SnapshotKind::Built, SnapshotKind::Installed] {
             let _ = m.snapshots.get_or_create(&kind.label());
@@ -261,6 +317,18 @@ impl Metrics {
             AuthRefusal::PermissionDenied => "permission_denied",
         };
         self.auth_refusals.get_or_create(&RefusalLabels { reason, method }).inc();
+    }
+
+    /// Records a measurement of the volume: free bytes, the reserve, and whether it is low.
+    pub fn record_volume(&self, free: u64, reserve: u64, low: bool) {
+        self.volume_free.set(saturating_i64(free));
+        self.volume_reserve.set(saturating_i64(reserve));
+        self.volume_low.set(i64::from(low));
+    }
+
+    /// Counts a write refused for lack of space.
+    pub fn record_space_refusal(&self, reason: SpaceRefusal) {
+        self.space_refusals.get_or_create(&SpaceRefusalLabels { reason: reason.label() }).inc();
     }
 
     /// Counts a request forwarded to the leader.

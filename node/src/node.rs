@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::pb::v1::NodeStatus;
 use crate::raft::network::PeerChannels;
 use crate::raft::{NodeId, PeerNode, Raft, RaftMetrics};
+use crate::space::SpaceGuard;
 use crate::store::{LogStore, StateMachine};
 
 /// A node of the set.
@@ -25,6 +26,8 @@ pub struct Node {
     pub channels: PeerChannels,
     /// The node's Prometheus metrics (shared with the storage and the client port's layer).
     pub prometheus: Arc<Metrics>,
+    /// The free-space guard of the volume: may this node take a write now?
+    pub space: SpaceGuard,
     identity: OnceLock<IdentityRecord>,
     raft: OnceLock<Raft>,
     /// The last log id this node held when Raft started (see [`Node::read_barrier`]).
@@ -46,7 +49,9 @@ impl Node {
         prometheus: Arc<Metrics>,
         channels: PeerChannels,
     ) -> Self {
+        let space = SpaceGuard::new(config.pod.to_string(), config.min_free, prometheus.clone());
         Self {
+            space,
             config,
             sm,
             log,
@@ -213,6 +218,9 @@ impl Node {
             peer_addr: self.config.peer_advertise.clone(),
             key_count: self.sm.key_count().unwrap_or(0),
             declared_replicas: self.sm.declared_replicas().ok().flatten().unwrap_or(0),
+            volume_free_bytes: self.space.free_bytes(),
+            volume_reserve_bytes: self.space.reserve_bytes(),
+            writes_refused: self.space.refusal().map(|(_, why)| why).unwrap_or_default(),
             ..Default::default()
         };
         if let Some(m) = self.metrics() {

@@ -11,7 +11,11 @@
 //!    service turns SERVING once it succeeded.
 //! 5. Run the membership reconciler and the readiness reporter until SIGTERM/SIGINT (and, with
 //!    `--kube-statefulset`, follow the StatefulSet's `spec.replicas`: [`crate::k8s`]).
-//! 6. Shut down gracefully ([`crate::shutdown`]), bounded by the grace period.
+//!    Measure the volume and, on the leader, the members' ([`crate::space`]) all along.
+//! 6. Shut down gracefully ([`crate::shutdown`]), bounded by the grace period. If Raft stops
+//!    on its own instead, or the state machine cannot be written (a full volume:
+//!    [`crate::storage_failure`]), exit non-zero at once, unsealed, so the pod is restarted
+//!    and recovers from its volume.
 //! 7. After a clean stop, once the runtime is gone and the store closed, seal the store
 //!    ([`crate::store::seal`]) so the next start can tell damage from a crash.
 
@@ -40,7 +44,7 @@ use crate::raft::network::PeerChannels;
 use crate::raft::service::PeerService;
 use crate::reload::Reloaded;
 use crate::tls::{ClientCerts, NodeTls, PeerNameRule, TlsSettings};
-use crate::{boot, membership, shutdown, store, volume};
+use crate::{boot, membership, shutdown, storage_failure, store, volume};
 
 /// gRPC health service name that reports start-up (resumed, joined or bootstrapped; Raft runs).
 pub const STARTUP_SERVICE: &str = "startup";
@@ -145,6 +149,9 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     warn_if_plaintext("peer", peer_listener.local_addr()?, tls.peer_port.is_some());
     let channels = PeerChannels::new(tls.dial.clone());
     let node = Arc::new(Node::new(config, log, sm, metrics.clone(), channels));
+    // The volume is measured before any port serves: a node that starts on a full volume
+    // refuses writes from its first request.
+    crate::space::watch::measure_own(&node).await;
 
     let (stop_client_tx, stop_client_rx) = watch::channel(false);
     let (stop_peer_tx, stop_peer_rx) = watch::channel(false);
@@ -182,6 +189,7 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
 
     let signal = shutdown::signal();
     tokio::pin!(signal);
+    tokio::spawn(crate::space::watch::run(node.clone(), stop_peer_rx.clone()).instrument(span.clone()));
     let started = tokio::select! {
         result = boot::establish(&node, identity) => {
             result?;
@@ -200,8 +208,17 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
                 crate::k8s::follow_replicas(node.clone(), kube, stop_peer_rx.clone()).instrument(span.clone()),
             );
         }
-        let sig = signal.await?;
-        tracing::info!(signal = sig, grace = ?grace, "shutting down");
+        tokio::select! {
+            sig = signal => tracing::info!(signal = sig?, grace = ?grace, "shutting down"),
+            failure = storage_failure::wait(&node) => {
+                // No graceful steps: the store cannot be written, and it is not sealed (the failed
+                // write may have left a record cut short, which the next start's crash recovery
+                // drops).
+                node.set_stopping();
+                tracing::error!(volume_full = failure.volume_full(), "{failure}");
+                return Err(failure.into());
+            }
+        }
     }
 
     let graceful = async {

@@ -1,6 +1,8 @@
 //! `petkv.v1.KV`: the data path.
 //!
-//! - Put/Delete: validated, turned into a [`Command`], proposed with `client_write`. The reply
+//! - Put/Delete: validated, checked against the free-space guard ([`crate::space`]: refused
+//!   with RESOURCE_EXHAUSTED, never proposed, while this node's volume or, on the leader, any
+//!   member's is below its reserve), turned into a [`Command`], proposed with `client_write`. The reply
 //!   comes after a majority has the entry fsync'd and this leader applied it. On a follower the
 //!   request is forwarded to the leader. A write that does not finish within the request
 //!   timeout is reported as DEADLINE_EXCEEDED with "outcome unknown", never as failed.
@@ -31,6 +33,7 @@ impl Api {
     pub(super) async fn propose(&self, cmd: Command, forwarded: bool) -> Result<CommandResult, NotServed> {
         let node = &self.node;
         let raft = node.raft().map_err(|s| NotServed::Failed(not_applied(s)))?;
+        node.space.check_write().map_err(NotServed::Failed)?;
         let outcome = tokio::time::timeout(node.config.request_timeout, raft.client_write(cmd)).await;
         match outcome {
             Err(_) => Err(NotServed::Failed(Status::deadline_exceeded(

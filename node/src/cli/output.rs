@@ -88,6 +88,8 @@ fn status_json(s: &NodeStatus) -> Value {
         "applied_index": s.applied_index, "snapshot_index": s.snapshot_index, "purged_index": s.purged_index,
         "key_count": s.key_count, "client_addr": s.client_addr, "peer_addr": s.peer_addr,
         "ready": s.ready, "declared_replicas": s.declared_replicas,
+        "volume_free_bytes": s.volume_free_bytes, "volume_reserve_bytes": s.volume_reserve_bytes,
+        "writes_refused": s.writes_refused,
     })
 }
 

@@ -14,6 +14,7 @@ use crate::discovery::{PeerDirectory, DEFAULT_PROBE_ORDINALS};
 use crate::identity::{self, PodName};
 use crate::marker::BootstrapMarker;
 use crate::raft::settings::{RaftSettings, DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_EVERY};
+use crate::space::Reserve;
 use crate::store::StoreOptions;
 use crate::tls::reload::DEFAULT_RELOAD_EVERY;
 use crate::tls::{ClientCerts, ClientTls, IdentityFiles, TlsFiles, TlsSettings};
@@ -212,6 +213,12 @@ pub struct ServeArgs {
     /// (default: the pod's, from its service account).
     #[arg(long, env = "PETKV_KUBE_NAMESPACE")]
     pub kube_namespace: Option<String>,
+    /// Free space (bytes) the volume must keep: below it the node refuses writes with
+    /// RESOURCE_EXHAUSTED (reads go on) until it has a quarter more again; the leader also
+    /// refuses while another member's volume is below its reserve. `auto`: 64 MiB, or a tenth
+    /// of a volume smaller than 640 MiB. 0 turns the guard off.
+    #[arg(long, env = "PETKV_MIN_FREE_BYTES", default_value_t = Reserve::Auto)]
+    pub min_free_bytes: Reserve,
     /// sled page cache, in MiB.
     #[arg(long, env = "PETKV_CACHE_MB", default_value_t = 64)]
     pub cache_mb: u64,
@@ -309,6 +316,7 @@ impl ServeArgs {
             #[cfg(feature = "kube")]
             kube,
             store: StoreOptions { cache_bytes: self.cache_mb * 1024 * 1024, metrics: None },
+            min_free: self.min_free_bytes,
             tls: TlsSettings {
                 client: tls_files(&self.client_tls.tls_cert, &self.client_tls.tls_key, &self.client_tls.tls_ca),
                 client_certs: if self.client_tls.tls_client_auth {

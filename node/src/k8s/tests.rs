@@ -414,10 +414,13 @@ fn node_config(data_dir: &std::path::Path, client: u16, peer: u16) -> crate::con
         serve: crate::cli::serve::ServeArgs,
     }
     let (client, peer) = (format!("127.0.0.1:{client}"), format!("127.0.0.1:{peer}"));
+    // A free HTTP port too: the default 0.0.0.0:7381 cannot be bound while any other process
+    // on the machine listens on some address's 7381 (a harness pod), and the node would stop.
+    let http = format!("127.0.0.1:{}", free_port());
     let peers = format!("0={peer}");
     let data_dir = data_dir.to_str().expect("utf8");
     let args = ["petkv", "--hostname", "petkv-0", "--data-dir", data_dir, "--peers", &peers];
-    let args = args.into_iter().chain(["--client-listen", &client, "--peer-listen", &peer]);
+    let args = args.into_iter().chain(["--client-listen", &client, "--peer-listen", &peer, "--http-listen", &http]);
     Cli::try_parse_from(args).expect("flags").serve.to_config().expect("config")
 }
 

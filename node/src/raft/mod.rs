@@ -19,4 +19,5 @@ pub use types::*;
 /// openraft items the rest of the node uses.
 pub use openraft::async_runtime::WatchReceiver;
 pub use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+pub use openraft::errors::Fatal as RaftFatal;
 pub use openraft::{ChangeMembers, Instant as RaftInstant, ReadPolicy, ServerState};

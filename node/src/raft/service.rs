@@ -185,6 +185,9 @@ impl RaftRpc for PeerService {
             term: metrics.current_term,
             declared_replicas: node.sm.declared_replicas().ok().flatten().unwrap_or(0),
             member_ids,
+            volume_free_bytes: node.space.free_bytes(),
+            volume_low: node.space.is_low(),
+            volume_reserve_bytes: node.space.reserve_bytes(),
         }))
     }
 

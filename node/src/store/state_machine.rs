@@ -160,8 +160,9 @@ struct Inner {
     write_lock: Mutex<()>,
     /// Wakes the background writer when a layer was frozen.
     write_signal: mpsc::SyncSender<()>,
-    /// Why the background writer failed, reported by the next apply.
-    write_error: Mutex<Option<String>>,
+    /// Why the background writer failed: reported by the next apply, and to whoever watches
+    /// ([`StateMachine::write_failures`]: the node exits on it).
+    write_error: tokio::sync::watch::Sender<Option<String>>,
     /// Index of the last applied entry (response headers read it on every request).
     applied_index: AtomicU64,
     snapshot_dir: PathBuf,
@@ -195,7 +196,7 @@ impl Inner {
         let _guard = lock(&self.write_lock);
         if let Err(e) = self.write_frozen_locked() {
             tracing::error!(error = %e, "cannot write applied entries to the state machine");
-            *lock(&self.write_error) = Some(e.to_string());
+            self.write_error.send_replace(Some(e.to_string()));
         }
     }
 
@@ -276,7 +277,7 @@ impl StateMachine {
                 apply_lock: Mutex::new(()),
                 write_lock: Mutex::new(()),
                 write_signal,
-                write_error: Mutex::new(None),
+                write_error: tokio::sync::watch::Sender::new(None),
                 applied_index: AtomicU64::new(0),
                 snapshot_dir,
                 snapshot_seq: AtomicU64::new(0),
@@ -408,6 +409,12 @@ impl StateMachine {
         self.inner.snapshot_dir.join(format!("incoming-{}-{n}.tmp", std::process::id()))
     }
 
+    /// Why the background writer could not write applied entries into sled, once it failed
+    /// (the state machine then refuses every further apply).
+    pub fn write_failures(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.inner.write_error.subscribe()
+    }
+
     /// Writes every applied record to sled and flushes it to disk (used at shutdown).
     pub async fn flush(&self) -> io::Result<()> {
         let sm = self.clone();
@@ -468,7 +475,7 @@ impl StateMachine {
     /// (and the fuzz target `state_machine_apply`, directly).
     pub fn apply_run(&self, entries: &[raft::Entry]) -> io::Result<Vec<CommandResult>> {
         let _guard = lock(&self.inner.apply_lock);
-        if let Some(e) = lock(&self.inner.write_error).clone() {
+        if let Some(e) = self.inner.write_error.borrow().clone() {
             return Err(io_err("state machine writer failed earlier", e));
         }
         let mut pending = Pending::new(&self.inner.live);
