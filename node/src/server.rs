@@ -34,7 +34,7 @@ use crate::config::NodeConfig;
 use crate::discovery::PeerDirectory;
 use crate::limits::connections::{ConnectionGate, GatedListener};
 use crate::limits::inflight::InflightLimitLayer;
-use crate::limits::message::{max_message_bytes, OversizedLayer};
+use crate::limits::message::{max_message_bytes, oversized_layer};
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::pb::raft::raft_server::RaftServer;
@@ -160,7 +160,7 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         .server(node.config.request_timeout)
         .layer(metrics.grpc_layer())
         .layer(InflightLimitLayer::new(limits.max_inflight_requests, metrics.clone()))
-        .layer(OversizedLayer::new(metrics.clone()))
+        .layer(oversized_layer(metrics.clone()))
         .layer(AuthLayer::new(tokens, metrics.clone()))
         .add_service(KvServer::new(api.clone()).max_decoding_message_size(max_message))
         .add_service(ClusterServer::new(api).max_decoding_message_size(max_message))

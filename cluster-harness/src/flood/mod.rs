@@ -63,7 +63,7 @@ async fn normal_client(client: &Client, phase: Duration) -> Phase {
     let mut i = 0u64;
     while start.elapsed() < phase {
         let t = Instant::now();
-        let result = if i % 2 == 0 {
+        let result = if i.is_multiple_of(2) {
             client.put(KEY, format!("v{i}").as_bytes(), None).await.map(|_| ())
         } else {
             client.get(KEY, Consistency::Linearizable).await.map(|_| ())

@@ -4,17 +4,16 @@
 //! largest value plus [`MESSAGE_HEADROOM`] for the other fields and protobuf framing, so a
 //! request the validation would refuse anyway is refused before its body is buffered. tonic
 //! checks the gRPC frame's length prefix before it reads the message and answers
-//! `OUT_OF_RANGE`; [`OversizedLayer`] turns that answer into `RESOURCE_EXHAUSTED` (what the
+//! `OUT_OF_RANGE`; [`oversized_layer`] turns that answer into `RESOURCE_EXHAUSTED` (what the
 //! gRPC spec and grpc-go use for "message larger than max") naming the flags that set the
 //! limit, and counts it in `petkv_oversized_requests_total`.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
+use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::{Code, Status};
+use tower::util::MapResponseLayer;
 
 use crate::metrics::Metrics;
 use crate::validation::Limits;
@@ -41,62 +40,21 @@ pub fn oversized(status: &Status) -> Option<Status> {
     })
 }
 
-/// Tower layer for the client port's `Server::builder().layer(...)`.
-#[derive(Clone)]
-pub struct OversizedLayer {
+/// The client port's layer that rewrites tonic's answer to an oversized request (tower's
+/// `MapResponse` around the routes). It looks at the `grpc-status` of "trailers-only" answers,
+/// which is how a unary handler's decoding error comes back.
+pub fn oversized_layer(
     metrics: Arc<Metrics>,
-}
-
-impl OversizedLayer {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
-    }
-}
-
-impl<S> tower::Layer<S> for OversizedLayer {
-    type Service = Oversized<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Oversized { inner, metrics: self.metrics.clone() }
-    }
-}
-
-/// The service [`OversizedLayer`] wraps around the client port's routes. It looks at the
-/// `grpc-status` of "trailers-only" answers, which is how a unary handler's decoding error
-/// comes back.
-#[derive(Clone)]
-pub struct Oversized<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-}
-
-impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Oversized<S>
-where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    ResBody: Default + Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let metrics = self.metrics.clone();
-        let response = self.inner.call(req);
-        Box::pin(async move {
-            let response = response.await?;
-            let Some(status) = Status::from_header_map(response.headers()).as_ref().and_then(oversized) else {
-                return Ok(response);
-            };
-            metrics.record_oversized();
-            Ok(status.into_http())
-        })
-    }
+) -> MapResponseLayer<impl FnOnce(http::Response<Body>) -> http::Response<Body> + Clone> {
+    MapResponseLayer::new(move |response: http::Response<Body>| {
+        match Status::from_header_map(response.headers()).as_ref().and_then(oversized) {
+            Some(status) => {
+                metrics.record_oversized();
+                status.into_http()
+            }
+            None => response,
+        }
+    })
 }
 
 #[cfg(test)]
