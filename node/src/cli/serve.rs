@@ -181,8 +181,11 @@ pub struct ServeArgs {
     /// Log entries between snapshots (the log is purged behind them).
     #[arg(long, env = "PETKV_SNAPSHOT_EVERY", default_value_t = DEFAULT_SNAPSHOT_EVERY)]
     pub snapshot_every: u64,
+    /// Largest key. With --max-value-bytes and 64 KiB of headroom it also sets the largest
+    /// message the client port decodes (a larger one: RESOURCE_EXHAUSTED before it is read).
     #[arg(long, env = "PETKV_MAX_KEY_BYTES", default_value_t = DEFAULT_MAX_KEY_BYTES)]
     pub max_key_bytes: usize,
+    /// Largest value (see --max-key-bytes for the message limit it sets).
     #[arg(long, env = "PETKV_MAX_VALUE_BYTES", default_value_t = DEFAULT_MAX_VALUE_BYTES)]
     pub max_value_bytes: usize,
     #[arg(long, env = "PETKV_MAX_SCAN_LIMIT", default_value_t = DEFAULT_MAX_SCAN_LIMIT)]
