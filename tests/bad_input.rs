@@ -264,7 +264,7 @@ async fn every_bad_input_gets_its_status_and_changes_nothing() -> anyhow::Result
             "failed to decode Protobuf message",
         ),
         (
-            "a message over the Cluster service's 4 MiB decoding limit",
+            "a message over the client port's decoding limit (key + value limits + 64 KiB)",
             refused(raw_call(&ch, "/petkv.v1.Cluster/Scale", {
                 // An unknown bytes field (number 15) of 5 MiB.
                 let mut body = vec![0x7a, 0x80, 0x80, 0xc0, 0x02];
@@ -272,8 +272,9 @@ async fn every_bad_input_gets_its_status_and_changes_nothing() -> anyhow::Result
                 body
             }))
             .await,
-            Code::OutOfRange,
-            "message length too large",
+            Code::ResourceExhausted,
+            "request too large for the client port (Error, decoded message length too large: found 5242885 bytes, the \
+             limit is: 65616 bytes)",
         ),
         (
             "an unknown method",

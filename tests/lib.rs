@@ -46,11 +46,7 @@ pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
     petkv_harness::http::get(addr, path, Duration::from_secs(2), Duration::from_secs(5)).await
 }
 
-/// The value of one sample (`name` or `name{labels}`, exactly as exported) in a Prometheus
-/// text exposition.
-pub fn sample(exposition: &str, series: &str) -> Option<f64> {
-    exposition.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-}
+pub use petkv_harness::http::sample;
 
 /// Waits until every pod has applied the same last log entry and reports 3 voters' worth of
 /// agreement: nothing is in flight (membership promotions, the declared replica count), so a

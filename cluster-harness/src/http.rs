@@ -1,5 +1,6 @@
 //! A minimal HTTP/1.1 GET for the pods' HTTP port (`/metrics`, `/healthz`, `/readyz`) and
-//! etcd's `/health`: one request per connection, no client library needed.
+//! etcd's `/health`: one request per connection, no client library needed; and one sample of
+//! a Prometheus text exposition.
 
 use std::time::Duration;
 
@@ -32,4 +33,17 @@ pub async fn get(
         .with_context(|| format!("bad status line in {head:?}"))?;
     anyhow::ensure!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "chunked body: {head}");
     Ok((status, body.to_string()))
+}
+
+/// The value of one sample (`name` or `name{labels}`, exactly as exported) in a Prometheus
+/// text exposition.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The value of `series` in the `/metrics` of the HTTP port at `addr`.
+pub async fn metric(addr: &str, series: &str) -> anyhow::Result<f64> {
+    let (status, body) = get(addr, "/metrics", Duration::from_secs(2), Duration::from_secs(5)).await?;
+    anyhow::ensure!(status == 200, "GET /metrics on {addr}: {status}");
+    sample(&body, series).with_context(|| format!("no sample {series} in the metrics of {addr}"))
 }

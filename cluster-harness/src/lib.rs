@@ -17,6 +17,8 @@
 //! - [`demo`]: the README's main command.
 //! - [`measure`]: failover window, put latency and throughput on a 3-pod cluster.
 //! - [`bench`]: closed-loop workloads against petkv and, side by side, etcd.
+//! - [`flood`]: abuse one node (idle connections, oversized requests, stream bursts) and
+//!   measure a normal client and the node's memory meanwhile.
 //! - [`workload`], [`checker`], [`experiment`], [`timeline`]: fault experiments under a recorded
 //!   concurrent workload, checked for linearizability, with a report and an SVG timeline.
 //!
@@ -34,6 +36,7 @@ pub mod control;
 pub mod controller;
 pub mod demo;
 pub mod experiment;
+pub mod flood;
 pub mod http;
 pub mod measure;
 pub mod netns;

@@ -172,6 +172,71 @@ enum Command {
     /// Closed-loop benchmark: C clients over a few connections for a duration; ops/s, latency
     /// percentiles, CPU and peak RSS; `--compare etcd` runs the same workload on etcd.
     Bench(BenchArgs),
+    /// Flood one node of a fresh 3-pod set (idle connections, oversized requests, a burst of
+    /// concurrent streams) while a normal client does puts and gets; latency before and
+    /// during, errors, the node's RSS and what it refused.
+    Flood(FloodArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct FloodArgs {
+    /// Ordinal of the pod to flood (default: the leader).
+    #[arg(long)]
+    target: Option<u32>,
+    /// Idle HTTP/2 connections to hold open.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Clients sending oversized puts in a loop.
+    #[arg(long, default_value_t = 4)]
+    oversized_senders: usize,
+    /// Size of each oversized value (default: 2 MiB, over the 1 MiB + 68 KiB default limit).
+    #[arg(long, default_value_t = 2 * 1024 * 1024)]
+    oversized_bytes: usize,
+    /// Connections of the burst.
+    #[arg(long, default_value_t = 2)]
+    burst_connections: usize,
+    /// Concurrent gets on each burst connection.
+    #[arg(long, default_value_t = 512)]
+    burst_streams: usize,
+    /// Seconds of the baseline and of the measured flood.
+    #[arg(long, default_value_t = 10)]
+    phase_secs: u64,
+    /// Extra `petkv serve` flag for every pod (repeatable), e.g. --node-arg=--max-client-connections=500.
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    node_args: Vec<String>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+async fn flood(args: FloodArgs) -> anyhow::Result<bool> {
+    use petkv_harness::flood::{self, FloodSpec};
+    // Each idle connection is a file descriptor here and in the node.
+    let limit = petkv::limits::nofile::raise_to_hard().context("raising the open-file limit")?;
+    let needed = (args.connections + 256) as u64;
+    anyhow::ensure!(
+        limit.now >= needed,
+        "the open-file limit is {} and {} connections need about {needed}; raise the hard limit (ulimit -Hn)",
+        limit.now,
+        args.connections
+    );
+    let spec = FloodSpec {
+        target: args.target,
+        connections: args.connections,
+        oversized_senders: args.oversized_senders,
+        oversized_bytes: args.oversized_bytes,
+        burst_connections: args.burst_connections,
+        burst_streams: args.burst_streams,
+        phase: Duration::from_secs(args.phase_secs),
+        node_args: args.node_args,
+    };
+    let report = flood::run(&spec).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.table());
+    }
+    Ok(report.still_serves)
 }
 
 #[derive(Debug, clap::Args)]
@@ -458,6 +523,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Bench(args) => bench(args).await,
+        Command::Flood(args) => flood(args).await,
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::discovery::PeerDirectory;
 use crate::identity::PodName;
+use crate::limits::ClientPortLimits;
 use crate::marker::BootstrapMarker;
 use crate::raft::settings::RaftSettings;
 use crate::space::Reserve;
@@ -39,6 +40,8 @@ pub struct NodeConfig {
     pub raft: RaftSettings,
     pub limits: Limits,
     pub request_timeout: Duration,
+    /// Bounds on client-port connections, streams and requests in flight ([`crate::limits`]).
+    pub client_port: ClientPortLimits,
     pub shutdown_grace: Duration,
     /// Where the "set was bootstrapped" marker lives (outside the volume), if anywhere.
     pub bootstrap_marker: BootstrapMarker,

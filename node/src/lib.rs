@@ -23,6 +23,8 @@
 //! - [`http`]: the HTTP port: `/metrics`, `/healthz`, `/readyz`.
 //! - [`api`]: the public gRPC services (KV, Cluster) and forwarding to the leader.
 //! - [`validation`]: request checks at the edge.
+//! - [`limits`]: bounds under a flood: connections, streams, requests in flight, message size,
+//!   deadlines, keepalive, the open-file limit.
 //! - [`server`]: `petkv serve`, one pod's life from start-up checks to exit.
 //! - [`shutdown`]: SIGTERM handling and leadership hand-off.
 //! - [`client`]: the client library (failover, write ids, outcome unknown).
@@ -46,6 +48,7 @@ pub mod http;
 pub mod identity;
 #[cfg(feature = "kube")]
 pub mod k8s;
+pub mod limits;
 pub mod marker;
 pub mod membership;
 pub mod metrics;

@@ -67,6 +67,11 @@ pub enum AuthRefusal {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabels {
+    port: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: String,
     code: &'static str,
@@ -169,6 +174,11 @@ pub struct Metrics {
     volume_reserve: Gauge,
     volume_low: Gauge,
     space_refusals: Family<SpaceRefusalLabels, Counter>,
+    open_connections: Family<PortLabels, Gauge>,
+    refused_connections: Family<PortLabels, Counter>,
+    inflight_requests: Gauge,
+    shed_requests: Counter,
+    oversized_requests: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -209,6 +219,11 @@ impl Metrics {
             volume_reserve: Gauge::default(),
             volume_low: Gauge::default(),
             space_refusals: Family::default(),
+            open_connections: Family::default(),
+            refused_connections: Family::default(),
+            inflight_requests: Gauge::default(),
+            shed_requests: Counter::default(),
+            oversized_requests: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -274,11 +289,32 @@ impl Metrics {
             "Writes refused with RESOURCE_EXHAUSTED for lack of space (reason: own_volume, member_volume)",
             m.space_refusals.clone(),
         );
+        r.register("open_connections", "Open connections by port (client, http)", m.open_connections.clone());
+        r.register(
+            "connections_refused",
+            "Connections closed right after accept because the port's connection cap was reached",
+            m.refused_connections.clone(),
+        );
+        r.register("inflight_requests", "Client-port requests being served now", m.inflight_requests.clone());
+        r.register(
+            "requests_shed",
+            "Client-port requests answered RESOURCE_EXHAUSTED because --max-inflight-requests were in flight",
+            m.shed_requests.clone(),
+        );
+        r.register(
+            "oversized_requests",
+            "Client-port requests refused because their message was over the decoding limit",
+            m.oversized_requests.clone(),
+        );
         for role in ["voter", "learner"] {
             m.raft_members.get_or_create(&RoleLabels { role }).set(0);
         }
         for reason in [SpaceRefusal::OwnVolume, SpaceRefusal::MemberVolume] {
             let _ = m.space_refusals.get_or_create(&SpaceRefusalLabels { reason: reason.label() });
+        }
+        for port in ["client", "http"] {
+            m.open_connections.get_or_create(&PortLabels { port }).set(0);
+            let _ = m.refused_connections.get_or_create(&PortLabels { port });
         }
         for kind in [SnapshotKind::Built, SnapshotKind::Installed] {
             let _ = m.snapshots.get_or_create(&kind.label());
@@ -334,6 +370,41 @@ impl Metrics {
     /// Counts a request forwarded to the leader.
     pub fn record_forwarded(&self) {
         self.forwarded.inc();
+    }
+
+    /// Counts a connection `port` accepted and kept.
+    pub fn connection_opened(&self, port: &'static str) {
+        self.open_connections.get_or_create(&PortLabels { port }).inc();
+    }
+
+    /// Counts a kept connection of `port` that closed.
+    pub fn connection_closed(&self, port: &'static str) {
+        self.open_connections.get_or_create(&PortLabels { port }).dec();
+    }
+
+    /// Counts a connection `port` closed right after accept (its cap was reached).
+    pub fn record_connection_refused(&self, port: &'static str) {
+        self.refused_connections.get_or_create(&PortLabels { port }).inc();
+    }
+
+    /// Counts a client-port request that started being served.
+    pub fn request_started(&self) {
+        self.inflight_requests.inc();
+    }
+
+    /// Counts a client-port request that finished (answered or dropped).
+    pub fn request_finished(&self) {
+        self.inflight_requests.dec();
+    }
+
+    /// Counts a request answered RESOURCE_EXHAUSTED by the in-flight cap.
+    pub fn record_shed(&self) {
+        self.shed_requests.inc();
+    }
+
+    /// Counts a request refused as over the decoding limit.
+    pub fn record_oversized(&self) {
+        self.oversized_requests.inc();
     }
 
     /// Refreshes the gauges that mirror the node's Raft state (openraft's metrics).

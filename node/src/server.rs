@@ -3,10 +3,13 @@
 //! 1. Load the tokens file and the TLS files, if any ([`crate::auth`], [`crate::tls`]; both
 //!    watched for changes); check the volume's identity against the hostname (refuse a
 //!    foreign volume untouched).
-//! 2. Open storage and bind the three ports (fail fast on a port in use).
+//! 2. Raise the open-file limit, open storage and bind the three ports (fail fast on a port in
+//!    use).
 //! 3. Serve the peer port (Raft, start-up probes; mutual TLS), the client port (API, health,
-//!    reflection; TLS; tokens checked by [`crate::auth::AuthLayer`]) and the HTTP port (metrics, health; always plaintext) right away: a node that is still deciding answers
-//!    "not initialized".
+//!    reflection; TLS; tokens checked by [`crate::auth::AuthLayer`]; bounded by
+//!    [`crate::limits`]: connections, streams, requests in flight, message size, deadline) and
+//!    the HTTP port (metrics, health; always plaintext; its own connection and request caps)
+//!    right away: a node that is still deciding answers "not initialized".
 //! 4. Decide and carry out the start-up action ([`crate::boot`]); the `startup` health
 //!    service turns SERVING once it succeeded.
 //! 5. Run the membership reconciler and the readiness reporter until SIGTERM/SIGINT (and, with
@@ -26,7 +29,6 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tracing::Instrument;
@@ -35,6 +37,9 @@ use crate::api::Api;
 use crate::auth::{AuthLayer, Tokens, TokensFile};
 use crate::config::NodeConfig;
 use crate::discovery::PeerDirectory;
+use crate::limits::connections::{ConnectionGate, GatedListener};
+use crate::limits::inflight::InflightLimitLayer;
+use crate::limits::message::{max_message_bytes, oversized_layer};
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::pb::raft::raft_server::RaftServer;
@@ -56,8 +61,8 @@ pub const READINESS_SERVICE: &str = "readiness";
 pub const KV_SERVICE: &str = "petkv.v1.KV";
 /// How often readiness is re-evaluated.
 const READINESS_INTERVAL: Duration = Duration::from_millis(250);
-/// Largest gRPC message on either port.
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// Largest gRPC message on the peer port (Raft append batches and snapshot chunks).
+const MAX_PEER_MESSAGE: usize = 256 * 1024 * 1024;
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on the {what} address {addr} (port in use?)"))
@@ -101,6 +106,10 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         PeerDirectory::Dns { domain, .. } => Some(domain.as_str()),
         PeerDirectory::Static(_) => None,
     };
+    match crate::limits::nofile::raise_to_hard() {
+        Ok(limit) => tracing::info!(before = limit.before, now = limit.now, "open-file limit (RLIMIT_NOFILE)"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit; it stays as it was"),
+    }
     let tokens = match &config.auth_tokens {
         Some(path) => {
             let file = TokensFile { path: path.clone(), client_tls: config.tls.client.is_some() };
@@ -166,23 +175,34 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         .build_v1()
         .context("building the reflection service")?;
     let api = Api { node: node.clone() };
-    let client_router = Server::builder()
+    let limits = node.config.client_port;
+    let max_message = max_message_bytes(&node.config.limits);
+    let client_router = limits
+        .server(node.config.request_timeout)
         .layer(metrics.grpc_layer())
+        .layer(InflightLimitLayer::new(limits.max_inflight_requests, metrics.clone()))
+        .layer(oversized_layer(metrics.clone()))
         .layer(AuthLayer::new(tokens, pods, metrics.clone()))
-        .add_service(KvServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE))
-        .add_service(ClusterServer::new(api))
+        .add_service(KvServer::new(api.clone()).max_decoding_message_size(max_message))
+        .add_service(ClusterServer::new(api).max_decoding_message_size(max_message))
         .add_service(health_service)
         .add_service(reflection);
+    let client_listener =
+        GatedListener::new(client_listener, ConnectionGate::new("client", limits.max_connections, metrics.clone()));
     let client_server =
         serve_port!(client_router, client_listener, &tls.client_port, "client", wait_for(stop_client_rx.clone()));
     let peer_router = Server::builder().add_service(
         RaftServer::new(PeerService::new(node.clone()))
-            .max_decoding_message_size(256 * 1024 * 1024)
-            .max_encoding_message_size(256 * 1024 * 1024),
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE),
     );
+    // Only pods reach the peer port (mutual TLS when TLS is on): counted, not capped.
+    let peer_listener = GatedListener::new(peer_listener, ConnectionGate::new("peer", usize::MAX, metrics.clone()));
     let peer_server = serve_port!(peer_router, peer_listener, &tls.peer_port, "peer", wait_for(stop_peer_rx.clone()));
     let client_task = tokio::spawn(client_server.instrument(span.clone()));
     let peer_task = tokio::spawn(peer_server.instrument(span.clone()));
+    let http_listener =
+        GatedListener::new(http_listener, ConnectionGate::new("http", limits.max_http_connections, metrics.clone()));
     let http_task = tokio::spawn(
         crate::http::serve(http_listener, node.clone(), wait_for(stop_client_rx.clone())).instrument(span.clone()),
     );
@@ -271,8 +291,8 @@ pub fn client_certs(configured: ClientCerts, tokens: Option<&Tokens>) -> ClientC
     }
 }
 
-/// Serves a tonic router on a listener until `$stop` completes: over TLS when the port has a
-/// [`crate::tls::ServerTls`], plaintext otherwise. (A macro: the two cases differ in the
+/// Serves a tonic router on a [`GatedListener`] until `$stop` completes: over TLS when the
+/// port has a [`crate::tls::ServerTls`], plaintext otherwise. (A macro: the two cases differ in the
 /// connection type, and tonic's bounds on a generic router are long.)
 macro_rules! serve_port {
     ($router:expr, $listener:expr, $tls:expr, $port:literal, $stop:expr) => {{
@@ -281,7 +301,7 @@ macro_rules! serve_port {
             Some(tls) => {
                 $router.serve_with_incoming_shutdown(crate::tls::incoming::accept($listener, tls, $port), $stop).boxed()
             }
-            None => $router.serve_with_incoming_shutdown(no_delay($listener), $stop).boxed(),
+            None => $router.serve_with_incoming_shutdown($listener.into_stream(), $stop).boxed(),
         }
     }};
 }
@@ -310,19 +330,6 @@ fn plaintext_warning(port: &'static str, addr: SocketAddr, tls: bool) -> Option<
         "PLAINTEXT: the {port} port serves without TLS on a non-loopback address: anyone who can reach {addr} \
          can {risk}. Set {flags} (`petkv certs` makes development certificates)"
     ))
-}
-
-/// The accepted connections of `listener` with Nagle's algorithm off. tonic applies its own
-/// `tcp_nodelay` only to listeners it binds itself; without this, a reply written in several
-/// small frames (headers, data, trailers) waits for the client's delayed ACK: ~40 ms stalls
-/// on loopback.
-fn no_delay(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        conn.set_nodelay(true)?;
-        Ok(conn)
-    })
 }
 
 /// How long the peer port may take to close its open streams once Raft has stopped.

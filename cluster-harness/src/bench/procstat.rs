@@ -2,7 +2,8 @@
 //!
 //! CPU: `utime + stime` (fields 14 and 15 of `/proc/<pid>/stat`, in clock ticks), sampled
 //! before and after the measured window and summed over the system's processes. Peak RSS:
-//! `VmHWM` of `/proc/<pid>/status` (the process's high-water mark since it started).
+//! `VmHWM` of `/proc/<pid>/status` (the process's high-water mark since it started); RSS now:
+//! its `VmRSS`.
 
 use anyhow::Context;
 
@@ -28,14 +29,19 @@ pub fn parse_cpu_ticks(stat: &str) -> anyhow::Result<u64> {
 
 /// `VmHWM` in bytes from the text of `/proc/<pid>/status`.
 pub fn parse_vm_hwm(status: &str) -> anyhow::Result<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM line")?;
+    parse_status_kb(status, "VmHWM:")
+}
+
+/// A `kB` field (`VmHWM:`, `VmRSS:`) in bytes from the text of `/proc/<pid>/status`.
+fn parse_status_kb(status: &str, field: &str) -> anyhow::Result<u64> {
+    let line = status.lines().find(|l| l.starts_with(field)).with_context(|| format!("no {field} line"))?;
     let kb: u64 = line
-        .trim_start_matches("VmHWM:")
+        .trim_start_matches(field)
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse()
-        .with_context(|| format!("bad VmHWM line {line:?}"))?;
+        .with_context(|| format!("bad {field} line {line:?}"))?;
     Ok(kb * 1024)
 }
 
@@ -52,13 +58,18 @@ pub fn cpu_seconds(pids: &[u32]) -> anyhow::Result<f64> {
 
 /// Peak resident memory of each process, in bytes, in the order given.
 pub fn peak_rss(pids: &[u32]) -> anyhow::Result<Vec<u64>> {
-    pids.iter()
-        .map(|pid| {
-            let path = format!("/proc/{pid}/status");
-            let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-            parse_vm_hwm(&text).with_context(|| format!("parse {path}"))
-        })
-        .collect()
+    pids.iter().map(|pid| status_kb(*pid, "VmHWM:")).collect()
+}
+
+/// Resident memory of a process now, in bytes (`VmRSS`).
+pub fn rss(pid: u32) -> anyhow::Result<u64> {
+    status_kb(pid, "VmRSS:")
+}
+
+fn status_kb(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    parse_status_kb(&text, field).with_context(|| format!("parse {path}"))
 }
 
 #[cfg(test)]
@@ -77,6 +88,7 @@ mod tests {
         let status = "Name:\tpetkv\nVmPeak:\t  900000 kB\nVmHWM:\t   40960 kB\nVmRSS:\t   30000 kB\n";
         assert_eq!(parse_vm_hwm(status).unwrap(), 40960 * 1024);
         assert!(parse_vm_hwm("Name:\tx\n").is_err());
+        assert_eq!(parse_status_kb(status, "VmRSS:").unwrap(), 30000 * 1024);
     }
 
     #[test]
@@ -84,5 +96,6 @@ mod tests {
         let me = std::process::id();
         assert!(cpu_seconds(&[me]).unwrap() >= 0.0);
         assert!(peak_rss(&[me]).unwrap()[0] > 0);
+        assert!(rss(me).unwrap() > 0);
     }
 }

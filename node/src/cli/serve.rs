@@ -12,6 +12,7 @@ use super::{LogFormat, DEFAULT_CLIENT_PORT, DEFAULT_HTTP_PORT, DEFAULT_PEER_PORT
 use crate::config::{NodeConfig, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_VOTERS};
 use crate::discovery::{PeerDirectory, DEFAULT_PROBE_ORDINALS};
 use crate::identity::{self, PodName};
+use crate::limits::{self, ClientPortLimits};
 use crate::marker::BootstrapMarker;
 use crate::raft::settings::{RaftSettings, DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_EVERY};
 use crate::space::Reserve;
@@ -185,15 +186,47 @@ pub struct ServeArgs {
     /// Log entries between snapshots (the log is purged behind them).
     #[arg(long, env = "PETKV_SNAPSHOT_EVERY", default_value_t = DEFAULT_SNAPSHOT_EVERY)]
     pub snapshot_every: u64,
+    /// Largest key. With --max-value-bytes and 64 KiB of headroom it also sets the largest
+    /// message the client port decodes (a larger one: RESOURCE_EXHAUSTED before it is read).
     #[arg(long, env = "PETKV_MAX_KEY_BYTES", default_value_t = DEFAULT_MAX_KEY_BYTES)]
     pub max_key_bytes: usize,
+    /// Largest value (see --max-key-bytes for the message limit it sets).
     #[arg(long, env = "PETKV_MAX_VALUE_BYTES", default_value_t = DEFAULT_MAX_VALUE_BYTES)]
     pub max_value_bytes: usize,
     #[arg(long, env = "PETKV_MAX_SCAN_LIMIT", default_value_t = DEFAULT_MAX_SCAN_LIMIT)]
     pub max_scan_limit: u32,
-    /// Time a client request may take on the server before DEADLINE_EXCEEDED.
+    /// Time a client request may take on the server before DEADLINE_EXCEEDED (a client's
+    /// shorter grpc-timeout is honoured; the server drops any request still running 1 s later).
     #[arg(long, env = "PETKV_REQUEST_TIMEOUT_MS", default_value_t = DEFAULT_REQUEST_TIMEOUT.as_millis() as u64)]
     pub request_timeout_ms: u64,
+    /// Most client-port connections open at once; beyond it a new connection is closed right
+    /// after accept (counted in petkv_connections_refused_total, logged at most every 10 s).
+    #[arg(long, env = "PETKV_MAX_CLIENT_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1 << 24))]
+    pub max_client_connections: usize,
+    /// Most concurrent requests (HTTP/2 streams) on one client connection; a client queues
+    /// the rest itself.
+    #[arg(long, env = "PETKV_MAX_CONCURRENT_STREAMS", default_value_t = limits::DEFAULT_MAX_CONCURRENT_STREAMS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+    /// Most client-port requests in flight across all connections; beyond it a request is
+    /// answered RESOURCE_EXHAUSTED at once ("too many requests", counted in
+    /// petkv_requests_shed_total) rather than queued.
+    #[arg(long, env = "PETKV_MAX_INFLIGHT_REQUESTS", default_value_t = limits::DEFAULT_MAX_INFLIGHT_REQUESTS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1 << 24))]
+    pub max_inflight_requests: usize,
+    /// Interval of HTTP/2 keepalive pings on client connections; a connection that does not
+    /// answer one within --keepalive-timeout-ms is closed.
+    #[arg(long, env = "PETKV_KEEPALIVE_INTERVAL_MS", default_value_t = limits::DEFAULT_KEEPALIVE_INTERVAL.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub keepalive_interval_ms: u64,
+    #[arg(long, env = "PETKV_KEEPALIVE_TIMEOUT_MS", default_value_t = limits::DEFAULT_KEEPALIVE_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub keepalive_timeout_ms: u64,
+    /// Most HTTP-port (/metrics, /healthz, /readyz) connections open at once.
+    #[arg(long, env = "PETKV_MAX_HTTP_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_HTTP_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1 << 16))]
+    pub max_http_connections: usize,
     /// Time between SIGTERM and exit.
     #[arg(long, env = "PETKV_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE.as_millis() as u64)]
     pub shutdown_grace_ms: u64,
@@ -311,6 +344,14 @@ impl ServeArgs {
                 max_scan_limit: self.max_scan_limit,
             },
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            client_port: ClientPortLimits {
+                max_connections: self.max_client_connections,
+                max_concurrent_streams: self.max_concurrent_streams,
+                max_inflight_requests: self.max_inflight_requests,
+                keepalive_interval: Duration::from_millis(self.keepalive_interval_ms),
+                keepalive_timeout: Duration::from_millis(self.keepalive_timeout_ms),
+                max_http_connections: self.max_http_connections,
+            },
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             bootstrap_marker,
             #[cfg(feature = "kube")]
