@@ -14,9 +14,9 @@ use petkv::restore::StageOutcome;
 use serde_json::json;
 
 /// The node's allocator: jemalloc, measured against glibc malloc under the 64-client put
-/// benchmark (docs/benchmarks.md): 10–18% less CPU per put and a smaller peak RSS, because
-/// glibc keeps freed memory in up to 8 arenas per core while this configuration uses one arena
-/// and returns dirty pages after half a second (a background thread purges them).
+/// benchmark (docs/benchmarks.md): 10–18% less CPU per put, peak RSS within a few MiB of
+/// glibc's. One arena (glibc keeps freed memory in up to 8 arenas per core), and dirty pages
+/// returned after half a second by a background thread.
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
