@@ -7,11 +7,13 @@
 //! - [`network`]: the client side of the peer transport, one cached channel per peer.
 //! - [`service`]: the server side of the peer transport (Raft RPCs, join, start-up probes).
 //! - [`settings`]: Raft timings and snapshot policy.
+//! - [`snapshot_trigger`]: earlier snapshots for a small state.
 
 pub mod codec;
 pub mod network;
 pub mod service;
 pub mod settings;
+pub mod snapshot_trigger;
 pub mod types;
 
 pub use types::*;

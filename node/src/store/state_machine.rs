@@ -203,6 +203,11 @@ impl Inner {
     /// Writes every applied record into the tree before returning.
     fn write_through(&self) -> io::Result<()> {
         let _guard = lock(&self.write_lock);
+        self.write_through_locked()
+    }
+
+    /// [`Self::write_through`] for a caller that holds `write_lock`.
+    fn write_through_locked(&self) -> io::Result<()> {
         self.write_frozen_locked()?;
         self.live_mut().freeze();
         self.write_frozen_locked()
@@ -508,30 +513,69 @@ impl StateMachine {
     /// Writes the live tree to `path` as a snapshot file; the caller holds the apply lock, so
     /// the file is a consistent cut at the applied index it records.
     fn dump_locked(&self, path: &Path) -> io::Result<(SnapshotMeta, SnapshotFile, u64)> {
-        self.inner.write_through()?;
+        let _writing = lock(&self.inner.write_lock);
+        self.inner.write_through_locked()?;
         let tree = self.inner.live().tree.clone();
-        let last_log_id: Option<LogId> = Self::read::<Option<LogId>>(&tree, "applied", APPLIED)?.flatten();
-        let last_membership: StoredMembership = Self::read(&tree, "membership", MEMBERSHIP)?.unwrap_or_default();
-        let meta = SnapshotMeta { last_log_id, last_membership };
+        let meta = Self::cut_meta(&tree)?;
+        let (file, entries) = Self::dump_tree(&tree, path, &meta)?;
+        Ok((meta, file, entries))
+    }
+
+    /// What a snapshot of `tree` records about itself: the applied log id and the membership.
+    fn cut_meta(tree: &sled::Tree) -> io::Result<SnapshotMeta> {
+        let last_log_id: Option<LogId> = Self::read::<Option<LogId>>(tree, "applied", APPLIED)?.flatten();
+        let last_membership: StoredMembership = Self::read(tree, "membership", MEMBERSHIP)?.unwrap_or_default();
+        Ok(SnapshotMeta { last_log_id, last_membership })
+    }
+
+    /// Writes every record of `tree` to the snapshot file at `path`; nothing may write the tree
+    /// meanwhile. Returns the file and how many records it holds.
+    fn dump_tree(tree: &sled::Tree, path: &Path, meta: &SnapshotMeta) -> io::Result<(SnapshotFile, u64)> {
         let mut entries = 0u64;
         let records = tree.iter().map(|item| {
             entries += 1;
             item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| io_err("snapshot read", e))
         });
-        let file = snapshot::write(path, &meta, records)?;
-        Ok((meta, file, entries))
+        let file = snapshot::write(path, meta, records)?;
+        Ok((file, entries))
     }
 
+    /// Builds a snapshot without stopping the apply path for the length of the dump. Under the
+    /// apply lock every applied write is put into the tree and the write lock is taken; then the
+    /// apply lock is let go. While the tree is dumped, entries go on being applied into the
+    /// in-memory layers (reads see them there), and the background writer waits for the write
+    /// lock, so the tree stays at the cut. Only past [`write_back::MAX_UNFLUSHED_RECORDS`]
+    /// unwritten records does an apply wait for the dump (back-pressure, as on a slow disk).
+    ///
+    /// The write lock is released before the apply lock is taken again to publish the snapshot
+    /// (an apply holding the apply lock may be waiting for the write lock). An install that got
+    /// in between replaced the tree with a newer state: this older snapshot is then dropped and
+    /// not published; openraft, which only takes the meta, ignores a snapshot older than the
+    /// one it has.
     fn build_snapshot_blocking(&self) -> io::Result<SnapshotOf<TypeConfig, SnapshotFile>> {
-        let guard = lock(&self.inner.apply_lock);
-        let applied = self.applied()?.map(|l| l.index).unwrap_or(0);
         let n = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        let (writing, generation, tree, meta) = {
+            let _applying = lock(&self.inner.apply_lock);
+            let writing = lock(&self.inner.write_lock);
+            self.inner.write_through_locked()?;
+            let (generation, tree) = {
+                let live = self.inner.live();
+                (live.generation, live.tree.clone())
+            };
+            let meta = Self::cut_meta(&tree)?;
+            (writing, generation, tree, meta)
+        };
+        let applied = meta.last_log_id.map(|l| l.index).unwrap_or(0);
         let file_name = format!("snap-{applied:020}-{}-{n}.snap", std::process::id());
-        let (meta, file, entries) = self.dump_locked(&self.inner.snapshot_dir.join(&file_name))?;
-        // Published under the apply lock, so an install cannot slip in between and be replaced
-        // by this older snapshot.
+        let (file, entries) = Self::dump_tree(&tree, &self.inner.snapshot_dir.join(&file_name), &meta)?;
+        drop(writing);
+        let _applying = lock(&self.inner.apply_lock);
+        if self.inner.live().generation != generation {
+            tracing::info!(applied, "a snapshot was installed while one was built: the older one is dropped");
+            let _ = std::fs::remove_file(&file.path);
+            return Ok(Snapshot { meta, snapshot: file });
+        }
         self.publish_snapshot(&meta, &file_name, None)?;
-        drop(guard);
         self.inner.metrics.record_snapshot(SnapshotKind::Built, file.len, entries);
         Ok(Snapshot { meta, snapshot: file })
     }
@@ -1115,6 +1159,61 @@ mod tests {
         assert_eq!((keys, applied.map(|l| l.index)), (10, Some(10)));
         let (_log, sm) = open(dir.path(), &StoreOptions::default()).expect("reopen");
         assert_eq!(sm.applied_index(), 10, "the applied index is read at open");
+    }
+
+    /// Entries go on being applied while a snapshot is dumped, and the snapshot is still an
+    /// exact cut: it holds the keys of the entries up to the index it records, and no later one.
+    #[test]
+    fn applying_goes_on_while_a_snapshot_is_dumped_and_the_cut_stays_exact() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_log, sm) = open(dir.path(), &StoreOptions::default()).expect("open");
+        let preloaded = 50_000u64;
+        for first in (1..=preloaded).step_by(1000) {
+            sm.apply_run(&puts(first, 1000)).expect("preload");
+        }
+        let building = std::sync::atomic::AtomicBool::new(true);
+        let mut next = preloaded + 1;
+        let mut runs_during_build = 0;
+        let snapshot = std::thread::scope(|scope| {
+            let builder = scope.spawn(|| {
+                let snapshot = sm.build_snapshot_blocking();
+                building.store(false, Ordering::SeqCst);
+                snapshot
+            });
+            // Runs of 10 entries until the build is done; with a dump that stopped the apply
+            // path, at most the one run that waited for it would get in.
+            while building.load(Ordering::SeqCst) {
+                sm.apply_run(&puts(next, 10)).expect("apply during the build");
+                next += 10;
+                runs_during_build += 1;
+            }
+            builder.join().expect("builder thread").expect("build")
+        });
+        let cut = snapshot.meta.last_log_id.expect("cut").index;
+        assert!(cut >= preloaded, "the cut holds every entry applied before the build: {cut}");
+        // Runs applied after the cut was taken: while the 50,000 records were dumped. A build
+        // holding the apply path for the dump lets in only the run that waited for it (and
+        // whatever slips in before the builder thread says it is done).
+        let runs_after_cut = (next - 1 - cut) / 10;
+        assert!(
+            runs_after_cut >= 20,
+            "entries were applied during the dump: {runs_after_cut} of {runs_during_build} runs"
+        );
+        let mut keys = std::collections::BTreeSet::new();
+        snapshot::read(&snapshot.snapshot.path, |k, _| {
+            if is_user_key_record(&k) {
+                keys.insert(k);
+            }
+            Ok(())
+        })
+        .expect("read the snapshot");
+        let expected: std::collections::BTreeSet<Vec<u8>> =
+            (1..=cut).map(|i| data_key(format!("key-{i}").as_bytes())).collect();
+        assert_eq!(keys, expected, "the snapshot is the state at index {cut}");
+        assert_eq!(sm.applied_index(), next - 1);
+        for i in [1, cut, cut + 1, next - 1] {
+            assert!(sm.get(format!("key-{i}").as_bytes()).expect("get").is_some(), "key-{i} reads back");
+        }
     }
 }
 
