@@ -527,9 +527,35 @@ async fn run(command: Command) -> anyhow::Result<bool> {
     }
 }
 
+/// Resolves with the name of the first SIGINT or SIGTERM this process gets.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        // Without handlers the signals keep their default action.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Cli::parse().command).await {
+    let command = Cli::parse().command;
+    // `up` stops its set in order on a signal itself. Every other command holds what it started
+    // (pods in their own process groups, an etcd cluster) inside `run`'s future: dropping that
+    // future on SIGINT or SIGTERM kills them, where dying of the signal left them running.
+    let outcome = if matches!(command, Command::Up { .. }) {
+        run(command).await
+    } else {
+        tokio::select! {
+            outcome = run(command) => outcome,
+            signal = interrupted() => Err(anyhow::anyhow!("{signal}: stopped, with everything this command started")),
+        }
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
