@@ -32,9 +32,15 @@ const EXIT_ERROR: u8 = 1;
 const EXIT_NOT_FOUND_OR_COMPARE_FAILED: u8 = 3;
 const EXIT_OUTCOME_UNKNOWN: u8 = 4;
 
+/// What is logged unless `RUST_LOG` says otherwise. raft-log and its WAL (chunked-wal) log at
+/// info on every flush of the Raft log (thousands of lines a second under writes, each
+/// formatted on the flush thread), and openraft at info on every election and membership
+/// step: only their warnings and errors are kept.
+const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,raft_log=warn,chunked_wal=warn";
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
