@@ -10,30 +10,31 @@ use petkv_harness::wait;
 
 const SETTLE: Duration = Duration::from_secs(60);
 
-/// `(pid, name, state)` of every process whose parent is `parent`, from `/proc/<pid>/stat`.
-fn children(parent: u32) -> Vec<(u32, String, char)> {
+/// `(name, state, parent pid)` of process `pid`, from `/proc/<pid>/stat`; `None` once it is gone.
+fn stat(pid: u32) -> Option<(String, char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (name) state ppid ...": the name may hold spaces, so split at the last ')'.
+    let (head, tail) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_string();
+    let mut fields = tail.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((name, state, ppid))
+}
+
+/// Pids of the processes named `name` whose parent is `parent`.
+fn children_named(parent: u32, name: &str) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // "pid (name) state ppid ...": the name may hold spaces, so split at the last ')'.
-            let (head, tail) = stat.rsplit_once(')')?;
-            let name = head.split_once('(')?.1.to_string();
-            let mut fields = tail.split_whitespace();
-            let state = fields.next()?.chars().next()?;
-            let ppid: u32 = fields.next()?.parse().ok()?;
-            (ppid == parent).then_some((pid, name, state))
-        })
+        .filter(|pid| stat(*pid).is_some_and(|(n, _, ppid)| ppid == parent && n == name))
         .collect()
 }
 
 /// True while `pid` runs (a zombie waiting to be reaped has stopped running).
 fn running(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let state = stat.rsplit_once(')').and_then(|(_, t)| t.split_whitespace().next()).unwrap_or("X");
-    state != "Z" && state != "X" && kill(Pid::from_raw(pid as i32), None).is_ok()
+    stat(pid).is_some_and(|(_, state, _)| state != 'Z' && state != 'X') && kill(Pid::from_raw(pid as i32), None).is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,11 +48,7 @@ async fn a_bench_stopped_by_a_signal_stops_its_pods() -> anyhow::Result<()> {
             .spawn()?;
         let harness_pid = harness.id().expect("the harness runs");
         let pods = wait::until("the bench's 3 pods to run", SETTLE, || async {
-            let pods: Vec<u32> = children(harness_pid)
-                .into_iter()
-                .filter(|(_, name, _)| name == "petkv")
-                .map(|(pid, _, _)| pid)
-                .collect();
+            let pods = children_named(harness_pid, "petkv");
             (pods.len() == 3).then_some(pods)
         })
         .await?;

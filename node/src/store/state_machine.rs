@@ -250,6 +250,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A consistent cut of the live tree for a snapshot or backup ([`StateMachine::take_cut`]):
+/// the tree stays at the cut while this holds the write lock.
+struct Cut<'a> {
+    writing: MutexGuard<'a, ()>,
+    generation: u64,
+    tree: sled::Tree,
+    meta: SnapshotMeta,
+}
+
 impl StateMachine {
     pub(crate) fn open(db: sled::Db, snapshot_dir: PathBuf, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
         let sled_path = snapshot_dir.with_file_name("sled");
@@ -513,19 +522,24 @@ impl StateMachine {
     /// Writes the live tree to `path` as a snapshot file; the caller holds the apply lock, so
     /// the file is a consistent cut at the applied index it records.
     fn dump_locked(&self, path: &Path) -> io::Result<(SnapshotMeta, SnapshotFile, u64)> {
-        let _writing = lock(&self.inner.write_lock);
-        self.inner.write_through_locked()?;
-        let tree = self.inner.live().tree.clone();
-        let meta = Self::cut_meta(&tree)?;
-        let (file, entries) = Self::dump_tree(&tree, path, &meta)?;
-        Ok((meta, file, entries))
+        let cut = self.take_cut()?;
+        let (file, entries) = Self::dump_tree(&cut.tree, path, &cut.meta)?;
+        Ok((cut.meta, file, entries))
     }
 
-    /// What a snapshot of `tree` records about itself: the applied log id and the membership.
-    fn cut_meta(tree: &sled::Tree) -> io::Result<SnapshotMeta> {
-        let last_log_id: Option<LogId> = Self::read::<Option<LogId>>(tree, "applied", APPLIED)?.flatten();
-        let last_membership: StoredMembership = Self::read(tree, "membership", MEMBERSHIP)?.unwrap_or_default();
-        Ok(SnapshotMeta { last_log_id, last_membership })
+    /// Writes every applied record into the tree and keeps it there: the returned cut holds the
+    /// write lock, so the background writer leaves the tree alone until the cut is dropped. The
+    /// caller holds the apply lock, so the tree is the state at the applied index it records.
+    fn take_cut(&self) -> io::Result<Cut<'_>> {
+        let writing = lock(&self.inner.write_lock);
+        self.inner.write_through_locked()?;
+        let (generation, tree) = {
+            let live = self.inner.live();
+            (live.generation, live.tree.clone())
+        };
+        let last_log_id: Option<LogId> = Self::read::<Option<LogId>>(&tree, "applied", APPLIED)?.flatten();
+        let last_membership: StoredMembership = Self::read(&tree, "membership", MEMBERSHIP)?.unwrap_or_default();
+        Ok(Cut { writing, generation, tree, meta: SnapshotMeta { last_log_id, last_membership } })
     }
 
     /// Writes every record of `tree` to the snapshot file at `path`; nothing may write the tree
@@ -554,20 +568,16 @@ impl StateMachine {
     /// one it has.
     fn build_snapshot_blocking(&self) -> io::Result<SnapshotOf<TypeConfig, SnapshotFile>> {
         let n = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-        let (writing, generation, tree, meta) = {
+        let cut = {
             let _applying = lock(&self.inner.apply_lock);
-            let writing = lock(&self.inner.write_lock);
-            self.inner.write_through_locked()?;
-            let (generation, tree) = {
-                let live = self.inner.live();
-                (live.generation, live.tree.clone())
-            };
-            let meta = Self::cut_meta(&tree)?;
-            (writing, generation, tree, meta)
+            self.take_cut()?
         };
-        let applied = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+        let applied = cut.meta.last_log_id.map(|l| l.index).unwrap_or(0);
         let file_name = format!("snap-{applied:020}-{}-{n}.snap", std::process::id());
-        let (file, entries) = Self::dump_tree(&tree, &self.inner.snapshot_dir.join(&file_name), &meta)?;
+        let (file, entries) = Self::dump_tree(&cut.tree, &self.inner.snapshot_dir.join(&file_name), &cut.meta)?;
+        // The write lock goes before the apply lock is taken again (an apply holding the apply
+        // lock may be waiting for the write lock).
+        let Cut { writing, generation, meta, .. } = cut;
         drop(writing);
         let _applying = lock(&self.inner.apply_lock);
         if self.inner.live().generation != generation {
