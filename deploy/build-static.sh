@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the static musl binary that deploy/Dockerfile.scratch copies into a FROM-scratch
-# image: target/x86_64-unknown-linux-musl/release/petkv (under $CARGO_TARGET_DIR if set).
+# image: target/x86_64-unknown-linux-musl/dist/petkv (under $CARGO_TARGET_DIR if set).
 # Installs what the build needs when it is missing: the Rust musl target (rustup) and
 # musl-gcc (Debian's musl-tools), which crates with C code (ring, for one) compile with.
 # Builds with `--features kube` when the petkv package has that feature, without it otherwise.
@@ -34,8 +34,8 @@ fi
 
 # cc-rs picks musl-gcc for this target on its own; saying so keeps it from guessing.
 export CC_x86_64_unknown_linux_musl=musl-gcc
-cargo build --release --locked -p petkv --target "$TARGET" "${features[@]}"
+cargo build --profile dist --locked -p petkv --target "$TARGET" "${features[@]}"
 
-bin="${CARGO_TARGET_DIR:-target}/$TARGET/release/petkv"
+bin="${CARGO_TARGET_DIR:-target}/$TARGET/dist/petkv"
 echo "build-static: built $bin"
 file "$bin" 2>/dev/null || true

@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 readonly IMAGE=localhost/petkv:scratch-smoke
-readonly STATIC=target/x86_64-unknown-linux-musl/release/petkv  # what Dockerfile.scratch copies
+readonly STATIC=target/x86_64-unknown-linux-musl/dist/petkv  # what Dockerfile.scratch copies
 readonly BASE_PORT=37379  # pod N: client BASE+10N, peer +1, http +2
 readonly GRACE_MS=20000
 

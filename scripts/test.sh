@@ -5,7 +5,7 @@
 # checks of the Kubernetes manifests in deploy/ (scripts/check-deploy.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
+source scripts/setup.sh --test
 started=$(date +%s)
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all -- --check

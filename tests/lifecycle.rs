@@ -81,6 +81,43 @@ async fn killed_leader_is_replaced_and_comes_back_with_the_same_identity() -> an
     Ok(())
 }
 
+/// A crashed leader that is back at once (a container restarted in its pod) must not lead again
+/// in the term it had: its log may have lost a tail that its followers fsync'd and acknowledged,
+/// and as leader of the same term it would write other entries under the same log ids (Raft's
+/// log matching gone). A long election timeout makes sure it is back before anyone else runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_restarted_at_once_never_leads_again_in_its_old_term() -> anyhow::Result<()> {
+    let mut cluster = healthy_cluster(3, 3, &["--heartbeat-ms", "100", "--election-timeout-ms", "3000"]).await?;
+    let client = cluster.client()?;
+    client.put(b"before", b"1", None).await?;
+    let leader = cluster.wait_leader(SETTLE).await?;
+    let old_term = cluster.status(leader).await?.term;
+
+    let killed_at = Instant::now();
+    cluster.kill(leader).await?;
+    cluster.start(leader)?;
+    let back =
+        wait::until("the restarted leader to answer", SETTLE, || async { cluster.status(leader).await.ok() }).await?;
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(3),
+        "the pod must be back within the election timeout to test this: {:?}",
+        killed_at.elapsed()
+    );
+    assert!(
+        !(back.role == "leader" && back.term == old_term),
+        "the restarted pod resumed leadership in its old term {old_term}: {back:?}"
+    );
+    client.put(b"after", b"2", None).await?;
+    let new_leader = cluster.wait_leader(SETTLE).await?;
+    let now = cluster.status(new_leader).await?;
+    assert!(now.term > old_term, "a leader after the crash leads in a new term: {old_term} then {now:?}");
+    for o in 0..3 {
+        wait_value_on(&cluster, o, "after", "2").await?;
+        wait_value_on(&cluster, o, "before", "1").await?;
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wiped_follower_rejoins_under_a_new_id_with_all_data() -> anyhow::Result<()> {
     // Frequent snapshots, so the wiped pod must catch up by snapshot, not by log.

@@ -210,7 +210,7 @@ async fn receive(client: &Client, channel: Channel, out: &Path) -> Result<Backup
     match checked {
         Ok(mut summary) => {
             std::fs::rename(&partial, out).map_err(|e| Attempt::Fatal(io_error(out, e)))?;
-            snapshot::sync_dir(out).map_err(|e| Attempt::Fatal(io_error(out, e)))?;
+            crate::durable::sync_dir_of(out).map_err(|e| Attempt::Fatal(io_error(out, e)))?;
             summary.path = out.to_path_buf();
             Ok(summary)
         }

@@ -12,7 +12,6 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -207,13 +206,8 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<IdentityRecord, IdentityError>
 pub fn save(data_dir: &Path, record: &IdentityRecord) -> Result<(), IdentityError> {
     let path = data_dir.join(IDENTITY_FILE);
     let write = || -> std::io::Result<()> {
-        fs::create_dir_all(data_dir)?;
-        let tmp = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        fs::File::open(data_dir)?.sync_all()
+        let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+        crate::durable::write_atomically(&path, &bytes)
     };
     write().map_err(|source| IdentityError::Write { path: path.clone(), source })
 }

@@ -44,6 +44,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod discovery;
+pub mod durable;
 pub mod http;
 pub mod identity;
 #[cfg(feature = "kube")]

@@ -119,11 +119,8 @@ fn read_file(path: &Path) -> Result<Option<String>, MarkerError> {
 }
 
 fn write_file(path: &Path, cluster_id: &str) -> Result<(), MarkerError> {
-    let fail = |source| MarkerError::WriteFile { path: path.to_path_buf(), source };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(fail)?;
-    }
-    std::fs::write(path, format!("{cluster_id}\n")).map_err(fail)
+    crate::durable::write_atomically(path, format!("{cluster_id}\n").as_bytes())
+        .map_err(|source| MarkerError::WriteFile { path: path.to_path_buf(), source })
 }
 
 /// An error and its sources on one line (`outer: inner: innermost`), for logs.

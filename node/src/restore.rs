@@ -28,7 +28,7 @@ use crate::backup::{self, BackupSummary};
 use crate::identity::{self, IdentityRecord, PodName};
 use crate::node::Node;
 use crate::raft::{self, Membership, SnapshotMeta, StoredMembership};
-use crate::store::{self, snapshot, StoreOptions};
+use crate::store::{self, StoreOptions};
 
 /// The staged backup on the volume.
 pub const STAGED_FILE: &str = "restore.snap";
@@ -88,7 +88,7 @@ pub fn stage(backup: &Path, data_dir: &Path, pod: &PodName, if_empty: bool) -> a
     std::fs::copy(backup, &tmp).with_context(|| format!("copy {} to {}", backup.display(), tmp.display()))?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("fsync {}", tmp.display()))?;
     std::fs::rename(&tmp, &dest).with_context(|| format!("rename into {}", dest.display()))?;
-    snapshot::sync_dir(&dest).context("fsync the data dir")?;
+    crate::durable::sync_dir_of(&dest).context("fsync the data dir")?;
     Ok(StageOutcome::Staged(BackupSummary { path: dest, ..summary }))
 }
 
@@ -142,7 +142,7 @@ pub async fn finish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> anyho
         .await
         .context("recording the restored cluster in the bootstrap marker")?;
     std::fs::remove_file(&staged).with_context(|| format!("remove {}", staged.display()))?;
-    snapshot::sync_dir(&staged).context("fsync the data dir")?;
+    crate::durable::sync_dir_of(&staged).context("fsync the data dir")?;
     tracing::info!(index = last.index, "restore finished; starting Raft from the restored state");
     Ok(record)
 }

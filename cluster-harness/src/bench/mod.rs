@@ -161,6 +161,7 @@ impl Systems {
         if spec.compare.is_some() {
             ensure_etcd_available()?;
         }
+        say_which_build()?;
         let (cluster, leader) = crate::measure::fresh_cluster(ClusterSpec::default()).await?;
         let petkv = PetkvSystem::new(cluster);
         // The leader first: the client starts there and fails over to the others.
@@ -207,6 +208,21 @@ impl Systems {
     }
 }
 
+/// Names the node binary and its build profile: the figures in docs/benchmarks.md are of the
+/// `dist` profile (whole-program optimisation), which a `dev` or `release` build is not.
+fn say_which_build() -> anyhow::Result<()> {
+    let binary = crate::binary::petkv_binary()?;
+    let profile = binary.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned());
+    println!("node binary: {} (profile {})", binary.display(), profile.as_deref().unwrap_or("unknown"));
+    if profile.as_deref() != Some("dist") {
+        eprintln!(
+            "note: this is not a `dist` build; benchmark figures are measured on one \
+             (cargo build --profile dist -p petkv -p petkv-harness)"
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn ensure_etcd_available() -> anyhow::Result<()> {
     #[cfg(feature = "etcd")]
     {
@@ -219,7 +235,7 @@ pub(crate) fn ensure_etcd_available() -> anyhow::Result<()> {
     #[cfg(not(feature = "etcd"))]
     anyhow::bail!(
         "this petkv-harness was built without etcd support: run scripts/install-etcd.sh, then \
-         cargo build --release -p petkv-harness --features etcd"
+         cargo build --profile dist -p petkv -p petkv-harness --features petkv-harness/etcd"
     )
 }
 

@@ -50,6 +50,12 @@ impl RaftSettings {
             // log, not by a full snapshot.
             max_in_snapshot_log_to_keep: (self.snapshot_every / 2).min(MAX_LOG_KEPT_BEHIND_SNAPSHOT),
             enable_pre_vote: Some(true),
+            // A restarted leader is a follower and must win a new election, in a new term: its
+            // log may have lost a tail that it had appended (and that followers fsync'd and
+            // acknowledged) but not made durable itself. Resuming leadership in the old term
+            // would append other entries under log ids those followers already hold, and Raft's
+            // log matching would be gone (docs/architecture.md, "Durability rules").
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         Ok(Arc::new(config.validate()?))

@@ -29,6 +29,7 @@
 pub mod command;
 pub mod log_store;
 pub mod seal;
+mod sled_sync;
 pub mod snapshot;
 pub mod state_machine;
 mod write_back;
@@ -77,6 +78,8 @@ pub fn open(data_dir: &Path, options: &StoreOptions) -> Result<(LogStore, StateM
         .cache_capacity(options.cache_bytes)
         .open()
         .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+    // sled writes its `conf` file at every open without an fsync.
+    sled_sync::sync_files(&path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
     let metrics = options.metrics.clone().unwrap_or_default();
     let log = LogStore::open(data_dir, &db, metrics.clone(), sealed)?;
     let sm = StateMachine::open(db, data_dir.join("snapshots"), metrics)?;

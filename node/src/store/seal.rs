@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -154,16 +154,8 @@ pub fn seal(data_dir: &Path, wait: Duration) -> Result<usize, SealError> {
     let count = files.len();
     let seal = Seal { format: FORMAT, checksum: checksum_of(&files), files };
     let path = data_dir.join(SEAL_FILE);
-    let tmp = data_dir.join(format!("{SEAL_FILE}.tmp"));
     let bytes = serde_json::to_vec_pretty(&seal).map_err(|e| SealError::Io { path: path.clone(), source: e.into() })?;
-    let write = || -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        File::open(data_dir)?.sync_all()
-    };
-    write().map_err(io_at(&path))?;
+    crate::durable::write_atomically(&path, &bytes).map_err(io_at(&path))?;
     Ok(count)
 }
 
@@ -217,7 +209,6 @@ pub fn check_and_break(data_dir: &Path) -> Result<bool, StoreError> {
         }
     }
     // From here on the store will be opened and written: the seal no longer describes it.
-    let removed = fs::remove_file(&path).and_then(|()| File::open(data_dir)?.sync_all());
-    removed.map_err(|source| StoreError::Io { path, source })?;
+    crate::durable::remove(&path).map_err(|source| StoreError::Io { path, source })?;
     Ok(true)
 }

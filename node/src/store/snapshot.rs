@@ -96,16 +96,8 @@ where
     file.sync_all()?;
     drop(file);
     fs::rename(&tmp, path)?;
-    sync_dir(path)?;
+    crate::durable::sync_dir_of(path)?;
     SnapshotFile::at(path.to_path_buf())
-}
-
-/// fsyncs the directory holding `path`, so a rename in it is durable.
-pub fn sync_dir(path: &Path) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 fn read_u32(r: &mut impl Read) -> io::Result<u32> {

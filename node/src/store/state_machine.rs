@@ -25,7 +25,6 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
-use std::time::Instant;
 
 use futures::{FutureExt, Stream, StreamExt};
 use openraft::alias::SnapshotOf;
@@ -35,6 +34,7 @@ use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 
 use super::command::{Command, CommandResult, KeyValue, StoredValue, WriteId};
+use super::sled_sync;
 use super::snapshot::{self, SnapshotFile};
 use super::write_back::{self, Live, Merged, Writes};
 use super::{decode, encode, io_err, StoreError};
@@ -150,6 +150,8 @@ pub struct StateMachine {
 
 struct Inner {
     db: sled::Db,
+    /// sled's directory, fsync'd file by file when the tree must be durable ([`sled_sync`]).
+    sled_dir: PathBuf,
     pointer: sled::Tree,
     /// The live tree and the applied writes not yet in it.
     live: RwLock<Live>,
@@ -286,6 +288,7 @@ impl StateMachine {
         let sm = Self {
             inner: Arc::new(Inner {
                 db,
+                sled_dir: sled_path.clone(),
                 pointer,
                 live: RwLock::new(Live::new(generation, tree)),
                 apply_lock: Mutex::new(()),
@@ -432,21 +435,19 @@ impl StateMachine {
     /// Writes every applied record to sled and flushes it to disk (used at shutdown).
     pub async fn flush(&self) -> io::Result<()> {
         let sm = self.clone();
-        tokio::task::spawn_blocking(move || sm.inner.write_through())
-            .await
-            .map_err(|e| io_err("state machine write task", e))??;
-        let start = Instant::now();
-        let result = self.inner.db.flush_async().await;
-        self.inner.metrics.record_fsync(FsyncSite::StateMachine, start.elapsed());
-        result.map(|_| ()).map_err(|e| io_err("flush", e))
+        tokio::task::spawn_blocking(move || {
+            sm.inner.write_through()?;
+            sm.flush_blocking("flush")
+        })
+        .await
+        .map_err(|e| io_err("state machine flush task", e))?
     }
 
-    /// sled's blocking flush (fsync), timed.
+    /// sled's flush and an fsync of its files ([`sled_sync`]), timed.
     fn flush_blocking(&self, what: &str) -> io::Result<()> {
         self.inner
             .metrics
-            .time_fsync(FsyncSite::StateMachine, || self.inner.db.flush())
-            .map(|_| ())
+            .time_fsync(FsyncSite::StateMachine, || sled_sync::flush_durably(&self.inner.db, &self.inner.sled_dir))
             .map_err(|e| io_err(what, e))
     }
 
@@ -679,7 +680,7 @@ impl StateMachine {
         let dest = self.inner.snapshot_dir.join(&file_name);
         if file.path != dest {
             std::fs::rename(&file.path, &dest).or_else(|_| std::fs::copy(&file.path, &dest).map(|_| ()))?;
-            snapshot::sync_dir(&dest)?;
+            crate::durable::sync_dir_of(&dest)?;
         }
         self.publish_snapshot(meta, &file_name, Some(generation))?;
         *self.inner.live_mut() = Live::new(generation, tree);
@@ -933,6 +934,8 @@ pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use openraft::entry::RaftEntry;
+
+    use std::time::Instant;
 
     use super::*;
     use crate::store::{open, StoreOptions};

@@ -1,0 +1,73 @@
+//! Writing a small file so that a power loss at any instant leaves either the old contents or
+//! the new, never a mix or nothing: the one way the node writes its identity, seal and
+//! bootstrap-marker files (docs/architecture.md, "Durability rules").
+//!
+//! The order: write a temporary file beside the target, fsync it, rename it over the target,
+//! fsync the directory. The rename is atomic; the first fsync makes sure the renamed file has
+//! its contents, the second that the rename itself survives.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Replaces `path` with `bytes` atomically and durably (creating its directory if needed).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = parent_of(path);
+    fs::create_dir_all(dir)?;
+    let name = path.file_name().ok_or_else(|| io::Error::other(format!("{} names no file", path.display())))?;
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    sync_dir_of(path)
+}
+
+/// Removes `path` durably (the directory is fsync'd); a missing file is not an error.
+pub fn remove(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir_of(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// fsyncs the directory that holds `path`, so a create, rename or removal in it is durable.
+pub fn sync_dir_of(path: &Path) -> io::Result<()> {
+    File::open(parent_of(path))?.sync_all()
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_the_contents_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub").join("record");
+        write_atomically(&path, b"one").expect("first write");
+        write_atomically(&path, b"two").expect("second write");
+        assert_eq!(fs::read(&path).expect("read"), b"two");
+        let names: Vec<_> = fs::read_dir(path.parent().expect("parent"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("record")]);
+    }
+
+    #[test]
+    fn removing_a_missing_file_is_fine() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        remove(&dir.path().join("nothing")).expect("remove");
+    }
+}
