@@ -25,6 +25,7 @@ use crate::node::Node;
 use crate::pb::raft::raft_client::RaftClient;
 use crate::pb::raft::{AllocateNodeIdRequest, ClusterInfoRequest, ClusterInfoResponse, JoinRequest};
 use crate::raft::network::{Network, PeerChannels};
+use crate::raft::peer_health::PeerHealth;
 use crate::raft::{self, Raft};
 use crate::startup::{decide, StartupAction, StartupFacts, WaitReason};
 use crate::tls::{ClientTls, Dialers};
@@ -68,10 +69,15 @@ async fn start_raft(node: &Arc<Node>, record: IdentityRecord) -> anyhow::Result<
     let config = node.config.raft.to_config(&record.cluster_id).context("invalid Raft settings")?;
     node.set_identity(record.clone());
     node.set_log_at_start(node.log.last_log_id().context("reading the last log id")?);
-    let raft =
-        Raft::new(record.node_id, config, Network::new(node.channels.clone()), node.log.clone(), node.sm.clone())
-            .await
-            .context("starting Raft")?;
+    let raft = Raft::new(
+        record.node_id,
+        config,
+        Network::new(node.channels.clone(), PeerHealth::new(node.prometheus.clone())),
+        node.log.clone(),
+        node.sm.clone(),
+    )
+    .await
+    .context("starting Raft")?;
     node.set_raft(raft.clone());
     tracing::info!(node_id = record.node_id, cluster_id = %record.cluster_id, "raft started");
     Ok(raft)

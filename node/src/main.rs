@@ -36,7 +36,11 @@ const EXIT_OUTCOME_UNKNOWN: u8 = 4;
 /// info on every flush of the Raft log (thousands of lines a second under writes, each
 /// formatted on the flush thread), and openraft at info on every election and membership
 /// step: only their warnings and errors are kept.
-const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,raft_log=warn,chunked_wal=warn";
+/// openraft logs a warning for every failed replication or heartbeat attempt (thousands a
+/// second while a peer is down); the peer transport logs those itself, rate-limited
+/// (`raft::peer_health`).
+const DEFAULT_LOG_FILTER: &str =
+    "info,openraft=warn,openraft::replication=error,openraft::core::heartbeat=error,raft_log=warn,chunked_wal=warn";
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

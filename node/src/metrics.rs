@@ -67,6 +67,11 @@ pub enum AuthRefusal {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PortLabels {
     port: &'static str,
 }
@@ -176,6 +181,7 @@ pub struct Metrics {
     space_refusals: Family<SpaceRefusalLabels, Counter>,
     open_connections: Family<PortLabels, Gauge>,
     refused_connections: Family<PortLabels, Counter>,
+    peer_unreachable: Family<PeerLabels, Counter>,
     inflight_requests: Gauge,
     shed_requests: Counter,
     oversized_requests: Counter,
@@ -221,6 +227,7 @@ impl Metrics {
             space_refusals: Family::default(),
             open_connections: Family::default(),
             refused_connections: Family::default(),
+            peer_unreachable: Family::default(),
             inflight_requests: Gauge::default(),
             shed_requests: Counter::default(),
             oversized_requests: Counter::default(),
@@ -294,6 +301,11 @@ impl Metrics {
             "connections_refused",
             "Connections closed right after accept because the port's connection cap was reached",
             m.refused_connections.clone(),
+        );
+        r.register(
+            "peer_unreachable_attempts",
+            "Failed attempts to reach a peer's Raft port (connection refused or lost), by peer address",
+            m.peer_unreachable.clone(),
         );
         r.register("inflight_requests", "Client-port requests being served now", m.inflight_requests.clone());
         r.register(
@@ -385,6 +397,11 @@ impl Metrics {
     /// Counts a connection `port` closed right after accept (its cap was reached).
     pub fn record_connection_refused(&self, port: &'static str) {
         self.refused_connections.get_or_create(&PortLabels { port }).inc();
+    }
+
+    /// Counts a failed attempt to reach the Raft port of the peer at `addr`.
+    pub fn record_peer_unreachable(&self, addr: &str) {
+        self.peer_unreachable.get_or_create(&PeerLabels { peer: addr.to_string() }).inc();
     }
 
     /// Counts a client-port request that started being served.

@@ -11,6 +11,7 @@
 
 pub mod codec;
 pub mod network;
+pub mod peer_health;
 pub mod service;
 pub mod settings;
 pub mod snapshot_trigger;

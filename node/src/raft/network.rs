@@ -28,6 +28,7 @@ use openraft::{OptionalSend, RaftNetworkV2};
 use tonic::transport::Channel;
 
 use super::codec;
+use super::peer_health::{self, PeerHealth};
 use super::types::{NodeId, PeerNode, TypeConfig, Vote};
 use crate::pb::raft::raft_client::RaftClient;
 use crate::pb::raft::{snapshot_chunk, SnapshotChunk, SnapshotHeader, SnapshotTrailer};
@@ -107,11 +108,12 @@ impl PeerChannels {
 #[derive(Clone)]
 pub struct Network {
     channels: PeerChannels,
+    health: PeerHealth,
 }
 
 impl Network {
-    pub fn new(channels: PeerChannels) -> Self {
-        Self { channels }
+    pub fn new(channels: PeerChannels, health: PeerHealth) -> Self {
+        Self { channels, health }
     }
 }
 
@@ -119,7 +121,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Self::Network {
-        PeerConnection { target, addr: node.peer_addr.clone(), channels: self.channels.clone() }
+        PeerConnection {
+            target,
+            addr: node.peer_addr.clone(),
+            channels: self.channels.clone(),
+            health: self.health.clone(),
+        }
     }
 }
 
@@ -135,6 +142,18 @@ pub struct PeerConnection {
     target: NodeId,
     addr: String,
     channels: PeerChannels,
+    health: PeerHealth,
+}
+
+/// Records the outcome of an attempt to reach `target` at `addr` and logs what it changed.
+/// Only transport failures (the peer is unreachable) count as failures.
+fn observe<T>(health: &PeerHealth, target: NodeId, addr: &str, result: &Result<T, RPCError<TypeConfig>>) {
+    let now = std::time::Instant::now();
+    match result {
+        Ok(_) => peer_health::log(&health.succeeded(addr, now), target, addr, &""),
+        Err(e @ RPCError::Unreachable(_)) => peer_health::log(&health.failed(addr, now), target, addr, e),
+        Err(_) => {}
+    }
 }
 
 fn unreachable<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
@@ -179,8 +198,9 @@ impl PeerConnection {
         Fut: Future<Output = Result<tonic::Response<crate::pb::raft::RaftMessage>, tonic::Status>>,
     {
         let msg = codec::pack(what, self.target, req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let reply = f(self.client()?, with_deadline(msg, option)).await.map_err(status_to_rpc)?;
-        codec::unpack(what, reply.get_ref()).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+        let reply = f(self.client()?, with_deadline(msg, option)).await.map_err(status_to_rpc);
+        observe(&self.health, self.target, &self.addr, &reply);
+        codec::unpack(what, reply?.get_ref()).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 
     async fn send_snapshot(
@@ -275,12 +295,22 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         // outstanding. With requests outstanding, two checks in a row without an answer mean
         // the peer is gone; otherwise a silent peer holds the session until TCP keepalive.
         let tick = option.hard_ttl().max(MIN_ANSWER_WAIT);
+        let (health, addr) = (self.health.clone(), self.addr.clone());
         Box::pin(async move {
+            // openraft's own back-off is consumed only while a stream polls its requests, which
+            // a refused connection never does: wait here after failures (peer_health).
+            let delay = self.health.delay(&self.addr);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let mut client = self.client()?;
-            let answers = client.stream_append(requests).await.map_err(status_to_rpc)?.into_inner();
+            let opened = client.stream_append(requests).await.map_err(status_to_rpc);
+            observe(&self.health, target, &self.addr, &opened);
+            let answers = opened?.into_inner();
             let state = AnswerWait { answers, received: 0, stalled_checks: 0 };
             let answers = futures::stream::unfold(Some(state), move |state| {
                 let sent = sent.clone();
+                let (health, addr) = (health.clone(), addr.clone());
                 async move {
                     let mut state = state?;
                     let item = loop {
@@ -305,6 +335,9 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
                             }
                         }
                     };
+                    if item.is_err() {
+                        observe(&health, target, &addr, &item);
+                    }
                     let go_on = item.is_ok();
                     Some((item, go_on.then_some(state)))
                 }
@@ -353,7 +386,8 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
 
     fn backoff(&self) -> Option<Backoff> {
         // Retry an unreachable peer every 100 ms up to 1 s apart: fast enough to notice a pod
-        // that came back, slow enough not to spin on a dead one.
+        // that came back, slow enough not to spin on a dead one (openraft applies it to a
+        // stream that failed after it opened; `stream_append` waits itself before opening).
         let delays = (1..).map(|i: u64| Duration::from_millis((100 * i).min(1000)));
         Some(Backoff::new(delays))
     }

@@ -29,7 +29,8 @@ pub fn sync_files(dir: &Path) -> io::Result<()> {
     for d in [dir, blobs.as_path()] {
         let entries = match std::fs::read_dir(d) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            // sled creates `blobs/` only for its first large value.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && d == blobs => continue,
             Err(e) => return Err(with_path(e, d)),
         };
         for entry in entries {
