@@ -85,6 +85,7 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT
 
 mount_overlay() { # lower upper-name target
   mkdir -p "$work/$2/upper" "$work/$2/work" "$3"

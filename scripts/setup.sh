@@ -65,6 +65,9 @@ if [ -z "${PROTOC:-}" ]; then
   fi
 fi
 
+# jemalloc (the node's allocator, tikv-jemalloc-sys) is built from C with make.
+petkv_apt_install make
+
 # The test suite's pod-mode tests use iproute2 (network namespaces, a bridge); the deploy
 # checks use python3's venv module to install their linters from PyPI.
 if [ "${1:-}" = "--test" ]; then
