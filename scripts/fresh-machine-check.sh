@@ -110,7 +110,23 @@ bind /sys "$root/sys"
 bind /dev "$root/dev"
 mount -t tmpfs tmpfs "$root/tmp"; mounts+=("$root/tmp")
 mount -t tmpfs tmpfs "$root/run"; mounts+=("$root/run")
+# The machine's network as it is (not an install step): its resolver, and the certificate
+# authorities it trusts (a network that inspects TLS adds its own), for the package registries.
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+if [ -d /usr/local/share/ca-certificates ]; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp -r /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+fi
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  mkdir -p "$root/etc/ssl/certs"
+  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+fi
+network_env=()
+for var in SSL_CERT_FILE SSL_CERT_DIR CURL_CA_BUNDLE REQUESTS_CA_BUNDLE PIP_CERT GIT_SSL_CAINFO \
+  CARGO_HTTP_CAINFO http_proxy https_proxy HTTP_PROXY HTTPS_PROXY no_proxy NO_PROXY \
+  PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_DEFAULT_TIMEOUT; do
+  if [ -n "${!var:-}" ]; then network_env+=("$var=${!var}"); fi
+done
 # The toolchain, read-only; cargo's home is the root's own, with the download cache of this
 # machine under it as a read-only lower layer.
 bind "$RUSTUP_DIR" "$root/opt/rustup" ro
@@ -127,7 +143,7 @@ fi
 log "clone of $(git -C "$repo" rev-parse --short HEAD) in a clean $SUITE root ($work)"
 
 in_root() {
-  chroot "$root" /usr/bin/env -i HOME=/root USER=root LANG=C.UTF-8 TERM=dumb CI="${CI:-}" \
+  chroot "$root" /usr/bin/env -i HOME=/root USER=root LANG=C.UTF-8 TERM=dumb CI="${CI:-}" "${network_env[@]}" \
     RUSTUP_HOME=/opt/rustup CARGO_HOME=/root/.cargo \
     PATH=/opt/cargo-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     bash -c "cd /work/petkv && $1"

@@ -111,6 +111,9 @@ fn seal_of(path: &Path) -> io::Result<FileSeal> {
         hasher.update(&buf[..n]);
         len += n as u64;
     }
+    // What the seal describes must be what a power loss leaves: the engines' last writes at
+    // close (sled's, raft-log's) may not have been fsync'd yet.
+    file.sync_all()?;
     Ok(FileSeal { len, crc32: format!("{:08x}", hasher.finalize()) })
 }
 
