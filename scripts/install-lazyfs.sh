@@ -27,7 +27,9 @@
 #     lazyfs /mnt/point --config-path /path/config.toml \
 #            -o allow_other -o modules=subdir -o subdir=/abs/backing/dir -f &
 #   -f keeps it in the foreground (keep its pid); without -f it daemonizes. Without
-#   --config-path it reads ./config/default.toml and aborts if that is missing. allow_other
+#   --config-path it reads ./config/default.toml and aborts if that is missing; it also
+#   ignores a --config-path that contains "-o" in any case (/tmp/petkv-harness-Oa3x/… too):
+#   give a relative path from its working directory. allow_other
 #   needs `user_allow_other` in /etc/fuse.conf only for non-root; /dev/fuse must exist.
 #   Ready when `mountpoint -q /mnt/point` succeeds: poll it (the fault FIFO is served from
 #   then on too).

@@ -1,10 +1,12 @@
 //! A short form of every harness experiment, as CI runs it: each must lose no acknowledged
-//! write, show no linearizability violation, converge on every member, and keep every pod's
-//! identity.
+//! write, show no linearizability violation, converge on every member (equal digests of every
+//! member's whole state at one applied index, and agreeing reads), start every stopped pod
+//! again, and keep every pod's identity. The power-loss experiments need LazyFS (root,
+//! /dev/fuse, the LazyFS build): where it cannot run they say why and are skipped.
 
 use std::time::Duration;
 
-use petkv_harness::experiment::{self, Experiment, ExperimentSpec};
+use petkv_harness::experiment::{self, Experiment, ExperimentSpec, PowerLossTarget, Report};
 
 fn short() -> ExperimentSpec {
     let out = std::env::temp_dir().join(format!("petkv-experiments-{}", std::process::id()));
@@ -18,16 +20,55 @@ fn short() -> ExperimentSpec {
 }
 
 async fn passes(name: Experiment) -> anyhow::Result<()> {
-    let report = experiment::run(name, &short()).await?;
+    passes_with(name, &short()).await.map(|_| ())
+}
+
+async fn passes_with(name: Experiment, spec: &ExperimentSpec) -> anyhow::Result<Report> {
+    let report = experiment::run(name, spec).await?;
     experiment::print(&report);
     assert!(report.operations > 0, "the workload recorded nothing");
+    assert!(report.acknowledged_writes > 0, "no write was acknowledged");
     assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert!(report.lost_writes.is_empty(), "acknowledged writes lost: {:?}", report.lost_writes);
     assert_eq!(report.linearizability, "linearizable");
+    assert!(report.all_started, "a pod did not start again after {name:?}: {:?}", report.fault_errors);
+    // The digests were compared: a row per member, all at one index, all equal.
+    let c = &report.convergence;
+    assert_eq!(c.members.len(), 3, "{c:?}");
+    assert!(c.members.iter().all(|m| m.error.is_none() && m.applied_index == c.applied_index), "{c:?}");
+    assert!(c.members.iter().all(|m| !m.digest.is_empty() && m.digest == c.members[0].digest), "{c:?}");
+    assert!(c.digests_equal && c.divergent.is_empty(), "{c:?}");
+    assert!(report.reads_agree, "stale reads disagree after {name:?}");
     assert!(report.members_converged, "members disagree after {name:?}");
     assert!(report.identity_kept, "identity broken by {name:?}");
+    assert!(report.passed(), "{report:?}");
     assert!(std::path::Path::new(&report.timeline_svg).exists());
     let _ = std::fs::remove_file(&report.timeline_svg);
     let _ = std::fs::remove_file(&report.report_json);
+    Ok(report)
+}
+
+/// True when LazyFS volumes can be mounted here; otherwise says why the test is skipped. In CI
+/// (`CI` set: root, /dev/fuse and the sources are there) a missing LazyFS is a failure, not a
+/// skip.
+fn lazyfs_or_skip(test: &str) -> bool {
+    match petkv_harness::lazyfs::probe() {
+        Ok(_) => true,
+        Err(e) if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => {
+            panic!("{test}: LazyFS must run in CI: {e:#}")
+        }
+        Err(e) => {
+            eprintln!("skipped {test}: {e}");
+            false
+        }
+    }
+}
+
+async fn power_loss(target: PowerLossTarget) -> anyhow::Result<()> {
+    let spec = ExperimentSpec { target, cycles: 3, ..short() };
+    let report = passes_with(Experiment::PowerLoss, &spec).await?;
+    let cuts = report.faults.iter().filter(|(_, label)| label.contains("power loss")).count();
+    assert_eq!(cuts, 3, "{:?}", report.faults);
     Ok(())
 }
 
@@ -91,5 +132,44 @@ async fn latency() -> anyhow::Result<()> {
     let err = experiment::run(Experiment::Latency, &short()).await.expect_err("needs pod mode and netem");
     let msg = format!("{err:#}");
     assert!(msg.contains("pod mode") || msg.contains("netem"), "{msg}");
+    Ok(())
+}
+
+/// Three power losses of the leader (kill -9 and LazyFS drops its volume's unsynced data),
+/// each started again on its volume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_loss_of_the_leader() -> anyhow::Result<()> {
+    if !lazyfs_or_skip("power_loss_of_the_leader") {
+        return Ok(());
+    }
+    power_loss(PowerLossTarget::Leader).await
+}
+
+/// Three power losses of every member at once, all started again together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_loss_of_every_member() -> anyhow::Result<()> {
+    if !lazyfs_or_skip("power_loss_of_every_member") {
+        return Ok(());
+    }
+    power_loss(PowerLossTarget::All).await
+}
+
+/// Three power losses of a member right after it wrote a snapshot (with a snapshot every 200
+/// entries): the volume must start again, its snapshot record naming a complete file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_loss_in_the_middle_of_a_snapshot() -> anyhow::Result<()> {
+    if !lazyfs_or_skip("power_loss_in_the_middle_of_a_snapshot") {
+        return Ok(());
+    }
+    power_loss(PowerLossTarget::MidSnapshot).await
+}
+
+/// Three times: kill -9 the leader and start it again within 0.1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_fast() -> anyhow::Result<()> {
+    let report = passes_with(Experiment::FailoverFast, &short()).await?;
+    let restarts: Vec<&String> =
+        report.faults.iter().map(|(_, label)| label).filter(|label| label.contains("started again")).collect();
+    assert_eq!(restarts.len(), 3, "{:?}", report.faults);
     Ok(())
 }

@@ -13,6 +13,7 @@ use petkv::tls::ClientTls;
 
 use crate::auth::ClusterAuth;
 use crate::binary::petkv_binary;
+use crate::lazyfs::LazyFsVolume;
 use crate::pod::{Pod, PodSpec};
 use crate::tls::ClusterTls;
 use crate::volume::SizedVolume;
@@ -64,6 +65,11 @@ pub struct ClusterSpec {
     /// ([`crate::volume`]; needs root), mounted when the pod is added and gone with the
     /// cluster. `None`: plain directories in the state dir.
     pub volume_bytes: Option<u64>,
+    /// Volumes on LazyFS ([`crate::lazyfs`]; needs root, `/dev/fuse` and the LazyFS build):
+    /// each pod's volume is a LazyFS mount over a backing dir in the state dir, mounted when
+    /// the pod is added and unmounted with the cluster; [`Cluster::power_loss`] works only
+    /// with it.
+    pub lazyfs: bool,
 }
 
 impl Default for ClusterSpec {
@@ -78,6 +84,7 @@ impl Default for ClusterSpec {
             tls: false,
             auth: false,
             volume_bytes: None,
+            lazyfs: false,
         }
     }
 }
@@ -132,6 +139,9 @@ pub struct Cluster {
     auth: Option<ClusterAuth>,
     /// The pods' size-limited volumes, with `spec.volume_bytes`.
     volumes: BTreeMap<u32, SizedVolume>,
+    /// The pods' LazyFS volumes and the binary, with `spec.lazyfs`.
+    lazy_volumes: BTreeMap<u32, LazyFsVolume>,
+    lazyfs: Option<PathBuf>,
     _slot: Slot,
 }
 
@@ -140,6 +150,7 @@ impl Drop for Cluster {
         // Pods first (killed), then their volumes (unmounted), then the state dir can go.
         self.pods.clear();
         self.volumes.clear();
+        self.lazy_volumes.clear();
     }
 }
 
@@ -168,6 +179,11 @@ impl Cluster {
             Mode::Pod => true,
             Mode::Auto => crate::netns::available(),
         };
+        anyhow::ensure!(
+            !(spec.lazyfs && spec.volume_bytes.is_some()),
+            "a volume is either size-limited (tmpfs) or on LazyFS, not both"
+        );
+        let lazyfs = if spec.lazyfs { Some(crate::lazyfs::probe()?) } else { None };
         let network = if pod_mode { Some(crate::netns::PodNetwork::create(&spec.set)?) } else { None };
         let mut cluster = Self {
             spec,
@@ -180,6 +196,8 @@ impl Cluster {
             tls: None,
             auth: None,
             volumes: BTreeMap::new(),
+            lazy_volumes: BTreeMap::new(),
+            lazyfs,
             _slot: slot,
         };
         if cluster.spec.auth {
@@ -360,11 +378,65 @@ impl Cluster {
     }
 
     /// With `spec.volume_bytes`: mounts the pod's size-limited volume, unless it is mounted.
+    /// With `spec.lazyfs`: mounts the pod's LazyFS volume, unless it is mounted.
     fn mount_volume(&mut self, ordinal: u32) -> anyhow::Result<()> {
         if let (Some(bytes), false) = (self.spec.volume_bytes, self.volumes.contains_key(&ordinal)) {
             self.volumes.insert(ordinal, SizedVolume::mount(&self.volume(ordinal), bytes)?);
         }
+        if let (Some(binary), false) = (&self.lazyfs, self.lazy_volumes.contains_key(&ordinal)) {
+            let name = format!("{}-{ordinal}", self.spec.set);
+            let volume = LazyFsVolume::mount(
+                binary,
+                &self.volume(ordinal),
+                &self.state_dir,
+                &name,
+                &crate::lazyfs::cache_size(),
+            )?;
+            self.lazy_volumes.insert(ordinal, volume);
+        }
         Ok(())
+    }
+
+    /// True when the pods' volumes are on LazyFS.
+    pub fn has_lazyfs_volumes(&self) -> bool {
+        self.lazyfs.is_some()
+    }
+
+    /// A power loss of one pod: kill -9 its process, then drop every byte its volume holds
+    /// that was not fsync'd ([`LazyFsVolume::power_cut`]). The pod can then be started again
+    /// on the same volume. Needs LazyFS volumes.
+    pub async fn power_loss(&mut self, ordinal: u32) -> anyhow::Result<()> {
+        anyhow::ensure!(self.lazyfs.is_some(), "a power loss needs LazyFS volumes (ClusterSpec::lazyfs)");
+        self.kill(ordinal).await?;
+        self.lazy_volumes
+            .get_mut(&ordinal)
+            .with_context(|| format!("pod {ordinal} has no LazyFS volume"))?
+            .power_cut()
+            .with_context(|| format!("power cut of pod {ordinal}'s volume"))
+    }
+
+    /// Swaps two stopped pods' volumes, as swapping their PVCs would (on LazyFS: their backing
+    /// dirs, each mounted again at the other pod's volume).
+    pub fn swap_volumes(&mut self, a: u32, b: u32) -> anyhow::Result<()> {
+        for o in [a, b] {
+            anyhow::ensure!(!self.pod_mut(o)?.is_running(), "stop pod {o} before swapping its volume");
+        }
+        anyhow::ensure!(!self.volumes.contains_key(&a), "size-limited volumes cannot be swapped");
+        let (dir_a, dir_b) = match (self.lazy_volumes.remove(&a), self.lazy_volumes.remove(&b)) {
+            (Some(va), Some(vb)) => {
+                let dirs = (va.backing().to_path_buf(), vb.backing().to_path_buf());
+                drop((va, vb)); // unmounted
+                dirs
+            }
+            (None, None) => (self.volume(a), self.volume(b)),
+            _ => anyhow::bail!("only one of pods {a} and {b} has a LazyFS volume"),
+        };
+        let tmp = dir_a.with_extension("swap");
+        std::fs::rename(&dir_a, &tmp)?;
+        std::fs::rename(&dir_b, &dir_a)?;
+        std::fs::rename(&tmp, &dir_b)?;
+        self.mount_volume(a)?;
+        self.mount_volume(b)
     }
 
     /// Fills a pod's volume until at most `leave_free` bytes are free (0: until it is full),
@@ -427,11 +499,16 @@ impl Cluster {
         // A size-limited volume is unmounted (its contents go with it) and a new one mounted,
         // as a new PVC of the same size would be.
         let sized = self.volumes.remove(&ordinal).is_some();
+        // A LazyFS volume: unmounted, its backing dir deleted, a new one mounted.
+        let lazy = self.lazy_volumes.remove(&ordinal).map(|v| v.backing().to_path_buf());
+        if let Some(backing) = &lazy {
+            std::fs::remove_dir_all(backing).with_context(|| format!("remove {}", backing.display()))?;
+        }
         let dir = self.volume(ordinal);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
         }
-        if sized {
+        if sized || lazy.is_some() {
             self.mount_volume(ordinal)?;
         }
         Ok(())
@@ -530,6 +607,11 @@ impl Cluster {
             self.pods.remove(&ordinal);
             if self.spec.delete_volumes_when_scaled {
                 self.volumes.remove(&ordinal);
+                if let Some(v) = self.lazy_volumes.remove(&ordinal) {
+                    let backing = v.backing().to_path_buf();
+                    drop(v);
+                    std::fs::remove_dir_all(&backing).with_context(|| format!("delete {}", backing.display()))?;
+                }
                 let dir = self.volume(ordinal);
                 std::fs::remove_dir_all(&dir).with_context(|| format!("delete {}", dir.display()))?;
             }

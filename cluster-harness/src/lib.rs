@@ -8,6 +8,8 @@
 //! - [`cluster`]: the set: starts pods, kills them with a signal, restarts them with the same
 //!   volume, wipes volumes, and waits for conditions with deadlines.
 //! - [`volume`]: size-limited pod volumes (a tmpfs each) and filling them up.
+//! - [`lazyfs`]: pod volumes on LazyFS, which drops unsynced data on a simulated power loss.
+//! - [`digest`]: every member's whole state machine digested at one applied index.
 //! - [`tls`]: the set's certificates when it runs with TLS (`up --tls`).
 //! - [`auth`]: the set's tokens file when it runs with authentication (`up --auth`).
 //! - [`control`]: the state-dir files through which a second terminal steers a running `up`.
@@ -35,9 +37,11 @@ pub mod cluster;
 pub mod control;
 pub mod controller;
 pub mod demo;
+pub mod digest;
 pub mod experiment;
 pub mod flood;
 pub mod http;
+pub mod lazyfs;
 pub mod measure;
 pub mod netns;
 pub mod pod;

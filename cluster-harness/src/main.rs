@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use nix::sys::signal::Signal;
 use petkv_harness::control::{self, Policy};
 use petkv_harness::controller::{self, UpOptions};
-use petkv_harness::experiment::{self, ExperimentSpec};
+use petkv_harness::experiment::{self, ExperimentSpec, PowerLossTarget, Volumes};
 use petkv_harness::measure::{self, MeasureSpec};
 use petkv_harness::Mode;
 
@@ -157,6 +157,22 @@ enum Command {
         /// process, pod (network namespaces; root), or auto (pod where available).
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
+        /// power-loss: whose power is cut (mid-snapshot: a member just as it writes a snapshot).
+        #[arg(long, value_enum)]
+        target: Option<PowerLossTarget>,
+        /// power-loss, failover-fast: faults per run.
+        #[arg(long, default_value_t = 3)]
+        cycles: usize,
+        /// The pods' volumes: plain directories, or LazyFS mounts (unsynced data stays in
+        /// LazyFS's cache until fsync: a slower disk, and power loss can be simulated).
+        #[arg(long, value_enum, default_value_t = Volumes::Plain)]
+        volumes: Volumes,
+        /// Every kill -9 the experiment does is a power loss of that pod (implies --volumes lazyfs).
+        #[arg(long)]
+        power_loss: bool,
+        /// Extra `petkv serve` flag for every pod (repeatable), e.g. --node-arg=--snapshot-every=500.
+        #[arg(long = "node-arg", allow_hyphen_values = true)]
+        node_args: Vec<String>,
     },
     /// Measure failover (kill -9 the leader), single-client put latency and N-client throughput.
     Measure {
@@ -468,38 +484,102 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             println!("asked the set to stop{}", if delete_volumes { " and delete its volumes" } else { "" });
             Ok(true)
         }
-        Command::Experiment { name, runs, out, json, clients, settle_secs, mode } => {
+        Command::Experiment {
+            name,
+            runs,
+            out,
+            json,
+            clients,
+            settle_secs,
+            mode,
+            target,
+            cycles,
+            volumes,
+            power_loss,
+            node_args,
+        } => {
+            use petkv_harness::experiment::Experiment;
+            anyhow::ensure!(
+                target.is_none() || name == Experiment::PowerLoss,
+                "--target is an option of the power-loss experiment"
+            );
+            anyhow::ensure!(cycles >= 1, "--cycles must be at least 1");
             let spec = ExperimentSpec {
                 mode,
                 warmup: Duration::from_secs(settle_secs),
                 cooldown: Duration::from_secs(settle_secs),
                 workload: petkv_harness::workload::WorkloadSpec { clients, ..Default::default() },
                 out_dir: out,
+                target: target.unwrap_or_default(),
+                cycles,
+                volumes,
+                power_loss,
+                extra_args: node_args,
                 ..Default::default()
             };
             let mut reports = Vec::new();
+            let mut errors = 0;
+            let mut lines = Vec::new();
             for run in 1..=runs {
                 println!("run {run}/{runs}");
-                let report = experiment::run(name, &spec).await?;
+                let report = match experiment::run(name, &spec).await {
+                    Ok(report) => report,
+                    Err(e) if e.downcast_ref::<petkv_harness::lazyfs::Unavailable>().is_some() => {
+                        println!("skipped: {e:#}");
+                        return Ok(true);
+                    }
+                    Err(e) => {
+                        println!("run {run}/{runs}: ERROR: {e:#}");
+                        lines.push(format!("run {run}/{runs}: ERROR: {e:#}"));
+                        errors += 1;
+                        continue;
+                    }
+                };
                 experiment::print(&report);
                 if json {
                     println!("{}", serde_json::to_string_pretty(&report)?);
                 }
+                let line = format!("run {run}/{runs}: {}", report.summary_line());
+                println!("{line}");
+                lines.push(line);
                 reports.push(report);
             }
             let mut windows: Vec<u64> = reports.iter().map(|r| r.unavailability_ms).collect();
             windows.sort_unstable();
             let passed = reports.iter().filter(|r| r.passed()).count();
+            let acknowledged: usize = reports.iter().map(|r| r.acknowledged_writes).sum();
+            let lost: usize = reports.iter().map(|r| r.lost_writes.len()).sum();
+            let divergent: usize = reports.iter().map(|r| r.convergence.divergent.len()).sum();
+            let divergent_runs = reports.iter().filter(|r| !r.members_converged).count();
+            let not_started = reports.iter().filter(|r| !r.all_started).count();
             let summary = serde_json::json!({
                 "experiment": name,
+                "target": (name == Experiment::PowerLoss).then_some(spec.target),
+                "volumes": if spec.needs_lazyfs(name) { Volumes::Lazyfs } else { Volumes::Plain },
                 "runs": runs,
                 "passed": passed,
+                "errors": errors,
+                "acknowledged_writes": acknowledged,
+                "lost_writes": lost,
+                "divergent_members": divergent,
+                "runs_not_converged": divergent_runs,
+                "runs_with_a_member_not_started": not_started,
                 "unavailability_ms_median": windows.get(windows.len() / 2),
                 "unavailability_ms_worst": windows.last(),
                 "linearizability_violations": reports.iter().map(|r| r.violations.len()).sum::<usize>(),
                 "unknown_outcomes": reports.iter().map(|r| r.unknown_outcome).sum::<usize>(),
             });
             println!("summary: {}", serde_json::to_string_pretty(&summary)?);
+            if runs > 1 {
+                for line in &lines {
+                    println!("{line}");
+                }
+            }
+            println!(
+                "total: {passed}/{runs} runs passed; {acknowledged} acknowledged writes, {lost} lost, \
+                 {divergent} divergent member(s) in {divergent_runs} run(s), {not_started} run(s) with a member \
+                 that did not start again, {errors} run(s) ended in an error"
+            );
             Ok(passed == runs)
         }
         Command::Measure { failover_runs, latency_puts, clients, throughput_secs } => {

@@ -170,12 +170,15 @@ fn record(recorded: &Mutex<Recorded>, done: Done) {
     r.history.push(op);
 }
 
+/// The client id of [`final_reads`] in the history.
+pub const FINAL_READER: u64 = u64::MAX;
+
 /// Reads every key once more (linearizable) and appends the reads to the history, so a lost
 /// acknowledged write shows up as a violation.
 pub async fn final_reads(endpoints: &[String], spec: &WorkloadSpec, recorded: &mut Recorded, started: Instant) {
     let Ok(client) = spec.client(endpoints, Duration::from_secs(10)) else { return };
     for k in 0..spec.keys {
-        let done = run_one(&client, u64::MAX, key_name(k), Input::Get, started).await;
+        let done = run_one(&client, FINAL_READER, key_name(k), Input::Get, started).await;
         record_into(recorded, done);
     }
 }

@@ -111,11 +111,13 @@
 //! - `linearized`: the set of linearized operations and the configurations already visited.
 //! - `search`: the search itself.
 //! - `explain`: descriptions of operations, reports and violations.
+//! - `lost`: acknowledged writes missing from the final reads, counted for reports.
 
 mod bitset;
 mod events;
 mod explain;
 mod linearized;
+mod lost;
 mod model;
 mod search;
 #[cfg(test)]
@@ -124,6 +126,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+pub use lost::{lost_writes, LostWrites};
 use model::KeyHistory;
 use search::{Limit, SearchResult};
 
