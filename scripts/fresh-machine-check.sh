@@ -110,6 +110,9 @@ bind /sys "$root/sys"
 bind /dev "$root/dev"
 mount -t tmpfs tmpfs "$root/tmp"; mounts+=("$root/tmp")
 mount -t tmpfs tmpfs "$root/run"; mounts+=("$root/run")
+# What a Debian installer writes and debootstrap does not: a machine's own name and hosts file.
+[ -e "$root/etc/hostname" ] || echo petkv-fresh >"$root/etc/hostname"
+[ -e "$root/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n127.0.1.1\tpetkv-fresh\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 # The machine's network as it is (not an install step): its resolver, and the certificate
 # authorities it trusts (a network that inspects TLS adds its own), for the package registries.
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true

@@ -47,9 +47,11 @@ pub fn check_netem() -> anyhow::Result<()> {
     result.context("this kernel cannot add latency: tc netem is not available (no sch_netem)")
 }
 
-/// True when pod mode can run here: root, iproute2, and namespaces allowed.
+/// True when pod mode can run here: root, iproute2, namespaces allowed, and an `/etc/hosts`
+/// for `ip netns exec` to mount each pod's own hosts file over (without one every pod would
+/// fail to resolve its peers).
 pub fn available() -> bool {
-    let root = nix::unistd::geteuid().is_root();
+    let root = nix::unistd::geteuid().is_root() && std::path::Path::new("/etc/hosts").is_file();
     let probe = format!("petkv-probe-{}-{:08x}", std::process::id(), rand::random::<u32>());
     root && ip(&["netns", "add", &probe]).is_ok() && ip(&["netns", "del", &probe]).is_ok()
 }
