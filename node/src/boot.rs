@@ -68,11 +68,10 @@ pub async fn probe(channels: &PeerChannels, peers: &PeerDirectory, me: &PodName)
 async fn start_raft(node: &Arc<Node>, record: IdentityRecord) -> anyhow::Result<Raft> {
     let config = node.config.raft.to_config(&record.cluster_id).context("invalid Raft settings")?;
     node.set_identity(record.clone());
-    node.set_log_at_start(node.log.last_log_id().context("reading the last log id")?);
     let raft = Raft::new(
         record.node_id,
         config,
-        Network::new(node.channels.clone(), PeerHealth::new(node.prometheus.clone())),
+        Network::new(node.channels.clone(), PeerHealth::new(node.prometheus.clone()), &record.cluster_id),
         node.log.clone(),
         node.sm.clone(),
     )

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::raft::{LogId, RaftInstant, ServerState, WatchReceiver};
+use crate::raft::{RaftInstant, ServerState, WatchReceiver};
 use tonic::Status;
 
 use crate::config::NodeConfig;
@@ -30,8 +30,6 @@ pub struct Node {
     pub space: SpaceGuard,
     identity: OnceLock<IdentityRecord>,
     raft: OnceLock<Raft>,
-    /// The last log id this node held when Raft started (see [`Node::read_barrier`]).
-    log_at_start: OnceLock<Option<LogId>>,
     stopping: AtomicBool,
     /// When a leader last reached this node (an append or heartbeat it did not refuse).
     last_leader_contact: Mutex<Option<Instant>>,
@@ -59,7 +57,6 @@ impl Node {
             prometheus,
             identity: OnceLock::new(),
             raft: OnceLock::new(),
-            log_at_start: OnceLock::new(),
             stopping: AtomicBool::new(false),
             last_leader_contact: Mutex::new(None),
         }
@@ -132,27 +129,6 @@ impl Node {
     /// Records the Raft handle once Raft runs (once).
     pub fn set_raft(&self, raft: Raft) {
         let _ = self.raft.set(raft);
-    }
-
-    /// Records the last log id of the local log just before Raft starts (once).
-    pub fn set_log_at_start(&self, last: Option<LogId>) {
-        let _ = self.log_at_start.set(last);
-    }
-
-    /// The index a linearizable read whose read-index round returned `read_log_id` must also
-    /// wait for, if any.
-    ///
-    /// openraft restores the leadership of a node that restarts holding its own committed vote,
-    /// in the same term, and then takes as read index the larger of its first entry in that
-    /// term and its saved commit index. Both can lie behind entries it acknowledged before the
-    /// restart (the commit index is saved lazily), so a read could miss acknowledged writes.
-    /// In that term this leader's log is never truncated, and every entry it held at start
-    /// gets committed, so waiting to apply up to the last of them is safe and enough. A
-    /// leadership won in a later term starts with a new blank entry after all of them.
-    pub fn read_barrier(&self, read_log_id: &LogId) -> Option<u64> {
-        let at_start = self.log_at_start.get()?.as_ref()?;
-        let same_term = crate::raft::log_id_term(read_log_id) == crate::raft::log_id_term(at_start);
-        (same_term && at_start.index > read_log_id.index).then_some(at_start.index)
     }
 
     pub fn identity(&self) -> Option<&IdentityRecord> {

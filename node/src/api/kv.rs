@@ -73,20 +73,10 @@ impl Api {
         let outcome = tokio::time::timeout_at(deadline, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await;
         match outcome {
             Err(_) => Err(NotServed::Failed(Status::deadline_exceeded("read-index round timed out (no quorum?)"))),
-            Ok(Ok(read_log_id)) => {
-                let Some(index) = node.read_barrier(read_log_id.log_id()) else { return Ok(()) };
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                raft.wait(Some(left))
-                    .applied_index_at_least(Some(index), "the entries this leader held at start are applied")
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        NotServed::Failed(Status::unavailable(format!(
-                            "linearizable read: this leader restarted in its term and has not applied the \
-                             {index} entries it held at start yet ({e})"
-                        )))
-                    })
-            }
+            // A leader always reads in a term it won by election (a restarted node never resumes
+            // its old term: raft/settings.rs), whose first entry follows every entry it held, so
+            // the read index covers every write it acknowledged.
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
                 match (f.leader_id, f.leader_node) {
                     (Some(id), Some(n)) if !forwarded && Some(id) != node.node_id() => Err(NotServed::Forward(n)),

@@ -26,10 +26,20 @@ impl From<CodecError> for tonic::Status {
     }
 }
 
-/// Wraps a value into a `RaftMessage` addressed to node `target` (0 in replies).
-pub fn pack<T: Serialize>(what: &'static str, target: u64, value: &T) -> Result<RaftMessage, CodecError> {
+/// Wraps a request into a `RaftMessage` addressed to node `target` of cluster `cluster_id`.
+pub fn pack<T: Serialize>(
+    what: &'static str,
+    target: u64,
+    cluster_id: &str,
+    value: &T,
+) -> Result<RaftMessage, CodecError> {
     let data = postcard::to_allocvec(value).map_err(|source| CodecError::Encode { what, source })?;
-    Ok(RaftMessage { version: VERSION as i32, data: data.into(), target })
+    Ok(RaftMessage { version: VERSION as i32, data: data.into(), target, cluster_id: cluster_id.to_string() })
+}
+
+/// Wraps a reply (no addressee).
+pub fn pack_reply<T: Serialize>(what: &'static str, value: &T) -> Result<RaftMessage, CodecError> {
+    pack(what, 0, "", value)
 }
 
 /// Unwraps a value from a `RaftMessage`, checking the version.

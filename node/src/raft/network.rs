@@ -109,11 +109,13 @@ impl PeerChannels {
 pub struct Network {
     channels: PeerChannels,
     health: PeerHealth,
+    /// This node's cluster id, carried by every request (peers of another cluster refuse it).
+    cluster_id: Arc<str>,
 }
 
 impl Network {
-    pub fn new(channels: PeerChannels, health: PeerHealth) -> Self {
-        Self { channels, health }
+    pub fn new(channels: PeerChannels, health: PeerHealth, cluster_id: &str) -> Self {
+        Self { channels, health, cluster_id: cluster_id.into() }
     }
 }
 
@@ -126,6 +128,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.peer_addr.clone(),
             channels: self.channels.clone(),
             health: self.health.clone(),
+            cluster_id: self.cluster_id.clone(),
         }
     }
 }
@@ -143,6 +146,7 @@ pub struct PeerConnection {
     addr: String,
     channels: PeerChannels,
     health: PeerHealth,
+    cluster_id: Arc<str>,
 }
 
 /// Records the outcome of an attempt to reach `target` at `addr` and logs what it changed.
@@ -160,11 +164,12 @@ fn unreachable<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
     RPCError::Unreachable(Unreachable::new(e))
 }
 
-/// Maps a gRPC failure: transport-level failures mean the peer is unreachable (openraft backs
-/// off), anything else is a network error.
+/// Maps a gRPC failure: transport-level failures, and a peer that refuses this cluster's
+/// messages (a member of another cluster), mean the peer is unreachable (back-off, one log
+/// line); anything else is a network error.
 fn status_to_rpc(status: tonic::Status) -> RPCError<TypeConfig> {
     match status.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown => unreachable(&status),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::FailedPrecondition => unreachable(&status),
         _ => RPCError::Network(NetworkError::new(&status)),
     }
 }
@@ -197,7 +202,8 @@ impl PeerConnection {
         F: FnOnce(RaftClient<Channel>, tonic::Request<crate::pb::raft::RaftMessage>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<crate::pb::raft::RaftMessage>, tonic::Status>>,
     {
-        let msg = codec::pack(what, self.target, req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let msg = codec::pack(what, self.target, &self.cluster_id, req)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let reply = f(self.client()?, with_deadline(msg, option)).await.map_err(status_to_rpc);
         observe(&self.health, self.target, &self.addr, &reply);
         codec::unpack(what, reply?.get_ref()).map_err(|e| RPCError::Network(NetworkError::new(&e)))
@@ -215,6 +221,7 @@ impl PeerConnection {
             meta: codec::encode("snapshot meta", &snapshot.meta).map_err(|e| net(&e))?.into(),
             total_bytes: snapshot.snapshot.len,
             target: self.target,
+            cluster_id: self.cluster_id.to_string(),
         };
         let path = snapshot.snapshot.path.clone();
         let mut file = std::fs::File::open(&path).map_err(|e| net(&format!("open {}: {e}", path.display())))?;
@@ -244,7 +251,9 @@ impl PeerConnection {
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let mut client = self.client().map_err(|e| net(&e))?;
         let reply = client.install_snapshot(stream).await.map_err(|s| match s.code() {
-            tonic::Code::Unavailable => StreamingError::Unreachable(Unreachable::new(&s)),
+            tonic::Code::Unavailable | tonic::Code::FailedPrecondition => {
+                StreamingError::Unreachable(Unreachable::new(&s))
+            }
             _ => StreamingError::Network(NetworkError::new(&s)),
         })?;
         reader.await.map_err(|e| net(&e))?.map_err(|e| net(&format!("read {}: {e}", path.display())))?;
@@ -275,12 +284,13 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
         let target = self.target;
+        let cluster_id = self.cluster_id.clone();
         let sent = Arc::new(AtomicU64::new(0));
         let sent_counter = sent.clone();
         // Requests are encoded as they are sent; one that cannot be encoded ends the stream
         // (openraft then starts a new session).
         let requests = input.scan((), move |_, rpc| {
-            futures::future::ready(match codec::pack("append entries", target, &rpc) {
+            futures::future::ready(match codec::pack("append entries", target, &cluster_id, &rpc) {
                 Ok(msg) => {
                     sent_counter.fetch_add(1, Ordering::Relaxed);
                     Some(msg)

@@ -6,8 +6,8 @@
 //! promotes and replaces).
 
 use std::io::Write;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use openraft::error::{ClientWriteError, RaftError};
@@ -39,16 +39,44 @@ impl PeerService {
     }
 }
 
-/// Refuses a message addressed to another node id (e.g. this pod's previous incarnation).
-fn check_target(node: &Node, target: u64) -> Result<(), Status> {
-    match node.node_id() {
-        Some(me) if me == target => Ok(()),
-        me => Err(Status::unavailable(format!(
+/// Refuses a request addressed to another node id (e.g. this pod's previous incarnation) or
+/// sent by a member of another cluster (two clusters can share pod names and node ids).
+fn check_addressee(node: &Node, target: u64, cluster_id: &str) -> Result<(), Status> {
+    let Some(identity) = node.identity() else {
+        return Err(Status::unavailable(format!("message for node {target} reached a node without identity")));
+    };
+    if identity.node_id != target {
+        return Err(Status::unavailable(format!(
             "message for node {target} reached node {}: not its recipient",
-            me.map(|m| m.to_string()).unwrap_or_else(|| "without identity".into())
-        ))),
+            identity.node_id
+        )));
+    }
+    if cluster_id != identity.cluster_id {
+        let refusal = foreign_cluster(cluster_id, &identity.cluster_id);
+        warn_foreign_cluster(&refusal);
+        return Err(Status::failed_precondition(refusal));
+    }
+    Ok(())
+}
+
+fn foreign_cluster(theirs: &str, ours: &str) -> String {
+    let theirs = if theirs.is_empty() { "(none)" } else { theirs };
+    format!("refused a Raft message of cluster {theirs}: this node belongs to cluster {ours}")
+}
+
+/// Logs a refused foreign-cluster message at most once a minute (a foreign leader retries
+/// every heartbeat).
+fn warn_foreign_cluster(refusal: &str) {
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    if last.is_none_or(|t| t.elapsed() >= FOREIGN_WARNING_EVERY) {
+        *last = Some(Instant::now());
+        tracing::warn!("{refusal} (another cluster claims this pod's peers: see docs/architecture.md)");
     }
 }
+
+/// How often a refused foreign-cluster message is logged.
+const FOREIGN_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 fn fatal(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("raft is not running: {e}"))
@@ -71,13 +99,13 @@ fn write_error(node: &Node, e: RaftError<TypeConfig, ClientWriteError<TypeConfig
 #[tonic::async_trait]
 impl RaftRpc for PeerService {
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        check_addressee(&self.node, req.get_ref().target, &req.get_ref().cluster_id)?;
         let rpc: AppendEntriesRequest<TypeConfig> = codec::unpack("append entries", req.get_ref())?;
-        check_target(&self.node, req.get_ref().target)?;
         let resp = self.node.raft()?.append_entries(rpc).await.map_err(fatal)?;
         if !matches!(resp, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
             self.node.note_leader_contact();
         }
-        Ok(Response::new(codec::pack("append entries response", 0, &resp)?))
+        Ok(Response::new(codec::pack_reply("append entries response", &resp)?))
     }
 
     type StreamAppendStream = futures::stream::BoxStream<'static, Result<RaftMessage, Status>>;
@@ -94,7 +122,7 @@ impl RaftRpc for PeerService {
         let mut bad_tx = Some(bad_tx);
         let requests = req.into_inner().scan((), move |_, msg| {
             let decoded = msg.map_err(|s| Status::cancelled(format!("append stream: {s}"))).and_then(|msg| {
-                check_target(&node, msg.target)?;
+                check_addressee(&node, msg.target, &msg.cluster_id)?;
                 Ok(codec::unpack::<AppendEntriesRequest<TypeConfig>>("append entries", &msg)?)
             });
             let next = match decoded {
@@ -114,7 +142,7 @@ impl RaftRpc for PeerService {
                 if !matches!(result, Err(openraft::raft::StreamAppendError::HigherVote(_))) {
                     node.note_leader_contact();
                 }
-                Ok(codec::pack("append entries result", 0, &result)?)
+                Ok(codec::pack_reply("append entries result", &result)?)
             }
             Err(fatal_error) => Err(fatal(fatal_error)),
         });
@@ -123,24 +151,24 @@ impl RaftRpc for PeerService {
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        check_addressee(&self.node, req.get_ref().target, &req.get_ref().cluster_id)?;
         let rpc: VoteRequest<TypeConfig> = codec::unpack("vote", req.get_ref())?;
-        check_target(&self.node, req.get_ref().target)?;
         let resp = self.node.raft()?.vote(rpc).await.map_err(fatal)?;
-        Ok(Response::new(codec::pack("vote response", 0, &resp)?))
+        Ok(Response::new(codec::pack_reply("vote response", &resp)?))
     }
 
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        check_addressee(&self.node, req.get_ref().target, &req.get_ref().cluster_id)?;
         let rpc: VoteRequest<TypeConfig> = codec::unpack("pre-vote", req.get_ref())?;
-        check_target(&self.node, req.get_ref().target)?;
         let resp = self.node.raft()?.pre_vote(rpc).await.map_err(fatal)?;
-        Ok(Response::new(codec::pack("pre-vote response", 0, &resp)?))
+        Ok(Response::new(codec::pack_reply("pre-vote response", &resp)?))
     }
 
     async fn transfer_leader(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        check_addressee(&self.node, req.get_ref().target, &req.get_ref().cluster_id)?;
         let rpc: TransferLeaderRequest<TypeConfig> = codec::unpack("transfer leader", req.get_ref())?;
-        check_target(&self.node, req.get_ref().target)?;
         let resp = self.node.raft()?.handle_transfer_leader(rpc).await.map_err(fatal)?;
-        Ok(Response::new(codec::pack("transfer leader response", 0, &resp)?))
+        Ok(Response::new(codec::pack_reply("transfer leader response", &resp)?))
     }
 
     async fn install_snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftMessage>, Status> {
@@ -163,7 +191,7 @@ impl RaftRpc for PeerService {
         }
         // On success the state machine moved the file into place; on failure it is garbage.
         let _ = std::fs::remove_file(&path);
-        Ok(Response::new(codec::pack("snapshot response", 0, &resp?)?))
+        Ok(Response::new(codec::pack_reply("snapshot response", &resp?)?))
     }
 
     async fn cluster_info(&self, _req: Request<ClusterInfoRequest>) -> Result<Response<ClusterInfoResponse>, Status> {
@@ -257,7 +285,7 @@ async fn receive_snapshot(
         return Err(bad("first message is not a header".into()));
     };
     codec::check_version(header.version)?;
-    check_target(node, header.target)?;
+    check_addressee(node, header.target, &header.cluster_id)?;
     let vote: Vote = codec::decode("vote", &header.vote)?;
     let meta: SnapshotMeta = codec::decode("snapshot meta", &header.meta)?;
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
