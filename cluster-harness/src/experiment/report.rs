@@ -1,0 +1,146 @@
+//! What an experiment found: the [`Report`] saved as JSON, its verdict ([`Report::passed`]) and
+//! one-line summary, and [`print()`], the table (a row per check, then a row per member).
+
+use serde::Serialize;
+
+use super::{Experiment, PowerLossTarget, Volumes};
+use crate::digest::Convergence;
+
+/// What an experiment found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub experiment: Experiment,
+    /// `power-loss`: whose power was cut.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<PowerLossTarget>,
+    pub volumes: Volumes,
+    /// Every kill -9 was a power loss.
+    pub power_loss: bool,
+    pub duration_ms: u64,
+    pub operations: usize,
+    pub successful: usize,
+    pub unknown_outcome: usize,
+    pub failed: usize,
+    pub linearizability: String,
+    pub violations: Vec<String>,
+    /// Puts and deletes acknowledged to the workload.
+    pub acknowledged_writes: usize,
+    /// Acknowledged writes the final reads do not show
+    /// ([`checker::lost_writes`](crate::checker::lost_writes)).
+    pub lost_writes: Vec<String>,
+    /// Longest time without a successful write, from the first fault on.
+    pub unavailability_ms: u64,
+    /// Every member's digest at one applied index (the per-member rows).
+    pub convergence: Convergence,
+    /// Stale reads of every key on every member agree with a linearizable read.
+    pub reads_agree: bool,
+    /// `convergence.digests_equal && reads_agree`.
+    pub members_converged: bool,
+    pub identity_kept: bool,
+    /// Every pod that was stopped started again (and the set became healthy).
+    pub all_started: bool,
+    /// What went wrong in the fault schedule, with the log tails of pods that did not start.
+    pub fault_errors: Vec<String>,
+    pub faults: Vec<(f64, String)>,
+    pub notes: Vec<String>,
+    pub report_json: String,
+    pub timeline_svg: String,
+}
+
+impl Report {
+    /// True when nothing was lost, nothing was stale, every member holds the same state,
+    /// every pod started again, and identities held.
+    pub fn passed(&self) -> bool {
+        self.linearizability == "linearizable"
+            && self.lost_writes.is_empty()
+            && self.members_converged
+            && self.identity_kept
+            && self.all_started
+    }
+
+    /// One line: verdict, acknowledged and lost writes, digests.
+    pub fn summary_line(&self) -> String {
+        let c = &self.convergence;
+        let digests = if c.digests_equal {
+            let d = c.members.first().map(|m| m.digest.as_str()).unwrap_or("");
+            format!("{} digests equal ({d}) at index {}", c.members.len(), c.applied_index)
+        } else {
+            format!("digests DIFFER or missing (members {:?})", c.divergent)
+        };
+        format!(
+            "{}: {}, {} acknowledged writes, {} lost, {}{}{}",
+            if self.passed() { "PASS" } else { "FAIL" },
+            self.linearizability,
+            self.acknowledged_writes,
+            self.lost_writes.len(),
+            digests,
+            if self.reads_agree { "" } else { ", reads DISAGREE" },
+            if self.all_started { "" } else { ", a member did NOT start again" },
+        )
+    }
+}
+
+/// Prints a report as a table, with a row per member.
+pub fn print(report: &Report) {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    let name = match report.target {
+        Some(target) => format!("{:?} --target {target:?}", report.experiment),
+        None => format!("{:?}", report.experiment),
+    };
+    t.set_header(vec!["experiment", &name]);
+    let c = &report.convergence;
+    let rows: Vec<(&str, String)> = vec![
+        ("volumes", format!("{:?}{}", report.volumes, if report.power_loss { ", kill -9 = power loss" } else { "" })),
+        ("operations recorded", report.operations.to_string()),
+        ("successful", report.successful.to_string()),
+        ("outcome unknown", report.unknown_outcome.to_string()),
+        ("failed (not applied)", report.failed.to_string()),
+        ("acknowledged writes", report.acknowledged_writes.to_string()),
+        ("acknowledged writes lost", report.lost_writes.len().to_string()),
+        ("linearizability", report.linearizability.clone()),
+        ("longest time without a successful write", format!("{} ms", report.unavailability_ms)),
+        ("digests equal", format!("{} (at applied index {})", c.digests_equal, c.applied_index)),
+        ("reads agree", report.reads_agree.to_string()),
+        ("members converged", report.members_converged.to_string()),
+        ("every member started again", report.all_started.to_string()),
+        ("identity kept", report.identity_kept.to_string()),
+        ("timeline", report.timeline_svg.clone()),
+        ("report", report.report_json.clone()),
+    ];
+    for (k, v) in rows {
+        t.add_row(vec![k.to_string(), v]);
+    }
+    println!("{t}");
+    let mut m = comfy_table::Table::new();
+    m.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    m.set_header(vec!["pod", "node id", "applied index", "keys", "digest"]);
+    for row in &c.members {
+        let digest = match &row.error {
+            Some(e) => format!("— {e}"),
+            None if c.divergent.contains(&row.ordinal) => format!("{} DIFFERS", row.digest),
+            None => row.digest.clone(),
+        };
+        m.add_row(vec![
+            format!("petkv-{}", row.ordinal),
+            row.node.clone(),
+            row.applied_index.to_string(),
+            row.key_count.to_string(),
+            digest,
+        ]);
+    }
+    println!("{m}");
+    for v in &report.violations {
+        println!("violation: {v}");
+    }
+    for l in &report.lost_writes {
+        println!("lost: {l}");
+    }
+    for e in &report.fault_errors {
+        println!("fault schedule: {e}");
+    }
+    for n in &report.notes {
+        println!("note: {n}");
+    }
+    println!("verdict: {}", if report.passed() { "PASS" } else { "FAIL" });
+}
