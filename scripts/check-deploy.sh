@@ -2,7 +2,7 @@
 # Offline checks of deploy/ (CI runs them from scripts/test.sh):
 #   1. render every kustomize overlay under deploy/ into target/deploy-rendered/<name>.yaml;
 #   2. validate each against the Kubernetes API schemas (kubernetes-validate --strict: unknown
-#      fields are errors) for the oldest Kubernetes the README claims (1.30: the preStop sleep
+#      fields are errors) for the oldest Kubernetes the README claims (1.33: the node's API client; the preStop sleep
 #      action) and the newest the pinned kind node image runs (1.37);
 #   3. deploy/check/lint.py: what schemas cannot see (selectors, ports, the peer domain, RBAC,
 #      grace periods, image tags), and its own tests;
@@ -14,7 +14,7 @@ started=$(date +%s)
 
 readonly VENV=target/deploy-venv
 readonly OUT=target/deploy-rendered
-readonly KUBE_VERSIONS=(1.30.0 1.37.0)
+readonly KUBE_VERSIONS=(1.33.0 1.37.0)
 requirements=(kubernetes-validate==1.37.0 PyYAML==6.0.3)
 
 mkdir -p target

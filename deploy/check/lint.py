@@ -195,6 +195,11 @@ class Linter:
             self.report(sts, f"selector {format_selector(spec.get('selector'))} does not match its own template labels")
         if spec.get("podManagementPolicy", "OrderedReady") != "Parallel":
             self.report(sts, "podManagementPolicy must be Parallel: under OrderedReady a full restart deadlocks (readiness needs a quorum)")
+        retention = spec.get("persistentVolumeClaimRetentionPolicy") or {}
+        for when in ("whenScaled", "whenDeleted"):
+            if retention.get(when, "Retain") != "Retain":
+                self.report(sts, f"persistentVolumeClaimRetentionPolicy.{when} must be Retain: "
+                            f"{'`kubectl scale --replicas=0` would delete every volume' if when == 'whenScaled' else '`kubectl delete statefulset` would delete every volume'}")
         service_name = spec.get("serviceName")
         svc = self.find("Service", service_name, namespace(sts))
         if svc is None:

@@ -255,6 +255,16 @@ class LintTest(unittest.TestCase):
         del obj(docs, "StatefulSet", "petkv")["spec"]["podManagementPolicy"]
         self.assertFinding(docs, "podManagementPolicy must be Parallel")
 
+    def test_volumes_deleted_on_scale_down(self):
+        docs = good()
+        obj(docs, "StatefulSet", "petkv")["spec"]["persistentVolumeClaimRetentionPolicy"] = {"whenScaled": "Delete"}
+        self.assertFinding(docs, "whenScaled must be Retain")
+
+    def test_volumes_deleted_with_the_set(self):
+        docs = good()
+        obj(docs, "StatefulSet", "petkv")["spec"]["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": "Delete"}
+        self.assertFinding(docs, "whenDeleted must be Retain")
+
     def test_service_name_missing(self):
         docs = good()
         obj(docs, "StatefulSet", "petkv")["spec"]["serviceName"] = "petkv-headless"

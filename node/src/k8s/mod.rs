@@ -11,8 +11,11 @@
 //! - [`KubeContext::declared_by_the_set`]: a fresh read of `spec.replicas` at SIGTERM, so a pod
 //!   being scaled away knows it even before the leader's `SetReplicas` has committed
 //!   ([`crate::shutdown`]).
-//! - [`ConfigMapMarker`]: the "set was bootstrapped" marker as a ConfigMap (`clusterId: <id>`)
-//!   owned by the StatefulSet, so deleting the set deletes the marker.
+//! - [`ConfigMapMarker`]: the "set was bootstrapped" marker as a ConfigMap (`clusterId: <id>`).
+//!   It has no owner: like the volumes (`whenDeleted: Retain`) it outlives
+//!   `kubectl delete statefulset`, so applying the set again resumes the same cluster instead of
+//!   letting an ordinal 0 with an empty volume start a second one. An ownerReference it carries
+//!   (from an older manifest or a restore) is dropped when it is written.
 
 #[cfg(test)]
 mod tests;
@@ -24,7 +27,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PostParams;
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
@@ -72,8 +75,6 @@ pub enum KubeError {
     },
     #[error("cannot {action} {object}: no answer within {timeout:?}")]
     Timeout { action: &'static str, object: String, timeout: Duration },
-    #[error("{object} has no uid (the API server always sets one): cannot make it the marker's owner")]
-    NoUid { object: String },
     #[error("{object} kept changing under this node; gave up recording the marker after {attempts} attempts")]
     Contended { object: String, attempts: u32 },
 }
@@ -185,22 +186,6 @@ impl KubeContext {
                 }
             };
             std::future::ready(seen)
-        })
-    }
-
-    /// The ownerReference that ties an object to the StatefulSet (its uid read from the API).
-    async fn owner_reference(&self) -> Result<OwnerReference, KubeError> {
-        let set = self.get_statefulset().await?;
-        let uid = set.metadata.uid.clone().ok_or_else(|| KubeError::NoUid { object: self.set_object() })?;
-        Ok(OwnerReference {
-            api_version: "apps/v1".into(),
-            kind: "StatefulSet".into(),
-            name: self.statefulset.clone(),
-            uid,
-            // Neither a controller reference nor blockOwnerDeletion (which would need update
-            // rights on statefulsets/finalizers): the reference only makes deletion cascade.
-            controller: None,
-            block_owner_deletion: None,
         })
     }
 }
@@ -369,18 +354,16 @@ impl ConfigMapMarker {
         Ok(found.as_ref().and_then(cluster_id_of))
     }
 
-    /// Records `cluster_id`: creates the ConfigMap (owned by the StatefulSet). If it exists
+    /// Records `cluster_id`: creates the ConfigMap (without an owner). If it exists
     /// (409 AlreadyExists: someone else created it), reads it back and returns the id it names;
     /// one that exists without an id gets this one (a replace guarded by its resourceVersion).
     pub async fn record(&self, cluster_id: &str) -> Result<String, KubeError> {
         let object = self.object();
         let api = self.kube.configmaps();
-        let owner = self.kube.owner_reference().await?;
         let wanted = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
                 namespace: Some(self.kube.namespace.clone()),
-                owner_references: Some(vec![owner.clone()]),
                 ..Default::default()
             },
             data: Some(BTreeMap::from([(CLUSTER_ID_KEY.to_string(), cluster_id.to_string())])),
@@ -406,10 +389,7 @@ impl ConfigMapMarker {
                 return Ok(id);
             }
             existing.data.get_or_insert_with(BTreeMap::new).insert(CLUSTER_ID_KEY.into(), cluster_id.into());
-            let owners = existing.metadata.owner_references.get_or_insert_with(Vec::new);
-            if !owners.iter().any(|o| o.uid == owner.uid) {
-                owners.push(owner.clone());
-            }
+            self.disown(&mut existing);
             match bounded("replace", object.clone(), api.replace(&self.name, &PostParams::default(), &existing)).await?
             {
                 Ok(_) => {
@@ -438,6 +418,7 @@ impl ConfigMapMarker {
                 .map_err(|source| KubeError::Api { action: "read", object: object.clone(), source })?;
             let Some(mut existing) = existing else { continue };
             existing.data.get_or_insert_with(BTreeMap::new).insert(CLUSTER_ID_KEY.into(), cluster_id.into());
+            self.disown(&mut existing);
             match bounded("replace", object.clone(), api.replace(&self.name, &PostParams::default(), &existing)).await?
             {
                 Ok(_) => {
@@ -449,6 +430,19 @@ impl ConfigMapMarker {
             }
         }
         Err(KubeError::Contended { object, attempts: RECORD_ATTEMPTS })
+    }
+}
+
+impl ConfigMapMarker {
+    /// Drops an ownerReference to this set (garbage collection would delete the marker with
+    /// the set and let a second cluster start); other owners are someone else's business.
+    fn disown(&self, cm: &mut ConfigMap) {
+        if let Some(owners) = cm.metadata.owner_references.as_mut() {
+            owners.retain(|o| !(o.kind == "StatefulSet" && o.name == self.kube.statefulset));
+            if owners.is_empty() {
+                cm.metadata.owner_references = None;
+            }
+        }
     }
 }
 
