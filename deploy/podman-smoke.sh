@@ -118,7 +118,9 @@ pod_opts() {
   local i=$1
   local opts=(
     --network host --hostname "petkv-$i"
-    --user 65532:65532 --read-only
+    # --read-only alone still mounts a writable tmpfs on /tmp, /run and /dev/shm; Kubernetes'
+    # readOnlyRootFilesystem leaves nothing writable but the volume.
+    --user 65532:65532 --read-only --read-only-tmpfs=false
     # :U chowns the fresh named volume to the container's user, as fsGroup does in Kubernetes.
     -v "petkv-smoke-data-$i:/var/lib/petkv:U"
     -e PETKV_DATA_DIR=/var/lib/petkv
