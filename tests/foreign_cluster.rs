@@ -5,7 +5,7 @@
 
 use petkv::pb::raft::raft_client::RaftClient;
 use petkv::pb::raft::{RaftMessage, TransportVersion};
-use petkv_e2e::healthy_cluster;
+use petkv_e2e::{healthy_cluster, SETTLE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raft_request_of_another_cluster_is_refused_with_both_ids() -> anyhow::Result<()> {
@@ -35,9 +35,21 @@ async fn a_raft_request_of_another_cluster_is_refused_with_both_ids() -> anyhow:
     let own = raft.vote(message(&status.cluster_id)).await.expect_err("an empty vote request");
     assert_eq!(own.code(), tonic::Code::InvalidArgument, "{own:?}");
 
-    // The node was not disturbed: the cluster still takes writes.
-    cluster.client()?.put(b"after", b"1", None).await?;
     let log = cluster.pod(1)?.log_tail(200);
-    assert!(log.contains("refused a Raft message of cluster 0123456789abcdef"), "logged once:\n{log}");
+    assert!(log.contains("refused a Raft message of cluster 0123456789abcdef"), "logged:\n{log}");
+
+    // Another cluster claims this pod's peers: which one is wrong, the pod cannot tell, so it
+    // reports not ready and serves no client, for a while after the last such message.
+    let now = cluster.status(1).await?;
+    assert!(!now.ready, "not ready while another cluster talks to it: {now:?}");
+    let (code, body) = petkv_e2e::http_get(&cluster.http_addr(1), "/readyz").await?;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("another cluster claims this set's pods"), "{body}");
+    let served =
+        cluster.client_of(1)?.get(b"after", petkv::pb::v1::Consistency::Stale).await.expect_err("no client is served");
+    assert!(served.to_string().contains("another cluster"), "{served}");
+    // The rest of the set is not disturbed: it still takes writes.
+    let others = cluster.client_for(&[cluster.client_addr(0), cluster.client_addr(2)], SETTLE)?;
+    others.put(b"after", b"1", None).await?;
     Ok(())
 }

@@ -27,7 +27,7 @@ use crate::pb::raft::{AllocateNodeIdRequest, ClusterInfoRequest, ClusterInfoResp
 use crate::raft::network::{Network, PeerChannels};
 use crate::raft::peer_health::PeerHealth;
 use crate::raft::{self, Raft};
-use crate::startup::{decide, StartupAction, StartupFacts, WaitReason};
+use crate::startup::{decide, QuietWindow, StartupAction, StartupFacts, WaitReason, BOOTSTRAP_QUIET};
 use crate::tls::{ClientTls, Dialers};
 
 /// Timeout of one start-up RPC to a peer.
@@ -36,6 +36,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How often a waiting node repeats what it waits for.
 const SAY_EVERY: Duration = Duration::from_secs(5);
+/// How often the quiet period before a bootstrap is probed ([`QuietWindow`]).
+const BOOTSTRAP_PROBE_EVERY: Duration = Duration::from_millis(250);
 
 /// A running cluster found at start-up.
 #[derive(Debug, Clone)]
@@ -99,8 +101,10 @@ pub async fn establish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> an
     let mut backoff = Duration::from_millis(100);
     let mut last_said: Option<Instant> = None;
     let mut marker_error: Option<String> = None;
+    let mut quiet = QuietWindow::default();
     loop {
         let found = probe(&node.channels, &config.peers, &config.pod).await;
+        quiet.observe(found.is_some(), Instant::now());
         let ordinal = config.pod.ordinal;
         let set_was_bootstrapped = if StartupFacts::needs_marker(false, found.is_some(), ordinal) {
             match config.bootstrap_marker.read().await {
@@ -124,7 +128,19 @@ pub async fn establish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> an
                 Ok(()) => return Ok(()),
                 Err(e) => tracing::warn!(via = %found.via, error = %format!("{e:#}"), "joining failed; will retry"),
             },
-            (StartupAction::Bootstrap, _) => return bootstrap(node).await,
+            (StartupAction::Bootstrap, _) => {
+                if quiet.long_enough(Instant::now()) {
+                    return bootstrap(node).await;
+                }
+                if quiet.rounds() == 1 {
+                    tracing::info!(
+                        "empty volume on ordinal 0, no cluster answers and the set was never bootstrapped: \
+                         bootstrapping if that holds for {BOOTSTRAP_QUIET:?}"
+                    );
+                }
+                tokio::time::sleep(BOOTSTRAP_PROBE_EVERY).await;
+                continue;
+            }
             (StartupAction::Wait(reason), _) => {
                 if last_said.is_none_or(|t| t.elapsed() >= SAY_EVERY) {
                     say_waiting(node, reason, marker_error.as_deref());

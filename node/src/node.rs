@@ -33,7 +33,12 @@ pub struct Node {
     stopping: AtomicBool,
     /// When a leader last reached this node (an append or heartbeat it did not refuse).
     last_leader_contact: Mutex<Option<Instant>>,
+    /// The last Raft request of another cluster's member, and when it came.
+    foreign_cluster: Mutex<Option<(String, Instant)>>,
 }
+
+/// How long a node stays not ready after a Raft request of another cluster.
+pub const FOREIGN_CLUSTER_HOLD: Duration = Duration::from_secs(30);
 
 /// A node counts as caught up when it applied within this many entries of the commit index.
 const READY_LAG: u64 = 1_000;
@@ -59,6 +64,7 @@ impl Node {
             raft: OnceLock::new(),
             stopping: AtomicBool::new(false),
             last_leader_contact: Mutex::new(None),
+            foreign_cluster: Mutex::new(None),
         }
     }
 
@@ -106,6 +112,9 @@ impl Node {
         if self.is_stopping() {
             return Err("shutting down".into());
         }
+        if let Some(refusal) = self.foreign_cluster_refusal() {
+            return Err(refusal);
+        }
         let Some(m) = self.metrics() else { return Err("starting: raft does not run yet".into()) };
         if m.membership_config.membership().get_node(&m.id).is_none() {
             return Err("not a member of the cluster (yet)".into());
@@ -138,6 +147,35 @@ impl Node {
     /// The Raft handle, or UNAVAILABLE while the node is still starting.
     pub fn raft(&self) -> Result<&Raft, Status> {
         self.raft.get().ok_or_else(|| Status::unavailable("node is starting: not a cluster member yet"))
+    }
+
+    /// Raft, for serving a client request: refused while a member of another cluster has been
+    /// sending this node Raft messages ([`Node::saw_foreign_cluster`]).
+    pub fn serving_raft(&self) -> Result<&Raft, Status> {
+        if let Some(refusal) = self.foreign_cluster_refusal() {
+            return Err(Status::unavailable(refusal));
+        }
+        self.raft()
+    }
+
+    /// Records that a member of cluster `other` sent this node a Raft request (refused). Two
+    /// clusters claim this set's pods: one of them was started by mistake, and this node cannot
+    /// tell which, so it stops serving clients and reports not ready until the messages stop
+    /// for [`FOREIGN_CLUSTER_HOLD`].
+    pub fn saw_foreign_cluster(&self, other: &str) {
+        let mut seen = self.foreign_cluster.lock().unwrap_or_else(|p| p.into_inner());
+        *seen = Some((other.to_string(), Instant::now()));
+    }
+
+    fn foreign_cluster_refusal(&self) -> Option<String> {
+        let seen = self.foreign_cluster.lock().unwrap_or_else(|p| p.into_inner());
+        let (other, at) = seen.as_ref().filter(|(_, at)| at.elapsed() < FOREIGN_CLUSTER_HOLD)?;
+        let mine = self.identity().map(|i| i.cluster_id.as_str()).unwrap_or("(none yet)");
+        Some(format!(
+            "another cluster claims this set's pods: a member of cluster {other} sent this node (cluster {mine}) \
+             Raft messages {:.0?} ago; not serving clients",
+            at.elapsed()
+        ))
     }
 
     /// The current Raft metrics, if Raft runs.

@@ -4,13 +4,15 @@
 //! |---|---|---|---|
 //! | has state | — | any | resume from the persisted Raft state; never initialize again |
 //! | empty | yes | any | join: get a new node id from the leader, become a learner, catch up |
-//! | empty | no | 0 | bootstrap a one-member cluster (unless the set was bootstrapped before) |
+//! | empty | no (for 1 s, 4 probe rounds in a row) | 0 | bootstrap a one-member cluster (unless the set was bootstrapped before) |
 //! | empty | no | 0, marker unreadable | wait and read the marker again (never bootstrap unsure) |
 //! | empty | no | > 0 | wait for the primary, with back-off, saying what it waits for |
 //!
 //! The "set was bootstrapped" marker lives outside the pods' volumes (the harness state dir,
 //! or the Kubernetes API), so a wiped `petkv-0` whose peers are all down waits instead of
 //! starting a second cluster beside the first.
+
+use std::time::{Duration, Instant};
 
 /// What a node does at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,9 +75,64 @@ pub fn decide(facts: StartupFacts) -> StartupAction {
     }
 }
 
+/// Ordinal 0 bootstraps only after no cluster answered for this long, over at least
+/// [`BOOTSTRAP_QUIET_ROUNDS`] probe rounds in a row: never on one failed probe, so a DNS blip
+/// or a peer slow for a moment cannot start a second cluster beside a running one.
+pub const BOOTSTRAP_QUIET: Duration = Duration::from_secs(1);
+/// Fewest probe rounds in a row without an answer before a bootstrap.
+pub const BOOTSTRAP_QUIET_ROUNDS: u32 = 4;
+
+/// How long, and for how many probe rounds in a row, no cluster has answered.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QuietWindow {
+    since: Option<Instant>,
+    rounds: u32,
+}
+
+impl QuietWindow {
+    /// Records one probe round at `now`: any answer starts the window over.
+    pub fn observe(&mut self, cluster_answered: bool, now: Instant) {
+        if cluster_answered {
+            *self = Self::default();
+        } else {
+            self.since.get_or_insert(now);
+            self.rounds += 1;
+        }
+    }
+
+    /// Rounds in a row without an answer.
+    pub fn rounds(&self) -> u32 {
+        self.rounds
+    }
+
+    /// True once nobody answered for [`BOOTSTRAP_QUIET`] and [`BOOTSTRAP_QUIET_ROUNDS`] rounds.
+    pub fn long_enough(&self, now: Instant) -> bool {
+        self.since.is_some_and(|t| now.duration_since(t) >= BOOTSTRAP_QUIET) && self.rounds >= BOOTSTRAP_QUIET_ROUNDS
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_failed_probe_is_not_enough_to_bootstrap_and_any_answer_starts_over() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut w = QuietWindow::default();
+        assert!(!w.long_enough(at(0)));
+        w.observe(false, at(0));
+        assert!(!w.long_enough(at(5_000)), "one round, however long ago, is one probe");
+        for ms in [250, 500, 750] {
+            w.observe(false, at(ms));
+        }
+        assert!(!w.long_enough(at(900)), "four rounds but under the quiet period");
+        assert!(w.long_enough(at(1_000)));
+        // A cluster that answers once (the blip is over) starts the window over.
+        w.observe(true, at(1_000));
+        assert_eq!(w.rounds(), 0);
+        assert!(!w.long_enough(at(10_000)));
+    }
 
     fn facts(
         volume_has_identity: bool,

@@ -32,7 +32,7 @@ impl Api {
     /// Proposes a command on this node if it leads.
     pub(super) async fn propose(&self, cmd: Command, forwarded: bool) -> Result<CommandResult, NotServed> {
         let node = &self.node;
-        let raft = node.raft().map_err(|s| NotServed::Failed(not_applied(s)))?;
+        let raft = node.serving_raft().map_err(|s| NotServed::Failed(not_applied(s)))?;
         node.space.check_write().map_err(NotServed::Failed)?;
         let outcome = tokio::time::timeout(node.config.request_timeout, raft.client_write(cmd)).await;
         match outcome {
@@ -68,7 +68,7 @@ impl Api {
     /// Confirms this node can serve a linearizable read right now.
     pub(super) async fn read_index(&self, forwarded: bool) -> Result<(), NotServed> {
         let node = &self.node;
-        let raft = node.raft().map_err(NotServed::Failed)?;
+        let raft = node.serving_raft().map_err(NotServed::Failed)?;
         let deadline = tokio::time::Instant::now() + node.config.request_timeout;
         let outcome = tokio::time::timeout_at(deadline, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await;
         match outcome {
@@ -150,7 +150,7 @@ impl Kv for Api {
                 Err(NotServed::Failed(s)) => return Err(s),
             }
         } else {
-            self.node.raft()?;
+            self.node.serving_raft()?;
         }
         let index = self.applied_index();
         let kv = self.node.sm.get(&msg.key).map_err(Self::storage_error)?;
@@ -171,7 +171,7 @@ impl Kv for Api {
                 Err(NotServed::Failed(s)) => return Err(s),
             }
         } else {
-            self.node.raft()?;
+            self.node.serving_raft()?;
         }
         let index = self.applied_index();
         let sm = self.node.sm.clone();

@@ -52,6 +52,7 @@ fn check_addressee(node: &Node, target: u64, cluster_id: &str) -> Result<(), Sta
         )));
     }
     if cluster_id != identity.cluster_id {
+        node.saw_foreign_cluster(cluster_id);
         let refusal = foreign_cluster(cluster_id, &identity.cluster_id);
         warn_foreign_cluster(&refusal);
         return Err(Status::failed_precondition(refusal));
