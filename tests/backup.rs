@@ -120,8 +120,16 @@ async fn a_backup_under_load_restores_to_exactly_the_acknowledged_data_up_to_its
     let expected = expected_at(&acked, summary.raft_index);
     assert_eq!(summary.keys, expected.len() as u64, "keys in the backup file");
 
-    // Staged on a wiped petkv-0 while its peers still run a cluster: refused, nothing forked.
+    // The restore applied to the set while it runs (the restore overlay's init container on
+    // petkv-0): its volume holds a cluster that was not restored from this backup, so the
+    // stage is refused even with --if-empty, saying what to do, and nothing is staged.
     let pod0 = petkv::identity::parse_hostname("petkv-0")?;
+    let err = petkv::restore::stage(&file, &source.volume(0), &pod0, true).expect_err("a running set's volume");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("not restored from this backup") && msg.contains("delete its volumes"), "{msg}");
+    assert!(!petkv::restore::is_staged(&source.volume(0)));
+
+    // Staged on a wiped petkv-0 while its peers still run a cluster: refused, nothing forked.
     source.kill(0).await?;
     source.wipe_volume(0)?;
     assert!(matches!(petkv::restore::stage(&file, &source.volume(0), &pod0, false)?, StageOutcome::Staged(_)));
@@ -153,10 +161,14 @@ async fn a_backup_under_load_restores_to_exactly_the_acknowledged_data_up_to_its
     // The log continues after the backup's index.
     let put = restored.client()?.put(b"after-restore", b"1", None).await?;
     assert!(put.header.expect("header").raft_index > summary.raft_index);
-    // A restored volume keeps its state: staging again is refused, or left alone with --if-empty.
+    // A restored volume keeps its state: staging again is refused, or with --if-empty (a
+    // restarted pod) left alone, since it holds the cluster restored from this very backup.
     restored.down().await?;
     assert!(petkv::restore::stage(&file, &restored.volume(0), &pod0, false).is_err());
-    assert!(matches!(petkv::restore::stage(&file, &restored.volume(0), &pod0, true)?, StageOutcome::VolumeHasState(_)));
+    assert!(matches!(
+        petkv::restore::stage(&file, &restored.volume(0), &pod0, true)?,
+        StageOutcome::AlreadyRestored(_)
+    ));
     Ok(())
 }
 

@@ -244,9 +244,10 @@ fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
                 "{pod}: not ordinal 0; nothing to stage (this pod joins the restored primary with an empty volume)"
             )
         }
-        StageOutcome::VolumeHasState(what) => {
-            println!("{pod}: volume {} already has state ({what}); left alone", args.data_dir.display())
-        }
+        StageOutcome::AlreadyRestored(what) => println!(
+            "{pod}: volume {} already holds the cluster restored from this backup ({what}); left alone",
+            args.data_dir.display()
+        ),
     }
     Ok(())
 }

@@ -4,8 +4,10 @@
 //!
 //! 1. [`stage`] (`petkv restore --from FILE`) checks the backup end to end and copies it onto
 //!    ordinal 0's empty volume as `restore.snap`. It does nothing on other ordinals (they join
-//!    the restored primary with empty volumes) and refuses a volume that has state (with
-//!    `--if-empty` it leaves such a volume alone and says so).
+//!    the restored primary with empty volumes) and refuses a volume that has state, saying
+//!    what to do (a set still running, say). With `--if-empty` it leaves alone only a volume
+//!    whose cluster was restored from this very backup (`restored-from` holds its checksum),
+//!    so a restarted pod never restores twice.
 //! 2. [`finish`], at the node's start (`petkv serve`), when ordinal 0 finds a staged backup:
 //!    refuses if a cluster already answers on the peers (a restore would start a second cluster
 //!    beside it); otherwise claims the volume under a new cluster id, installs the backup as the
@@ -32,6 +34,9 @@ use crate::store::{self, StoreOptions};
 
 /// The staged backup on the volume.
 pub const STAGED_FILE: &str = "restore.snap";
+/// Which backup a volume's cluster was restored from (its checksum), written when a restore
+/// finishes: `--if-empty` leaves only such a volume alone.
+pub const RESTORED_FROM_FILE: &str = "restored-from";
 
 /// Where a staged backup lives on a volume.
 pub fn staged_path(data_dir: &Path) -> PathBuf {
@@ -50,8 +55,9 @@ pub enum StageOutcome {
     Staged(BackupSummary),
     /// Not ordinal 0: this pod joins the restored primary with an empty volume.
     NotPrimary,
-    /// The volume already has state and `--if-empty` was given: left alone.
-    VolumeHasState(String),
+    /// `--if-empty`, and the volume already holds the cluster restored from this very backup
+    /// (a restarted pod): left alone.
+    AlreadyRestored(String),
 }
 
 /// Checks `backup` and stages it on `data_dir` for `pod` (see the module doc).
@@ -62,13 +68,16 @@ pub fn stage(backup: &Path, data_dir: &Path, pod: &PodName, if_empty: bool) -> a
     }
     if let Some(record) = identity::load(data_dir)? {
         let what = format!("node {} of cluster {:?}", raft::node_label(&pod.set, record.node_id), record.cluster_id);
-        if if_empty {
-            return Ok(StageOutcome::VolumeHasState(what));
+        if if_empty && restored_from(data_dir)?.as_deref() == Some(summary.checksum.as_str()) {
+            return Ok(StageOutcome::AlreadyRestored(what));
         }
         bail!(
-            "volume {} has state ({what}); a restore starts a new cluster on an empty volume: \
-             delete the set's volumes first (or pass --if-empty to leave a volume with state alone)",
-            data_dir.display()
+            "volume {} has state ({what}){}; a restore starts a new cluster on an empty volume, so it \
+             refuses to touch this one. Is the set still running? Stop it and delete its volumes first \
+             (kubectl delete statefulset petkv; kubectl delete pvc -l app.kubernetes.io/component=node; \
+             deploy/README.md, \"Backups and restore\"), then restore again",
+            data_dir.display(),
+            if if_empty { ", which was not restored from this backup" } else { "" }
         );
     }
     if store::exists(data_dir) {
@@ -90,6 +99,16 @@ pub fn stage(backup: &Path, data_dir: &Path, pod: &PodName, if_empty: bool) -> a
     std::fs::rename(&tmp, &dest).with_context(|| format!("rename into {}", dest.display()))?;
     crate::durable::sync_dir_of(&dest).context("fsync the data dir")?;
     Ok(StageOutcome::Staged(BackupSummary { path: dest, ..summary }))
+}
+
+/// The checksum of the backup this volume's cluster was restored from, if it was.
+fn restored_from(data_dir: &Path) -> anyhow::Result<Option<String>> {
+    let path = data_dir.join(RESTORED_FROM_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(s.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
 }
 
 /// Turns the staged backup into this node's state (see the module doc). `identity` is what the
@@ -141,8 +160,10 @@ pub async fn finish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> anyho
         .replace(&record.cluster_id)
         .await
         .context("recording the restored cluster in the bootstrap marker")?;
-    std::fs::remove_file(&staged).with_context(|| format!("remove {}", staged.display()))?;
-    crate::durable::sync_dir_of(&staged).context("fsync the data dir")?;
+    let restored_from = config.data_dir.join(RESTORED_FROM_FILE);
+    crate::durable::write_atomically(&restored_from, format!("{}\n", summary.checksum).as_bytes())
+        .with_context(|| format!("write {}", restored_from.display()))?;
+    crate::durable::remove(&staged).with_context(|| format!("remove {}", staged.display()))?;
     tracing::info!(index = last.index, "restore finished; starting Raft from the restored state");
     Ok(record)
 }
