@@ -26,6 +26,10 @@ async fn passes(name: Experiment) -> anyhow::Result<()> {
 async fn passes_with(name: Experiment, spec: &ExperimentSpec) -> anyhow::Result<Report> {
     let report = experiment::run(name, spec).await?;
     experiment::print(&report);
+    assert_passes(name, report)
+}
+
+fn assert_passes(name: Experiment, report: Report) -> anyhow::Result<Report> {
     assert!(report.operations > 0, "the workload recorded nothing");
     assert!(report.acknowledged_writes > 0, "no write was acknowledged");
     assert!(report.violations.is_empty(), "{:?}", report.violations);
@@ -172,4 +176,70 @@ async fn failover_fast() -> anyhow::Result<()> {
         report.faults.iter().map(|(_, label)| label).filter(|label| label.contains("started again")).collect();
     assert_eq!(restarts.len(), 3, "{:?}", report.faults);
     Ok(())
+}
+
+/// `kubectl scale --replicas=0`, then 3: every pod stopped highest ordinal first and started
+/// again; none left the cluster, the membership and the declared count are as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_to_zero() -> anyhow::Result<()> {
+    let report = passes_with(Experiment::ScaleToZero, &short()).await?;
+    assert!(report.one_cluster && report.failed_checks.is_empty(), "{report:?}");
+    assert!(report.notes.iter().any(|n| n.contains("membership intact")), "{:?}", report.notes);
+    Ok(())
+}
+
+/// `kubectl delete statefulset` then `kubectl apply`: the same cluster resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reapply() -> anyhow::Result<()> {
+    let report = passes_with(Experiment::Reapply, &short()).await?;
+    assert!(report.one_cluster && report.failed_checks.is_empty(), "{report:?}");
+    Ok(())
+}
+
+/// A follower failing at start for 20 s (back-off capped at 5 s): the leader stays within its
+/// CPU and log budget meanwhile, and the follower rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_loop() -> anyhow::Result<()> {
+    let spec = ExperimentSpec {
+        crash_loop_for: Duration::from_secs(20),
+        crash_loop_backoff_cap: Duration::from_secs(5),
+        ..short()
+    };
+    let report = passes_with(Experiment::CrashLoop, &spec).await?;
+    let load = report.leader_load.as_ref().expect("crash-loop measures the leader");
+    eprintln!(
+        "leader while the follower was down: {:.1}% CPU, {:.2} log lines/s (workload paused); {:.1}%, {:.2}/s with it",
+        load.cpu_percent, load.log_lines_per_s, load.busy_cpu_percent, load.busy_log_lines_per_s
+    );
+    assert!(load.failed_starts >= 3, "{load:?}");
+    assert!(load.within_budget(), "{load:?}");
+    Ok(())
+}
+
+async fn dns_blip(delete_marker: bool) -> anyhow::Result<()> {
+    let spec = ExperimentSpec { delete_marker, ..short() };
+    if !petkv_harness::netns::available() {
+        let err = experiment::run(Experiment::DnsBlip, &spec).await.expect_err("needs pod mode");
+        assert!(err.to_string().contains("pod mode"), "{err}");
+        return Ok(());
+    }
+    let report = experiment::run(Experiment::DnsBlip, &spec).await?;
+    experiment::print(&report);
+    // The second-cluster checks first, so a failure names its evidence (the bootstrap line).
+    assert!(report.failed_checks.is_empty(), "{:?}", report.failed_checks);
+    assert!(report.one_cluster, "a second cluster: {:?}", report.notes);
+    assert_passes(Experiment::DnsBlip, report).map(|_| ())
+}
+
+/// Pod mode: petkv-0 loses its volume and starts while its DNS fails for 5 s; it rejoins,
+/// never bootstraps. Process mode: refused with the reason, as `partition` is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_blip_rejoins() -> anyhow::Result<()> {
+    dns_blip(false).await
+}
+
+/// The same with the bootstrap marker deleted too: still no second cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_blip_without_the_marker_starts_no_second_cluster() -> anyhow::Result<()> {
+    dns_blip(true).await
 }

@@ -368,7 +368,7 @@ impl Cluster {
             log_path: self.state_dir.join("logs").join(format!("{}-{ordinal}.log", self.spec.set)),
             peer_args: self.peer_args(),
             netns: self.network.as_ref().map(|n| n.namespace(ordinal)),
-            bootstrap_marker: self.state_dir.join("bootstrapped"),
+            bootstrap_marker: self.bootstrap_marker(),
             voters: self.spec.voters,
             extra_args: self.spec.extra_args.clone(),
             env,
@@ -589,8 +589,23 @@ impl Cluster {
     /// of its ordinal, kept from before if there was one) or pods beyond the count get SIGTERM,
     /// highest ordinal first. Volumes of removed pods are kept (PVC retention `whenScaled:
     /// Retain`) unless the spec says `Delete`.
+    ///
+    /// `0` is a full stop, as `--replicas=0` is on Kubernetes: the declared count is not
+    /// changed (the node refuses 0 through `petkv scale`, and ignores a `spec.replicas` of 0),
+    /// every pod gets SIGTERM, highest ordinal first, and keeps its volume and its membership.
+    /// Scaling a fully stopped set back to its size starts every pod again at once (Parallel).
     pub async fn scale(&mut self, replicas: u32) -> anyhow::Result<()> {
-        anyhow::ensure!(replicas >= 1, "a set needs at least one pod");
+        if replicas == 0 {
+            return self.down().await;
+        }
+        if !self.pods.values_mut().any(|p| p.is_running()) {
+            anyhow::ensure!(
+                replicas == self.spec.replicas,
+                "a fully stopped set comes back at its size ({}) first, then scales",
+                self.spec.replicas
+            );
+            return self.start_all();
+        }
         self.client()?.scale(replicas).await.context("declaring the replica count")?;
         let old = self.spec.replicas;
         self.spec.replicas = replicas;
@@ -617,6 +632,38 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    /// Deletes every pod at once, as deleting the StatefulSet does (the garbage collector
+    /// deletes its pods together, in no order): SIGTERM to all, then each gets its grace
+    /// period (SIGKILL after it). Volumes and the bootstrap marker stay. Returns the exit
+    /// status of each pod (`None`: it had to be killed, or was not running).
+    pub async fn delete_all_pods(&mut self) -> anyhow::Result<Vec<(u32, Option<std::process::ExitStatus>)>> {
+        for pod in self.pods.values_mut() {
+            if pod.is_running() {
+                pod.signal(Signal::SIGTERM)?;
+            }
+        }
+        let mut out = Vec::new();
+        for (o, pod) in self.pods.iter_mut() {
+            let status = pod.wait_exit(DEFAULT_GRACE).await?;
+            if pod.is_running() {
+                tracing::warn!(pod = %pod.name(), "grace period over: SIGKILL");
+                pod.kill().await?;
+            }
+            out.push((*o, status));
+        }
+        Ok(out)
+    }
+
+    /// The bootstrap marker file every pod is given (`<state-dir>/bootstrapped`).
+    pub fn bootstrap_marker(&self) -> PathBuf {
+        self.state_dir.join("bootstrapped")
+    }
+
+    /// Pod mode: one pod's DNS fails (`false`: its `/etc/hosts` is emptied) or works again.
+    pub fn set_dns(&self, ordinal: u32, works: bool) -> anyhow::Result<()> {
+        self.network.as_ref().context("a DNS failure needs pod mode")?.set_dns(ordinal, works)
     }
 
     /// Stops every pod (SIGTERM, highest ordinal first, as a StatefulSet deletes).

@@ -173,6 +173,16 @@ enum Command {
         /// Extra `petkv serve` flag for every pod (repeatable), e.g. --node-arg=--snapshot-every=500.
         #[arg(long = "node-arg", allow_hyphen_values = true)]
         node_args: Vec<String>,
+        /// crash-loop: seconds the follower keeps failing at start.
+        #[arg(long, default_value_t = 60)]
+        crash_loop_secs: u64,
+        /// crash-loop: cap of the restart back-off in seconds (10 s doubling; the kubelet's cap
+        /// is 300).
+        #[arg(long, default_value_t = 300)]
+        backoff_cap_secs: u64,
+        /// dns-blip: delete the bootstrap marker file too.
+        #[arg(long)]
+        delete_marker: bool,
     },
     /// Measure failover (kill -9 the leader), single-client put latency and N-client throughput.
     Measure {
@@ -497,6 +507,9 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             volumes,
             power_loss,
             node_args,
+            crash_loop_secs,
+            backoff_cap_secs,
+            delete_marker,
         } => {
             use petkv_harness::experiment::Experiment;
             anyhow::ensure!(
@@ -515,6 +528,9 @@ async fn run(command: Command) -> anyhow::Result<bool> {
                 volumes,
                 power_loss,
                 extra_args: node_args,
+                crash_loop_for: Duration::from_secs(crash_loop_secs),
+                crash_loop_backoff_cap: Duration::from_secs(backoff_cap_secs.max(1)),
+                delete_marker,
                 ..Default::default()
             };
             let mut reports = Vec::new();

@@ -106,6 +106,16 @@ impl PodNetwork {
         self.write_hosts()
     }
 
+    /// DNS of one pod fails (`false`: its hosts file is emptied, in place, so the pod's
+    /// bind-mounted `/etc/hosts` names nobody, not even itself) or works again (`true`).
+    pub fn set_dns(&self, ordinal: u32, works: bool) -> anyhow::Result<()> {
+        if works {
+            return self.write_hosts();
+        }
+        let path = std::path::Path::new("/etc/netns").join(self.namespace(ordinal)).join("hosts");
+        std::fs::write(&path, "").with_context(|| format!("empty {}", path.display()))
+    }
+
     fn write_hosts(&self) -> anyhow::Result<()> {
         let mut hosts = String::from("127.0.0.1 localhost\n");
         for o in &self.pods {

@@ -202,6 +202,17 @@ impl Pod {
         Ok(None)
     }
 
+    /// The length of the pod's log in bytes (an offset for [`Pod::log_since`]).
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.spec.log_path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// The pod's log from byte `offset` on.
+    pub fn log_since(&self, offset: u64) -> String {
+        let bytes = std::fs::read(&self.spec.log_path).unwrap_or_default();
+        String::from_utf8_lossy(bytes.get(offset as usize..).unwrap_or_default()).into_owned()
+    }
+
     /// The last lines of the pod's log (for failure messages).
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.spec.log_path).unwrap_or_default();

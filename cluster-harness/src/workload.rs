@@ -61,6 +61,8 @@ pub struct Recorded {
 /// A running workload.
 pub struct Workload {
     stop: Arc<AtomicBool>,
+    /// While set, the clients issue nothing (see [`Workload::pause_handle`]).
+    paused: Arc<AtomicBool>,
     recorded: Arc<Mutex<Recorded>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     pub started: Instant,
@@ -75,14 +77,19 @@ impl Workload {
     pub fn start(endpoints: &[String], spec: &WorkloadSpec) -> anyhow::Result<Self> {
         let started = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let mut tasks = Vec::new();
         for c in 0..spec.clients {
             let client = spec.client(endpoints, spec.timeout)?;
-            let (stop, recorded, keys) = (stop.clone(), recorded.clone(), spec.keys);
+            let (stop, paused, recorded, keys) = (stop.clone(), paused.clone(), recorded.clone(), spec.keys);
             tasks.push(tokio::spawn(async move {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
+                    if paused.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
                     n += 1;
                     let key = (rand::random::<u32>() as usize) % keys;
                     let roll = rand::random::<u32>() % 10;
@@ -96,13 +103,19 @@ impl Workload {
                 }
             }));
         }
-        Ok(Self { stop, recorded, tasks, started })
+        Ok(Self { stop, paused, recorded, tasks, started })
     }
 
     /// Operations recorded so far, and how many of them have an unknown outcome.
     pub fn progress(&self) -> (usize, usize) {
         let r = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
         (r.history.len(), r.unknown_outcomes)
+    }
+
+    /// A switch that pauses the clients (set) and resumes them (cleared): an operation in
+    /// flight completes, no new one starts while it is set.
+    pub fn pause_handle(&self) -> Arc<AtomicBool> {
+        self.paused.clone()
     }
 
     /// Nanoseconds since the workload started.

@@ -27,7 +27,7 @@ use crate::pb::raft::{AllocateNodeIdRequest, ClusterInfoRequest, ClusterInfoResp
 use crate::raft::network::{Network, PeerChannels};
 use crate::raft::peer_health::PeerHealth;
 use crate::raft::{self, Raft};
-use crate::startup::{decide, QuietWindow, StartupAction, StartupFacts, WaitReason, BOOTSTRAP_QUIET};
+use crate::startup::{decide, ProbeRound, QuietWindow, StartupAction, StartupFacts, WaitReason, BOOTSTRAP_QUIET};
 use crate::tls::{ClientTls, Dialers};
 
 /// Timeout of one start-up RPC to a peer.
@@ -104,7 +104,12 @@ pub async fn establish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> an
     let mut quiet = QuietWindow::default();
     loop {
         let found = probe(&node.channels, &config.peers, &config.pod).await;
-        quiet.observe(found.is_some(), Instant::now());
+        let round = match &found {
+            Some(_) => ProbeRound::ClusterAnswered,
+            None if config.peers.own_name_resolves(&config.pod).await => ProbeRound::NoCluster,
+            None => ProbeRound::CannotTell,
+        };
+        quiet.observe(round, Instant::now());
         let ordinal = config.pod.ordinal;
         let set_was_bootstrapped = if StartupFacts::needs_marker(false, found.is_some(), ordinal) {
             match config.bootstrap_marker.read().await {
@@ -131,6 +136,15 @@ pub async fn establish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> an
             (StartupAction::Bootstrap, _) => {
                 if quiet.long_enough(Instant::now()) {
                     return bootstrap(node).await;
+                }
+                if round == ProbeRound::CannotTell && last_said.is_none_or(|t| t.elapsed() >= SAY_EVERY) {
+                    tracing::warn!(
+                        "empty volume on ordinal 0 and no cluster answers, but this pod cannot resolve its own \
+                         name ({}): name resolution is failing, so peers that do not resolve may be running; \
+                         waiting instead of bootstrapping",
+                        config.peers.peer_addr(&config.pod).unwrap_or_default()
+                    );
+                    last_said = Some(Instant::now());
                 }
                 if quiet.rounds() == 1 {
                     tracing::info!(

@@ -12,6 +12,9 @@ use crate::identity::PodName;
 /// How many ordinals a DNS-mode node probes at start-up when looking for a running cluster.
 pub const DEFAULT_PROBE_ORDINALS: u32 = 16;
 
+/// Bound on resolving the pod's own name ([`PeerDirectory::own_name_resolves`]).
+const OWN_NAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Where the peers of a set are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerDirectory {
@@ -54,6 +57,25 @@ impl PeerDirectory {
         match self {
             PeerDirectory::Static(map) => map.get(&pod.ordinal).cloned(),
             PeerDirectory::Dns { domain, port, .. } => Some(format!("{pod}.{domain}:{port}")),
+        }
+    }
+
+    /// Whether this pod can resolve its own peer name now: the test that name resolution
+    /// works at all. With a static map there is nothing to resolve. A pod's own record in the
+    /// headless Service exists while the pod does (`publishNotReadyAddresses`), so failing to
+    /// resolve it means DNS is failing or lagging, and then peers that do not resolve say
+    /// nothing about whether they run a cluster.
+    pub async fn own_name_resolves(&self, me: &PodName) -> bool {
+        match (self, self.peer_addr(me)) {
+            (PeerDirectory::Static(_), _) => true,
+            (PeerDirectory::Dns { .. }, Some(addr)) => {
+                let lookup = tokio::time::timeout(OWN_NAME_TIMEOUT, tokio::net::lookup_host(addr));
+                match lookup.await {
+                    Ok(Ok(mut addrs)) => addrs.next().is_some(),
+                    _ => false,
+                }
+            }
+            (PeerDirectory::Dns { .. }, None) => false,
         }
     }
 

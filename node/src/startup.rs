@@ -82,6 +82,17 @@ pub const BOOTSTRAP_QUIET: Duration = Duration::from_secs(1);
 /// Fewest probe rounds in a row without an answer before a bootstrap.
 pub const BOOTSTRAP_QUIET_ROUNDS: u32 = 4;
 
+/// What one round of start-up probes found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeRound {
+    /// A running cluster answered.
+    ClusterAnswered,
+    /// Names resolve and no cluster answered: evidence that none runs.
+    NoCluster,
+    /// No cluster answered, but this pod cannot even resolve its own name: no evidence.
+    CannotTell,
+}
+
 /// How long, and for how many probe rounds in a row, no cluster has answered.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct QuietWindow {
@@ -90,13 +101,16 @@ pub struct QuietWindow {
 }
 
 impl QuietWindow {
-    /// Records one probe round at `now`: any answer starts the window over.
-    pub fn observe(&mut self, cluster_answered: bool, now: Instant) {
-        if cluster_answered {
-            *self = Self::default();
-        } else {
-            self.since.get_or_insert(now);
-            self.rounds += 1;
+    /// Records one probe round at `now`: any answer starts the window over, and so does a
+    /// round that could not tell (name resolution failing: peers that do not resolve may well
+    /// run a cluster).
+    pub fn observe(&mut self, round: ProbeRound, now: Instant) {
+        match round {
+            ProbeRound::NoCluster => {
+                self.since.get_or_insert(now);
+                self.rounds += 1;
+            }
+            ProbeRound::ClusterAnswered | ProbeRound::CannotTell => *self = Self::default(),
         }
     }
 
@@ -121,17 +135,36 @@ mod tests {
         let at = |ms| t0 + Duration::from_millis(ms);
         let mut w = QuietWindow::default();
         assert!(!w.long_enough(at(0)));
-        w.observe(false, at(0));
+        w.observe(ProbeRound::NoCluster, at(0));
         assert!(!w.long_enough(at(5_000)), "one round, however long ago, is one probe");
         for ms in [250, 500, 750] {
-            w.observe(false, at(ms));
+            w.observe(ProbeRound::NoCluster, at(ms));
         }
         assert!(!w.long_enough(at(900)), "four rounds but under the quiet period");
         assert!(w.long_enough(at(1_000)));
         // A cluster that answers once (the blip is over) starts the window over.
-        w.observe(true, at(1_000));
+        w.observe(ProbeRound::ClusterAnswered, at(1_000));
         assert_eq!(w.rounds(), 0);
         assert!(!w.long_enough(at(10_000)));
+    }
+
+    #[test]
+    fn rounds_while_names_do_not_resolve_are_no_evidence() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut w = QuietWindow::default();
+        // A DNS outage of any length: never long enough.
+        for ms in (0..10_000).step_by(250) {
+            w.observe(ProbeRound::CannotTell, at(ms));
+            assert!(!w.long_enough(at(ms)));
+        }
+        // Three quiet rounds, then one that cannot tell: the window starts over.
+        for ms in [10_000, 10_250, 10_500] {
+            w.observe(ProbeRound::NoCluster, at(ms));
+        }
+        w.observe(ProbeRound::CannotTell, at(10_750));
+        w.observe(ProbeRound::NoCluster, at(11_000));
+        assert!(!w.long_enough(at(12_000)), "{w:?}");
     }
 
     fn facts(

@@ -1,6 +1,7 @@
 //! The checks after the workload stopped: stale reads on every member agree with a
 //! linearizable read ([`reads_agree`]), every pod kept its identity ([`identities_hold`]), which
-//! pods did not start again ([`not_ready`]), and the longest time without a successful write
+//! pods did not start again ([`not_ready`]), every pod is in the cluster it was in before the
+//! fault ([`same_cluster`]), and the longest time without a successful write
 //! ([`longest_gap`]).
 
 use petkv::pb::v1::Consistency;
@@ -67,6 +68,18 @@ pub(super) async fn reads_agree(cluster: &Cluster, workload: &WorkloadSpec) -> a
         }
     }
     Ok(true)
+}
+
+/// Every pod that does not report cluster `id`, with the one it reports.
+pub(super) async fn same_cluster(cluster: &Cluster, id: &str) -> anyhow::Result<Vec<String>> {
+    let mut others = Vec::new();
+    for o in cluster.ordinals() {
+        let s = cluster.status(o).await?;
+        if s.cluster_id != id {
+            others.push(format!("petkv-{o} reports cluster {:?}", s.cluster_id));
+        }
+    }
+    Ok(others)
 }
 
 /// Every pod's status agrees with its hostname and with the identity record on its volume.

@@ -7,11 +7,31 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
 
-use super::{Experiment, ExperimentSpec, PowerLossTarget, SETTLE};
+use super::{Experiment, ExperimentSpec, LeaderLoad, PowerLossTarget, SETTLE};
 use crate::Cluster;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// `scale-to-zero`, `reapply`: how long the set stays stopped.
+const STOPPED_FOR: Duration = Duration::from_secs(2);
+/// `crash-loop`: the kubelet's first restart back-off (doubling up to the cap).
+const CRASH_BACKOFF: Duration = Duration::from_secs(10);
+/// `crash-loop`: an environment value `petkv serve` refuses at once (not a number), given to
+/// the crash-looping pod only.
+const CRASH_ENV: (&str, &str) = ("PETKV_HEARTBEAT_MS", "crash-loop-not-a-number");
+/// `crash-loop`: what the leader may spend while the follower is down.
+const MAX_LEADER_CPU_PERCENT: f64 = 25.0;
+const MAX_LEADER_LOG_LINES_PER_S: f64 = 5.0;
+/// `dns-blip`: how long petkv-0's DNS fails.
+const DNS_BLIP: Duration = Duration::from_secs(5);
+/// The line a node logs when it bootstraps a new cluster.
+const BOOTSTRAP_LINE: &str = "ordinal 0: bootstrapping";
+/// The line a pod logs when it leaves the cluster at SIGTERM.
+const LEAVING_LINE: &str = "leaving the cluster";
 
 /// How long OrderedReady waits for petkv-0 alone before calling it deadlocked.
 const ORDERED_READY_PATIENCE: Duration = Duration::from_secs(5);
@@ -28,6 +48,12 @@ pub(super) struct Faults {
     pub(super) started: Instant,
     pub(super) marks: Vec<(u64, String)>,
     pub(super) notes: Vec<String>,
+    /// The experiment's own checks that failed, with their evidence.
+    pub(super) failed_checks: Vec<String>,
+    /// Pauses the workload while set.
+    pub(super) pause: Arc<AtomicBool>,
+    /// `crash-loop`: the leader's CPU and log rate while the follower was down.
+    pub(super) leader_load: Option<LeaderLoad>,
 }
 
 impl Faults {
@@ -86,6 +112,252 @@ async fn wait_back(cluster: &mut Cluster, ordinal: u32) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The members (node id, voter) as the leader lists them, sorted.
+async fn members(cluster: &Cluster) -> anyhow::Result<Vec<(u64, bool)>> {
+    let mut m: Vec<(u64, bool)> =
+        cluster.client()?.members().await?.members.iter().map(|m| (m.node_id, m.voter)).collect();
+    m.sort_unstable();
+    Ok(m)
+}
+
+/// Every pod's log length, to read what it logs from now on.
+fn log_offsets(cluster: &Cluster) -> Vec<(u32, u64)> {
+    cluster.ordinals().into_iter().filter_map(|o| Some((o, cluster.pod(o).ok()?.log_len()))).collect()
+}
+
+/// The lines of each pod's log since `offsets` that contain `needle`.
+fn logged_since(cluster: &Cluster, offsets: &[(u32, u64)], needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (o, offset) in offsets {
+        let Ok(pod) = cluster.pod(*o) else { continue };
+        for line in pod.log_since(*offset).lines().filter(|l| l.contains(needle)) {
+            out.push(format!("petkv-{o}: {line}"));
+        }
+    }
+    out
+}
+
+/// Fails a check with its evidence unless `lines` is empty.
+fn none_logged(faults: &mut Faults, what: &str, lines: Vec<String>) {
+    if lines.is_empty() {
+        faults.notes.push(format!("no pod logged {what}"));
+    } else {
+        faults.failed_checks.push(format!("{what} was logged:\n{}", lines.join("\n")));
+    }
+}
+
+/// Fails a check unless the membership is what it was.
+async fn membership_kept(cluster: &Cluster, faults: &mut Faults, before: &[(u64, bool)]) -> anyhow::Result<()> {
+    let after = members(cluster).await?;
+    if after == before {
+        faults.notes.push(format!("membership intact: {after:?} (node id, voter)"));
+    } else {
+        faults.failed_checks.push(format!("membership changed: {before:?} before, {after:?} after"));
+    }
+    Ok(())
+}
+
+/// Fails a check unless every pod still declares `replicas`.
+async fn declared_kept(cluster: &Cluster, faults: &mut Faults, replicas: u32) -> anyhow::Result<()> {
+    for o in cluster.ordinals() {
+        let declared = cluster.status(o).await?.declared_replicas;
+        if declared != replicas {
+            faults.failed_checks.push(format!("petkv-{o} declares {declared} replicas, not {replicas}"));
+        }
+    }
+    Ok(())
+}
+
+/// CPU seconds of every process in a pod's process group (the pod's shell, init container
+/// and `petkv serve`, whichever run).
+fn group_cpu_seconds(pgid: u32) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    let mut ticks = 0u64;
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // After the name: state, ppid, pgrp.
+        let pgrp = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(2)?.parse::<u32>().ok());
+        if pgrp == Some(pgid) {
+            ticks += crate::bench::procstat::parse_cpu_ticks(&stat).unwrap_or(0);
+        }
+    }
+    ticks as f64 / 100.0
+}
+
+/// One sample of a pod's load: when, CPU seconds so far, log lines so far.
+struct LoadSample {
+    at: Instant,
+    cpu_s: f64,
+    lines: usize,
+}
+
+fn sample(cluster: &Cluster, ordinal: u32) -> anyhow::Result<LoadSample> {
+    let pod = cluster.pod(ordinal)?;
+    let pid = pod.pid().with_context(|| format!("petkv-{ordinal} is not running"))?;
+    let lines = std::fs::read(&pod.spec.log_path).map(|b| b.iter().filter(|c| **c == b'\n').count()).unwrap_or(0);
+    Ok(LoadSample { at: Instant::now(), cpu_s: group_cpu_seconds(pid), lines })
+}
+
+/// (percent of a core, log lines per second) between two samples.
+fn rates(a: &LoadSample, b: &LoadSample) -> (f64, f64) {
+    let secs = (b.at - a.at).as_secs_f64().max(1e-3);
+    (100.0 * (b.cpu_s - a.cpu_s) / secs, (b.lines.saturating_sub(a.lines)) as f64 / secs)
+}
+
+/// `crash-loop`: the follower fails at start, restarted with the kubelet's back-off, for
+/// `spec.crash_loop_for`; then it starts normally. The leader's load is sampled meanwhile:
+/// with the workload running for the first half, paused for the second.
+async fn crash_loop(spec: &ExperimentSpec, cluster: &mut Cluster, faults: &mut Faults) -> anyhow::Result<()> {
+    let leader = cluster.wait_healthy(SETTLE).await?;
+    let victim = (leader + 1) % 3;
+    cluster.terminate(victim).await?;
+    let total = spec.crash_loop_for;
+    let cap = spec.crash_loop_backoff_cap.max(Duration::from_millis(100));
+    faults.mark(format!(
+        "petkv-{victim} (follower) deleted; recreated failing at start ({}={}) for {total:?}, back-off {:?} doubling, cap {cap:?}",
+        CRASH_ENV.0,
+        CRASH_ENV.1,
+        CRASH_BACKOFF.min(cap)
+    ));
+    let normal_env = cluster.pod(victim)?.spec.env.clone();
+    cluster.pod_mut(victim)?.spec.env.push((CRASH_ENV.0.into(), CRASH_ENV.1.into()));
+    let t0 = Instant::now();
+    let first = sample(cluster, leader)?;
+    let mut middle = None;
+    let mut backoff = CRASH_BACKOFF.min(cap);
+    let mut next_start = t0;
+    let mut failed_starts = 0;
+    let outcome: anyhow::Result<()> = async {
+        loop {
+            let now = Instant::now();
+            if middle.is_none() && now - t0 >= total / 2 {
+                middle = Some(sample(cluster, leader)?);
+                faults.pause.store(true, Ordering::Relaxed);
+                faults.mark("workload paused: measuring the leader alone");
+            }
+            if now >= next_start {
+                if now - t0 >= total {
+                    break;
+                }
+                cluster.start(victim)?;
+                let exit = cluster.pod_mut(victim)?.wait_exit(Duration::from_secs(10)).await?;
+                match exit {
+                    Some(status) if !status.success() => failed_starts += 1,
+                    other => bail!(
+                        "petkv-{victim} was meant to fail at start but did not ({other:?}); its log ends:\n{}",
+                        cluster.pod(victim)?.log_tail(10)
+                    ),
+                }
+                if failed_starts == 1 {
+                    faults.notes.push(format!(
+                        "petkv-{victim} fails at start: {}",
+                        cluster.pod(victim)?.log_tail(3).replace('\n', " | ")
+                    ));
+                }
+                faults.mark(format!("petkv-{victim} failed at start ({failed_starts}), next start in {backoff:?}"));
+                next_start = Instant::now() + backoff;
+                backoff = (backoff * 2).min(cap);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+    .await;
+    let last = sample(cluster, leader);
+    faults.pause.store(false, Ordering::Relaxed);
+    cluster.pod_mut(victim)?.spec.env = normal_env;
+    outcome?;
+    let last = last?;
+    let middle = middle.context("the crash loop ended before its middle")?;
+    let (busy_cpu, busy_log) = rates(&first, &middle);
+    let (cpu, log) = rates(&middle, &last);
+    let load = LeaderLoad {
+        leader,
+        failed_starts,
+        down_s: (last.at - first.at).as_secs_f64(),
+        quiet_s: (last.at - middle.at).as_secs_f64(),
+        cpu_percent: cpu,
+        log_lines_per_s: log,
+        busy_cpu_percent: busy_cpu,
+        busy_log_lines_per_s: busy_log,
+        max_cpu_percent: MAX_LEADER_CPU_PERCENT,
+        max_log_lines_per_s: MAX_LEADER_LOG_LINES_PER_S,
+    };
+    if !load.within_budget() {
+        let lines = cluster.pod(leader)?.log_tail(10);
+        faults.failed_checks.push(format!(
+            "while petkv-{victim} was down, the leader petkv-{leader} used {cpu:.1}% of a core (max \
+             {MAX_LEADER_CPU_PERCENT}%) and logged {log:.2} lines/s (max {MAX_LEADER_LOG_LINES_PER_S}); its log ends:\n{lines}"
+        ));
+    }
+    let leader_now = cluster.wait_leader(SETTLE).await?;
+    if leader_now != leader {
+        faults.notes.push(format!("leadership moved from petkv-{leader} to petkv-{leader_now} during the crash loop"));
+    }
+    faults.notes.push(format!(
+        "the workload was paused for {:.1} s to measure the leader alone: the longest time without a \
+         successful write includes that pause",
+        load.quiet_s
+    ));
+    faults.leader_load = Some(load);
+    cluster.start(victim)?;
+    faults.mark(format!("workload resumed; petkv-{victim} started normally"));
+    wait_back(cluster, victim).await?;
+    faults.mark(format!("petkv-{victim} rejoined"));
+    Ok(())
+}
+
+/// `dns-blip`: petkv-0 killed, its volume deleted (and with `delete_marker` the marker file),
+/// then started with its DNS failing for [`DNS_BLIP`].
+async fn dns_blip(spec: &ExperimentSpec, cluster: &mut Cluster, faults: &mut Faults) -> anyhow::Result<()> {
+    let before = cluster.status(0).await?.node_id;
+    cluster.kill(0).await?;
+    cluster.wipe_volume(0)?;
+    let marker = cluster.bootstrap_marker();
+    if spec.delete_marker {
+        std::fs::remove_file(&marker).with_context(|| format!("delete {}", marker.display()))?;
+        faults.mark("petkv-0 killed, its volume and the bootstrap marker deleted");
+    } else {
+        anyhow::ensure!(marker.exists(), "no bootstrap marker at {}", marker.display());
+        faults.mark("petkv-0 killed and its volume deleted (marker kept)");
+    }
+    // petkv-1 and petkv-2 report the dead petkv-0 as leader until they elect another.
+    let deadline = Instant::now() + SETTLE;
+    let leader = loop {
+        let leader = cluster.wait_healthy(SETTLE).await?;
+        if leader != 0 {
+            break leader;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "petkv-1 and petkv-2 elected no leader in {SETTLE:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    faults.mark(format!("petkv-1 and petkv-2 healthy (petkv-{leader} leads)"));
+    let offsets = log_offsets(cluster);
+    cluster.set_dns(0, false)?;
+    cluster.start(0)?;
+    faults.mark(format!("petkv-0 recreated with an empty /etc/hosts (DNS fails for {DNS_BLIP:?})"));
+    tokio::time::sleep(DNS_BLIP).await;
+    cluster.set_dns(0, true)?;
+    faults.mark("petkv-0's DNS works again");
+    let back = wait_back(cluster, 0).await;
+    let bootstraps = logged_since(cluster, &offsets, BOOTSTRAP_LINE);
+    none_logged(faults, &format!("{BOOTSTRAP_LINE:?} (a second cluster)"), bootstraps);
+    back?;
+    let after = cluster.status(0).await?;
+    let (was, now) = (petkv::raft::incarnation_of(before), petkv::raft::incarnation_of(after.node_id));
+    if now > was && after.ordinal == 0 {
+        faults.notes.push(format!("petkv-0 rejoined as node {} (incarnation {was} → {now})", after.node_id));
+    } else {
+        faults.failed_checks.push(format!(
+            "petkv-0 is node {} (incarnation {now}) after the wipe, node {before} (incarnation {was}) before",
+            after.node_id
+        ));
+    }
+    faults.mark("petkv-0 rejoined");
+    Ok(())
 }
 
 /// The `snap-*` files in a pod's snapshot dir.
@@ -228,6 +500,57 @@ pub(super) async fn inject(
             faults.mark("latency removed");
         }
         Experiment::PowerLoss => power_loss_cycles(spec, cluster, faults).await?,
+        Experiment::ScaleToZero => {
+            let before = members(cluster).await?;
+            let offsets = log_offsets(cluster);
+            cluster.scale(0).await?;
+            faults.mark("scale 3 → 0: SIGTERM petkv-2, petkv-1, petkv-0 in turn (volumes kept)");
+            tokio::time::sleep(STOPPED_FOR).await;
+            cluster.scale(3).await?;
+            faults.mark("scale 0 → 3: every pod recreated at once (Parallel)");
+            for o in cluster.ordinals() {
+                wait_back(cluster, o).await?;
+            }
+            faults.mark("every pod ready");
+            none_logged(faults, &format!("{LEAVING_LINE:?}"), logged_since(cluster, &offsets, LEAVING_LINE));
+            none_logged(faults, &format!("{BOOTSTRAP_LINE:?}"), logged_since(cluster, &offsets, BOOTSTRAP_LINE));
+            cluster.wait_healthy(SETTLE).await?;
+            membership_kept(cluster, faults, &before).await?;
+            declared_kept(cluster, faults, 3).await?;
+        }
+        Experiment::Reapply => {
+            let before = members(cluster).await?;
+            let marker_path = cluster.bootstrap_marker();
+            let marker = std::fs::read_to_string(&marker_path).ok();
+            let offsets = log_offsets(cluster);
+            let exits = cluster.delete_all_pods().await?;
+            faults.mark("kubectl delete statefulset: every pod SIGTERM at once (volumes and marker kept)");
+            for (o, status) in exits {
+                if !status.is_some_and(|s| s.success()) {
+                    faults.notes.push(format!("petkv-{o} did not exit cleanly at SIGTERM: {status:?}"));
+                }
+            }
+            tokio::time::sleep(STOPPED_FOR).await;
+            let kept = std::fs::read_to_string(&marker_path).ok();
+            if marker.is_none() || kept != marker {
+                faults.failed_checks.push(format!(
+                    "the bootstrap marker {} was {marker:?} before the delete, {kept:?} after",
+                    marker_path.display()
+                ));
+            }
+            cluster.start_all()?;
+            faults.mark("kubectl apply: every pod recreated at once on its volume (Parallel)");
+            for o in cluster.ordinals() {
+                wait_back(cluster, o).await?;
+            }
+            faults.mark("every pod ready");
+            none_logged(faults, &format!("{BOOTSTRAP_LINE:?}"), logged_since(cluster, &offsets, BOOTSTRAP_LINE));
+            none_logged(faults, &format!("{LEAVING_LINE:?}"), logged_since(cluster, &offsets, LEAVING_LINE));
+            cluster.wait_healthy(SETTLE).await?;
+            membership_kept(cluster, faults, &before).await?;
+        }
+        Experiment::CrashLoop => crash_loop(spec, cluster, faults).await?,
+        Experiment::DnsBlip => dns_blip(spec, cluster, faults).await?,
         Experiment::FailoverFast => {
             for cycle in 1..=spec.cycles {
                 let leader = cluster.wait_healthy(SETTLE).await?;

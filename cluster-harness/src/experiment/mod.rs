@@ -10,8 +10,10 @@
 //! 4. Check that every member converged to the same data: at one applied index, every
 //!    member's whole state machine has the same digest ([`crate::digest`]), and stale reads of
 //!    every key on every member agree with a linearizable read. Check that every pod that was
-//!    stopped started again, and that every pod still has its identity (hostname ↔ ordinal ↔
-//!    node id ↔ volume).
+//!    stopped started again, that every pod still has its identity (hostname ↔ ordinal ↔
+//!    node id ↔ volume), that every pod reports the cluster id it had before the fault (no
+//!    second cluster), and the experiment's own checks (`failed_checks`: a bootstrap line in a
+//!    log, a changed membership, `crash-loop`'s budget for the leader's CPU and log rate).
 //! 5. Report: a human table, a JSON file and an SVG timeline (successful operations per 100 ms
 //!    with the faults marked), saved together.
 //!
@@ -45,9 +47,9 @@ mod faults;
 mod report;
 
 pub use checks::longest_gap;
-pub use report::{print, Report};
+pub use report::{print, LeaderLoad, Report};
 
-use checks::{identities_hold, not_ready, reads_agree};
+use checks::{identities_hold, not_ready, reads_agree, same_cluster};
 use faults::{inject, Faults, MID_SNAPSHOT_EVERY};
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -81,6 +83,18 @@ pub enum Experiment {
     PowerLoss,
     /// kill -9 the leader and start it again within 0.1 s, `--cycles` times.
     FailoverFast,
+    /// `kubectl scale --replicas=0`, then back to 3: SIGTERM every pod, highest ordinal first
+    /// (volumes and membership kept), then all started again at once.
+    ScaleToZero,
+    /// `kubectl delete statefulset` (every pod SIGTERM at once; volumes and the bootstrap marker
+    /// kept), then `kubectl apply`: every pod recreated; the same cluster resumes.
+    Reapply,
+    /// A follower that fails at start for `--crash-loop-secs`, restarted with the kubelet's
+    /// back-off; the leader's CPU and log rate are measured meanwhile.
+    CrashLoop,
+    /// petkv-0 loses its volume and starts while its DNS fails for 5 s (needs pod mode): it
+    /// must rejoin, never bootstrap (`--delete-marker`: the marker file is deleted too).
+    DnsBlip,
 }
 
 /// Whose power `power-loss` cuts.
@@ -135,6 +149,13 @@ pub struct ExperimentSpec {
     pub power_loss: bool,
     /// Extra `petkv serve` flags for every pod.
     pub extra_args: Vec<String>,
+    /// `crash-loop`: how long the follower keeps failing at start.
+    pub crash_loop_for: Duration,
+    /// `crash-loop`: the cap of the restart back-off (10 s, doubling; the kubelet caps it at
+    /// 5 min).
+    pub crash_loop_backoff_cap: Duration,
+    /// `dns-blip`: the bootstrap marker file is deleted too.
+    pub delete_marker: bool,
 }
 
 impl ExperimentSpec {
@@ -158,6 +179,9 @@ impl Default for ExperimentSpec {
             volumes: Volumes::default(),
             power_loss: false,
             extra_args: Vec::new(),
+            crash_loop_for: Duration::from_secs(60),
+            crash_loop_backoff_cap: Duration::from_secs(300),
+            delete_marker: false,
         }
     }
 }
@@ -174,11 +198,12 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
         extra_args.extend(["--snapshot-every".to_string(), MID_SNAPSHOT_EVERY.to_string()]);
     }
     let mut cluster = Cluster::new(ClusterSpec { mode: spec.mode, lazyfs, extra_args, ..Default::default() })?;
-    let needs_pod_mode = matches!(experiment, Experiment::Partition | Experiment::Latency);
+    let needs_pod_mode = matches!(experiment, Experiment::Partition | Experiment::Latency | Experiment::DnsBlip);
     if needs_pod_mode && !cluster.is_pod_mode() {
         bail!(
             "the {experiment:?} experiment needs pod mode (each pod in its own network namespace: Linux, root, \
-             iproute2); in process mode all pods share loopback and the network cannot be cut or slowed"
+             iproute2); in process mode all pods share loopback and the network cannot be cut or slowed, \
+             and there is no per-pod /etc/hosts to break"
         );
     }
     if experiment == Experiment::Latency {
@@ -192,6 +217,7 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
     cluster.start_all()?;
     cluster.wait_healthy(SETTLE).await?;
     cluster.client()?.scale(3).await?;
+    let cluster_id = cluster.status(0).await.context("the status of petkv-0")?.cluster_id;
     let endpoints: Vec<String> = cluster.ordinals().iter().map(|o| cluster.client_addr(*o)).collect();
     println!("experiment {experiment:?}: 3 pods, {} clients on {} keys", spec.workload.clients, spec.workload.keys);
 
@@ -201,7 +227,14 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
         ..spec.workload.clone()
     };
     let workload = std::sync::Arc::new(Workload::start(&endpoints, &workload_spec)?);
-    let mut faults = Faults { started: workload.started, marks: Vec::new(), notes: Vec::new() };
+    let mut faults = Faults {
+        started: workload.started,
+        marks: Vec::new(),
+        notes: Vec::new(),
+        failed_checks: Vec::new(),
+        pause: workload.pause_handle(),
+        leader_load: None,
+    };
     let progress = tokio::spawn(show_progress(workload.clone()));
     tokio::time::sleep(spec.warmup).await;
     // A fault schedule that fails (a pod that does not start again, a set that does not heal)
@@ -224,6 +257,8 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
             fault_errors.extend(not_ready(&mut cluster).await);
         }
     }
+    // A schedule that failed half-way may have left the workload paused.
+    faults.pause.store(false, std::sync::atomic::Ordering::Relaxed);
     progress.abort();
     let _ = progress.await; // cancelled: it no longer holds the workload
     let workload = std::sync::Arc::try_unwrap(workload)
@@ -271,6 +306,18 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
         faults.notes.push(format!("identities could not be checked: {e:#}"));
         false
     });
+    let one_cluster = match same_cluster(&cluster, &cluster_id).await {
+        Ok(others) => {
+            for o in &others {
+                faults.notes.push(format!("not cluster {cluster_id}: {o}"));
+            }
+            others.is_empty()
+        }
+        Err(e) => {
+            faults.notes.push(format!("cluster ids could not be compared: {e:#}"));
+            false
+        }
+    };
     if !convergence.digests_equal {
         for m in &convergence.members {
             if let Some(e) = &m.error {
@@ -292,6 +339,7 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
     let name = serde_json::to_value(experiment)?.as_str().unwrap_or("experiment").to_string();
     let target = match experiment {
         Experiment::PowerLoss => format!("-{}", serde_json::to_value(spec.target)?.as_str().unwrap_or("")),
+        Experiment::DnsBlip if spec.delete_marker => "-no-marker".to_string(),
         _ => String::new(),
     };
     let stem = format!("{name}{target}-{}-{:04x}", unix_seconds(), rand::random::<u16>());
@@ -320,6 +368,11 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
         identity_kept,
         all_started: fault_errors.is_empty(),
         fault_errors,
+        cluster_id,
+        one_cluster,
+        failed_checks: faults.failed_checks,
+        leader_load: faults.leader_load,
+        delete_marker: experiment == Experiment::DnsBlip && spec.delete_marker,
         faults: faults.marks.iter().map(|(t, l)| (*t as f64 / 1e9, l.clone())).collect(),
         notes: faults.notes,
         report_json: json_path.display().to_string(),

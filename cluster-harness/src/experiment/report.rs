@@ -41,10 +41,50 @@ pub struct Report {
     pub all_started: bool,
     /// What went wrong in the fault schedule, with the log tails of pods that did not start.
     pub fault_errors: Vec<String>,
+    /// The cluster id every pod reported before the fault.
+    pub cluster_id: String,
+    /// Every pod reports that cluster id afterwards: no second cluster was started.
+    pub one_cluster: bool,
+    /// The experiment's own checks that failed (a bootstrap line in a log, a member that left,
+    /// a lost marker, a leader that worked too hard…), each with its evidence.
+    pub failed_checks: Vec<String>,
+    /// `crash-loop`: what the leader spent while the follower was down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_load: Option<LeaderLoad>,
+    /// `dns-blip`: the bootstrap marker file was deleted too.
+    pub delete_marker: bool,
     pub faults: Vec<(f64, String)>,
     pub notes: Vec<String>,
     pub report_json: String,
     pub timeline_svg: String,
+}
+
+/// The leader's CPU and log rate while a follower is down (`crash-loop`). The budget applies to
+/// the quiet part of the window, with the workload paused, so it measures what the down
+/// follower costs the leader; the numbers with the workload running are for information.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaderLoad {
+    pub leader: u32,
+    /// How many times the follower was started and failed at once.
+    pub failed_starts: usize,
+    /// The whole time the follower was down, and the part of it with the workload paused.
+    pub down_s: f64,
+    pub quiet_s: f64,
+    /// Share of one core used by the leader's processes, and its log's new lines per second,
+    /// with the workload paused.
+    pub cpu_percent: f64,
+    pub log_lines_per_s: f64,
+    /// The same with the workload running (the first part of the window).
+    pub busy_cpu_percent: f64,
+    pub busy_log_lines_per_s: f64,
+    pub max_cpu_percent: f64,
+    pub max_log_lines_per_s: f64,
+}
+
+impl LeaderLoad {
+    pub fn within_budget(&self) -> bool {
+        self.cpu_percent <= self.max_cpu_percent && self.log_lines_per_s <= self.max_log_lines_per_s
+    }
 }
 
 impl Report {
@@ -56,6 +96,9 @@ impl Report {
             && self.members_converged
             && self.identity_kept
             && self.all_started
+            && self.one_cluster
+            && self.failed_checks.is_empty()
+            && self.leader_load.as_ref().is_none_or(LeaderLoad::within_budget)
     }
 
     /// One line: verdict, acknowledged and lost writes, digests.
@@ -68,7 +111,7 @@ impl Report {
             format!("digests DIFFER or missing (members {:?})", c.divergent)
         };
         format!(
-            "{}: {}, {} acknowledged writes, {} lost, {}{}{}",
+            "{}: {}, {} acknowledged writes, {} lost, {}{}{}{}{}",
             if self.passed() { "PASS" } else { "FAIL" },
             self.linearizability,
             self.acknowledged_writes,
@@ -76,6 +119,12 @@ impl Report {
             digests,
             if self.reads_agree { "" } else { ", reads DISAGREE" },
             if self.all_started { "" } else { ", a member did NOT start again" },
+            if self.one_cluster { "" } else { ", a SECOND CLUSTER (cluster ids differ)" },
+            if self.failed_checks.is_empty() {
+                String::new()
+            } else {
+                format!(", {} check(s) FAILED", self.failed_checks.len())
+            },
         )
     }
 }
@@ -86,11 +135,12 @@ pub fn print(report: &Report) {
     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     let name = match report.target {
         Some(target) => format!("{:?} --target {target:?}", report.experiment),
+        None if report.delete_marker => format!("{:?} --delete-marker", report.experiment),
         None => format!("{:?}", report.experiment),
     };
     t.set_header(vec!["experiment", &name]);
     let c = &report.convergence;
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("volumes", format!("{:?}{}", report.volumes, if report.power_loss { ", kill -9 = power loss" } else { "" })),
         ("operations recorded", report.operations.to_string()),
         ("successful", report.successful.to_string()),
@@ -105,9 +155,36 @@ pub fn print(report: &Report) {
         ("members converged", report.members_converged.to_string()),
         ("every member started again", report.all_started.to_string()),
         ("identity kept", report.identity_kept.to_string()),
-        ("timeline", report.timeline_svg.clone()),
-        ("report", report.report_json.clone()),
+        ("one cluster (same cluster id on every pod)", format!("{} ({})", report.one_cluster, report.cluster_id)),
+        (
+            "experiment checks",
+            if report.failed_checks.is_empty() {
+                "pass".into()
+            } else {
+                format!("{} FAILED", report.failed_checks.len())
+            },
+        ),
     ];
+    if let Some(l) = &report.leader_load {
+        rows.push((
+            "follower down / workload paused",
+            format!("{:.1} s / {:.1} s, {} failed starts", l.down_s, l.quiet_s, l.failed_starts),
+        ));
+        rows.push((
+            "leader CPU, workload paused",
+            format!("{:.1}% of a core (max {:.0}%)", l.cpu_percent, l.max_cpu_percent),
+        ));
+        rows.push((
+            "leader log, workload paused",
+            format!("{:.2} lines/s (max {:.0})", l.log_lines_per_s, l.max_log_lines_per_s),
+        ));
+        rows.push((
+            "leader CPU / log, workload running",
+            format!("{:.1}% of a core, {:.2} lines/s", l.busy_cpu_percent, l.busy_log_lines_per_s),
+        ));
+    }
+    rows.push(("timeline", report.timeline_svg.clone()));
+    rows.push(("report", report.report_json.clone()));
     for (k, v) in rows {
         t.add_row(vec![k.to_string(), v]);
     }
@@ -138,6 +215,9 @@ pub fn print(report: &Report) {
     }
     for e in &report.fault_errors {
         println!("fault schedule: {e}");
+    }
+    for c in &report.failed_checks {
+        println!("check FAILED: {c}");
     }
     for n in &report.notes {
         println!("note: {n}");
