@@ -148,6 +148,25 @@ fn none_logged(faults: &mut Faults, what: &str, lines: Vec<String>) {
     }
 }
 
+/// After every pod of the set was stopped and started again (scale to 0 and back, delete and
+/// apply): every pod is back and ready, none logged leaving the cluster or bootstrapping since
+/// `offsets`, and the membership is the one before.
+async fn back_as_before(
+    cluster: &mut Cluster,
+    faults: &mut Faults,
+    offsets: &[(u32, u64)],
+    before: &[(u64, bool)],
+) -> anyhow::Result<()> {
+    for o in cluster.ordinals() {
+        wait_back(cluster, o).await?;
+    }
+    faults.mark("every pod ready");
+    none_logged(faults, &format!("{LEAVING_LINE:?}"), logged_since(cluster, offsets, LEAVING_LINE));
+    none_logged(faults, &format!("{BOOTSTRAP_LINE:?}"), logged_since(cluster, offsets, BOOTSTRAP_LINE));
+    cluster.wait_healthy(SETTLE).await?;
+    membership_kept(cluster, faults, before).await
+}
+
 /// Fails a check unless the membership is what it was.
 async fn membership_kept(cluster: &Cluster, faults: &mut Faults, before: &[(u64, bool)]) -> anyhow::Result<()> {
     let after = members(cluster).await?;
@@ -508,14 +527,7 @@ pub(super) async fn inject(
             tokio::time::sleep(STOPPED_FOR).await;
             cluster.scale(3).await?;
             faults.mark("scale 0 → 3: every pod recreated at once (Parallel)");
-            for o in cluster.ordinals() {
-                wait_back(cluster, o).await?;
-            }
-            faults.mark("every pod ready");
-            none_logged(faults, &format!("{LEAVING_LINE:?}"), logged_since(cluster, &offsets, LEAVING_LINE));
-            none_logged(faults, &format!("{BOOTSTRAP_LINE:?}"), logged_since(cluster, &offsets, BOOTSTRAP_LINE));
-            cluster.wait_healthy(SETTLE).await?;
-            membership_kept(cluster, faults, &before).await?;
+            back_as_before(cluster, faults, &offsets, &before).await?;
             declared_kept(cluster, faults, 3).await?;
         }
         Experiment::Reapply => {
@@ -540,14 +552,7 @@ pub(super) async fn inject(
             }
             cluster.start_all()?;
             faults.mark("kubectl apply: every pod recreated at once on its volume (Parallel)");
-            for o in cluster.ordinals() {
-                wait_back(cluster, o).await?;
-            }
-            faults.mark("every pod ready");
-            none_logged(faults, &format!("{BOOTSTRAP_LINE:?}"), logged_since(cluster, &offsets, BOOTSTRAP_LINE));
-            none_logged(faults, &format!("{LEAVING_LINE:?}"), logged_since(cluster, &offsets, LEAVING_LINE));
-            cluster.wait_healthy(SETTLE).await?;
-            membership_kept(cluster, faults, &before).await?;
+            back_as_before(cluster, faults, &offsets, &before).await?;
         }
         Experiment::CrashLoop => crash_loop(spec, cluster, faults).await?,
         Experiment::DnsBlip => dns_blip(spec, cluster, faults).await?,
