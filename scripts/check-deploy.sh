@@ -5,7 +5,8 @@
 #      fields are errors) for the oldest Kubernetes the README claims (1.33: the node's API client; the preStop sleep
 #      action) and the newest the pinned kind node image runs (1.37);
 #   3. deploy/check/lint.py: what schemas cannot see (selectors, ports, the peer domain, RBAC,
-#      grace periods, image tags), and its own tests;
+#      grace periods, image tags; each restore render deploy/restore/<overlay> against the
+#      render of deploy/<overlay>), and its own tests;
 #   4. the kind node image is pinned by digest.
 # Tools live in a venv under target/deploy-venv; pip runs only when the pins change.
 set -euo pipefail
@@ -41,11 +42,15 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "${requirements[*]}" ]]; then
 fi
 echo "check-deploy: kubectl $("$KUBECTL" version --client -o json | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), $("$VENV/bin/kubernetes-validate" --version 2>&1 | tail -1)"
 
-# 1. Render every overlay (any directory under deploy/ with a kustomization.yaml).
+# 1. Render every overlay (any directory under deploy/ with a kustomization.yaml; a kustomize
+#    Component renders only as part of an overlay that uses it).
 rm -rf "$OUT"
 mkdir -p "$OUT"
 rendered=()
 while IFS= read -r kustomization; do
+  if grep -q '^kind: Component' "$kustomization"; then
+    continue
+  fi
   dir=$(dirname "$kustomization")
   name=${dir#deploy/}
   name=${name//\//-}
@@ -65,13 +70,26 @@ for version in "${KUBE_VERSIONS[@]}"; do
   fi
 done
 
-# 3. petkv's own lint, then its tests (against the base rendered above).
-if "$VENV/bin/python" deploy/check/lint.py "${rendered[@]}"; then
-  echo "check-deploy: lint OK (${#rendered[@]} renders)"
+# 3. petkv's own lint, then its tests (against the renders above). Each restore render
+#    deploy/restore/<overlay> is also checked against deploy/<overlay>'s: it must run as that
+#    overlay's pods do and create the volume claim that overlay's set adopts.
+restore_pairs=()
+for restore in "$OUT"/restore-*.yaml; do
+  [[ -e $restore ]] || continue
+  overlay=$OUT/$(basename "${restore#"$OUT"/restore-}")
+  if [[ ! -e $overlay ]]; then
+    echo "check-deploy: $restore has no overlay render $overlay to compare with (deploy/restore/<overlay> restores deploy/<overlay>)" >&2
+    failed=1
+    continue
+  fi
+  restore_pairs+=(--restore "$restore" "$overlay")
+done
+if "$VENV/bin/python" deploy/check/lint.py "${rendered[@]}" "${restore_pairs[@]}"; then
+  echo "check-deploy: lint OK (${#rendered[@]} renders, $((${#restore_pairs[@]} / 3)) restores against their overlays)"
 else
   failed=1
 fi
-if PETKV_RENDERED_BASE=$OUT/base.yaml "$VENV/bin/python" -m unittest discover -s deploy/check -q 2>"$OUT/test_lint.log"; then
+if PETKV_RENDERED_BASE=$OUT/base.yaml PETKV_RENDERED_DIR=$OUT PETKV_KUBECTL=$KUBECTL "$VENV/bin/python" -m unittest discover -s deploy/check -q 2>"$OUT/test_lint.log"; then
   echo "check-deploy: lint tests OK ($(grep -o 'Ran [0-9]* tests' "$OUT/test_lint.log"))"
 else
   cat "$OUT/test_lint.log" >&2

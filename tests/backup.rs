@@ -120,9 +120,10 @@ async fn a_backup_under_load_restores_to_exactly_the_acknowledged_data_up_to_its
     let expected = expected_at(&acked, summary.raft_index);
     assert_eq!(summary.keys, expected.len() as u64, "keys in the backup file");
 
-    // The restore applied to the set while it runs (the restore overlay's init container on
-    // petkv-0): its volume holds a cluster that was not restored from this backup, so the
-    // stage is refused even with --if-empty, saying what to do, and nothing is staged.
+    // The restore applied to the set while it runs (deploy/restore's Job, which mounts
+    // petkv-0's volume and runs `petkv restore --hostname petkv-0 --if-empty`): the volume
+    // holds a cluster that was not restored from this backup, so the stage is refused even
+    // with --if-empty, saying what to do, and nothing is staged.
     let pod0 = petkv::identity::parse_hostname("petkv-0")?;
     let err = petkv::restore::stage(&file, &source.volume(0), &pod0, true).expect_err("a running set's volume");
     let msg = format!("{err:#}");

@@ -18,6 +18,7 @@ async fn a_raft_request_of_another_cluster_is_refused_with_both_ids() -> anyhow:
         data: Vec::new().into(),
         target: status.node_id,
         cluster_id: cluster_id.to_string(),
+        ..RaftMessage::default()
     };
 
     let refused = raft.vote(message("0123456789abcdef")).await.expect_err("a foreign cluster's vote request");

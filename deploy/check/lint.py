@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """petkv's own checks on rendered manifests: what JSON schemas cannot see.
 
-Usage: lint.py RENDERED.yaml...   (the output of `kubectl kustomize deploy/<overlay>`)
+Usage: lint.py [--restore RESTORE.yaml SET.yaml]... RENDERED.yaml...
+  RENDERED.yaml: the output of `kubectl kustomize deploy/<overlay>`; each --restore pair is a
+  restore render (`kubectl kustomize deploy/restore/<overlay>`) and the render of the overlay
+  whose set it restores into.
 
 kubernetes-validate checks each object against the API schema (field names and types). It
 cannot check that objects agree with each other or with petkv's contract, and a mistake there
@@ -29,7 +32,16 @@ shows up only in a running cluster, often as a pod that silently never becomes r
 - terminationGracePeriodSeconds >= preStop sleep + PETKV_SHUTDOWN_GRACE_MS / 1000;
 - CronJobs use concurrencyPolicy: Forbid;
 - pods that run petkv set enableServiceLinks: false when a Service's link variables would land
-  in petkv's PETKV_* env namespace (the Service `petkv` injects PETKV_PORT, PETKV_SERVICE_HOST…).
+  in petkv's PETKV_* env namespace (the Service `petkv` injects PETKV_PORT, PETKV_SERVICE_HOST…);
+- restore: `petkv restore` never runs in a StatefulSet's pods, and a render that restores holds
+  no StatefulSet (applied to a running set, either would change the set, its replicas first of
+  all, instead of refusing); the restore Job never retries (backoffLimit 0: a refusal is final),
+  names the ordinal-0 pod it prepares (--hostname: a Job's own hostname is no member's),
+  writes to that pod's claim (`<template>-<set>-0`) and mounts the backups read-only;
+- a restore render against the render of the overlay it restores into (--restore): same
+  namespace, image, effective pull policy, pod and container security context, pull secrets,
+  node selection and tolerations as the set's pods, and it creates the set's claim for
+  ordinal 0 with the claim template's spec and labels (so the set adopts it as its own).
 
 Each finding is printed as `FILE: kind/name: message`; the exit status is 1 if there is any.
 Needs PyYAML only.
@@ -48,6 +60,11 @@ import yaml
 # Defaults of the Kubernetes API and of `petkv serve`, used when a field is absent.
 DEFAULT_TERMINATION_GRACE_SECONDS = 30
 DEFAULT_NODE_GRACE_MS = 20000
+
+DEFAULT_JOB_BACKOFF_LIMIT = 6
+DEFAULT_DATA_DIR = "/var/lib/petkv"  # `petkv restore --data-dir`
+# Pod settings that decide where and how a pod runs: the restore Job's pod must have the set's.
+SAME_AS_THE_SET = ("securityContext", "imagePullSecrets", "nodeSelector", "tolerations", "runtimeClassName", "priorityClassName")
 
 WORKLOAD_KINDS = {"StatefulSet", "Deployment", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
 IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
@@ -145,7 +162,48 @@ class Linter:
                 self.report(cj, "concurrencyPolicy must be Forbid (overlapping runs would share one directory)")
         for t in self.templates():
             self.check_template(t)
+        self.check_restores()
         return self.findings
+
+    def restores(self) -> list[tuple[Template, dict]]:
+        """Every container that runs `petkv restore`, with its pod template."""
+        return [(t, c) for t in self.templates() for c in t.containers() if is_petkv(c, "restore")]
+
+    def check_restores(self) -> None:
+        restores = self.restores()
+        for t, c in restores:
+            owner = t.owner
+            if owner.get("kind") == "StatefulSet":
+                self.report(owner, f"container {c.get('name')} runs `petkv restore` in the set's own pods: applied to a running set, the restore changes the set (its template, its replicas) instead of refusing; restore with a separate Job (deploy/restore)")
+                continue
+            self.check_restore_job(t, c)
+        if any(t.owner.get("kind") != "StatefulSet" for t, _ in restores):
+            for sts in self.objects("StatefulSet"):
+                self.report(sts, "a render that restores must not hold a StatefulSet: applied to a running set it would change the set (replicas, template) instead of refusing")
+
+    def check_restore_job(self, t: Template, c: dict) -> None:
+        owner, cname = t.owner, c.get("name")
+        if owner.get("kind") == "Job":
+            limit = (owner.get("spec") or {}).get("backoffLimit", DEFAULT_JOB_BACKOFF_LIMIT)
+            if limit != 0:
+                self.report(owner, f"backoffLimit is {limit}: a refused restore would be retried {limit} times with the same answer (set 0)")
+        if t.spec.get("restartPolicy", "Always") != "Never":
+            self.report(owner, f"restartPolicy is {t.spec.get('restartPolicy', 'Always')!r}, not Never: a refused restore would be restarted")
+        hostname = arg_value(c, "--hostname") or env_value(c, "PETKV_HOSTNAME")
+        if hostname is None:
+            self.report(owner, f"container {cname}: `petkv restore` without --hostname: the pod's own hostname names no member of the set, so nothing would be restored")
+        elif not re.fullmatch(r".+-0", hostname):
+            self.report(owner, f"container {cname}: --hostname {hostname!r} is not ordinal 0: `petkv restore` stages a backup only for ordinal 0")
+        data_dir = arg_value(c, "--data-dir") or env_value(c, "PETKV_DATA_DIR") or DEFAULT_DATA_DIR
+        claim = claim_mounted_at(t.spec, c, data_dir)
+        if claim is None:
+            self.report(owner, f"container {cname}: --data-dir {data_dir} is not the mount of a volume claim: the backup would be staged on no volume")
+        elif hostname is not None and not claim.endswith(f"-{hostname}"):
+            self.report(owner, f"container {cname}: --data-dir {data_dir} is claim {claim!r}, which is not the volume of {hostname} (<template>-{hostname})")
+        source = arg_value(c, "--from")
+        mount = mount_holding(c, source) if source else None
+        if mount is not None and mount.get("readOnly") is not True:
+            self.report(owner, f"container {cname}: the backups ({mount.get('mountPath')}) are mounted writable: a restore never changes them (readOnly: true)")
 
     def check_selects_pods(self, obj: dict, selector: dict | None, what: str) -> list[Template]:
         if not selector or not (selector.get("matchLabels") or selector.get("matchExpressions")):
@@ -479,21 +537,133 @@ def allows(rules: Iterable[dict], group: str, resource: str, verb: str, name: st
     return False
 
 
+def claim_mounted_at(pod: dict, c: dict, path: str) -> str | None:
+    """The claim name of the volume container c mounts at path, if it is a claim."""
+    for m in c.get("volumeMounts") or []:
+        if m.get("mountPath", "").rstrip("/") == path.rstrip("/"):
+            for v in pod.get("volumes") or []:
+                if v.get("name") == m.get("name"):
+                    return ((v.get("persistentVolumeClaim") or {}).get("claimName")) or None
+    return None
+
+
+def mount_holding(c: dict, path: str) -> dict | None:
+    """The volume mount of container c under which path lies (the longest one)."""
+    best = None
+    for m in c.get("volumeMounts") or []:
+        mp = m.get("mountPath", "").rstrip("/")
+        if path == mp or path.startswith(mp + "/"):
+            if best is None or len(mp) > len(best.get("mountPath", "").rstrip("/")):
+                best = m
+    return best
+
+
+def effective_pull_policy(c: dict) -> str:
+    """imagePullPolicy as the API server defaults it: Always for :latest or no tag."""
+    if c.get("imagePullPolicy"):
+        return c["imagePullPolicy"]
+    image = str(c.get("image") or "")
+    if "@" in image:
+        return "IfNotPresent"
+    last = image.rsplit("/", 1)[-1]
+    return "IfNotPresent" if ":" in last and last.rsplit(":", 1)[1] != "latest" else "Always"
+
+
+def lint_restore_against(restore_docs: list[dict], set_docs: list[dict], restore_file: str, set_file: str) -> list[str]:
+    """A restore render against the render of the overlay whose set it restores into: the
+    restore must run as that set's pods run and prepare the volume that set will adopt."""
+    restore = Linter(restore_file, [d for d in restore_docs if isinstance(d, dict)])
+    found = Linter(set_file, [d for d in set_docs if isinstance(d, dict)])
+    jobs = restore.restores()
+    if not jobs:
+        return [f"{restore_file}: no container runs `petkv restore`"]
+    for t, c in jobs:
+        owner, cname = t.owner, c.get("name")
+        in_the_set = owner.get("kind") == "StatefulSet"  # an init container of the set's pods
+        hostname = arg_value(c, "--hostname") or env_value(c, "PETKV_HOSTNAME")
+        if hostname is None and in_the_set:
+            hostname = f"{(owner.get('metadata') or {}).get('name')}-0"
+        hostname = hostname or ""
+        set_name = hostname.rsplit("-", 1)[0] if "-" in hostname else hostname
+        sets = [s for s in found.objects("StatefulSet") if (s.get("metadata") or {}).get("name") == set_name]
+        if not sets:
+            restore.report(owner, f"restores into set {set_name!r} (--hostname {hostname!r}), which {set_file} does not hold")
+            continue
+        sts = sets[0]
+        sspec = (sts.get("spec") or {})
+        pod = ((sspec.get("template") or {}).get("spec")) or {}
+        serves = [x for x in pod.get("containers") or [] if is_petkv(x, "serve")]
+        if not serves:
+            restore.report(owner, f"{set_file}: {ref(sts)} has no container that runs `petkv serve` to compare with")
+            continue
+        serve = serves[0]
+        theirs = f"{ref(sts)} in {set_file}"
+        if namespace(owner) != namespace(sts):
+            restore.report(owner, f"namespace {namespace(owner) or '(none)'!r} is not the set's {namespace(sts) or '(none)'!r} ({theirs}): the restore would prepare a volume in another namespace")
+        if c.get("image") != serve.get("image"):
+            restore.report(owner, f"container {cname}: image {c.get('image')!r} is not the set's {serve.get('image')!r} ({theirs})")
+        if effective_pull_policy(c) != effective_pull_policy(serve):
+            restore.report(owner, f"container {cname}: imagePullPolicy {effective_pull_policy(c)} is not the set's {effective_pull_policy(serve)} ({theirs})")
+        if c.get("securityContext") != serve.get("securityContext"):
+            restore.report(owner, f"container {cname}: securityContext is not the set's container's ({theirs})")
+        for key in SAME_AS_THE_SET:
+            if t.spec.get(key) != pod.get(key):
+                restore.report(owner, f"pod {key} {t.spec.get(key)!r} is not the set's {pod.get(key)!r} ({theirs})")
+        if in_the_set:
+            continue  # its volume is the set's own; Linter.check_restores reports the layout
+        data_dir = arg_value(c, "--data-dir") or env_value(c, "PETKV_DATA_DIR") or DEFAULT_DATA_DIR
+        claim = claim_mounted_at(t.spec, c, data_dir)
+        templates = {f"{(v.get('metadata') or {}).get('name')}-{hostname}": v for v in sspec.get("volumeClaimTemplates") or []}
+        if claim not in templates:
+            restore.report(owner, f"container {cname}: stages on claim {claim!r}, which is none of {hostname}'s claims ({', '.join(sorted(templates)) or 'none'}; {theirs})")
+            continue
+        vct = templates[claim]
+        pvcs = [p for p in restore.objects("PersistentVolumeClaim") if (p.get("metadata") or {}).get("name") == claim]
+        if not pvcs:
+            restore.report(owner, f"the render does not create claim {claim!r}: once the set's volumes are deleted there is nothing to restore into")
+            continue
+        pvc = pvcs[0]
+        if namespace(pvc) != namespace(sts):
+            restore.report(pvc, f"namespace {namespace(pvc) or '(none)'!r} is not the set's {namespace(sts) or '(none)'!r} ({theirs})")
+        if pvc.get("spec") != vct.get("spec"):
+            restore.report(pvc, f"spec is not the set's volumeClaimTemplate {(vct.get('metadata') or {}).get('name')!r} ({theirs}): {pvc.get('spec')!r} != {vct.get('spec')!r}")
+        mine, want = (pvc.get("metadata") or {}).get("labels") or {}, (vct.get("metadata") or {}).get("labels") or {}
+        if mine != want:
+            restore.report(pvc, f"labels {format_labels(mine)} are not the set's volumeClaimTemplate's {format_labels(want)} ({theirs})")
+    return restore.findings
+
+
+def load(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [d for d in yaml.safe_load_all(f) if isinstance(d, dict)]
+
+
 def lint_documents(docs: list[dict], filename: str) -> list[str]:
     return Linter(filename, [d for d in docs if isinstance(d, dict)]).run()
 
 
 def lint_file(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        docs = list(yaml.safe_load_all(f))
-    return lint_documents(docs, path)
+    return lint_documents(load(path), path)
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
-        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+    paths: list[str] = []
+    pairs: list[tuple[str, str]] = []
+    args = list(argv)
+    while args:
+        a = args.pop(0)
+        if a == "--restore":
+            if len(args) < 2:
+                print("--restore needs RESTORE.yaml SET.yaml", file=sys.stderr)
+                return 2
+            pairs.append((args.pop(0), args.pop(0)))
+        else:
+            paths.append(a)
+    if not paths and not pairs:
+        print("\n".join(__doc__.strip().splitlines()[2:6]), file=sys.stderr)
         return 2
-    findings = [f for path in argv for f in lint_file(path)]
+    findings = [f for path in paths for f in lint_file(path)]
+    findings += [f for r, s in pairs for f in lint_restore_against(load(r), load(s), r, s)]
     for f in findings:
         print(f)
     return 1 if findings else 0

@@ -4,6 +4,9 @@ rendered base must produce none.
 Run: python3 -m unittest discover -s deploy/check   (stdlib + PyYAML)
 The real-base test renders deploy/base with `kubectl kustomize`, or reads the file named by
 PETKV_RENDERED_BASE (scripts/check-deploy.sh passes its render); without either it is skipped.
+The real-restore tests read deploy/<overlay> and deploy/restore/<overlay> renders from
+PETKV_RENDERED_DIR (check-deploy's target/deploy-rendered), or render them with the kubectl
+named by PETKV_KUBECTL or found on PATH; the restore-overlay test needs that kubectl.
 """
 
 from __future__ import annotations
@@ -123,6 +126,10 @@ spec:
           readinessProbe: {grpc: {port: 7379, service: readiness}}
           livenessProbe: {grpc: {port: 7379, service: liveness}}
           lifecycle: {preStop: {sleep: {seconds: 5}}}
+          volumeMounts: [{name: data, mountPath: /var/lib/petkv}]
+  volumeClaimTemplates:
+    - metadata: {name: data, labels: {app: petkv}}
+      spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
 ---
 apiVersion: batch/v1
 kind: CronJob
@@ -144,8 +151,122 @@ spec:
 """
 
 
+# A restore render that passes against GOOD: what deploy/restore/<overlay> renders.
+GOOD_RESTORE = """
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data-petkv-0, namespace: ns, labels: {app: petkv}}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: petkv-restore, namespace: ns}
+spec:
+  backoffLimit: 0
+  template:
+    metadata: {labels: {app: petkv-restore}}
+    spec:
+      restartPolicy: Never
+      enableServiceLinks: false
+      containers:
+        - name: restore
+          image: ghcr.io/petkv/petkv:0.1.0
+          args: [restore, --from, /backups/b.snap, --data-dir, /var/lib/petkv, --hostname, petkv-0, --if-empty]
+          volumeMounts:
+            - {name: data, mountPath: /var/lib/petkv}
+            - {name: backups, mountPath: /backups, readOnly: true}
+      volumes:
+        - {name: data, persistentVolumeClaim: {claimName: data-petkv-0}}
+        - {name: backups, persistentVolumeClaim: {claimName: petkv-backups, readOnly: true}}
+"""
+
+# A restore as an overlay of the set: the base with one replica and `petkv restore` as the set's
+# first init container. Applied to a running set it shrinks the set; for a kind set it runs the
+# registry image in no namespace. The lint must refuse it.
+RESTORE_AS_AN_OVERLAY = """
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - BASE
+images:
+  - name: ghcr.io/petkv/petkv
+    newTag: 0.1.0
+patches:
+  - target:
+      kind: StatefulSet
+      name: petkv
+    patch: |-
+      - op: replace
+        path: /spec/replicas
+        value: 1
+      - op: add
+        path: /spec/template/spec/initContainers/0
+        value:
+          name: restore
+          image: ghcr.io/petkv/petkv
+          args: [restore, --from, /backups/BACKUP-FILE-NAME, --data-dir, /var/lib/petkv, --if-empty]
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities:
+              drop: ["ALL"]
+          volumeMounts:
+            - name: data
+              mountPath: /var/lib/petkv
+            - name: backups
+              mountPath: /backups
+              readOnly: true
+      - op: add
+        path: /spec/template/spec/volumes
+        value:
+          - name: backups
+            persistentVolumeClaim:
+              claimName: petkv-backups
+              readOnly: true
+  - target:
+      kind: CronJob
+      name: petkv-backup
+    patch: |-
+      - op: add
+        path: /spec/suspend
+        value: true
+"""
+
+RESTORED_OVERLAYS = ("base", "kind", "tls", "auth")
+
+
 def good() -> list[dict]:
     return [d for d in yaml.safe_load_all(GOOD) if d]
+
+
+def good_restore() -> list[dict]:
+    return [d for d in yaml.safe_load_all(GOOD_RESTORE) if d]
+
+
+def restore_pod(docs: list[dict]) -> dict:
+    return obj(docs, "Job", "petkv-restore")["spec"]["template"]["spec"]
+
+
+def kubectl() -> str | None:
+    return os.environ.get("PETKV_KUBECTL") or shutil.which("kubectl")
+
+
+def render(directory: Path) -> list[dict]:
+    exe = kubectl()
+    if exe is None:
+        raise unittest.SkipTest(f"no kubectl to render {directory}")
+    text = subprocess.run([exe, "kustomize", str(directory)], check=True, capture_output=True, text=True).stdout
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def rendered(overlay: str) -> list[dict]:
+    """deploy/<overlay> as check-deploy rendered it (restore/kind: restore-kind.yaml), or now."""
+    out = os.environ.get("PETKV_RENDERED_DIR")
+    if out:
+        path = Path(out, overlay.replace("/", "-") + ".yaml")
+        if path.exists():
+            return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+    return render(REPO / "deploy" / overlay)
 
 
 def obj(docs: list[dict], kind: str, name: str) -> dict:
@@ -463,6 +584,202 @@ class LintTest(unittest.TestCase):
                 self.assertEqual(lint.main([str(ok)]), 0)
                 self.assertEqual(lint.main([str(ok), str(bad)]), 1)
             self.assertIn(f"{bad}: service/petkv: selector {{app=x}} selects no pod template", out.getvalue())
+
+
+class RestoreLintTest(unittest.TestCase):
+    def findings(self, restore: list[dict], set_docs: list[dict] | None = None) -> list[str]:
+        out = lint.lint_documents(restore, "restore.yaml")
+        return out + lint.lint_restore_against(restore, set_docs if set_docs is not None else good(), "restore.yaml", "set.yaml")
+
+    def assertFinding(self, findings: list[str], *expected: str) -> None:
+        for text in expected:
+            self.assertTrue(
+                any(text in f for f in findings),
+                f"expected a finding containing {text!r}, got:\n" + "\n".join(findings or ["(none)"]),
+            )
+
+    def test_good_restore_passes(self):
+        self.assertEqual(self.findings(good_restore()), [])
+
+    def test_image_pull_policy_and_namespace_of_the_set(self):
+        # What deploy/restore rendered for a kind set: the registry image, the default pull
+        # policy, no namespace.
+        docs = good()
+        obj(docs, "StatefulSet", "petkv")["metadata"]["namespace"] = "petkv"
+        c = serve(docs)
+        c["image"], c["imagePullPolicy"] = "localhost/petkv:dev-kind", "Never"
+        restore = good_restore()
+        for d in restore:
+            d["metadata"]["namespace"] = "ns"
+        self.assertFinding(
+            self.findings(restore, docs),
+            "job/petkv-restore: namespace 'ns' is not the set's 'petkv'",
+            "persistentvolumeclaim/data-petkv-0: namespace 'ns' is not the set's 'petkv'",
+            "container restore: image 'ghcr.io/petkv/petkv:0.1.0' is not the set's 'localhost/petkv:dev-kind'",
+            "container restore: imagePullPolicy IfNotPresent is not the set's Never",
+        )
+
+    def test_effective_pull_policy(self):
+        self.assertEqual(lint.effective_pull_policy({"image": "a/b:1"}), "IfNotPresent")
+        self.assertEqual(lint.effective_pull_policy({"image": "a/b:latest"}), "Always")
+        self.assertEqual(lint.effective_pull_policy({"image": "localhost:5000/b"}), "Always")
+        self.assertEqual(lint.effective_pull_policy({"image": "a/b@sha256:00"}), "IfNotPresent")
+        self.assertEqual(lint.effective_pull_policy({"image": "a/b:1", "imagePullPolicy": "Never"}), "Never")
+        # Said or defaulted, the same policy is no finding.
+        restore = good_restore()
+        restore_pod(restore)["containers"][0]["imagePullPolicy"] = "IfNotPresent"
+        self.assertEqual(self.findings(restore), [])
+
+    def test_pod_settings_of_the_set(self):
+        docs = good()
+        sts_pod(docs)["securityContext"] = {"runAsNonRoot": True, "runAsUser": 65532, "fsGroup": 65532}
+        sts_pod(docs)["nodeSelector"] = {"disk": "ssd"}
+        serve(docs)["securityContext"] = {"readOnlyRootFilesystem": True}
+        self.assertFinding(
+            self.findings(good_restore(), docs),
+            "pod securityContext None is not the set's {'runAsNonRoot': True",
+            "pod nodeSelector None is not the set's {'disk': 'ssd'}",
+            "container restore: securityContext is not the set's container's",
+        )
+
+    def test_restore_in_the_sets_own_pods(self):
+        docs = good()
+        sts = obj(docs, "StatefulSet", "petkv")
+        sts["spec"]["replicas"] = 1
+        sts_pod(docs)["initContainers"].insert(
+            0, {"name": "restore", "image": "ghcr.io/petkv/petkv:0.1.0", "args": ["restore", "--from", "/backups/b.snap", "--if-empty"]}
+        )
+        self.assertFinding(lint.lint_documents(docs, "t.yaml"), "statefulset/petkv: container restore runs `petkv restore` in the set's own pods")
+
+    def test_a_restore_render_holds_no_statefulset(self):
+        restore = good_restore() + [obj(good(), "StatefulSet", "petkv")]
+        self.assertFinding(lint.lint_documents(restore, "r.yaml"), "r.yaml: statefulset/petkv: a render that restores must not hold a StatefulSet")
+
+    def test_the_claim_is_the_sets(self):
+        restore = good_restore()
+        pvc = obj(restore, "PersistentVolumeClaim", "data-petkv-0")
+        pvc["spec"]["resources"]["requests"]["storage"] = "2Gi"
+        pvc["metadata"]["labels"] = {"app": "petkv", "extra": "x"}
+        self.assertFinding(
+            self.findings(restore),
+            "persistentvolumeclaim/data-petkv-0: spec is not the set's volumeClaimTemplate 'data'",
+            "persistentvolumeclaim/data-petkv-0: labels {app=petkv, extra=x} are not the set's volumeClaimTemplate's {app=petkv}",
+        )
+
+    def test_the_claim_is_created(self):
+        restore = [d for d in good_restore() if d["kind"] != "PersistentVolumeClaim"]
+        self.assertFinding(self.findings(restore), "the render does not create claim 'data-petkv-0'")
+
+    def test_the_claim_is_the_one_of_the_hostname(self):
+        restore = good_restore()
+        restore_pod(restore)["volumes"][0]["persistentVolumeClaim"]["claimName"] = "data-petkv-1"
+        self.assertFinding(
+            self.findings(restore),
+            "--data-dir /var/lib/petkv is claim 'data-petkv-1', which is not the volume of petkv-0",
+            "stages on claim 'data-petkv-1', which is none of petkv-0's claims (data-petkv-0",
+        )
+
+    def test_the_data_dir_is_a_claim(self):
+        restore = good_restore()
+        c = restore_pod(restore)["containers"][0]
+        c["args"][c["args"].index("--data-dir") + 1] = "/data"
+        self.assertFinding(self.findings(restore), "--data-dir /data is not the mount of a volume claim")
+
+    def test_hostname(self):
+        restore = good_restore()
+        c = restore_pod(restore)["containers"][0]
+        i = c["args"].index("--hostname")
+        c["args"][i + 1] = "petkv-1"
+        self.assertFinding(lint.lint_documents(restore, "r"), "--hostname 'petkv-1' is not ordinal 0")
+        del c["args"][i : i + 2]
+        self.assertFinding(lint.lint_documents(restore, "r"), "`petkv restore` without --hostname")
+        c["env"] = [{"name": "PETKV_HOSTNAME", "value": "petkv-0"}]
+        self.assertEqual(self.findings(restore), [])
+
+    def test_a_refusal_is_not_retried(self):
+        restore = good_restore()
+        job = obj(restore, "Job", "petkv-restore")
+        del job["spec"]["backoffLimit"]
+        job["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
+        self.assertFinding(
+            lint.lint_documents(restore, "r"),
+            "job/petkv-restore: backoffLimit is 6: a refused restore would be retried 6 times",
+            "restartPolicy is 'OnFailure', not Never",
+        )
+
+    def test_backups_read_only(self):
+        restore = good_restore()
+        del restore_pod(restore)["containers"][0]["volumeMounts"][1]["readOnly"]
+        self.assertFinding(lint.lint_documents(restore, "r"), "the backups (/backups) are mounted writable")
+
+    def test_another_set(self):
+        docs = good()
+        obj(docs, "StatefulSet", "petkv")["metadata"]["name"] = "kv"
+        self.assertFinding(self.findings(good_restore(), docs), "restores into set 'petkv' (--hostname 'petkv-0'), which set.yaml does not hold")
+
+    def test_main_with_restore_pairs(self):
+        import io
+        import tempfile
+        from contextlib import redirect_stdout
+
+        with tempfile.TemporaryDirectory() as tmp:
+            set_file, ok, bad = Path(tmp, "set.yaml"), Path(tmp, "r.yaml"), Path(tmp, "bad.yaml")
+            set_file.write_text(GOOD)
+            ok.write_text(GOOD_RESTORE)
+            docs = good_restore()
+            restore_pod(docs)["containers"][0]["image"] = "ghcr.io/petkv/petkv:0.0.9"
+            bad.write_text(yaml.safe_dump_all(docs))
+            out = io.StringIO()
+            with redirect_stdout(out):
+                self.assertEqual(lint.main([str(set_file), "--restore", str(ok), str(set_file)]), 0)
+                self.assertEqual(lint.main(["--restore", str(bad), str(set_file)]), 1)
+            self.assertIn(f"{bad}: job/petkv-restore: container restore: image 'ghcr.io/petkv/petkv:0.0.9' is not the set's", out.getvalue())
+
+
+class RealRestoreTest(unittest.TestCase):
+    """deploy/restore/<overlay> as rendered, against deploy/<overlay>."""
+
+    def test_every_overlay_has_a_restore_that_matches_it(self):
+        for overlay in RESTORED_OVERLAYS:
+            with self.subTest(overlay=overlay):
+                restore, set_docs = rendered(f"restore/{overlay}"), rendered(overlay)
+                self.assertEqual(lint.lint_documents(restore, f"restore-{overlay}.yaml"), [])
+                self.assertEqual(lint.lint_restore_against(restore, set_docs, f"restore-{overlay}.yaml", f"{overlay}.yaml"), [])
+                # Only the Job and the claim: nothing of the set, nothing shared with it.
+                self.assertEqual(
+                    sorted((d["kind"], d["metadata"]["name"]) for d in restore),
+                    [("Job", "petkv-restore"), ("PersistentVolumeClaim", "data-petkv-0")],
+                )
+                sts = obj(set_docs, "StatefulSet", "petkv")
+                for d in restore:
+                    self.assertEqual(d["metadata"].get("namespace"), sts["metadata"].get("namespace"), d["kind"])
+                    self.assertNotIn("petkv-restore/keep", d["metadata"].get("annotations") or {})
+
+    def test_the_restore_of_one_overlay_does_not_fit_another(self):
+        # The check compares for real: kind's restore (local image, never pulled, namespace
+        # petkv) against the base's set.
+        findings = lint.lint_restore_against(rendered("restore/kind"), rendered("base"), "restore-kind.yaml", "base.yaml")
+        for text in ("namespace 'petkv' is not the set's '(none)'", "image 'localhost/petkv:dev-kind'", "imagePullPolicy Never"):
+            self.assertTrue(any(text in f for f in findings), f"{text!r} not in {findings}")
+
+    def test_a_restore_overlay_of_the_set_fails(self):
+        import tempfile
+
+        if kubectl() is None:
+            self.skipTest("no kubectl to render the restore overlay")
+        (REPO / "target").mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=REPO / "target") as tmp:
+            base = os.path.relpath(REPO / "deploy" / "base", tmp)
+            Path(tmp, "kustomization.yaml").write_text(RESTORE_AS_AN_OVERLAY.replace("BASE", base), encoding="utf-8")
+            overlay = render(Path(tmp))
+        findings = lint.lint_documents(overlay, "overlay.yaml") + lint.lint_restore_against(overlay, rendered("kind"), "overlay.yaml", "kind.yaml")
+        for text in (
+            "statefulset/petkv: container restore runs `petkv restore` in the set's own pods",
+            "namespace '(none)' is not the set's 'petkv'",
+            "image 'ghcr.io/petkv/petkv:0.1.0' is not the set's 'localhost/petkv:dev-kind'",
+            "imagePullPolicy IfNotPresent is not the set's Never",
+        ):
+            self.assertTrue(any(text in f for f in findings), f"{text!r} not in:\n" + "\n".join(findings))
 
 
 class RealBaseTest(unittest.TestCase):

@@ -11,6 +11,7 @@
 //! depends on it (ordinal 0, empty volume, nobody answers). A marker that cannot be read makes
 //! ordinal 0 wait and read it again; it is never taken as "absent".
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,10 +24,13 @@ use crate::identity::{self, IdentityRecord, PodName};
 use crate::marker::{error_chain, MarkerError};
 use crate::node::Node;
 use crate::pb::raft::raft_client::RaftClient;
-use crate::pb::raft::{AllocateNodeIdRequest, ClusterInfoRequest, ClusterInfoResponse, JoinRequest};
-use crate::raft::network::{Network, PeerChannels};
+use crate::pb::raft::{
+    AllocateNodeIdRequest, AnnounceEpochRequest, ClusterInfoRequest, ClusterInfoResponse, JoinRequest,
+};
+use crate::raft::fence::VoteFloor;
+use crate::raft::network::{Network, PeerChannels, Speaker};
 use crate::raft::peer_health::PeerHealth;
-use crate::raft::{self, Raft};
+use crate::raft::{self, LogId, NodeId, Raft};
 use crate::startup::{decide, ProbeRound, QuietWindow, StartupAction, StartupFacts, WaitReason, BOOTSTRAP_QUIET};
 use crate::tls::{ClientTls, Dialers};
 
@@ -68,20 +72,127 @@ pub async fn probe(channels: &PeerChannels, peers: &PeerDirectory, me: &PodName)
 }
 
 async fn start_raft(node: &Arc<Node>, record: IdentityRecord) -> anyhow::Result<Raft> {
-    let config = node.config.raft.to_config(&record.cluster_id).context("invalid Raft settings")?;
+    let mut config = (*node.config.raft.to_config(&record.cluster_id).context("invalid Raft settings")?).clone();
+    // A restarted node whose log lacks an entry a peer reported committed must not campaign
+    // until a leader has brought it up to that entry (see `fence::VoteFloor`).
+    let catch_up_to = node.fence.floor().and_then(|f| f.committed).filter(|c| {
+        let applied = node.sm.applied().ok().flatten();
+        let last = node.log.last_log_id().ok().flatten();
+        last.max(applied).as_ref() < Some(c)
+    });
+    if catch_up_to.is_some() {
+        config.enable_elect = false;
+    }
     node.set_identity(record.clone());
+    let speaker = Speaker { cluster_id: record.cluster_id.clone(), node_id: record.node_id, fence: node.fence.clone() };
     let raft = Raft::new(
         record.node_id,
-        config,
-        Network::new(node.channels.clone(), PeerHealth::new(node.prometheus.clone()), &record.cluster_id),
+        Arc::new(config),
+        Network::new(node.channels.clone(), PeerHealth::new(node.prometheus.clone()), speaker),
         node.log.clone(),
         node.sm.clone(),
     )
     .await
     .context("starting Raft")?;
     node.set_raft(raft.clone());
-    tracing::info!(node_id = record.node_id, cluster_id = %record.cluster_id, "raft started");
+    tracing::info!(node_id = record.node_id, cluster_id = %record.cluster_id, epoch = node.fence.epoch(), "raft started");
+    if let Some(target) = catch_up_to {
+        tracing::info!(?target, "elections off until this node has applied the entry its peers reported committed");
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let caught_up = raft.wait(None).metrics(|m| m.last_applied >= Some(target), "caught up").await;
+            if caught_up.is_ok() {
+                raft.runtime_config().elect(true);
+                tracing::info!(?target, "caught up with the committed entry: elections on");
+            }
+        });
+    }
     Ok(raft)
+}
+
+/// Announces this start's epoch to every other voter of the membership on the volume and
+/// waits until each has recorded it (from then on they refuse any older process with this
+/// identity), then takes what they report as this node's [`VoteFloor`] and moves its vote to
+/// the floor's term, so this node never votes or campaigns in a term an older process may have
+/// voted in. Waits for every voter, however long: with one of them unheard, an older process
+/// could still be counted by it. A voter whose address is now held by another incarnation (or
+/// an empty volume) counts as heard: that voter no longer runs.
+async fn fence_older_processes(node: &Node, record: &IdentityRecord) -> anyhow::Result<()> {
+    let membership = node.sm.membership().context("reading the membership from the volume")?;
+    let mut pending: BTreeMap<NodeId, String> = membership
+        .membership()
+        .voter_ids()
+        .filter(|id| *id != record.node_id)
+        .filter_map(|id| membership.membership().get_node(&id).map(|n| (id, n.peer_addr.clone())))
+        .collect();
+    let epoch = node.fence.epoch();
+    let mut floor = VoteFloor::default();
+    let started = Instant::now();
+    let mut last_said: Option<Instant> = None;
+    while !pending.is_empty() {
+        let asks = pending.iter().map(|(id, addr)| async move {
+            let request = AnnounceEpochRequest {
+                cluster_id: record.cluster_id.clone(),
+                node_id: record.node_id,
+                epoch,
+                target: *id,
+            };
+            let answer = async {
+                let mut req = Request::new(request);
+                req.set_timeout(PROBE_TIMEOUT);
+                RaftClient::new(node.channels.peer(addr).map_err(|e| tonic::Status::unavailable(e.to_string()))?)
+                    .announce_epoch(req)
+                    .await
+            };
+            let answer = tokio::time::timeout(PROBE_TIMEOUT, answer)
+                .await
+                .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer in time")));
+            (*id, answer)
+        });
+        for (id, answer) in futures::future::join_all(asks).await {
+            match answer {
+                Ok(reply) if reply.get_ref().absent => {
+                    tracing::info!(
+                        voter = id,
+                        "the voter no longer runs at its address (another incarnation or an empty volume there)"
+                    );
+                    pending.remove(&id);
+                }
+                Ok(reply) => {
+                    let reply = reply.into_inner();
+                    let committed: Option<LogId> = raft::codec::decode("committed", &reply.committed)?;
+                    floor = floor.max(VoteFloor { term: reply.term, committed });
+                    pending.remove(&id);
+                }
+                Err(status) => node.fence.check_refusal(&status),
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+        if last_said.is_none_or(|t| t.elapsed() >= SAY_EVERY) {
+            let waiting: Vec<String> = pending.iter().map(|(id, addr)| format!("node {id} at {addr}")).collect();
+            tracing::warn!(
+                epoch,
+                waited = ?started.elapsed(),
+                "waiting for {} to record this start (epoch {epoch}) before Raft starts: until every voter has, \
+                 an older process with this identity (a force-deleted pod's) could still be counted",
+                waiting.join(", ")
+            );
+            last_said = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let own_term = node.log.vote().context("reading the vote")?.map(|v| raft::vote_term(&v)).unwrap_or(0);
+    if floor.term > own_term {
+        // For node id 0, which no node has: a leader of that term (any real id is greater)
+        // is still followed, while this node's own first election runs in a later term.
+        // Votes in that term are refused by the floor itself (`service::check_vote_floor`).
+        node.log.seed_vote(floor.term, 0).await.context("recording the vote")?;
+    }
+    tracing::info!(epoch, term = floor.term, committed = ?floor.committed, "every voter recorded this start");
+    node.fence.set_floor(floor);
+    Ok(())
 }
 
 /// Runs until this node runs Raft with an identity (or fails for a reason that retrying cannot
@@ -94,6 +205,9 @@ pub async fn establish(node: &Arc<Node>, identity: Option<IdentityRecord>) -> an
     }
     if let Some(record) = identity {
         tracing::info!(pod = %node.config.pod, node_id = record.node_id, "volume has state: resuming");
+        // Peers answer the announcements of others only once they know their own identity.
+        node.set_identity(record.clone());
+        fence_older_processes(node, &record).await?;
         start_raft(node, record).await?;
         return Ok(());
     }

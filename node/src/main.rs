@@ -10,6 +10,7 @@ use petkv::cli::output::{kv_json, print_kvs, print_members, print_reply, print_s
 use petkv::cli::{BackupArgs, CertsArgs, Cli, ClientArgs, Command, LogFormat, OutputFormat, RestoreArgs};
 use petkv::client::{Client, ClientError};
 use petkv::pb::v1::ScanRequest;
+use petkv::raft::fence::FenceError;
 use petkv::restore::StageOutcome;
 use serde_json::json;
 
@@ -143,6 +144,15 @@ async fn run_client(command: Command) -> Result<u8, ClientError> {
     }
 }
 
+/// The exit status of a `serve` that failed: a replaced process has its own, so that whoever
+/// restarts it can tell (it will refuse again on the same volume).
+fn exit_code_of(e: &anyhow::Error) -> ExitCode {
+    match e.downcast_ref::<FenceError>() {
+        Some(FenceError::Replaced { .. }) => ExitCode::from(petkv::raft::fence::EXIT_REPLACED as u8),
+        _ => ExitCode::from(EXIT_ERROR),
+    }
+}
+
 fn report(result: anyhow::Result<()>, what: &str) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -267,7 +277,7 @@ fn main() -> ExitCode {
                         LogFormat::Json => tracing::error!(error = format!("{e:#}"), "petkv: {e:#}"),
                         LogFormat::Text => eprintln!("petkv: {e:#}"),
                     }
-                    ExitCode::from(EXIT_ERROR)
+                    exit_code_of(&e)
                 }
             }
         }

@@ -13,6 +13,7 @@ use crate::config::NodeConfig;
 use crate::identity::IdentityRecord;
 use crate::metrics::Metrics;
 use crate::pb::v1::NodeStatus;
+use crate::raft::fence::Fence;
 use crate::raft::network::PeerChannels;
 use crate::raft::{NodeId, PeerNode, Raft, RaftMetrics};
 use crate::space::SpaceGuard;
@@ -28,6 +29,8 @@ pub struct Node {
     pub prometheus: Arc<Metrics>,
     /// The free-space guard of the volume: may this node take a write now?
     pub space: SpaceGuard,
+    /// This process's start epoch and the newest seen of every peer.
+    pub fence: Arc<Fence>,
     identity: OnceLock<IdentityRecord>,
     raft: OnceLock<Raft>,
     stopping: AtomicBool,
@@ -51,6 +54,7 @@ impl Node {
         sm: StateMachine,
         prometheus: Arc<Metrics>,
         channels: PeerChannels,
+        fence: Arc<Fence>,
     ) -> Self {
         let space = SpaceGuard::new(config.pod.to_string(), config.min_free, prometheus.clone());
         Self {
@@ -60,6 +64,7 @@ impl Node {
             log,
             channels,
             prometheus,
+            fence,
             identity: OnceLock::new(),
             raft: OnceLock::new(),
             stopping: AtomicBool::new(false),
@@ -133,6 +138,17 @@ impl Node {
     /// Records the identity decided at start-up (once).
     pub fn set_identity(&self, identity: IdentityRecord) {
         let _ = self.identity.set(identity);
+    }
+
+    /// The highest term this node has seen and the highest log id it knows to be committed:
+    /// from Raft when it runs, else from the volume (the persisted vote; the applied state,
+    /// which is committed).
+    pub fn term_and_committed(&self) -> std::io::Result<(u64, Option<crate::raft::LogId>)> {
+        if let Some(m) = self.metrics() {
+            return Ok((m.current_term, m.local_committed.max(m.cluster_committed)));
+        }
+        let term = self.log.vote()?.map(|v| crate::raft::vote_term(&v)).unwrap_or(0);
+        Ok((term, self.sm.applied()?))
     }
 
     /// Records the Raft handle once Raft runs (once).

@@ -45,6 +45,7 @@ use crate::node::Node;
 use crate::pb::raft::raft_server::RaftServer;
 use crate::pb::v1::cluster_server::ClusterServer;
 use crate::pb::v1::kv_server::KvServer;
+use crate::raft::fence::Fence;
 use crate::raft::network::PeerChannels;
 use crate::raft::service::PeerService;
 use crate::reload::Reloaded;
@@ -157,7 +158,10 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     warn_if_plaintext("client", client_listener.local_addr()?, tls.client_port.is_some());
     warn_if_plaintext("peer", peer_listener.local_addr()?, tls.peer_port.is_some());
     let channels = PeerChannels::new(tls.dial.clone());
-    let node = Arc::new(Node::new(config, log, sm, metrics.clone(), channels));
+    let data_dir = config.data_dir.clone();
+    let fence =
+        tokio::task::spawn_blocking(move || Fence::start(&data_dir)).await.context("opening the start epoch")??;
+    let node = Arc::new(Node::new(config, log, sm, metrics.clone(), channels, Arc::new(fence)));
     // The volume is measured before any port serves: a node that starts on a full volume
     // refuses writes from its first request.
     crate::space::watch::measure_own(&node).await;

@@ -202,10 +202,12 @@ pub struct RestoreArgs {
     /// The volume to stage it on.
     #[arg(long, env = "PETKV_DATA_DIR", default_value = "/var/lib/petkv")]
     pub data_dir: std::path::PathBuf,
-    /// This pod's name (default: the hostname); only ordinal 0 stages the backup.
+    /// The pod whose volume this is (default: the hostname); only ordinal 0 stages the backup.
+    /// A pod that is not a member, like the restore Job's, names it: --hostname petkv-0.
     #[arg(long, env = "PETKV_HOSTNAME")]
     pub hostname: Option<String>,
-    /// Leave a volume that already has state alone instead of failing (for init containers).
+    /// Succeed without change on a volume that already holds the cluster restored from this very
+    /// backup (a re-run). A volume with any other state is refused, with or without this flag.
     #[arg(long)]
     pub if_empty: bool,
     /// Output format.

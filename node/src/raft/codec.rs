@@ -26,20 +26,32 @@ impl From<CodecError> for tonic::Status {
     }
 }
 
-/// Wraps a request into a `RaftMessage` addressed to node `target` of cluster `cluster_id`.
-pub fn pack<T: Serialize>(
-    what: &'static str,
-    target: u64,
-    cluster_id: &str,
-    value: &T,
-) -> Result<RaftMessage, CodecError> {
-    let data = postcard::to_allocvec(value).map_err(|source| CodecError::Encode { what, source })?;
-    Ok(RaftMessage { version: VERSION as i32, data: data.into(), target, cluster_id: cluster_id.to_string() })
+/// Who a `RaftMessage` is from and for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Envelope<'a> {
+    /// The addressee's node id (0 on replies).
+    pub target: u64,
+    /// The newest start epoch of the addressee the sender has seen (0: none).
+    pub target_epoch: u64,
+    /// The sender's cluster id (empty on replies).
+    pub cluster_id: &'a str,
+    /// The sender's node id and start epoch.
+    pub sender: u64,
+    pub sender_epoch: u64,
 }
 
-/// Wraps a reply (no addressee).
-pub fn pack_reply<T: Serialize>(what: &'static str, value: &T) -> Result<RaftMessage, CodecError> {
-    pack(what, 0, "", value)
+/// Wraps a request or a reply into a `RaftMessage`.
+pub fn pack<T: Serialize>(what: &'static str, envelope: Envelope<'_>, value: &T) -> Result<RaftMessage, CodecError> {
+    let data = postcard::to_allocvec(value).map_err(|source| CodecError::Encode { what, source })?;
+    Ok(RaftMessage {
+        version: VERSION as i32,
+        data: data.into(),
+        target: envelope.target,
+        cluster_id: envelope.cluster_id.to_string(),
+        sender: envelope.sender,
+        sender_epoch: envelope.sender_epoch,
+        target_epoch: envelope.target_epoch,
+    })
 }
 
 /// Unwraps a value from a `RaftMessage`, checking the version.

@@ -4,12 +4,14 @@
 //!
 //! - [`types`]: the Raft type configuration (node id, node address, command and response).
 //! - [`codec`]: how openraft's messages are encoded on the wire and on disk (postcard).
+//! - [`fence`]: start epochs that fence a stale process sharing this node's identity.
 //! - [`network`]: the client side of the peer transport, one cached channel per peer.
 //! - [`service`]: the server side of the peer transport (Raft RPCs, join, start-up probes).
 //! - [`settings`]: Raft timings and snapshot policy.
 //! - [`snapshot_trigger`]: earlier snapshots for a small state.
 
 pub mod codec;
+pub mod fence;
 pub mod network;
 pub mod peer_health;
 pub mod service;

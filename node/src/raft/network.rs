@@ -27,11 +27,12 @@ use openraft::raft::{
 use openraft::{OptionalSend, RaftNetworkV2};
 use tonic::transport::Channel;
 
-use super::codec;
+use super::codec::{self, Envelope};
+use super::fence::{self, Fence, Observed};
 use super::peer_health::{self, PeerHealth};
 use super::types::{NodeId, PeerNode, TypeConfig, Vote};
 use crate::pb::raft::raft_client::RaftClient;
-use crate::pb::raft::{snapshot_chunk, SnapshotChunk, SnapshotHeader, SnapshotTrailer};
+use crate::pb::raft::{snapshot_chunk, RaftMessage, SnapshotChunk, SnapshotHeader, SnapshotTrailer};
 use crate::store::snapshot::SnapshotFile;
 use crate::tls::{ClientTls, Dialers};
 
@@ -104,18 +105,56 @@ impl PeerChannels {
     }
 }
 
+/// Who this node is on the wire: what every request carries, and the checks every reply
+/// passes before openraft sees it.
+pub struct Speaker {
+    /// This node's cluster id (peers of another cluster refuse its requests).
+    pub cluster_id: String,
+    pub node_id: NodeId,
+    pub fence: Arc<Fence>,
+}
+
+impl Speaker {
+    fn envelope(&self, target: NodeId) -> Envelope<'_> {
+        Envelope {
+            target,
+            target_epoch: self.fence.newest_of(target),
+            cluster_id: &self.cluster_id,
+            sender: self.node_id,
+            sender_epoch: self.fence.epoch(),
+        }
+    }
+
+    /// Refuses a reply from a replaced process of `target` (it still answers on a connection
+    /// opened before its replacement started): its acknowledgement must never count.
+    fn check_reply(&self, target: NodeId, reply: &RaftMessage) -> Result<(), RPCError<TypeConfig>> {
+        match fence::observe_and_persist(&self.fence, target, reply.sender_epoch) {
+            Observed::Stale { newest } => Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                "node {target} answered from start epoch {}, replaced by epoch {newest}: ignored",
+                reply.sender_epoch
+            )))),
+            Observed::Current | Observed::Newer => Ok(()),
+        }
+    }
+
+    /// Maps a gRPC failure, first stopping this process if the peer refused it as replaced.
+    fn status_to_rpc(&self, status: tonic::Status) -> RPCError<TypeConfig> {
+        self.fence.check_refusal(&status);
+        status_to_rpc(status)
+    }
+}
+
 /// Creates [`PeerConnection`]s for openraft.
 #[derive(Clone)]
 pub struct Network {
     channels: PeerChannels,
     health: PeerHealth,
-    /// This node's cluster id, carried by every request (peers of another cluster refuse it).
-    cluster_id: Arc<str>,
+    speaker: Arc<Speaker>,
 }
 
 impl Network {
-    pub fn new(channels: PeerChannels, health: PeerHealth, cluster_id: &str) -> Self {
-        Self { channels, health, cluster_id: cluster_id.into() }
+    pub fn new(channels: PeerChannels, health: PeerHealth, speaker: Speaker) -> Self {
+        Self { channels, health, speaker: Arc::new(speaker) }
     }
 }
 
@@ -128,7 +167,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.peer_addr.clone(),
             channels: self.channels.clone(),
             health: self.health.clone(),
-            cluster_id: self.cluster_id.clone(),
+            speaker: self.speaker.clone(),
         }
     }
 }
@@ -146,7 +185,7 @@ pub struct PeerConnection {
     addr: String,
     channels: PeerChannels,
     health: PeerHealth,
-    cluster_id: Arc<str>,
+    speaker: Arc<Speaker>,
 }
 
 /// Records the outcome of an attempt to reach `target` at `addr` and logs what it changed.
@@ -202,11 +241,13 @@ impl PeerConnection {
         F: FnOnce(RaftClient<Channel>, tonic::Request<crate::pb::raft::RaftMessage>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<crate::pb::raft::RaftMessage>, tonic::Status>>,
     {
-        let msg = codec::pack(what, self.target, &self.cluster_id, req)
+        let msg = codec::pack(what, self.speaker.envelope(self.target), req)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let reply = f(self.client()?, with_deadline(msg, option)).await.map_err(status_to_rpc);
+        let reply = f(self.client()?, with_deadline(msg, option)).await.map_err(|s| self.speaker.status_to_rpc(s));
         observe(&self.health, self.target, &self.addr, &reply);
-        codec::unpack(what, reply?.get_ref()).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+        let reply = reply?;
+        self.speaker.check_reply(self.target, reply.get_ref())?;
+        codec::unpack(what, reply.get_ref()).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 
     async fn send_snapshot(
@@ -221,7 +262,10 @@ impl PeerConnection {
             meta: codec::encode("snapshot meta", &snapshot.meta).map_err(|e| net(&e))?.into(),
             total_bytes: snapshot.snapshot.len,
             target: self.target,
-            cluster_id: self.cluster_id.to_string(),
+            cluster_id: self.speaker.cluster_id.clone(),
+            sender: self.speaker.node_id,
+            sender_epoch: self.speaker.fence.epoch(),
+            target_epoch: self.speaker.fence.newest_of(self.target),
         };
         let path = snapshot.snapshot.path.clone();
         let mut file = std::fs::File::open(&path).map_err(|e| net(&format!("open {}: {e}", path.display())))?;
@@ -250,13 +294,15 @@ impl PeerConnection {
         });
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let mut client = self.client().map_err(|e| net(&e))?;
-        let reply = client.install_snapshot(stream).await.map_err(|s| match s.code() {
+        let reply = client.install_snapshot(stream).await.inspect_err(|s| self.speaker.fence.check_refusal(s));
+        let reply = reply.map_err(|s| match s.code() {
             tonic::Code::Unavailable | tonic::Code::FailedPrecondition => {
                 StreamingError::Unreachable(Unreachable::new(&s))
             }
             _ => StreamingError::Network(NetworkError::new(&s)),
         })?;
         reader.await.map_err(|e| net(&e))?.map_err(|e| net(&format!("read {}: {e}", path.display())))?;
+        self.speaker.check_reply(self.target, reply.get_ref()).map_err(|e| net(&e))?;
         codec::unpack::<SnapshotResponse<TypeConfig>>("snapshot response", reply.get_ref()).map_err(|e| net(&e))
     }
 }
@@ -284,13 +330,13 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
         let target = self.target;
-        let cluster_id = self.cluster_id.clone();
+        let speaker = self.speaker.clone();
         let sent = Arc::new(AtomicU64::new(0));
         let sent_counter = sent.clone();
         // Requests are encoded as they are sent; one that cannot be encoded ends the stream
         // (openraft then starts a new session).
         let requests = input.scan((), move |_, rpc| {
-            futures::future::ready(match codec::pack("append entries", target, &cluster_id, &rpc) {
+            futures::future::ready(match codec::pack("append entries", speaker.envelope(target), &rpc) {
                 Ok(msg) => {
                     sent_counter.fetch_add(1, Ordering::Relaxed);
                     Some(msg)
@@ -305,7 +351,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         // outstanding. With requests outstanding, two checks in a row without an answer mean
         // the peer is gone; otherwise a silent peer holds the session until TCP keepalive.
         let tick = option.hard_ttl().max(MIN_ANSWER_WAIT);
-        let (health, addr) = (self.health.clone(), self.addr.clone());
+        let (health, addr, speaker) = (self.health.clone(), self.addr.clone(), self.speaker.clone());
         Box::pin(async move {
             // openraft's own back-off is consumed only while a stream polls its requests, which
             // a refused connection never does: wait here after failures (peer_health).
@@ -314,13 +360,13 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
                 tokio::time::sleep(delay).await;
             }
             let mut client = self.client()?;
-            let opened = client.stream_append(requests).await.map_err(status_to_rpc);
+            let opened = client.stream_append(requests).await.map_err(|s| speaker.status_to_rpc(s));
             observe(&self.health, target, &self.addr, &opened);
             let answers = opened?.into_inner();
             let state = AnswerWait { answers, received: 0, stalled_checks: 0 };
             let answers = futures::stream::unfold(Some(state), move |state| {
                 let sent = sent.clone();
-                let (health, addr) = (health.clone(), addr.clone());
+                let (health, addr, speaker) = (health.clone(), addr.clone(), speaker.clone());
                 async move {
                     let mut state = state?;
                     let item = loop {
@@ -336,10 +382,13 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
                             }
                             Err(_) => state.stalled_checks = 0,
                             Ok(None) => return None,
-                            Ok(Some(Err(status))) => break Err(status_to_rpc(status)),
+                            Ok(Some(Err(status))) => break Err(speaker.status_to_rpc(status)),
                             Ok(Some(Ok(msg))) => {
                                 state.received += 1;
                                 state.stalled_checks = 0;
+                                if let Err(e) = speaker.check_reply(target, &msg) {
+                                    break Err(e);
+                                }
                                 break codec::unpack::<StreamAppendResult<TypeConfig>>("append entries result", &msg)
                                     .map_err(|e| RPCError::Network(NetworkError::new(&e)));
                             }

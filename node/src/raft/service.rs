@@ -14,13 +14,14 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::codec;
+use super::codec::{self, Envelope};
+use super::fence::{self, Fence, Observed};
 use super::types::{SnapshotMeta, TypeConfig, Vote};
 use crate::node::Node;
 use crate::pb::raft::raft_server::Raft as RaftRpc;
 use crate::pb::raft::{
-    snapshot_chunk, AllocateNodeIdRequest, AllocateNodeIdResponse, ClusterInfoRequest, ClusterInfoResponse,
-    JoinRequest, JoinResponse, RaftMessage, SnapshotChunk,
+    snapshot_chunk, AllocateNodeIdRequest, AllocateNodeIdResponse, AnnounceEpochRequest, AnnounceEpochResponse,
+    ClusterInfoRequest, ClusterInfoResponse, JoinRequest, JoinResponse, RaftMessage, SnapshotChunk, SnapshotHeader,
 };
 use crate::store::command::{Command, CommandResult};
 use crate::store::snapshot::{self, SnapshotFile};
@@ -39,9 +40,45 @@ impl PeerService {
     }
 }
 
-/// Refuses a request addressed to another node id (e.g. this pod's previous incarnation) or
-/// sent by a member of another cluster (two clusters can share pod names and node ids).
-fn check_addressee(node: &Node, target: u64, cluster_id: &str) -> Result<(), Status> {
+/// Who a request says it is from and for.
+struct Addressed<'a> {
+    target: u64,
+    target_epoch: u64,
+    cluster_id: &'a str,
+    sender: u64,
+    sender_epoch: u64,
+}
+
+impl<'a> From<&'a RaftMessage> for Addressed<'a> {
+    fn from(m: &'a RaftMessage) -> Self {
+        Self {
+            target: m.target,
+            target_epoch: m.target_epoch,
+            cluster_id: &m.cluster_id,
+            sender: m.sender,
+            sender_epoch: m.sender_epoch,
+        }
+    }
+}
+
+impl<'a> From<&'a SnapshotHeader> for Addressed<'a> {
+    fn from(h: &'a SnapshotHeader) -> Self {
+        Self {
+            target: h.target,
+            target_epoch: h.target_epoch,
+            cluster_id: &h.cluster_id,
+            sender: h.sender,
+            sender_epoch: h.sender_epoch,
+        }
+    }
+}
+
+/// Refuses a request addressed to another node id (e.g. this pod's previous incarnation), sent
+/// by a member of another cluster (two clusters can share pod names and node ids), or sent by a
+/// replaced process (an older start epoch of its node: see [`super::fence`]). A request for a
+/// newer start epoch of this node stops this process: it has been replaced.
+fn check_addressee(node: &Node, m: Addressed<'_>) -> Result<(), Status> {
+    let (target, cluster_id) = (m.target, m.cluster_id);
     let Some(identity) = node.identity() else {
         return Err(Status::unavailable(format!("message for node {target} reached a node without identity")));
     };
@@ -57,7 +94,32 @@ fn check_addressee(node: &Node, target: u64, cluster_id: &str) -> Result<(), Sta
         warn_foreign_cluster(&refusal);
         return Err(Status::failed_precondition(refusal));
     }
+    node.fence.check_addressed(m.target_epoch);
+    if let Observed::Stale { newest } = fence::observe_and_persist(&node.fence, m.sender, m.sender_epoch) {
+        tracing::warn!(
+            sender = m.sender,
+            epoch = m.sender_epoch,
+            newest,
+            "refused a Raft message of a replaced process (an older start epoch of a peer)"
+        );
+        return Err(Fence::refusal(m.sender, m.sender_epoch, newest));
+    }
     Ok(())
+}
+
+/// Wraps a reply, naming this node and its start epoch.
+fn reply<T: serde::Serialize>(node: &Node, what: &'static str, value: &T) -> Result<RaftMessage, Status> {
+    let sender = node.identity().map(|i| i.node_id).unwrap_or(0);
+    Ok(codec::pack(what, Envelope { sender, sender_epoch: node.fence.epoch(), ..Envelope::default() }, value)?)
+}
+
+/// Refuses a vote (or pre-vote) that this restarted node must not grant ([`VoteFloor`]).
+fn check_vote_floor(node: &Node, rpc: &VoteRequest<TypeConfig>) -> Result<(), Status> {
+    let Some(floor) = node.fence.floor() else { return Ok(()) };
+    match floor.refuses(super::vote_term(&rpc.vote), rpc.last_log_id.as_ref()) {
+        Some(why) => Err(Status::aborted(format!("vote refused: {why}"))),
+        None => Ok(()),
+    }
 }
 
 fn foreign_cluster(theirs: &str, ours: &str) -> String {
@@ -100,13 +162,13 @@ fn write_error(node: &Node, e: RaftError<TypeConfig, ClientWriteError<TypeConfig
 #[tonic::async_trait]
 impl RaftRpc for PeerService {
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        check_addressee(&self.node, req.get_ref().target, &req.get_ref().cluster_id)?;
+        check_addressee(&self.node, req.get_ref().into())?;
         let rpc: AppendEntriesRequest<TypeConfig> = codec::unpack("append entries", req.get_ref())?;
         let resp = self.node.raft()?.append_entries(rpc).await.map_err(fatal)?;
         if !matches!(resp, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
             self.node.note_leader_contact();
         }
-        Ok(Response::new(codec::pack_reply("append entries response", &resp)?))
+        Ok(Response::new(reply(&self.node, "append entries response", &resp)?))
     }
 
     type StreamAppendStream = futures::stream::BoxStream<'static, Result<RaftMessage, Status>>;
@@ -123,7 +185,7 @@ impl RaftRpc for PeerService {
         let mut bad_tx = Some(bad_tx);
         let requests = req.into_inner().scan((), move |_, msg| {
             let decoded = msg.map_err(|s| Status::cancelled(format!("append stream: {s}"))).and_then(|msg| {
-                check_addressee(&node, msg.target, &msg.cluster_id)?;
+                check_addressee(&node, (&msg).into())?;
                 Ok(codec::unpack::<AppendEntriesRequest<TypeConfig>>("append entries", &msg)?)
             });
             let next = match decoded {
@@ -143,7 +205,7 @@ impl RaftRpc for PeerService {
                 if !matches!(result, Err(openraft::raft::StreamAppendError::HigherVote(_))) {
                     node.note_leader_contact();
                 }
-                Ok(codec::pack_reply("append entries result", &result)?)
+                reply(&node, "append entries result", &result)
             }
             Err(fatal_error) => Err(fatal(fatal_error)),
         });
@@ -152,24 +214,26 @@ impl RaftRpc for PeerService {
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        check_addressee(&self.node, req.get_ref().target, &req.get_ref().cluster_id)?;
+        check_addressee(&self.node, req.get_ref().into())?;
         let rpc: VoteRequest<TypeConfig> = codec::unpack("vote", req.get_ref())?;
+        check_vote_floor(&self.node, &rpc)?;
         let resp = self.node.raft()?.vote(rpc).await.map_err(fatal)?;
-        Ok(Response::new(codec::pack_reply("vote response", &resp)?))
+        Ok(Response::new(reply(&self.node, "vote response", &resp)?))
     }
 
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        check_addressee(&self.node, req.get_ref().target, &req.get_ref().cluster_id)?;
+        check_addressee(&self.node, req.get_ref().into())?;
         let rpc: VoteRequest<TypeConfig> = codec::unpack("pre-vote", req.get_ref())?;
+        check_vote_floor(&self.node, &rpc)?;
         let resp = self.node.raft()?.pre_vote(rpc).await.map_err(fatal)?;
-        Ok(Response::new(codec::pack_reply("pre-vote response", &resp)?))
+        Ok(Response::new(reply(&self.node, "pre-vote response", &resp)?))
     }
 
     async fn transfer_leader(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        check_addressee(&self.node, req.get_ref().target, &req.get_ref().cluster_id)?;
+        check_addressee(&self.node, req.get_ref().into())?;
         let rpc: TransferLeaderRequest<TypeConfig> = codec::unpack("transfer leader", req.get_ref())?;
         let resp = self.node.raft()?.handle_transfer_leader(rpc).await.map_err(fatal)?;
-        Ok(Response::new(codec::pack_reply("transfer leader response", &resp)?))
+        Ok(Response::new(reply(&self.node, "transfer leader response", &resp)?))
     }
 
     async fn install_snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftMessage>, Status> {
@@ -192,7 +256,7 @@ impl RaftRpc for PeerService {
         }
         // On success the state machine moved the file into place; on failure it is garbage.
         let _ = std::fs::remove_file(&path);
-        Ok(Response::new(codec::pack_reply("snapshot response", &resp?)?))
+        Ok(Response::new(reply(&self.node, "snapshot response", &resp?)?))
     }
 
     async fn cluster_info(&self, _req: Request<ClusterInfoRequest>) -> Result<Response<ClusterInfoResponse>, Status> {
@@ -270,6 +334,41 @@ impl RaftRpc for PeerService {
             .map_err(|e| write_error(node, e))?;
         Ok(Response::new(JoinResponse { member: true }))
     }
+
+    async fn announce_epoch(
+        &self,
+        req: Request<AnnounceEpochRequest>,
+    ) -> Result<Response<AnnounceEpochResponse>, Status> {
+        let node = &self.node;
+        let req = req.into_inner();
+        let absent = AnnounceEpochResponse { absent: true, ..Default::default() };
+        // A pod still deciding with an empty volume, or one of a later incarnation: the voter
+        // the announcement is for no longer runs here.
+        let Some(identity) = node.identity() else { return Ok(Response::new(absent)) };
+        if req.cluster_id != identity.cluster_id {
+            return Err(Status::failed_precondition(foreign_cluster(&req.cluster_id, &identity.cluster_id)));
+        }
+        if identity.node_id != req.target {
+            return Ok(Response::new(absent));
+        }
+        if let Observed::Stale { newest } = node.fence.observe(req.node_id, req.epoch) {
+            return Err(Fence::refusal(req.node_id, req.epoch, newest));
+        }
+        // Recorded before the answer: the announcing node relies on it from then on.
+        node.fence.persist().await.map_err(|e| Status::unavailable(format!("cannot record the start epoch: {e}")))?;
+        tracing::info!(node = req.node_id, epoch = req.epoch, "a peer restarted: its older process is fenced");
+        if let Ok(raft) = node.raft() {
+            // The restarted node's volume may be a copy from before entries it acknowledged
+            // (a force-deleted pod's replacement): its log may be behind what this leader
+            // counted, which openraft accepts only when told.
+            if raft.is_leader() {
+                let _ = raft.trigger().allow_next_revert(&req.node_id, true).await;
+            }
+        }
+        let (term, committed) = node.term_and_committed().map_err(|e| Status::unavailable(e.to_string()))?;
+        let committed = codec::encode("committed", &committed)?.into();
+        Ok(Response::new(AnnounceEpochResponse { absent: false, term, committed }))
+    }
 }
 
 /// Receives a chunked snapshot into `path`, checking framing, size and checksum, then the file
@@ -286,7 +385,7 @@ async fn receive_snapshot(
         return Err(bad("first message is not a header".into()));
     };
     codec::check_version(header.version)?;
-    check_addressee(node, header.target, &header.cluster_id)?;
+    check_addressee(node, (&header).into())?;
     let vote: Vote = codec::decode("vote", &header.vote)?;
     let meta: SnapshotMeta = codec::decode("snapshot meta", &header.meta)?;
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);

@@ -78,6 +78,12 @@ pub type Membership = openraft::Membership<NodeId, PeerNode>;
 /// Raft metrics of this configuration.
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 
+/// The term of a vote.
+pub fn vote_term(vote: &Vote) -> u64 {
+    use openraft::vote::RaftLeaderId;
+    vote.leader_id().term()
+}
+
 /// The term of the leader that proposed the entry at `log_id`.
 pub fn log_id_term(log_id: &LogId) -> u64 {
     use openraft::vote::RaftLeaderId;

@@ -18,7 +18,7 @@
 //!   ([`IOFlushed::io_completed`]) fires only after the entries are fsync'd. Appends that queue
 //!   up while an fsync runs share the next one (group commit).
 //! - `save_vote`, `truncate_after`, [`LogStore::set_owner`], [`LogStore::clear_owner`] and
-//!   [`LogStore::seed_vote_after`] return only after their record is fsync'd.
+//!   [`LogStore::seed_vote`] return only after their record is fsync'd.
 //! - `purge` and `save_committed` do not wait: their records go out with the next fsync. A lost
 //!   purge leaves entries openraft purges again; a lost committed id is re-derived from a quorum
 //!   (and the state machine's applied id).
@@ -377,7 +377,13 @@ impl LogStore {
     /// restored state at `last` needs so its first election runs in a term later than every
     /// entry it holds.
     pub async fn seed_vote_after(&self, last: &LogId, me: u64) -> io::Result<()> {
-        let vote = Vote::new(crate::raft::log_id_term(last) + 1, me);
+        self.seed_vote(crate::raft::log_id_term(last) + 1, me).await
+    }
+
+    /// Records, durably, an uncommitted vote for `voted_for` in `term`: this node's first
+    /// election runs in a later term.
+    pub async fn seed_vote(&self, term: u64, voted_for: u64) -> io::Result<()> {
+        let vote = Vote::new(term, voted_for);
         self.write_durably("save vote", |log| log.save_vote(Stored(vote)).map(|_| ())).await
     }
 
