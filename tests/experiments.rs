@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use petkv_harness::experiment::{self, Experiment, ExperimentSpec, PowerLossTarget, Report};
+use petkv_harness::experiment::{self, Experiment, ExperimentSpec, ForceDeleteTarget, PowerLossTarget, Report};
 
 fn short() -> ExperimentSpec {
     let out = std::env::temp_dir().join(format!("petkv-experiments-{}", std::process::id()));
@@ -196,6 +196,24 @@ async fn reapply() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A backup under the workload, the set destroyed (pods and volumes; the marker stays) and
+/// restored from it: a new cluster, one on every pod, holding exactly the backup's point of the
+/// history (every write acknowledged before the backup, none invoked after it), on which the
+/// workload goes on linearizably; `petkv restore` pointed at the running and at the stopped set
+/// refused, changing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore() -> anyhow::Result<()> {
+    let report = passes_with(Experiment::Restore, &short()).await?;
+    assert!(report.one_cluster && report.failed_checks.is_empty(), "{report:?}");
+    let r = report.restore.as_ref().expect("restore reports its findings");
+    let point = r.point.as_ref().expect("the restored state was checked against the history");
+    assert!(point.holds() && point.acknowledged_before > 0 && point.acknowledged_after > 0, "{r:?}");
+    assert!(!r.new_cluster_id.is_empty() && r.new_cluster_id != r.old_cluster_id, "{r:?}");
+    assert_eq!(report.cluster_id, r.new_cluster_id);
+    assert!(r.refused_running && r.refused_stopped, "{r:?}");
+    Ok(())
+}
+
 /// A follower failing at start for 20 s (back-off capped at 5 s): the leader stays within its
 /// CPU and log budget meanwhile, and the follower rejoins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,4 +260,51 @@ async fn dns_blip_rejoins() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_blip_without_the_marker_starts_no_second_cluster() -> anyhow::Result<()> {
     dns_blip(true).await
+}
+
+/// Pod mode: `kubectl delete pod --force` of a pod whose process runs on (the zombie, at its old
+/// address, still connected to its peers) while the replacement starts at a new address on a
+/// copy of the volume. Never two leaders in one term (every process polled, the zombie too),
+/// nothing lost, every member converges once the zombie is gone; and the zombie is fenced: it
+/// learns that it was replaced and exits with status 5 by itself. Process mode: refused.
+async fn force_delete(target: ForceDeleteTarget) -> anyhow::Result<()> {
+    let spec = ExperimentSpec { force_delete_target: target, zombie_for: Duration::from_secs(6), ..short() };
+    if !petkv_harness::netns::available() {
+        let err = experiment::run(Experiment::ForceDelete, &spec).await.expect_err("needs pod mode");
+        assert!(err.to_string().contains("pod mode"), "{err}");
+        return Ok(());
+    }
+    let report = experiment::run(Experiment::ForceDelete, &spec).await?;
+    experiment::print(&report);
+    let zombie = report.zombie.clone().expect("force-delete reports the zombie");
+    assert!(zombie.leadership.answers > 0, "no process answered the leadership poll: {zombie:?}");
+    assert!(
+        zombie.leadership.changes.iter().any(|c| c.contains("(zombie)")),
+        "the zombie was never polled: {:?}",
+        zombie.leadership.changes
+    );
+    // Safety first (the verdict), then the fence.
+    assert!(report.failed_checks.is_empty(), "{:?}", report.failed_checks);
+    assert_passes(Experiment::ForceDelete, report)?;
+    assert!(
+        zombie.exited_by_itself && zombie.exit_code == Some(5),
+        "{}; its log ends:\n{}",
+        zombie.ending(),
+        zombie.log_tail.join("\n")
+    );
+    assert!(!zombie.replaced_lines.is_empty(), "the zombie did not log {:?}", experiment::REPLACED_LINE);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails on the current fence: the announce round reads the voters from the applied membership, which lags the log after a crash (README, Kubernetes: known gaps)"]
+async fn force_delete_of_a_follower() -> anyhow::Result<()> {
+    force_delete(ForceDeleteTarget::Follower).await
+}
+
+/// The harder case: the zombie is a leader that does not know it was replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails on the current fence: the announce round reads the voters from the applied membership, which lags the log after a crash (README, Kubernetes: known gaps)"]
+async fn force_delete_of_the_leader() -> anyhow::Result<()> {
+    force_delete(ForceDeleteTarget::Leader).await
 }

@@ -19,6 +19,10 @@ use crate::tls::ClusterTls;
 use crate::volume::SizedVolume;
 use crate::wait;
 
+mod force_delete;
+
+pub use force_delete::{VolumeImage, Zombie};
+
 /// Client port of every pod (each pod has its own address).
 pub const CLIENT_PORT: u16 = 7379;
 /// Peer port of every pod.
@@ -142,6 +146,9 @@ pub struct Cluster {
     /// The pods' LazyFS volumes and the binary, with `spec.lazyfs`.
     lazy_volumes: BTreeMap<u32, LazyFsVolume>,
     lazyfs: Option<PathBuf>,
+    /// Force-deleted pods' replacements: the copy of the volume each one runs on
+    /// ([`Cluster::force_delete`]).
+    replaced_volumes: BTreeMap<u32, PathBuf>,
     _slot: Slot,
 }
 
@@ -198,6 +205,7 @@ impl Cluster {
             volumes: BTreeMap::new(),
             lazy_volumes: BTreeMap::new(),
             lazyfs,
+            replaced_volumes: BTreeMap::new(),
             _slot: slot,
         };
         if cluster.spec.auth {
@@ -289,8 +297,12 @@ impl Cluster {
         format!("{}:{HTTP_PORT}", self.ip(ordinal))
     }
 
-    /// The volume directory of a pod, named like its PVC.
+    /// The volume directory of a pod, named like its PVC (a force-deleted pod's replacement:
+    /// the copy of the volume it runs on).
     pub fn volume(&self, ordinal: u32) -> PathBuf {
+        if let Some(dir) = self.replaced_volumes.get(&ordinal) {
+            return dir.clone();
+        }
         self.state_dir.join(format!("data-{}-{ordinal}", self.spec.set))
     }
 

@@ -2,8 +2,8 @@
 //!
 //! `up` is the StatefulSet controller. It owns the pod processes and, every tick, reads
 //! `desired.json` from the state dir (what the user asked for) and writes `running.json` (what
-//! runs, with process ids and addresses). Commands change `desired.json` (scale, wipe a
-//! volume, rolling restart, stop) or signal a pod's process directly (kill, delete-pod); the
+//! runs, with process ids and addresses). Commands change `desired.json` (scale, also to 0,
+//! wipe a volume, rolling restart, delete the set and apply it again, stop) or signal a pod's process directly (kill, delete-pod); the
 //! controller then does what a StatefulSet controller and kubelet would: recreate a pod that
 //! died, with the same name and volume.
 //!
@@ -51,6 +51,11 @@ pub struct Desired {
     /// A split into groups (`partition --groups`); the first keeps the clients. Pod mode only.
     #[serde(default)]
     pub groups: Vec<Vec<u32>>,
+    /// Set by `delete-set` (`kubectl delete statefulset` with `whenDeleted: Retain`: every pod
+    /// terminated at once, volumes and the bootstrap marker kept), cleared by `apply` (the set
+    /// created again at `replicas`, on its volumes).
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 /// What runs.

@@ -1,7 +1,8 @@
 //! `petkv-harness up`: the StatefulSet controller (and kubelet) of the local set.
 //!
 //! It starts the pods under the chosen pod management policy, then loops until Ctrl-C or
-//! `down`: it applies what `desired.json` asks (scale, wipe a volume, rolling restart), recreates
+//! `down`: it applies what `desired.json` asks (scale, also to 0 and back, wipe a volume, rolling
+//! restart, delete the set and apply it again), recreates
 //! any pod whose process died (same name, same volume, with back-off if it keeps dying, like
 //! CrashLoopBackOff), writes `running.json`, and shows a live status table.
 
@@ -51,10 +52,22 @@ struct Handled {
     wipe_requests: BTreeMap<u32, u64>,
     isolated: std::collections::BTreeSet<u32>,
     groups: Vec<Vec<u32>>,
+    /// The set is scaled to 0 (`scale 0`): every pod stopped, volumes and membership kept.
+    at_zero: bool,
+    /// The set is deleted (`delete-set`) until `apply`.
+    deleted: bool,
 }
 
-/// Runs the controller in the foreground until Ctrl-C or `down`.
+/// SIGINT and SIGTERM, caught from the start: either stops the set in order (a signal that
+/// came while the pods were being created is handled once the loop runs).
+fn stop_signals() -> anyhow::Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)> {
+    use tokio::signal::unix::{signal, SignalKind};
+    Ok((signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?))
+}
+
+/// Runs the controller in the foreground until Ctrl-C (or SIGTERM) or `down`.
 pub async fn up(state_dir: &Path, options: UpOptions) -> anyhow::Result<()> {
+    let (mut interrupt, mut terminate) = stop_signals()?;
     let spec = ClusterSpec {
         replicas: options.replicas,
         voters: options.voters,
@@ -73,13 +86,16 @@ pub async fn up(state_dir: &Path, options: UpOptions) -> anyhow::Result<()> {
         println!("  (the harness uses the admin token in that file)");
     }
     let previous = control::read_desired(state_dir)?.unwrap_or_default();
-    let desired = Desired { replicas: options.replicas, stop: false, delete_volumes: false, ..previous };
+    let desired =
+        Desired { replicas: options.replicas, stop: false, delete_volumes: false, deleted: false, ..previous };
     control::write_desired(state_dir, &desired)?;
     let mut handled = Handled {
         restart_requests: desired.restart_requests,
         wipe_requests: desired.wipe_requests.clone(),
         isolated: Default::default(),
         groups: Vec::new(),
+        at_zero: false,
+        deleted: false,
     };
     let mut lives: BTreeMap<u32, PodLife> = BTreeMap::new();
     println!(
@@ -94,12 +110,10 @@ pub async fn up(state_dir: &Path, options: UpOptions) -> anyhow::Result<()> {
     create_pods(&mut cluster, options.policy, 0..options.replicas, &mut lives).await?;
     let mut declared = false;
     let mut last_view = Instant::now() - VIEW_EVERY;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
-            _ = &mut ctrl_c => {
-                println!("Ctrl-C: stopping the set, highest ordinal first (volumes kept)");
+            signal = async { tokio::select! { _ = interrupt.recv() => "Ctrl-C", _ = terminate.recv() => "SIGTERM" } } => {
+                println!("{signal}: stopping the set, highest ordinal first (volumes kept)");
                 cluster.down().await?;
                 return Ok(());
             }
@@ -157,8 +171,10 @@ async fn apply_desired(
     handled: &mut Handled,
     lives: &mut BTreeMap<u32, PodLife>,
 ) -> anyhow::Result<()> {
+    set_lifecycle(cluster, policy, desired, handled, lives).await?;
+    let runs = !handled.deleted && !handled.at_zero;
     let current = cluster.spec.replicas;
-    if desired.replicas != current && desired.replicas >= 1 {
+    if runs && desired.replicas != current && desired.replicas >= 1 {
         println!("scale: {current} → {} pods", desired.replicas);
         if policy == Policy::Parallel || desired.replicas < current {
             cluster.scale(desired.replicas).await?;
@@ -179,6 +195,11 @@ async fn apply_desired(
         }
         handled.wipe_requests.insert(*ordinal, *count);
         if cluster.pod(*ordinal).is_err() {
+            continue;
+        }
+        if !runs {
+            println!("delete-volume: petkv-{ordinal}'s volume deleted; the set has no pods now (it gets an empty one)");
+            cluster.wipe_volume(*ordinal)?;
             continue;
         }
         println!("delete-volume: petkv-{ordinal} is deleted, its volume wiped, and it is recreated");
@@ -215,6 +236,10 @@ async fn apply_desired(
         }
         handled.groups = desired.groups.clone();
     }
+    if desired.restart_requests != handled.restart_requests && !runs {
+        handled.restart_requests = desired.restart_requests;
+        println!("rolling restart: the set has no pods; nothing to restart");
+    }
     if desired.restart_requests != handled.restart_requests {
         handled.restart_requests = desired.restart_requests;
         println!("rolling restart: highest ordinal first, each waiting for readiness");
@@ -224,6 +249,82 @@ async fn apply_desired(
             lives.entry(o).or_default().started = Some(Instant::now());
             cluster.wait_member(o, READY_TIMEOUT).await?;
             println!("  petkv-{o} restarted and ready");
+        }
+    }
+    Ok(())
+}
+
+/// `scale 0` and back, as `kubectl scale` does with `whenScaled: Retain` ([`Cluster::scale`]
+/// with 0: every pod SIGTERM, highest ordinal first, volumes and membership kept), and
+/// `delete-set` then `apply`, as `kubectl delete statefulset` with `whenDeleted: Retain` and
+/// `kubectl apply` do: every pod SIGTERM at once ([`Cluster::delete_all_pods`]), volumes and
+/// the bootstrap marker (which has no owner) kept; then the set's pods created again on their
+/// volumes, at the count the set had.
+async fn set_lifecycle(
+    cluster: &mut Cluster,
+    policy: Policy,
+    desired: &Desired,
+    handled: &mut Handled,
+    lives: &mut BTreeMap<u32, PodLife>,
+) -> anyhow::Result<()> {
+    let was_down = handled.deleted || handled.at_zero;
+    if desired.deleted && !handled.deleted {
+        println!(
+            "delete-set: every pod gets SIGTERM at once (kubectl delete statefulset); volumes and the bootstrap \
+             marker are kept (whenDeleted: Retain)"
+        );
+        for (o, status) in cluster.delete_all_pods().await? {
+            let how = status.map(|s| s.to_string()).unwrap_or_else(|| "not running, or killed after its grace".into());
+            println!("  petkv-{o}: {how}");
+        }
+        handled.deleted = true;
+    }
+    if desired.replicas == 0 && !handled.at_zero {
+        println!(
+            "scale: {} → 0 pods: SIGTERM to each, highest ordinal first; volumes and membership kept \
+             (whenScaled: Retain)",
+            cluster.spec.replicas
+        );
+        cluster.scale(0).await?;
+        if cluster.spec.delete_volumes_when_scaled {
+            // whenScaled: Delete removes the claim of every ordinal at or above the new count.
+            for o in cluster.ordinals() {
+                cluster.wipe_volume(o)?;
+            }
+            println!(
+                "  whenScaled: Delete: every volume deleted; the bootstrap marker stays, so petkv-0 will wait for \
+                 the cluster that is gone"
+            );
+        }
+        handled.at_zero = true;
+    }
+    if handled.deleted || handled.at_zero {
+        // Nothing runs: nothing is recreated.
+        for life in lives.values_mut() {
+            life.not_before = None;
+        }
+    }
+    let applied = !desired.deleted && handled.deleted;
+    if applied {
+        handled.deleted = false;
+    }
+    if !desired.deleted && desired.replicas >= 1 {
+        handled.at_zero = false;
+    }
+    if applied && handled.at_zero {
+        println!("apply: the set is created again with 0 pods (scale it to start them)");
+    }
+    if was_down && !handled.deleted && !handled.at_zero {
+        let n = cluster.spec.replicas;
+        if applied {
+            println!("apply: the set is created again with its {n} pods, each on its kept volume");
+        } else {
+            println!("scale: 0 → {n} pods, each on its kept volume");
+        }
+        create_pods(cluster, policy, 0..n, lives).await?;
+        if desired.replicas != n {
+            // The cluster must have a leader before it is told another size.
+            cluster.wait_healthy(READY_TIMEOUT).await?;
         }
     }
     Ok(())

@@ -6,7 +6,8 @@
 //! - [`pod`]: one pod: a `petkv serve` process with a stable name, its own volume directory
 //!   (named like its PVC, `data-<set>-<ordinal>`), its own loopback address and a log file.
 //! - [`cluster`]: the set: starts pods, kills them with a signal, restarts them with the same
-//!   volume, wipes volumes, and waits for conditions with deadlines.
+//!   volume, wipes volumes, force-deletes a pod whose process runs on (`cluster/force_delete.rs`,
+//!   pod mode), and waits for conditions with deadlines.
 //! - [`volume`]: size-limited pod volumes (a tmpfs each) and filling them up.
 //! - [`lazyfs`]: pod volumes on LazyFS, which drops unsynced data on a simulated power loss.
 //! - [`digest`]: every member's whole state machine digested at one applied index.

@@ -79,7 +79,9 @@ enum Command {
         #[command(flatten)]
         dir: StateDir,
     },
-    /// Scale the set (the cluster is told the declared count, as Kubernetes would).
+    /// Scale the set (the cluster is told the declared count, as Kubernetes would). 0 stops
+    /// every pod, highest ordinal first, keeping volumes and membership (whenScaled: Retain);
+    /// scaling back starts the same cluster again.
     Scale {
         replicas: u32,
         #[command(flatten)]
@@ -128,6 +130,18 @@ enum Command {
         #[command(flatten)]
         dir: StateDir,
     },
+    /// Delete the StatefulSet (kubectl delete statefulset, whenDeleted: Retain): every pod
+    /// gets SIGTERM at once; volumes and the bootstrap marker are kept. `apply` creates it again.
+    DeleteSet {
+        #[command(flatten)]
+        dir: StateDir,
+    },
+    /// Create a deleted set again (kubectl apply): its pods, at the count it had, on their
+    /// kept volumes; the same cluster resumes.
+    Apply {
+        #[command(flatten)]
+        dir: StateDir,
+    },
     /// Stop the set (volumes are kept unless --delete-volumes).
     Down {
         #[arg(long)]
@@ -157,7 +171,8 @@ enum Command {
         /// process, pod (network namespaces; root), or auto (pod where available).
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
-        /// power-loss: whose power is cut (mid-snapshot: a member just as it writes a snapshot).
+        /// power-loss: whose power is cut (mid-snapshot: a member just as it writes a snapshot);
+        /// force-delete: leader or follower (default follower).
         #[arg(long, value_enum)]
         target: Option<PowerLossTarget>,
         /// power-loss, failover-fast: faults per run.
@@ -183,6 +198,10 @@ enum Command {
         /// dns-blip: delete the bootstrap marker file too.
         #[arg(long)]
         delete_marker: bool,
+        /// force-delete: seconds the zombie runs next to its replacement before it is killed
+        /// (unless it exits by itself).
+        #[arg(long, default_value_t = 20)]
+        zombie_secs: u64,
     },
     /// Measure failover (kill -9 the leader), single-client put latency and N-client throughput.
     Measure {
@@ -431,12 +450,38 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             let running = control::running_controller(&dir.state_dir)?;
             let (tls, token) = (running.client_tls()?, running.admin_token()?);
             println!("{}", controller::status_table(&running.pods, tls.as_ref(), token.as_deref()).await);
+            match control::read_desired(&dir.state_dir)? {
+                Some(d) if d.deleted => println!("the set is deleted (delete-set); `apply` creates it again"),
+                Some(d) if d.replicas == 0 => println!("the set is scaled to 0; `scale N` starts it again"),
+                _ => {}
+            }
             Ok(true)
         }
         Command::Scale { replicas, dir } => {
-            anyhow::ensure!(replicas >= 1, "a set needs at least one pod");
+            if control::read_desired(&dir.state_dir)?.is_some_and(|d| d.deleted) {
+                anyhow::bail!("the set is deleted (delete-set): `apply` creates it again before it can be scaled");
+            }
             control::request(&dir.state_dir, |d| d.replicas = replicas)?;
             println!("asked for {replicas} pods");
+            Ok(true)
+        }
+        Command::DeleteSet { dir } => {
+            let d = control::request(&dir.state_dir, |d| d.deleted = true)?;
+            println!(
+                "asked to delete the set ({} pods): they stop, their volumes and the bootstrap marker stay; \
+                 `apply` creates it again",
+                d.replicas
+            );
+            Ok(true)
+        }
+        Command::Apply { dir } => {
+            let was_deleted = control::read_desired(&dir.state_dir)?.is_some_and(|d| d.deleted);
+            let d = control::request(&dir.state_dir, |d| d.deleted = false)?;
+            if was_deleted {
+                println!("asked to create the set again with {} pods, on their volumes", d.replicas);
+            } else {
+                println!("the set exists ({} pods); nothing to apply", d.replicas);
+            }
             Ok(true)
         }
         Command::Kill { pod, signal, dir } => {
@@ -510,12 +555,21 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             crash_loop_secs,
             backoff_cap_secs,
             delete_marker,
+            zombie_secs,
         } => {
-            use petkv_harness::experiment::Experiment;
+            use petkv_harness::experiment::{Experiment, ForceDeleteTarget};
             anyhow::ensure!(
-                target.is_none() || name == Experiment::PowerLoss,
-                "--target is an option of the power-loss experiment"
+                target.is_none() || matches!(name, Experiment::PowerLoss | Experiment::ForceDelete),
+                "--target is an option of the power-loss and force-delete experiments"
             );
+            let force_delete_target = match target {
+                Some(PowerLossTarget::Leader) if name == Experiment::ForceDelete => ForceDeleteTarget::Leader,
+                Some(PowerLossTarget::Follower) | None => ForceDeleteTarget::Follower,
+                Some(other) if name == Experiment::ForceDelete => {
+                    anyhow::bail!("force-delete --target is leader or follower, not {other:?}")
+                }
+                Some(_) => ForceDeleteTarget::default(),
+            };
             anyhow::ensure!(cycles >= 1, "--cycles must be at least 1");
             let spec = ExperimentSpec {
                 mode,
@@ -531,6 +585,8 @@ async fn run(command: Command) -> anyhow::Result<bool> {
                 crash_loop_for: Duration::from_secs(crash_loop_secs),
                 crash_loop_backoff_cap: Duration::from_secs(backoff_cap_secs.max(1)),
                 delete_marker,
+                force_delete_target,
+                zombie_for: Duration::from_secs(zombie_secs),
                 ..Default::default()
             };
             let mut reports = Vec::new();
@@ -570,7 +626,11 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             let not_started = reports.iter().filter(|r| !r.all_started).count();
             let summary = serde_json::json!({
                 "experiment": name,
-                "target": (name == Experiment::PowerLoss).then_some(spec.target),
+                "target": match name {
+                    Experiment::PowerLoss => serde_json::to_value(spec.target)?,
+                    Experiment::ForceDelete => serde_json::to_value(spec.force_delete_target)?,
+                    _ => serde_json::Value::Null,
+                },
                 "volumes": if spec.needs_lazyfs(name) { Volumes::Lazyfs } else { Volumes::Plain },
                 "runs": runs,
                 "passed": passed,

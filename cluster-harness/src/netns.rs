@@ -5,8 +5,12 @@
 //! `10.a.b.(ordinal+2)` on its `eth0`. Every pod gets an `/etc/hosts` that names every pod as
 //! `<set>-<ordinal>.<domain>` (`ip netns exec` bind-mounts `/etc/netns/<ns>/hosts` over
 //! `/etc/hosts`), so the node resolves its peers the StatefulSet way. Partitions cut a pod's
-//! veth link. Everything is removed when the network is dropped. Needs root and iproute2.
+//! veth link. A force-deleted pod's replacement gets a new namespace and a new address,
+//! `10.a.b.(ordinal+2+100·generation)`, while the old namespace stays with the process still
+//! running in it (`netns/replace.rs`). Everything is removed when the network is dropped.
+//! Needs root and iproute2.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 
 use anyhow::{bail, Context};
@@ -14,12 +18,21 @@ use anyhow::{bail, Context};
 /// The DNS domain pods resolve each other under (the headless service's, in Kubernetes).
 pub const POD_DOMAIN: &str = "petkv.harness.local";
 
+mod replace;
+
+pub use replace::RetiredPod;
+
 /// The pod network of one set.
 pub struct PodNetwork {
     id: String,
     subnet: (u8, u8),
     set: String,
     pods: Vec<u32>,
+    /// Force-deleted pods: the generation of each replaced ordinal's current namespace and
+    /// address (absent: 0, the first).
+    generations: BTreeMap<u32, u32>,
+    /// Namespaces of force-deleted pods, `(ordinal, generation)`, removed with the network.
+    retired: Vec<(u32, u32)>,
 }
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
@@ -61,7 +74,14 @@ impl PodNetwork {
     pub fn create(set: &str) -> anyhow::Result<Self> {
         let id = format!("{:04x}", rand::random::<u16>());
         let subnet = (rand::random_range(200..=249u8), rand::random_range(1..=254u8));
-        let net = Self { id, subnet, set: set.to_string(), pods: Vec::new() };
+        let net = Self {
+            id,
+            subnet,
+            set: set.to_string(),
+            pods: Vec::new(),
+            generations: BTreeMap::new(),
+            retired: Vec::new(),
+        };
         let bridge = net.bridge();
         ip(&["link", "add", &bridge, "type", "bridge"])?;
         ip(&["addr", "add", &format!("10.{}.{}.1/24", subnet.0, subnet.1), "dev", &bridge])?;
@@ -74,36 +94,67 @@ impl PodNetwork {
     }
 
     fn host_veth(&self, ordinal: u32) -> String {
-        format!("pk{}h{ordinal}", self.id)
+        self.host_veth_at(ordinal, self.generation(ordinal))
     }
 
     /// The network namespace of a pod.
     pub fn namespace(&self, ordinal: u32) -> String {
-        format!("petkv-{}-{ordinal}", self.id)
+        self.namespace_at(ordinal, self.generation(ordinal))
     }
 
     /// The pod's address.
     pub fn ip(&self, ordinal: u32) -> String {
-        format!("10.{}.{}.{}", self.subnet.0, self.subnet.1, ordinal + 2)
+        self.ip_at(ordinal, self.generation(ordinal))
+    }
+
+    /// How many times the pod with this ordinal was force-deleted and replaced.
+    fn generation(&self, ordinal: u32) -> u32 {
+        self.generations.get(&ordinal).copied().unwrap_or(0)
+    }
+
+    /// What the names of a pod's generation end with: nothing for the first, `r<g>` after.
+    fn suffix(generation: u32) -> String {
+        if generation == 0 {
+            String::new()
+        } else {
+            format!("r{generation}")
+        }
+    }
+
+    fn host_veth_at(&self, ordinal: u32, generation: u32) -> String {
+        format!("pk{}h{ordinal}{}", self.id, Self::suffix(generation))
+    }
+
+    fn namespace_at(&self, ordinal: u32, generation: u32) -> String {
+        format!("petkv-{}-{ordinal}{}", self.id, Self::suffix(generation))
+    }
+
+    fn ip_at(&self, ordinal: u32, generation: u32) -> String {
+        format!("10.{}.{}.{}", self.subnet.0, self.subnet.1, ordinal + 2 + 100 * generation)
     }
 
     /// Creates a pod's namespace and link (idempotent) and rewrites every pod's hosts file.
     pub fn add_pod(&mut self, ordinal: u32) -> anyhow::Result<()> {
         if !self.pods.contains(&ordinal) {
-            let (ns, host, pod) =
-                (self.namespace(ordinal), self.host_veth(ordinal), format!("pk{}p{ordinal}", self.id));
-            ip(&["netns", "add", &ns])?;
-            ip(&["link", "add", &host, "type", "veth", "peer", "name", &pod])?;
-            ip(&["link", "set", &host, "master", &self.bridge()])?;
-            ip(&["link", "set", &host, "up"])?;
-            ip(&["link", "set", &pod, "netns", &ns])?;
-            ip(&["-n", &ns, "link", "set", &pod, "name", "eth0"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{}/24", self.ip(ordinal)), "dev", "eth0"])?;
-            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            self.create_link(ordinal)?;
             self.pods.push(ordinal);
         }
         self.write_hosts()
+    }
+
+    /// The namespace of the pod's current generation, joined to the bridge with its address.
+    fn create_link(&self, ordinal: u32) -> anyhow::Result<()> {
+        let (ns, host) = (self.namespace(ordinal), self.host_veth(ordinal));
+        let pod = format!("pk{}p{ordinal}{}", self.id, Self::suffix(self.generation(ordinal)));
+        ip(&["netns", "add", &ns])?;
+        ip(&["link", "add", &host, "type", "veth", "peer", "name", &pod])?;
+        ip(&["link", "set", &host, "master", &self.bridge()])?;
+        ip(&["link", "set", &host, "up"])?;
+        ip(&["link", "set", &pod, "netns", &ns])?;
+        ip(&["-n", &ns, "link", "set", &pod, "name", "eth0"])?;
+        ip(&["-n", &ns, "addr", "add", &format!("{}/24", self.ip(ordinal)), "dev", "eth0"])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])
     }
 
     /// DNS of one pod fails (`false`: its hosts file is emptied, in place, so the pod's
@@ -185,10 +236,11 @@ impl PodNetwork {
 
 impl Drop for PodNetwork {
     fn drop(&mut self) {
-        for o in &self.pods {
-            let ns = self.namespace(*o);
+        let current = self.pods.iter().map(|o| (*o, self.generation(*o)));
+        for (o, generation) in current.chain(self.retired.iter().copied()) {
+            let ns = self.namespace_at(o, generation);
             let _ = ip(&["netns", "del", &ns]);
-            let _ = ip(&["link", "del", &self.host_veth(*o)]);
+            let _ = ip(&["link", "del", &self.host_veth_at(o, generation)]);
             let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(&ns));
         }
         let _ = self.join_sides();

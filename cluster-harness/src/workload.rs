@@ -27,6 +27,9 @@ pub struct WorkloadSpec {
     pub tls: Option<petkv::tls::ClientTls>,
     /// A token allowed to write, when the set runs with authentication.
     pub token: Option<String>,
+    /// Put before every value the workload writes (`c<client>-<n>`): a second workload on the
+    /// same keys (`restore`'s, on the restored cluster) writes values no earlier one wrote.
+    pub value_prefix: String,
 }
 
 impl WorkloadSpec {
@@ -42,7 +45,14 @@ impl WorkloadSpec {
 
 impl Default for WorkloadSpec {
     fn default() -> Self {
-        Self { clients: 6, keys: 5, timeout: Duration::from_secs(2), tls: None, token: None }
+        Self {
+            clients: 6,
+            keys: 5,
+            timeout: Duration::from_secs(2),
+            tls: None,
+            token: None,
+            value_prefix: String::new(),
+        }
     }
 }
 
@@ -83,6 +93,7 @@ impl Workload {
         for c in 0..spec.clients {
             let client = spec.client(endpoints, spec.timeout)?;
             let (stop, paused, recorded, keys) = (stop.clone(), paused.clone(), recorded.clone(), spec.keys);
+            let prefix = spec.value_prefix.clone();
             tasks.push(tokio::spawn(async move {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -94,7 +105,7 @@ impl Workload {
                     let key = (rand::random::<u32>() as usize) % keys;
                     let roll = rand::random::<u32>() % 10;
                     let input = match roll {
-                        0..=4 => Input::Put(format!("c{c}-{n}").into_bytes()),
+                        0..=4 => Input::Put(format!("{prefix}c{c}-{n}").into_bytes()),
                         5..=8 => Input::Get,
                         _ => Input::Delete,
                     };

@@ -29,7 +29,7 @@ const MAX_LEADER_LOG_LINES_PER_S: f64 = 5.0;
 /// `dns-blip`: how long petkv-0's DNS fails.
 const DNS_BLIP: Duration = Duration::from_secs(5);
 /// The line a node logs when it bootstraps a new cluster.
-const BOOTSTRAP_LINE: &str = "ordinal 0: bootstrapping";
+pub(super) const BOOTSTRAP_LINE: &str = "ordinal 0: bootstrapping";
 /// The line a pod logs when it leaves the cluster at SIGTERM.
 const LEAVING_LINE: &str = "leaving the cluster";
 
@@ -54,6 +54,8 @@ pub(super) struct Faults {
     pub(super) pause: Arc<AtomicBool>,
     /// `crash-loop`: the leader's CPU and log rate while the follower was down.
     pub(super) leader_load: Option<LeaderLoad>,
+    /// `force-delete`: what the zombie and its replacement did.
+    pub(super) zombie: Option<super::ZombieReport>,
 }
 
 impl Faults {
@@ -92,7 +94,7 @@ async fn crash_all(cluster: &mut Cluster, power_loss: bool) -> anyhow::Result<&'
 }
 
 /// Waits until a started pod is ready again; fails at once, with its log, if it exits.
-async fn wait_back(cluster: &mut Cluster, ordinal: u32) -> anyhow::Result<()> {
+pub(super) async fn wait_back(cluster: &mut Cluster, ordinal: u32) -> anyhow::Result<()> {
     let deadline = Instant::now() + SETTLE;
     loop {
         if let Some(status) = cluster.pod_mut(ordinal)?.reap() {
@@ -115,7 +117,7 @@ async fn wait_back(cluster: &mut Cluster, ordinal: u32) -> anyhow::Result<()> {
 }
 
 /// The members (node id, voter) as the leader lists them, sorted.
-async fn members(cluster: &Cluster) -> anyhow::Result<Vec<(u64, bool)>> {
+pub(super) async fn members(cluster: &Cluster) -> anyhow::Result<Vec<(u64, bool)>> {
     let mut m: Vec<(u64, bool)> =
         cluster.client()?.members().await?.members.iter().map(|m| (m.node_id, m.voter)).collect();
     m.sort_unstable();
@@ -123,12 +125,12 @@ async fn members(cluster: &Cluster) -> anyhow::Result<Vec<(u64, bool)>> {
 }
 
 /// Every pod's log length, to read what it logs from now on.
-fn log_offsets(cluster: &Cluster) -> Vec<(u32, u64)> {
+pub(super) fn log_offsets(cluster: &Cluster) -> Vec<(u32, u64)> {
     cluster.ordinals().into_iter().filter_map(|o| Some((o, cluster.pod(o).ok()?.log_len()))).collect()
 }
 
 /// The lines of each pod's log since `offsets` that contain `needle`.
-fn logged_since(cluster: &Cluster, offsets: &[(u32, u64)], needle: &str) -> Vec<String> {
+pub(super) fn logged_since(cluster: &Cluster, offsets: &[(u32, u64)], needle: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (o, offset) in offsets {
         let Ok(pod) = cluster.pod(*o) else { continue };
@@ -140,7 +142,7 @@ fn logged_since(cluster: &Cluster, offsets: &[(u32, u64)], needle: &str) -> Vec<
 }
 
 /// Fails a check with its evidence unless `lines` is empty.
-fn none_logged(faults: &mut Faults, what: &str, lines: Vec<String>) {
+pub(super) fn none_logged(faults: &mut Faults, what: &str, lines: Vec<String>) {
     if lines.is_empty() {
         faults.notes.push(format!("no pod logged {what}"));
     } else {
@@ -556,6 +558,8 @@ pub(super) async fn inject(
         }
         Experiment::CrashLoop => crash_loop(spec, cluster, faults).await?,
         Experiment::DnsBlip => dns_blip(spec, cluster, faults).await?,
+        Experiment::ForceDelete => super::force_delete::run(spec, cluster, faults).await?,
+        Experiment::Restore => bail!("restore runs its own schedule (experiment/restore.rs)"),
         Experiment::FailoverFast => {
             for cycle in 1..=spec.cycles {
                 let leader = cluster.wait_healthy(SETTLE).await?;

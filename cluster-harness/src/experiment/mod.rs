@@ -30,6 +30,11 @@
 //! - `checks.rs`: the checks after the workload stopped (reads agree, identities hold, pods
 //!   that did not start again) and [`longest_gap`], the longest time without a successful write.
 //! - `report.rs`: what an experiment found ([`Report`]) and its table ([`print()`]).
+//! - `restore.rs`: `restore`, which runs its own schedule: a backup under the workload, the
+//!   refusals, the set destroyed and restored, the workload on the restored cluster; and
+//!   `restore_point.rs`, the check that the restored state is the backup's point in the history.
+//! - `force_delete.rs`: `force-delete`, a force-deleted pod's process left running (the zombie)
+//!   beside its replacement, with every process polled for its term and leader.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,10 +49,16 @@ use crate::{timeline, Cluster, ClusterSpec, Mode};
 
 mod checks;
 mod faults;
+mod force_delete;
 mod report;
+mod restore;
+mod restore_point;
 
 pub use checks::longest_gap;
+pub use force_delete::{ForceDeleteTarget, Leadership, ZombieReport, REPLACED_LINE};
 pub use report::{print, LeaderLoad, Report};
+pub use restore::RestoreFindings;
+pub use restore_point::{BackupPoint, RestorePoint};
 
 use checks::{identities_hold, not_ready, reads_agree, same_cluster};
 use faults::{inject, Faults, MID_SNAPSHOT_EVERY};
@@ -95,6 +106,16 @@ pub enum Experiment {
     /// petkv-0 loses its volume and starts while its DNS fails for 5 s (needs pod mode): it
     /// must rejoin, never bootstrap (`--delete-marker`: the marker file is deleted too).
     DnsBlip,
+    /// `kubectl delete pod --force --grace-period=0` of `--target` (a follower, or the leader)
+    /// while its process runs on (needs pod mode): the replacement starts at a new address on a
+    /// copy of the volume next to the stale process (the zombie) for `--zombie-secs`; never two
+    /// leaders in one term, nothing lost.
+    ForceDelete,
+    /// Backup under the workload, destroy the set (pods and volumes; the marker stays),
+    /// `petkv restore` and apply it again: a new cluster holding the backup's point of the
+    /// history, on which the workload goes on; a restore pointed at a running or stopped set
+    /// must refuse.
+    Restore,
 }
 
 /// Whose power `power-loss` cuts.
@@ -156,6 +177,10 @@ pub struct ExperimentSpec {
     pub crash_loop_backoff_cap: Duration,
     /// `dns-blip`: the bootstrap marker file is deleted too.
     pub delete_marker: bool,
+    /// `force-delete`: which pod is force-deleted.
+    pub force_delete_target: ForceDeleteTarget,
+    /// `force-delete`: how long the zombie may run before it is killed (if it has not exited).
+    pub zombie_for: Duration,
 }
 
 impl ExperimentSpec {
@@ -182,6 +207,8 @@ impl Default for ExperimentSpec {
             crash_loop_for: Duration::from_secs(60),
             crash_loop_backoff_cap: Duration::from_secs(300),
             delete_marker: false,
+            force_delete_target: ForceDeleteTarget::default(),
+            zombie_for: Duration::from_secs(20),
         }
     }
 }
@@ -189,6 +216,9 @@ impl Default for ExperimentSpec {
 /// Runs one experiment on a fresh cluster. Fails with [`crate::lazyfs::Unavailable`] when it
 /// needs LazyFS volumes and LazyFS cannot run here (the caller reports it as skipped).
 pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Result<Report> {
+    if experiment == Experiment::Restore {
+        return restore::run(spec).await;
+    }
     let lazyfs = spec.needs_lazyfs(experiment);
     if lazyfs {
         crate::lazyfs::probe()?;
@@ -198,7 +228,10 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
         extra_args.extend(["--snapshot-every".to_string(), MID_SNAPSHOT_EVERY.to_string()]);
     }
     let mut cluster = Cluster::new(ClusterSpec { mode: spec.mode, lazyfs, extra_args, ..Default::default() })?;
-    let needs_pod_mode = matches!(experiment, Experiment::Partition | Experiment::Latency | Experiment::DnsBlip);
+    let needs_pod_mode = matches!(
+        experiment,
+        Experiment::Partition | Experiment::Latency | Experiment::DnsBlip | Experiment::ForceDelete
+    );
     if needs_pod_mode && !cluster.is_pod_mode() {
         bail!(
             "the {experiment:?} experiment needs pod mode (each pod in its own network namespace: Linux, root, \
@@ -208,6 +241,9 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
     }
     if experiment == Experiment::Latency {
         crate::netns::check_netem()?;
+    }
+    if experiment == Experiment::ForceDelete && lazyfs {
+        bail!("force-delete copies the pod's volume directory for the replacement: it runs on plain volumes only");
     }
     println!(
         "mode: {}; volumes: {}",
@@ -234,6 +270,7 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
         failed_checks: Vec::new(),
         pause: workload.pause_handle(),
         leader_load: None,
+        zombie: None,
     };
     let progress = tokio::spawn(show_progress(workload.clone()));
     tokio::time::sleep(spec.warmup).await;
@@ -340,6 +377,9 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
     let target = match experiment {
         Experiment::PowerLoss => format!("-{}", serde_json::to_value(spec.target)?.as_str().unwrap_or("")),
         Experiment::DnsBlip if spec.delete_marker => "-no-marker".to_string(),
+        Experiment::ForceDelete => {
+            format!("-{}", serde_json::to_value(spec.force_delete_target)?.as_str().unwrap_or(""))
+        }
         _ => String::new(),
     };
     let stem = format!("{name}{target}-{}-{:04x}", unix_seconds(), rand::random::<u16>());
@@ -377,6 +417,8 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
         notes: faults.notes,
         report_json: json_path.display().to_string(),
         timeline_svg: svg_path.display().to_string(),
+        restore: None,
+        zombie: faults.zombie,
     };
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
     Ok(report)

@@ -57,6 +57,13 @@ pub struct Report {
     pub notes: Vec<String>,
     pub report_json: String,
     pub timeline_svg: String,
+    /// `restore`: the backup, the cluster ids, the restored state against the history, the
+    /// refusals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<super::RestoreFindings>,
+    /// `force-delete`: the zombie and its replacement, and every process's leadership by term.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zombie: Option<super::ZombieReport>,
 }
 
 /// The leader's CPU and log rate while a follower is down (`crash-loop`). The budget applies to
@@ -125,7 +132,7 @@ impl Report {
             } else {
                 format!(", {} check(s) FAILED", self.failed_checks.len())
             },
-        )
+        ) + &self.zombie.as_ref().map(|z| format!("; {}", z.ending())).unwrap_or_default()
     }
 }
 
@@ -136,6 +143,13 @@ pub fn print(report: &Report) {
     let name = match report.target {
         Some(target) => format!("{:?} --target {target:?}", report.experiment),
         None if report.delete_marker => format!("{:?} --delete-marker", report.experiment),
+        None if report.zombie.is_some() => {
+            format!(
+                "{:?} --target {:?}",
+                report.experiment,
+                report.zombie.as_ref().map(|z| z.target).unwrap_or_default()
+            )
+        }
         None => format!("{:?}", report.experiment),
     };
     t.set_header(vec!["experiment", &name]);
@@ -182,6 +196,12 @@ pub fn print(report: &Report) {
             "leader CPU / log, workload running",
             format!("{:.1}% of a core, {:.2} lines/s", l.busy_cpu_percent, l.busy_log_lines_per_s),
         ));
+    }
+    if let Some(r) = &report.restore {
+        rows.extend(super::restore::rows(r));
+    }
+    if let Some(z) = &report.zombie {
+        rows.extend(super::force_delete::rows(z));
     }
     rows.push(("timeline", report.timeline_svg.clone()));
     rows.push(("report", report.report_json.clone()));
