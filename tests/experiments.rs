@@ -297,14 +297,12 @@ async fn force_delete(target: ForceDeleteTarget) -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on the current fence: the announce round reads the voters from the applied membership, which lags the log after a crash (README, Kubernetes: known gaps)"]
 async fn force_delete_of_a_follower() -> anyhow::Result<()> {
     force_delete(ForceDeleteTarget::Follower).await
 }
 
 /// The harder case: the zombie is a leader that does not know it was replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on the current fence: the announce round reads the voters from the applied membership, which lags the log after a crash (README, Kubernetes: known gaps)"]
 async fn force_delete_of_the_leader() -> anyhow::Result<()> {
     force_delete(ForceDeleteTarget::Leader).await
 }

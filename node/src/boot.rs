@@ -73,9 +73,9 @@ pub async fn probe(channels: &PeerChannels, peers: &PeerDirectory, me: &PodName)
 
 async fn start_raft(node: &Arc<Node>, record: IdentityRecord) -> anyhow::Result<Raft> {
     let mut config = (*node.config.raft.to_config(&record.cluster_id).context("invalid Raft settings")?).clone();
-    // A restarted node whose log lacks an entry a peer reported committed must not campaign
-    // until a leader has brought it up to that entry (see `fence::VoteFloor`).
-    let catch_up_to = node.fence.floor().and_then(|f| f.committed).filter(|c| {
+    // A restarted node whose log ends before what a peer holds must not campaign until a
+    // leader has brought it that far (see `fence::VoteFloor`).
+    let catch_up_to = node.fence.floor().and_then(|f| f.holds).filter(|c| {
         let applied = node.sm.applied().ok().flatten();
         let last = node.log.last_log_id().ok().flatten();
         last.max(applied).as_ref() < Some(c)
@@ -96,14 +96,27 @@ async fn start_raft(node: &Arc<Node>, record: IdentityRecord) -> anyhow::Result<
     .context("starting Raft")?;
     node.set_raft(raft.clone());
     tracing::info!(node_id = record.node_id, cluster_id = %record.cluster_id, epoch = node.fence.epoch(), "raft started");
+    if let Some(mut restarted) = node.fence.take_restarted() {
+        // A restarted follower's volume may be a copy from before entries its older process
+        // acknowledged (a force-deleted pod's replacement): its log may be behind what this
+        // leader counted, which openraft accepts only when told.
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            while let Some(follower) = restarted.recv().await {
+                if raft.is_leader() {
+                    let _ = raft.trigger().allow_next_revert(&follower, true).await;
+                }
+            }
+        });
+    }
     if let Some(target) = catch_up_to {
-        tracing::info!(?target, "elections off until this node has applied the entry its peers reported committed");
+        tracing::info!(?target, "elections off until this node has applied as far as its peers hold");
         let raft = raft.clone();
         tokio::spawn(async move {
             let caught_up = raft.wait(None).metrics(|m| m.last_applied >= Some(target), "caught up").await;
             if caught_up.is_ok() {
                 raft.runtime_config().elect(true);
-                tracing::info!(?target, "caught up with the committed entry: elections on");
+                tracing::info!(?target, "caught up with what its peers held: elections on");
             }
         });
     }
@@ -118,14 +131,15 @@ async fn start_raft(node: &Arc<Node>, record: IdentityRecord) -> anyhow::Result<
 /// could still be counted by it. A voter whose address is now held by another incarnation (or
 /// an empty volume) counts as heard: that voter no longer runs.
 async fn fence_older_processes(node: &Node, record: &IdentityRecord) -> anyhow::Result<()> {
-    let membership = node.sm.membership().context("reading the membership from the volume")?;
-    let mut pending: BTreeMap<NodeId, String> = membership
-        .membership()
-        .voter_ids()
-        .filter(|id| *id != record.node_id)
-        .filter_map(|id| membership.membership().get_node(&id).map(|n| (id, n.peer_addr.clone())))
+    let mut pending: BTreeMap<NodeId, String> = crate::store::voters_on_volume(&node.log, &node.sm)
+        .await
+        .context("reading the membership from the volume")?
+        .into_iter()
+        .filter(|(id, _)| *id != record.node_id)
+        .map(|(id, n)| (id, n.peer_addr))
         .collect();
     let epoch = node.fence.epoch();
+    let asked = pending.len();
     let mut floor = VoteFloor::default();
     let started = Instant::now();
     let mut last_said: Option<Instant> = None;
@@ -160,8 +174,8 @@ async fn fence_older_processes(node: &Node, record: &IdentityRecord) -> anyhow::
                 }
                 Ok(reply) => {
                     let reply = reply.into_inner();
-                    let committed: Option<LogId> = raft::codec::decode("committed", &reply.committed)?;
-                    floor = floor.max(VoteFloor { term: reply.term, committed });
+                    let holds: Option<LogId> = raft::codec::decode("last log id", &reply.last_log_id)?;
+                    floor = floor.max(VoteFloor { term: reply.term, holds });
                     pending.remove(&id);
                 }
                 Err(status) => node.fence.check_refusal(&status),
@@ -190,7 +204,7 @@ async fn fence_older_processes(node: &Node, record: &IdentityRecord) -> anyhow::
         // Votes in that term are refused by the floor itself (`service::check_vote_floor`).
         node.log.seed_vote(floor.term, 0).await.context("recording the vote")?;
     }
-    tracing::info!(epoch, term = floor.term, committed = ?floor.committed, "every voter recorded this start");
+    tracing::info!(epoch, voters = asked, term = floor.term, holds = ?floor.holds, "every voter recorded this start");
     node.fence.set_floor(floor);
     Ok(())
 }

@@ -140,15 +140,14 @@ impl Node {
         let _ = self.identity.set(identity);
     }
 
-    /// The highest term this node has seen and the highest log id it knows to be committed:
-    /// from Raft when it runs, else from the volume (the persisted vote; the applied state,
-    /// which is committed).
-    pub fn term_and_committed(&self) -> std::io::Result<(u64, Option<crate::raft::LogId>)> {
-        if let Some(m) = self.metrics() {
-            return Ok((m.current_term, m.local_committed.max(m.cluster_committed)));
-        }
-        let term = self.log.vote()?.map(|v| crate::raft::vote_term(&v)).unwrap_or(0);
-        Ok((term, self.sm.applied()?))
+    /// The highest term this node has seen (Raft's when it runs, else the persisted vote's)
+    /// and the highest log id it holds (the log's last, or the applied state's).
+    pub fn term_and_last_log_id(&self) -> std::io::Result<(u64, Option<crate::raft::LogId>)> {
+        let term = match self.metrics() {
+            Some(m) => m.current_term,
+            None => self.log.vote()?.map(|v| crate::raft::vote_term(&v)).unwrap_or(0),
+        };
+        Ok((term, self.log.last_log_id()?.max(self.sm.applied()?)))
     }
 
     /// Records the Raft handle once Raft runs (once).

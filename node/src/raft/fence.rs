@@ -15,11 +15,16 @@
 //!   that copy of the volume refuses to run.
 //! - A restarted node announces its epoch to every other voter, each records it durably
 //!   before answering, and the node starts Raft only when all have answered: from then on no
-//!   peer counts a vote or an append acknowledgement of the older process. The answers give
-//!   the [`VoteFloor`]: the node grants no vote, and campaigns in no term, at or below the
-//!   highest term any peer had seen (the older process may have voted in those terms), and
-//!   votes only for candidates whose log holds the highest committed entry any peer reported
-//!   (entries the older process acknowledged may be missing from this copy of the volume).
+//!   peer counts a vote or an append acknowledgement of the older process (a request that
+//!   passed the check before the epoch was recorded gets a refusal instead of its answer).
+//!   The answers give the [`VoteFloor`]: the node grants no vote, and campaigns in no term, at
+//!   or below the highest term any peer had seen (the older process may have voted in those
+//!   terms), and votes only for candidates whose log reaches the highest log id any peer held
+//!   (every entry the older process helped commit is on some peer, and may be missing from
+//!   this copy of the volume).
+//! - A leader that learns of a newer epoch of a follower lets that follower's log go back
+//!   (openraft's `allow_next_revert`): the new process's copy may lack the older one's
+//!   last appends.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -71,14 +76,14 @@ pub enum Observed {
 pub struct VoteFloor {
     /// The highest term a peer had seen.
     pub term: u64,
-    /// The highest log id a peer knew as committed.
-    pub committed: Option<LogId>,
+    /// The highest log id a peer held (in its log or applied, committed or not).
+    pub holds: Option<LogId>,
 }
 
 impl VoteFloor {
     /// Combines what two peers reported.
     pub fn max(self, other: VoteFloor) -> VoteFloor {
-        VoteFloor { term: self.term.max(other.term), committed: self.committed.max(other.committed) }
+        VoteFloor { term: self.term.max(other.term), holds: self.holds.max(other.holds) }
     }
 
     /// Why a vote for a candidate in `term` whose log ends at `last_log_id` must be refused, if
@@ -91,10 +96,10 @@ impl VoteFloor {
                 self.term
             ));
         }
-        if last_log_id.copied() < self.committed {
+        if last_log_id.copied() < self.holds {
             return Some(format!(
-                "the candidate's log ends at {last_log_id:?}, before the committed entry {:?} a peer reported",
-                self.committed
+                "the candidate's log ends at {last_log_id:?}, before {:?}, which a peer held when this node restarted",
+                self.holds
             ));
         }
         None
@@ -109,6 +114,9 @@ pub struct Fence {
     /// Serializes writes of the table, so an older snapshot never overwrites a newer one.
     persisting: tokio::sync::Mutex<()>,
     floor: OnceLock<VoteFloor>,
+    /// Node ids seen with a newer epoch, for the leader to allow their logs to go back.
+    restarted_tx: tokio::sync::mpsc::UnboundedSender<NodeId>,
+    restarted_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<NodeId>>>,
 }
 
 fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FenceError + 'a {
@@ -162,12 +170,15 @@ impl Fence {
             Some(s) => serde_json::from_str(&s)
                 .map_err(|e| FenceError::Damaged { path: seen_path.clone(), detail: e.to_string() })?,
         };
+        let (restarted_tx, restarted_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Fence {
             dir: dir.to_path_buf(),
             epoch,
             seen: Mutex::new(seen),
             persisting: tokio::sync::Mutex::new(()),
             floor: OnceLock::new(),
+            restarted_tx,
+            restarted_rx: Mutex::new(Some(restarted_rx)),
         })
     }
 
@@ -185,6 +196,18 @@ impl Fence {
         self.seen().get(&node).copied().unwrap_or(0)
     }
 
+    /// The newest epoch of `node` when `epoch` is older than it: a replaced process.
+    pub fn stale(&self, node: NodeId, epoch: u64) -> Option<u64> {
+        let newest = self.newest_of(node);
+        (epoch != 0 && epoch < newest).then_some(newest)
+    }
+
+    /// The node ids seen restarting (a newer epoch), once: for the task that lets their logs
+    /// go back on the leader.
+    pub fn take_restarted(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<NodeId>> {
+        self.restarted_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
     /// Records that `node` spoke with `epoch` (0: the sender named none, which proves nothing).
     pub fn observe(&self, node: NodeId, epoch: u64) -> Observed {
         if epoch == 0 {
@@ -197,6 +220,7 @@ impl Fence {
             std::cmp::Ordering::Equal => Observed::Current,
             std::cmp::Ordering::Greater => {
                 *newest = epoch;
+                let _ = self.restarted_tx.send(node);
                 Observed::Newer
             }
         }
@@ -222,6 +246,13 @@ impl Fence {
     /// exits at once. Nothing it would still do (flush, hand over, answer) is safe: its
     /// volume is a stale copy and its peers already follow the replacement.
     pub fn replaced(&self, newer: u64) -> ! {
+        static ONCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if ONCE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // Another thread is recording it and exiting: never act again meanwhile.
+            loop {
+                std::thread::park();
+            }
+        }
         tracing::error!(
             epoch = self.epoch,
             newer,
@@ -314,6 +345,12 @@ mod tests {
         assert_eq!(fence.observe(8, 1), Observed::Newer, "per node id");
         assert_eq!(fence.newest_of(7), 3);
         assert_eq!(fence.newest_of(9), 0);
+        assert_eq!(fence.stale(7, 2), Some(3));
+        assert_eq!(fence.stale(7, 3), None);
+        assert_eq!(fence.stale(7, 0), None);
+        let mut restarted = fence.take_restarted().expect("first take");
+        assert_eq!((restarted.try_recv().ok(), restarted.try_recv().ok()), (Some(7), Some(8)));
+        assert!(fence.take_restarted().is_none());
     }
 
     #[tokio::test]
@@ -356,13 +393,13 @@ mod tests {
 
     #[test]
     fn the_vote_floor_refuses_old_terms_and_short_logs() {
-        let floor = VoteFloor { term: 5, committed: Some(log_id(5, 40)) };
+        let floor = VoteFloor { term: 5, holds: Some(log_id(5, 40)) };
         assert!(floor.refuses(5, Some(&log_id(5, 50))).is_some(), "a term the old process may have voted in");
-        assert!(floor.refuses(6, Some(&log_id(5, 39))).is_some(), "a log without the committed entry");
+        assert!(floor.refuses(6, Some(&log_id(5, 39))).is_some(), "a log short of what a peer held");
         assert!(floor.refuses(6, None).is_some());
         assert_eq!(floor.refuses(6, Some(&log_id(5, 40))), None);
         assert_eq!(floor.refuses(6, Some(&log_id(6, 10))), None, "a later term's log holds the entry");
-        let a = VoteFloor { term: 3, committed: Some(log_id(3, 9)) };
+        let a = VoteFloor { term: 3, holds: Some(log_id(3, 9)) };
         assert_eq!(a.max(floor), floor);
     }
 }

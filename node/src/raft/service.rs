@@ -107,6 +107,16 @@ fn check_addressee(node: &Node, m: Addressed<'_>) -> Result<(), Status> {
     Ok(())
 }
 
+/// Refuses to answer a sender that became stale while its request was being handled (its
+/// replacement announced itself meanwhile): the answer (a vote, an append acknowledgement)
+/// must not reach the replaced process. Cheap: one map lookup.
+fn still_current(node: &Node, sender: u64, sender_epoch: u64) -> Result<(), Status> {
+    match node.fence.stale(sender, sender_epoch) {
+        Some(newest) => Err(Fence::refusal(sender, sender_epoch, newest)),
+        None => Ok(()),
+    }
+}
+
 /// Wraps a reply, naming this node and its start epoch.
 fn reply<T: serde::Serialize>(node: &Node, what: &'static str, value: &T) -> Result<RaftMessage, Status> {
     let sender = node.identity().map(|i| i.node_id).unwrap_or(0);
@@ -165,6 +175,7 @@ impl RaftRpc for PeerService {
         check_addressee(&self.node, req.get_ref().into())?;
         let rpc: AppendEntriesRequest<TypeConfig> = codec::unpack("append entries", req.get_ref())?;
         let resp = self.node.raft()?.append_entries(rpc).await.map_err(fatal)?;
+        still_current(&self.node, req.get_ref().sender, req.get_ref().sender_epoch)?;
         if !matches!(resp, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
             self.node.note_leader_contact();
         }
@@ -183,9 +194,13 @@ impl RaftRpc for PeerService {
         // the last item of the output, after the answers to the requests before it.
         let (bad_tx, bad_rx) = tokio::sync::oneshot::channel::<Status>();
         let mut bad_tx = Some(bad_tx);
+        // The sender of the stream (its leader), for the check before each answer.
+        let sender = Arc::new(Mutex::new((0u64, 0u64)));
+        let sender_seen = sender.clone();
         let requests = req.into_inner().scan((), move |_, msg| {
             let decoded = msg.map_err(|s| Status::cancelled(format!("append stream: {s}"))).and_then(|msg| {
                 check_addressee(&node, (&msg).into())?;
+                *sender_seen.lock().unwrap_or_else(|p| p.into_inner()) = (msg.sender, msg.sender_epoch);
                 Ok(codec::unpack::<AppendEntriesRequest<TypeConfig>>("append entries", &msg)?)
             });
             let next = match decoded {
@@ -202,6 +217,8 @@ impl RaftRpc for PeerService {
         let node = self.node.clone();
         let answers = raft.stream_append(requests).map(move |item| match item {
             Ok(result) => {
+                let (from, epoch) = *sender.lock().unwrap_or_else(|p| p.into_inner());
+                still_current(&node, from, epoch)?;
                 if !matches!(result, Err(openraft::raft::StreamAppendError::HigherVote(_))) {
                     node.note_leader_contact();
                 }
@@ -218,6 +235,7 @@ impl RaftRpc for PeerService {
         let rpc: VoteRequest<TypeConfig> = codec::unpack("vote", req.get_ref())?;
         check_vote_floor(&self.node, &rpc)?;
         let resp = self.node.raft()?.vote(rpc).await.map_err(fatal)?;
+        still_current(&self.node, req.get_ref().sender, req.get_ref().sender_epoch)?;
         Ok(Response::new(reply(&self.node, "vote response", &resp)?))
     }
 
@@ -226,6 +244,7 @@ impl RaftRpc for PeerService {
         let rpc: VoteRequest<TypeConfig> = codec::unpack("pre-vote", req.get_ref())?;
         check_vote_floor(&self.node, &rpc)?;
         let resp = self.node.raft()?.pre_vote(rpc).await.map_err(fatal)?;
+        still_current(&self.node, req.get_ref().sender, req.get_ref().sender_epoch)?;
         Ok(Response::new(reply(&self.node, "pre-vote response", &resp)?))
     }
 
@@ -357,17 +376,11 @@ impl RaftRpc for PeerService {
         // Recorded before the answer: the announcing node relies on it from then on.
         node.fence.persist().await.map_err(|e| Status::unavailable(format!("cannot record the start epoch: {e}")))?;
         tracing::info!(node = req.node_id, epoch = req.epoch, "a peer restarted: its older process is fenced");
-        if let Ok(raft) = node.raft() {
-            // The restarted node's volume may be a copy from before entries it acknowledged
-            // (a force-deleted pod's replacement): its log may be behind what this leader
-            // counted, which openraft accepts only when told.
-            if raft.is_leader() {
-                let _ = raft.trigger().allow_next_revert(&req.node_id, true).await;
-            }
-        }
-        let (term, committed) = node.term_and_committed().map_err(|e| Status::unavailable(e.to_string()))?;
-        let committed = codec::encode("committed", &committed)?.into();
-        Ok(Response::new(AnnounceEpochResponse { absent: false, term, committed }))
+        // Read after the epoch is recorded: whatever the older process did before is in here
+        // (and anything still in flight gets a refusal, `still_current`).
+        let (term, last) = node.term_and_last_log_id().map_err(|e| Status::unavailable(e.to_string()))?;
+        let last_log_id = codec::encode("last log id", &last)?.into();
+        Ok(Response::new(AnnounceEpochResponse { absent: false, term, last_log_id }))
     }
 }
 

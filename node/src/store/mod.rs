@@ -86,6 +86,30 @@ pub fn open(data_dir: &Path, options: &StoreOptions) -> Result<(LogStore, StateM
     Ok((log, sm))
 }
 
+/// The voters (with their addresses) of every membership the volume holds that may be in
+/// effect: the last two membership entries of the log (openraft's own start-up rule) and the
+/// state machine's. The applied state alone can lag the log after a crash.
+pub async fn voters_on_volume(
+    log: &LogStore,
+    sm: &StateMachine,
+) -> std::io::Result<std::collections::BTreeMap<crate::raft::NodeId, crate::raft::PeerNode>> {
+    let (mut log, mut sm) = (log.clone(), sm.clone());
+    let state = openraft::StorageHelper::new(&mut log, &mut sm)
+        .get_membership()
+        .await
+        .map_err(|e| io_err("reading the membership", e))?;
+    let mut voters = std::collections::BTreeMap::new();
+    for stored in [state.committed(), state.effective()] {
+        let membership = stored.membership();
+        for id in membership.voter_ids() {
+            if let Some(node) = membership.get_node(&id) {
+                voters.insert(id, node.clone());
+            }
+        }
+    }
+    Ok(voters)
+}
+
 /// True when `data_dir` holds a sled database (i.e. the volume has state). The Raft log beside
 /// it is not enough: a volume written before the log moved out of sled has none, and a log
 /// without its state machine is a wiped store.
