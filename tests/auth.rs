@@ -199,3 +199,41 @@ async fn a_changed_tokens_file_takes_effect_without_a_restart() -> anyhow::Resul
     assert_eq!(after, pids, "no pod was restarted");
     Ok(())
 }
+
+/// The series of `/metrics` without their values: what a flood must not grow.
+fn series(page: &str) -> std::collections::BTreeSet<String> {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').map(|(s, _)| s.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_made_up_paths_without_credentials_adds_no_metrics_series() -> anyhow::Result<()> {
+    let cluster = healthy(ClusterSpec { auth: true, replicas: 1, voters: 1, ..Default::default() }).await?;
+    let anonymous = Client::new(&endpoints(&cluster), TIMEOUT)?;
+    // One refused request first, so the series it adds (method "unknown") exists before.
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.client_addr(0)))?.connect().await?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let mut send = async |path: String| -> anyhow::Result<Code> {
+        grpc.ready().await?;
+        let path = http::uri::PathAndQuery::try_from(path)?;
+        let codec = tonic_prost::ProstCodec::<PutRequest, PutRequest>::default();
+        let answer = grpc.unary(tonic::Request::new(PutRequest::default()), path, codec).await;
+        Ok(answer.map(|_| Code::Ok).unwrap_or_else(|s| s.code()))
+    };
+    assert_eq!(send("/x-first/y".into()).await?, Code::Unauthenticated);
+    assert_eq!(refused("anonymous get", anonymous.get(b"k", Consistency::Stale).await), Code::Unauthenticated);
+    let (_, before) = total(&cluster, "petkv_grpc_requests_total").await?;
+
+    for i in 0..2_000u32 {
+        let code = send(format!("/x{:08x}{i}/y", rand::random::<u32>())).await?;
+        assert_eq!(code, Code::Unauthenticated, "request {i}");
+    }
+    let (_, after) = total(&cluster, "petkv_grpc_requests_total").await?;
+    assert_eq!(series(&before[0]), series(&after[0]), "the flood added series");
+    let unknown = r#"petkv_grpc_requests_total{method="unknown",code="UNAUTHENTICATED"}"#;
+    assert_eq!(sample(&after[0], unknown).unwrap_or(0.0) - sample(&before[0], unknown).unwrap_or(0.0), 2_000.0);
+    Ok(())
+}

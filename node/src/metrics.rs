@@ -525,9 +525,10 @@ impl<S> tower::Layer<S> for GrpcMetricsLayer {
 
 /// The service [`GrpcMetricsLayer`] wraps around the server's routes.
 ///
-/// - `method` is the request's URI path (`/petkv.v1.KV/Put`). The path comes from the client,
-///   so to keep the label set bounded a request the server answers UNIMPLEMENTED (an unknown
-///   service or method) is recorded under [`UNKNOWN_METHOD`].
+/// - `method` is the request's URI path (`/petkv.v1.KV/Put`) when it names a method the
+///   client port serves ([`crate::auth::role::known_method`]); any other path, whatever the
+///   answer (UNIMPLEMENTED, or UNAUTHENTICATED before routing), is recorded under
+///   [`UNKNOWN_METHOD`]: the path comes from the client, and the label set stays bounded.
 /// - `code` comes from the `grpc-status` header of the response. tonic puts it there for
 ///   "trailers-only" responses, which is what a unary handler that returns `Err(Status)`
 ///   produces, so unary errors are counted by code. A status sent in the trailers after a
@@ -553,7 +554,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let method = req.uri().path().to_string();
+        let method = crate::auth::role::known_method(req.uri().path()).unwrap_or(UNKNOWN_METHOD);
         let metrics = self.metrics.clone();
         let start = Instant::now();
         let response = self.inner.call(req);
@@ -563,7 +564,6 @@ where
                 Ok(resp) => resp.headers().get("grpc-status").map(|v| code_name(v.as_bytes())).unwrap_or("OK"),
                 Err(_) => "TRANSPORT_ERROR",
             };
-            let method = if code == "UNIMPLEMENTED" { UNKNOWN_METHOD } else { method.as_str() };
             metrics.record_request(method, code, start.elapsed());
             result
         })
@@ -635,6 +635,8 @@ mod tests {
             let status = match req.uri().path() {
                 "/petkv.v1.KV/Put" => None,
                 "/petkv.v1.KV/Get" => Some("5"),
+                // Refused before routing (the auth layer): the path was never looked up.
+                p if p.starts_with("/flood") => Some("16"),
                 _ => Some("12"),
             };
             if let Some(status) = status {
@@ -648,7 +650,7 @@ mod tests {
     async fn the_layer_records_method_and_code_from_the_response_headers() {
         let metrics = Arc::new(Metrics::new());
         let mut svc = metrics.grpc_layer().layer(Answer);
-        for path in ["/petkv.v1.KV/Put", "/petkv.v1.KV/Get", "/made.up/Path"] {
+        for path in ["/petkv.v1.KV/Put", "/petkv.v1.KV/Get", "/made.up/Path", "/flood/a", "/flood/b"] {
             let req = http::Request::builder().uri(path).body(()).expect("request");
             svc.call(req).await.expect("call");
         }
@@ -656,6 +658,7 @@ mod tests {
         assert!(text.contains(r#"petkv_grpc_requests_total{method="/petkv.v1.KV/Put",code="OK"} 1"#), "{text}");
         assert!(text.contains(r#"petkv_grpc_requests_total{method="/petkv.v1.KV/Get",code="NOT_FOUND"} 1"#));
         assert!(text.contains(r#"petkv_grpc_requests_total{method="unknown",code="UNIMPLEMENTED"} 1"#), "{text}");
-        assert!(!text.contains("made.up"), "client-chosen paths never become labels");
+        assert!(text.contains(r#"petkv_grpc_requests_total{method="unknown",code="UNAUTHENTICATED"} 2"#), "{text}");
+        assert!(!text.contains("made.up") && !text.contains("flood"), "client-chosen paths never become labels");
     }
 }

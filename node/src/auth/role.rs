@@ -86,6 +86,21 @@ pub const METHODS: [(&str, Role); 8] = [
 const OPEN_SERVICES: [&str; 3] =
     ["/grpc.health.v1.Health/", "/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/"];
 
+/// The methods of the open services that the client port serves.
+const OPEN_METHODS: [&str; 4] = [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// The method at `path` if the client port serves it: the one table the auth, limit and
+/// metrics layers name methods by. Any other path (a client chooses it freely, and may not
+/// even be authenticated) is `None`, so it can never become a metrics label.
+pub fn known_method(path: &str) -> Option<&'static str> {
+    METHODS.iter().map(|&(method, _)| method).chain(OPEN_METHODS).find(|m| *m == path)
+}
+
 /// What a request to `path` (`/package.Service/Method`) needs.
 pub fn access(path: &str) -> Access {
     if OPEN_SERVICES.iter().any(|s| path.starts_with(s)) {
