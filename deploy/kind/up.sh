@@ -10,8 +10,6 @@ cd "$(dirname "$0")/../.."
 readonly CLUSTER=${KIND_CLUSTER_NAME:-petkv}
 readonly IMAGE=localhost/petkv:dev-kind  # the tag deploy/kind/kustomization.yaml uses
 readonly NS=petkv
-# Set PETKV_CARGO_FEATURES= (empty) to build without the `kube` feature.
-readonly FEATURES=${PETKV_CARGO_FEATURES-kube}
 
 need() {
   if ! command -v "$1" >/dev/null 2>&1; then
@@ -41,7 +39,7 @@ else
 fi
 kubectl config use-context "kind-$CLUSTER" >/dev/null
 
-"$engine" build -f deploy/Dockerfile --build-arg "CARGO_FEATURES=$FEATURES" -t "$IMAGE" .
+"$engine" build -f deploy/Dockerfile -t "$IMAGE" .
 if [[ $engine == docker ]]; then
   kind load docker-image --name "$CLUSTER" "$IMAGE"
 else

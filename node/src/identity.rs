@@ -6,9 +6,10 @@
 //! compared with the hostname; a volume from `petkv-1` mounted on `petkv-2` is refused with an
 //! error that names both, and nothing on disk is changed.
 //!
-//! The record carries a CRC-32 of its own fields (format 2), so a damaged record is refused as
-//! corrupt even when the damage still parses (a flipped digit in the node id). Records of
-//! format 1, written before the checksum existed, are read as they are.
+//! The record carries a CRC-32 of its own fields, so a damaged record is refused as corrupt even
+//! when the damage still parses (a flipped digit in the node id). Its `format` is the volume's
+//! format version: a volume of a newer format is refused with an error that says to run a
+//! newer petkv, never read as if it were this one's.
 
 use std::fmt;
 use std::fs;
@@ -20,10 +21,8 @@ use crate::raft::NodeId;
 
 /// The file name of the identity record inside the data dir.
 pub const IDENTITY_FILE: &str = "identity.json";
-/// The format written now: fields plus `checksum`.
-const FORMAT: u32 = 2;
-/// The format written before the checksum existed: read, never written.
-const FORMAT_UNCHECKED: u32 = 1;
+/// The volume format this binary writes and reads (the identity record's `format`).
+pub const FORMAT: u32 = 2;
 
 /// A pod name: `<set>-<ordinal>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,7 +117,7 @@ pub struct IdentityRecord {
     pub ordinal: u32,
     pub node_id: NodeId,
     pub created_unix: u64,
-    /// CRC-32 (hex) of the record's JSON without this field; absent only in format 1.
+    /// CRC-32 (hex) of the record's JSON without this field (`None` only while computing it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
 }
@@ -195,8 +194,12 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<IdentityRecord, IdentityError>
             }
         }
         (FORMAT, None) => return Err(corrupt("the checksum is missing".into())),
-        (FORMAT_UNCHECKED, None) => {}
-        (FORMAT_UNCHECKED, Some(_)) => return Err(corrupt("a format 1 record has no checksum".into())),
+        (newer, _) if newer > FORMAT => {
+            return Err(corrupt(format!(
+                "the volume has format {newer}, written by a newer petkv; this binary reads format {FORMAT}: \
+                 run the newer version (a volume is never downgraded)"
+            )))
+        }
         (other, _) => return Err(corrupt(format!("unknown format {other}"))),
     }
     Ok(record)
@@ -289,15 +292,16 @@ mod tests {
     }
 
     #[test]
-    fn a_format_1_record_without_checksum_is_still_read() {
+    fn a_record_of_an_older_or_newer_format_is_refused_with_the_reason() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(IDENTITY_FILE);
-        let legacy =
+        let old =
             br#"{"format":1,"cluster_id":"c1","set_name":"petkv","ordinal":1,"node_id":4294967297,"created_unix":5}"#;
-        let record = parse(&path, legacy).expect("format 1");
-        assert_eq!((record.ordinal, record.node_id, record.checksum), (1, crate::raft::node_id(1, 1), None));
-        let with_sum = br#"{"format":1,"cluster_id":"c1","set_name":"petkv","ordinal":1,"node_id":4294967297,"created_unix":5,"checksum":"00000000"}"#;
-        assert!(parse(&path, with_sum).is_err(), "format 1 never had a checksum");
+        assert!(parse(&path, old).expect_err("format 1").to_string().contains("unknown format 1"));
+        let newer =
+            br#"{"format":3,"cluster_id":"c1","set_name":"petkv","ordinal":1,"node_id":4294967297,"created_unix":5}"#;
+        let err = parse(&path, newer).expect_err("format 3").to_string();
+        assert!(err.contains("newer petkv") && err.contains("format 3"), "{err}");
     }
 
     #[test]

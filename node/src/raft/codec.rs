@@ -12,12 +12,22 @@ pub const VERSION: TransportVersion = TransportVersion::Openraft010A37;
 /// Errors decoding a peer message.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    #[error("peer speaks transport version {0}, this node speaks {v}", v = VERSION as i32)]
+    #[error("{}", version_mismatch(*.0))]
     Version(i32),
     #[error("cannot decode {what}: {source}")]
     Decode { what: &'static str, source: postcard::Error },
     #[error("cannot encode {what}: {source}")]
     Encode { what: &'static str, source: postcard::Error },
+}
+
+/// Says which side is newer: the newer binary must not be read by the older one.
+fn version_mismatch(theirs: i32) -> String {
+    let ours = VERSION as i32;
+    if theirs > ours {
+        format!("the peer speaks transport version {theirs}, newer than this node's {ours}: upgrade this node")
+    } else {
+        format!("the peer speaks transport version {theirs}, older than this node's {ours}: upgrade the peer")
+    }
 }
 
 impl From<CodecError> for tonic::Status {
@@ -77,4 +87,18 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
 /// Encodes raw postcard bytes.
 pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, CodecError> {
     postcard::to_allocvec(value).map_err(|source| CodecError::Encode { what, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_of_another_transport_version_is_refused_naming_the_newer_side() {
+        assert!(check_version(VERSION as i32).is_ok());
+        let newer = check_version(VERSION as i32 + 1).expect_err("newer").to_string();
+        assert!(newer.contains("upgrade this node"), "{newer}");
+        let older = check_version(0).expect_err("older").to_string();
+        assert!(older.contains("upgrade the peer"), "{older}");
+    }
 }

@@ -36,9 +36,8 @@
 //! crash: a store sealed by a clean shutdown ([`super::seal`]) is opened with it off, after the
 //! seal has checked every file's length and CRC.
 //!
-//! Migration: a volume written before this store has the log in sled trees `raft_log` and
-//! `raft_meta`. [`LogStore::open`] copies them into `raft-log.tmp`, fsyncs it, renames it to
-//! `raft-log` (the commit point), fsyncs the data directory, and only then drops the two trees.
+//! Creation: a new log is made in `raft-log.tmp`, fsync'd, renamed to `raft-log` and the data
+//! directory fsync'd, so a crash never leaves a half-made `raft-log`.
 
 use std::fmt::Debug;
 use std::io::{self, Read, Write};
@@ -60,8 +59,8 @@ use crate::raft::{Entry, LogId, TypeConfig, Vote};
 
 /// The log's directory, beside `sled/` in the data directory.
 pub(crate) const DIR: &str = "raft-log";
-/// Where a migration from the sled layout builds the log before renaming it to [`DIR`].
-const MIGRATION_DIR: &str = "raft-log.tmp";
+/// Where a new log is made before it is renamed to [`DIR`].
+const CREATION_DIR: &str = "raft-log.tmp";
 
 /// A chunk file is closed after this many records...
 pub const CHUNK_MAX_RECORDS: usize = 8 * 1024;
@@ -209,7 +208,7 @@ enum Notify {
     Append(IOFlushed<TypeConfig>),
     /// An async caller awaiting its write.
     Wait(tokio::sync::oneshot::Sender<io::Result<()>>),
-    /// A blocking caller (the migration at open).
+    /// A blocking caller (the creation at open).
     Blocking(std::sync::mpsc::SyncSender<io::Result<()>>),
 }
 
@@ -288,44 +287,27 @@ fn flush_blocking(log: &mut RaftLog<LogTypes>) -> io::Result<()> {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log under `data_dir`, first moving a log that an older version
-    /// kept in `db` into it. `strict`: the store was sealed by a clean shutdown, so a record cut
-    /// short is damage, not a torn write.
-    pub(crate) fn open(
-        data_dir: &Path,
-        db: &sled::Db,
-        metrics: Arc<Metrics>,
-        strict: bool,
-    ) -> Result<Self, StoreError> {
+    /// Opens (or creates) the log under `data_dir`. `strict`: the store was sealed by a clean
+    /// shutdown, so a record cut short is damage, not a torn write.
+    pub(crate) fn open(data_dir: &Path, metrics: Arc<Metrics>, strict: bool) -> Result<Self, StoreError> {
         let dir = data_dir.join(DIR);
-        let sled_path = data_dir.join("sled");
-        let sled_err = |e: sled::Error| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() };
         let io_at = |path: &Path| {
             let path = path.to_path_buf();
             move |source: io::Error| StoreError::Io { path, source }
         };
         if !dir.exists() {
-            let tmp = data_dir.join(MIGRATION_DIR);
+            let tmp = data_dir.join(CREATION_DIR);
             if tmp.exists() {
-                // A migration (or a first creation) that stopped before its rename.
+                // A creation that stopped before its rename.
                 std::fs::remove_dir_all(&tmp).map_err(io_at(&tmp))?;
             }
             std::fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
-            migrate_from_sled(db, &tmp).map_err(|e| StoreError::Corrupt {
-                path: sled_path.clone(),
-                detail: format!("migrating the Raft log: {e}"),
-            })?;
+            let mut log = RaftLog::<LogTypes>::open(Arc::new(config(&tmp, false))).map_err(io_at(&tmp))?;
+            flush_blocking(&mut log).map_err(io_at(&tmp))?;
+            drop(log);
             sync_dir(&tmp).map_err(io_at(&tmp))?;
             std::fs::rename(&tmp, &dir).map_err(io_at(&dir))?;
             sync_dir(data_dir).map_err(io_at(data_dir))?;
-        }
-        // The rename above is the migration's commit point: from here on the sled trees are
-        // leftovers (also after a crash between the rename and this drop).
-        for tree in [OLD_LOG_TREE, OLD_META_TREE] {
-            if has_tree(db, tree) {
-                db.drop_tree(tree).map_err(sled_err)?;
-                db.flush().map_err(sled_err)?;
-            }
         }
         let log = open_raft_log(&dir, strict)?;
         Ok(Self { inner: Arc::new(Inner { log: Mutex::new(log), metrics }) })
@@ -522,71 +504,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Migration from the sled layout.
-
-/// The sled trees an older version kept the log in.
-const OLD_LOG_TREE: &str = "raft_log";
-const OLD_META_TREE: &str = "raft_meta";
-
-/// Whether `db` holds a tree called `name` (without creating it, as `open_tree` would).
-fn has_tree(db: &sled::Db, name: &str) -> bool {
-    db.tree_names().iter().any(|n| n.as_ref() == name.as_bytes())
-}
-
-/// Copies the vote, owner, purge point, committed id and entries from the old sled trees (if
-/// they hold any) into a new raft-log at `dir`, and makes it durable.
-fn migrate_from_sled(db: &sled::Db, dir: &Path) -> io::Result<()> {
-    let sled_io = |what: &str| {
-        let what = what.to_string();
-        move |e: sled::Error| io_err(&what, e)
-    };
-    let mut log = RaftLog::<LogTypes>::open(Arc::new(config(dir, false)))?;
-    if has_tree(db, OLD_META_TREE) || has_tree(db, OLD_LOG_TREE) {
-        let meta = db.open_tree(OLD_META_TREE).map_err(sled_io("open raft_meta"))?;
-        let entries = db.open_tree(OLD_LOG_TREE).map_err(sled_io("open raft_log"))?;
-        let read = |key: &[u8], what: &str| -> io::Result<Option<sled::IVec>> { meta.get(key).map_err(sled_io(what)) };
-        if let Some(bytes) = read(b"owner", "read store owner")? {
-            let owner: StoreOwner = decode("store owner", &bytes)?;
-            log.save_user_data(Some(Stored(UserData { owner: Some(owner) })))?;
-        }
-        if let Some(bytes) = read(b"vote", "read vote")? {
-            log.save_vote(Stored(decode::<Vote>("vote", &bytes)?))?;
-        }
-        let purged = match read(b"last_purged", "read last purged")? {
-            Some(bytes) => Some(decode::<LogId>("last purged", &bytes)?),
-            None => None,
-        };
-        if let Some(purged) = purged {
-            log.purge(Stored(purged))?;
-        }
-        let mut copied = 0usize;
-        for item in entries.iter() {
-            let (_, bytes) = item.map_err(sled_io("read raft log"))?;
-            let entry: Entry = decode("log entry", &bytes)?;
-            // The old store recorded a purge point before deleting entries, so entries at or
-            // below it may still be there: leftovers, not part of the log.
-            if purged.is_some_and(|p| entry.log_id.index <= p.index) {
-                continue;
-            }
-            log.append([(Stored(entry.log_id), Payload(encode(&entry.payload)?.into()))])?;
-            copied += 1;
-            if copied.is_multiple_of(4096) {
-                log.flush(false, None)?;
-            }
-        }
-        if let Some(bytes) = read(b"committed", "read committed")? {
-            let committed = Stored(decode::<LogId>("committed", &bytes)?);
-            if log.log_state().last() >= Some(&committed) {
-                log.commit(committed)?;
-            }
-        }
-        tracing::info!(entries = copied, "moved the Raft log from sled into raft-log");
-    }
-    flush_blocking(&mut log)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use openraft::entry::RaftEntry;
@@ -774,46 +691,6 @@ mod tests {
         let (mut log, _sm) = open(dir.path(), &StoreOptions::default()).expect("opens after a torn write");
         let state = log.get_log_state().await.expect("state");
         assert_eq!(state.last_log_id, Some(log_id(1, 1, 4)));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_log_kept_in_sled_moves_into_raft_log() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let entries: Vec<Entry> = (3..=12).map(|i| blank(2, 5, i)).collect();
-        {
-            // The layout written before this store: trees `raft_log` and `raft_meta`.
-            let db = sled::Config::new().path(dir.path().join("sled")).open().expect("sled");
-            let meta = db.open_tree(OLD_META_TREE).expect("tree");
-            let log = db.open_tree(OLD_LOG_TREE).expect("tree");
-            meta.insert(b"vote", encode(&Vote::new(4, 5)).unwrap()).expect("insert");
-            meta.insert(b"owner", encode(&owner()).unwrap()).expect("insert");
-            meta.insert(b"last_purged", encode(&log_id(2, 5, 4)).unwrap()).expect("insert");
-            meta.insert(b"committed", encode(&log_id(2, 5, 10)).unwrap()).expect("insert");
-            for e in &entries {
-                // Entries 3 and 4 are leftovers of the purge at 4.
-                log.insert(e.log_id.index.to_be_bytes(), encode(e).unwrap()).expect("insert");
-            }
-            db.flush().expect("flush");
-        }
-        for _ in 0..2 {
-            let (mut log, _sm) = open(dir.path(), &StoreOptions::default()).expect("open migrates");
-            assert!(dir.path().join(DIR).is_dir() && !dir.path().join(MIGRATION_DIR).exists());
-            assert_eq!(log.vote().expect("vote"), Some(Vote::new(4, 5)));
-            assert_eq!(log.owner().expect("owner"), Some(owner()));
-            assert!(log.has_raft_state().expect("state"));
-            assert_eq!(log.last_index().expect("last"), 12);
-            let state = log.get_log_state().await.expect("state");
-            assert_eq!((state.last_purged_log_id, state.last_log_id), (Some(log_id(2, 5, 4)), Some(log_id(2, 5, 12))));
-            assert_eq!(log.read_committed().await.expect("committed"), Some(log_id(2, 5, 10)));
-            let read = log.try_get_log_entries(..).await.expect("read");
-            assert_eq!(
-                read.iter().map(|e| e.log_id()).collect::<Vec<_>>(),
-                entries[2..].iter().map(|e| e.log_id()).collect::<Vec<_>>()
-            );
-        }
-        let db = sled::Config::new().path(dir.path().join("sled")).open().expect("sled");
-        let names = db.tree_names();
-        assert!(!names.iter().any(|n| n.as_ref() == OLD_LOG_TREE.as_bytes() || n.as_ref() == OLD_META_TREE.as_bytes()));
     }
 
     #[test]

@@ -20,9 +20,6 @@
 //! | `sm_pointer` | `active` (generation of the live state-machine tree), `snapshot` |
 //! | `sm.<generation>` | `d<key>` values; `mapplied`, `mmembership`, `mkeys`, `mreplicas`; `s<client>` dedup sessions; `i<ordinal>` node-id incarnations |
 //!
-//! (Trees `raft_log` and `raft_meta` held the log before it moved to raft-log; the first open
-//! migrates them and drops them.)
-//!
 //! Installing a snapshot writes a new `sm.<generation>` tree and flips `active` only once it
 //! is complete and flushed, so a crash halfway through an install leaves the old state intact.
 
@@ -81,7 +78,7 @@ pub fn open(data_dir: &Path, options: &StoreOptions) -> Result<(LogStore, StateM
     // sled writes its `conf` file at every open without an fsync.
     sled_sync::sync_files(&path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
     let metrics = options.metrics.clone().unwrap_or_default();
-    let log = LogStore::open(data_dir, &db, metrics.clone(), sealed)?;
+    let log = LogStore::open(data_dir, metrics.clone(), sealed)?;
     let sm = StateMachine::open(db, data_dir.join("snapshots"), metrics)?;
     Ok((log, sm))
 }

@@ -44,9 +44,6 @@ use crate::raft::{self, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 const DATA: u8 = b'd';
 const SESSION: u8 = b's';
 const INCARNATION: u8 = b'i';
-/// Session expiry index of earlier versions (`e` + index + client id); the first sweep removes
-/// what a volume written by them still holds.
-const LEGACY_SESSION_EXPIRY: u8 = b'e';
 /// A client's dedup record is kept at least this many log entries after its last write
 /// (deterministic on every replica, unlike wall-clock time). At 50k writes/s that is 20 s,
 /// longer than any client retries the same write.
@@ -76,25 +73,13 @@ struct Session {
     index: u64,
     /// Its result; the value of a successful put is elided (the retry carries it).
     result: CommandResult,
-    /// CRC-32 of the command's encoding: a retry must be that same command. `None` in records
-    /// written before it was kept (read as [`SessionWithoutCommand`]).
-    command: Option<u32>,
-}
-
-/// A session record as written before `Session::command` existed.
-#[derive(Deserialize)]
-struct SessionWithoutCommand {
-    sequence: u64,
-    index: u64,
-    result: CommandResult,
+    /// CRC-32 of the command's encoding: a retry must be that same command.
+    command: u32,
 }
 
 impl Session {
     fn decode(bytes: &[u8]) -> io::Result<Session> {
-        decode::<Session>("session", bytes).or_else(|_| {
-            let old: SessionWithoutCommand = decode("session", bytes)?;
-            Ok(Session { sequence: old.sequence, index: old.index, result: old.result, command: None })
-        })
+        decode::<Session>("session", bytes)
     }
 }
 
@@ -756,7 +741,7 @@ fn apply_command(pending: &mut Pending<'_>, index: u64, cmd: &Command) -> io::Re
             // Found by the fuzz target `state_machine_apply`: the same write id on another
             // command was answered with the first command's result (a delete got a put's
             // answer; a put with another value got its own value back, not the stored one).
-            if session.command.is_some_and(|c| c != command) {
+            if session.command != command {
                 return Ok(CommandResult::WriteIdReused { sequence });
             }
             return Ok(restore_put_value(session.result.clone(), cmd));
@@ -766,17 +751,13 @@ fn apply_command(pending: &mut Pending<'_>, index: u64, cmd: &Command) -> io::Re
         }
     }
     let result = execute(pending, index, cmd)?;
-    pending
-        .insert(&key, encode(&Session { sequence, index, result: elide_put_value(&result), command: Some(command) })?);
+    pending.insert(&key, encode(&Session { sequence, index, result: elide_put_value(&result), command })?);
     Ok(result)
 }
 
 /// Removes the sessions whose last write is more than [`SESSION_RETENTION`] entries before
-/// `index` (and the expiry index earlier versions kept).
+/// `index`.
 fn sweep_sessions(pending: &mut Pending<'_>, index: u64) -> io::Result<()> {
-    for (key, _) in pending.records_with_prefix(LEGACY_SESSION_EXPIRY)? {
-        pending.remove(&key);
-    }
     let Some(horizon) = index.checked_sub(SESSION_RETENTION) else { return Ok(()) };
     for (key, value) in pending.records_with_prefix(SESSION)? {
         let session = Session::decode(&value)?;
@@ -969,12 +950,6 @@ mod tests {
         result
     }
 
-    /// True when `key` holds a record, as reads see it (layers first).
-    fn present(live: &RwLock<Live>, key: &[u8]) -> bool {
-        let bound = Bound::Included(key.to_vec());
-        Merged::new(live.read().expect("lock").layers(&bound, &bound)).next().is_some()
-    }
-
     fn session_exists(live: &RwLock<Live>, client: u64) -> bool {
         live.read()
             .expect("lock")
@@ -1035,24 +1010,6 @@ mod tests {
         assert_eq!(apply(&t, 5, &put("k", "v1", None, Some((9, 1)))), first, "the true retry still gets its answer");
     }
 
-    #[test]
-    fn a_session_written_before_fingerprints_still_answers_retries() {
-        #[derive(Serialize)]
-        struct OldSession {
-            sequence: u64,
-            index: u64,
-            result: CommandResult,
-        }
-        let (_d, t) = live();
-        let first = apply(&t, 1, &put("k", "v1", None, Some((9, 1))));
-        let old = OldSession { sequence: 1, index: 1, result: elide_put_value(&first) };
-        t.write()
-            .expect("lock")
-            .absorb(Writes::from([(prefixed(SESSION, &9u64.to_be_bytes()), Some(encode(&old).expect("encode")))]));
-        assert_eq!(apply(&t, 2, &put("k", "v1", None, Some((9, 1)))), first);
-        assert_eq!(apply(&t, 3, &put("k", "v3", None, Some((9, 0)))), CommandResult::StaleSequence { last_applied: 1 });
-    }
-
     /// The first sweep that sees a write at index 1 as older than the retention window.
     const FIRST_EXPIRING_SWEEP: u64 = SESSION_RETENTION.div_ceil(SESSION_SWEEP_EVERY) * SESSION_SWEEP_EVERY;
 
@@ -1071,16 +1028,12 @@ mod tests {
     }
 
     #[test]
-    fn a_sweep_keeps_a_session_renewed_inside_the_window_and_drops_the_old_expiry_index() {
+    fn a_sweep_keeps_a_session_renewed_inside_the_window() {
         let (_d, t) = live();
         apply(&t, 1, &put("a", "1", None, Some((1, 1))));
-        let legacy = [vec![LEGACY_SESSION_EXPIRY], 1u64.to_be_bytes().to_vec(), 1u64.to_be_bytes().to_vec()].concat();
-        t.read().expect("lock").tree.insert(&legacy, Vec::<u8>::new()).expect("insert");
-        assert!(present(&t, &legacy), "kept until a sweep");
         apply(&t, FIRST_EXPIRING_SWEEP - 1, &put("a", "2", None, Some((1, 2))));
         apply(&t, FIRST_EXPIRING_SWEEP, &put("b", "1", None, Some((2, 1))));
         assert!(session_exists(&t, 1), "client 1 renewed, kept");
-        assert!(!present(&t, &legacy), "the expiry index of earlier versions is gone");
     }
 
     #[test]
@@ -1303,7 +1256,7 @@ mod properties {
             for meta in [APPLIED, MEMBERSHIP, KEY_COUNT, DECLARED_REPLICAS] {
                 prop_assert!(!is_user_key_record(meta), "bookkeeping never reads as a user key");
             }
-            prop_assert!(!is_user_key_record(&prefixed(SESSION, &a)) && !is_user_key_record(&prefixed(LEGACY_SESSION_EXPIRY, &a)));
+            prop_assert!(!is_user_key_record(&prefixed(SESSION, &a)));
         }
     }
 
