@@ -183,11 +183,11 @@ impl Client {
         F: FnOnce(WriteId) -> Fut,
         Fut: std::future::Future<Output = Result<T, ClientError>>,
     {
-        let mut lane = self.lanes.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_else(Lane::new);
+        let mut lane = crate::sync::lock(&self.lanes).pop().unwrap_or_else(Lane::new);
         let id = WriteId { client_id: lane.client_id, sequence: lane.next_sequence };
         lane.next_sequence += 1;
         let result = write(id).await;
-        self.lanes.lock().unwrap_or_else(|p| p.into_inner()).push(lane);
+        crate::sync::lock(&self.lanes).push(lane);
         result
     }
 

@@ -36,6 +36,7 @@
 //!   change; `petkv certs`.
 //! - [`cli`]: the command line.
 //! - [`config`], [`discovery`], [`pb`]: settings, peer addresses, generated protobuf code.
+//! - [`sync`]: taking in-memory locks, with one policy for a poisoned lock.
 pub mod api;
 pub mod auth;
 pub mod backup;
@@ -64,6 +65,7 @@ pub mod space;
 pub mod startup;
 pub mod storage_failure;
 pub mod store;
+pub mod sync;
 pub mod tls;
 pub mod validation;
 pub mod volume;

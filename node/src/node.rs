@@ -85,7 +85,7 @@ impl Node {
 
     /// Notes that a leader just reached this node.
     pub fn note_leader_contact(&self) {
-        *self.last_leader_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        *crate::sync::lock(&self.last_leader_contact) = Some(Instant::now());
     }
 
     /// How recently a leader must have been heard from: two maximum election timeouts.
@@ -102,7 +102,7 @@ impl Node {
             let alone = m.membership_config.membership().voter_ids().all(|v| v == m.id);
             return alone || m.last_quorum_acked.as_ref().is_some_and(|t| t.elapsed() < bound);
         }
-        let contact = *self.last_leader_contact.lock().unwrap_or_else(|p| p.into_inner());
+        let contact = *crate::sync::lock(&self.last_leader_contact);
         m.current_leader.is_some() && contact.is_some_and(|t| t.elapsed() < bound)
     }
 
@@ -178,12 +178,12 @@ impl Node {
     /// tell which, so it stops serving clients and reports not ready until the messages stop
     /// for [`FOREIGN_CLUSTER_HOLD`].
     pub fn saw_foreign_cluster(&self, other: &str) {
-        let mut seen = self.foreign_cluster.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = crate::sync::lock(&self.foreign_cluster);
         *seen = Some((other.to_string(), Instant::now()));
     }
 
     fn foreign_cluster_refusal(&self) -> Option<String> {
-        let seen = self.foreign_cluster.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = crate::sync::lock(&self.foreign_cluster);
         let (other, at) = seen.as_ref().filter(|(_, at)| at.elapsed() < FOREIGN_CLUSTER_HOLD)?;
         let mine = self.identity().map(|i| i.cluster_id.as_str()).unwrap_or("(none yet)");
         Some(format!(

@@ -108,7 +108,7 @@ impl<S: Source> Reloaded<S> {
                 return false;
             }
         };
-        let mut last = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = crate::sync::lock(&self.last_seen);
         if *last == contents {
             return false;
         }

@@ -97,7 +97,7 @@ impl RefusalLog {
     /// warning is due.
     fn refused(&self) -> Option<u64> {
         let count = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut last = self.last_warning.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut last = crate::sync::lock(&self.last_warning);
         let due = last.is_none_or(|at| at.elapsed() >= WARN_EVERY);
         if !due {
             return None;

@@ -188,7 +188,7 @@ impl Fence {
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, u64>> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.seen)
     }
 
     /// The newest epoch seen of `node` (0: none).
@@ -205,7 +205,7 @@ impl Fence {
     /// The node ids seen restarting (a newer epoch), once: for the task that lets their logs
     /// go back on the leader.
     pub fn take_restarted(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<NodeId>> {
-        self.restarted_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+        crate::sync::lock(&self.restarted_rx).take()
     }
 
     /// Records that `node` spoke with `epoch` (0: the sender named none, which proves nothing).

@@ -83,7 +83,7 @@ impl PeerChannels {
     }
 
     fn get(&self, port: Port, addr: &str) -> Result<Channel, BadAddress> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut channels = crate::sync::lock(&self.channels);
         let key = (port, addr.to_string());
         if let Some(ch) = channels.get(&key) {
             return Ok(ch.clone());

@@ -100,7 +100,7 @@ impl PeerHealth {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Outage>> {
-        self.outages.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.outages)
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use tonic::Status;
 
@@ -116,11 +116,6 @@ pub struct SpaceGuard {
     metrics: Arc<Metrics>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Plain data, replaced whole: a panic elsewhere cannot leave it half-written.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl SpaceGuard {
     pub fn new(pod: String, reserve: Reserve, metrics: Arc<Metrics>) -> Self {
         Self { pod, reserve, own: Mutex::default(), low_members: Mutex::default(), metrics }
@@ -128,7 +123,7 @@ impl SpaceGuard {
 
     /// Takes a measurement of this node's volume; logs when the volume turns low or recovers.
     pub fn observe(&self, space: VolumeSpace) {
-        let mut own = lock(&self.own);
+        let mut own = crate::sync::lock(&self.own);
         own.space = Some(space);
         own.reserve = self.reserve.bytes(space.total);
         if own.error.take().is_some() {
@@ -150,7 +145,7 @@ impl SpaceGuard {
 
     /// Notes that the volume could not be measured; the last state stays.
     pub fn observe_error(&self, e: &io::Error) {
-        let mut own = lock(&self.own);
+        let mut own = crate::sync::lock(&self.own);
         if own.error.is_none() {
             tracing::warn!(error = %e, "cannot measure the volume's free space; keeping the last state");
         }
@@ -159,7 +154,7 @@ impl SpaceGuard {
 
     /// The leader's latest view of the other members' volumes (empty on a follower).
     pub fn set_low_members(&self, members: Vec<LowMember>) {
-        let mut current = lock(&self.low_members);
+        let mut current = crate::sync::lock(&self.low_members);
         if *current != members {
             let pods: Vec<&str> = members.iter().map(|m| m.pod.as_str()).collect();
             if members.is_empty() {
@@ -173,23 +168,23 @@ impl SpaceGuard {
 
     /// True while this node's own volume is low.
     pub fn is_low(&self) -> bool {
-        lock(&self.own).state.is_low()
+        crate::sync::lock(&self.own).state.is_low()
     }
 
     /// Free bytes of the volume at the last measurement (0 before the first).
     pub fn free_bytes(&self) -> u64 {
-        lock(&self.own).space.map(|s| s.free).unwrap_or(0)
+        crate::sync::lock(&self.own).space.map(|s| s.free).unwrap_or(0)
     }
 
     /// The reserve in bytes (0 before the first measurement).
     pub fn reserve_bytes(&self) -> u64 {
-        lock(&self.own).reserve
+        crate::sync::lock(&self.own).reserve
     }
 
     /// Why writes are refused now, if they are.
     pub fn refusal(&self) -> Option<(SpaceRefusal, String)> {
         {
-            let own = lock(&self.own);
+            let own = crate::sync::lock(&self.own);
             if own.state.is_low() {
                 let free = own.space.map(|s| s.free).unwrap_or(0);
                 return Some((
@@ -204,7 +199,7 @@ impl SpaceGuard {
                 ));
             }
         }
-        let members = lock(&self.low_members);
+        let members = crate::sync::lock(&self.low_members);
         let first = members.first()?;
         let others = match members.len() {
             1 => String::new(),

@@ -159,11 +159,11 @@ struct Inner {
 
 impl Inner {
     fn live(&self) -> RwLockReadGuard<'_, Live> {
-        self.live.read().unwrap_or_else(|p| p.into_inner())
+        crate::sync::read(&self.live)
     }
 
     fn live_mut(&self) -> std::sync::RwLockWriteGuard<'_, Live> {
-        self.live.write().unwrap_or_else(|p| p.into_inner())
+        crate::sync::write(&self.live)
     }
 
     /// Writes the frozen layer (if any) into the tree; the caller holds `write_lock`.
@@ -180,7 +180,7 @@ impl Inner {
 
     /// The background writer's step: writes the frozen layer.
     fn write_frozen(&self) {
-        let _guard = lock(&self.write_lock);
+        let _guard = crate::sync::lock(&self.write_lock);
         if let Err(e) = self.write_frozen_locked() {
             tracing::error!(error = %e, "cannot write applied entries to the state machine");
             self.write_error.send_replace(Some(e.to_string()));
@@ -189,7 +189,7 @@ impl Inner {
 
     /// Writes every applied record into the tree before returning.
     fn write_through(&self) -> io::Result<()> {
-        let _guard = lock(&self.write_lock);
+        let _guard = crate::sync::lock(&self.write_lock);
         self.write_through_locked()
     }
 
@@ -229,12 +229,6 @@ fn prefixed(prefix: u8, id: &[u8]) -> Vec<u8> {
     let mut k = vec![prefix];
     k.extend_from_slice(id);
     k
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock only means another thread panicked while holding `()`: the tree itself
-    // is protected by sled's own atomic batches.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A consistent cut of the live tree for a snapshot or backup ([`StateMachine::take_cut`]):
@@ -474,7 +468,7 @@ impl StateMachine {
     /// Returns each entry's result. What openraft's `apply` calls for each run it hands over
     /// (and the fuzz target `state_machine_apply`, directly).
     pub fn apply_run(&self, entries: &[raft::Entry]) -> io::Result<Vec<CommandResult>> {
-        let _guard = lock(&self.inner.apply_lock);
+        let _guard = crate::sync::lock(&self.inner.apply_lock);
         if let Some(e) = self.inner.write_error.borrow().clone() {
             return Err(io_err("state machine writer failed earlier", e));
         }
@@ -517,7 +511,7 @@ impl StateMachine {
     /// write lock, so the background writer leaves the tree alone until the cut is dropped. The
     /// caller holds the apply lock, so the tree is the state at the applied index it records.
     fn take_cut(&self) -> io::Result<Cut<'_>> {
-        let writing = lock(&self.inner.write_lock);
+        let writing = crate::sync::lock(&self.inner.write_lock);
         self.inner.write_through_locked()?;
         let (generation, tree) = {
             let live = self.inner.live();
@@ -555,7 +549,7 @@ impl StateMachine {
     fn build_snapshot_blocking(&self) -> io::Result<SnapshotOf<TypeConfig, SnapshotFile>> {
         let n = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let cut = {
-            let _applying = lock(&self.inner.apply_lock);
+            let _applying = crate::sync::lock(&self.inner.apply_lock);
             self.take_cut()?
         };
         let applied = cut.meta.last_log_id.map(|l| l.index).unwrap_or(0);
@@ -565,7 +559,7 @@ impl StateMachine {
         // lock may be waiting for the write lock).
         let Cut { writing, generation, meta, .. } = cut;
         drop(writing);
-        let _applying = lock(&self.inner.apply_lock);
+        let _applying = crate::sync::lock(&self.inner.apply_lock);
         if self.inner.live().generation != generation {
             tracing::info!(applied, "a snapshot was installed while one was built: the older one is dropped");
             let _ = std::fs::remove_file(&file.path);
@@ -582,7 +576,7 @@ impl StateMachine {
     pub async fn export(&self) -> io::Result<(SnapshotMeta, tempfile::TempPath)> {
         let sm = self.clone();
         tokio::task::spawn_blocking(move || {
-            let _guard = lock(&sm.inner.apply_lock);
+            let _guard = crate::sync::lock(&sm.inner.apply_lock);
             let n = sm.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
             let path = sm.inner.snapshot_dir.join(format!("backup-{}-{n}.snap", std::process::id()));
             let (meta, file, _) = sm.dump_locked(&path)?;
@@ -636,9 +630,9 @@ impl StateMachine {
                 format!("snapshot file is for {:?}, expected {:?}", file_meta.last_log_id, meta.last_log_id),
             ));
         }
-        let _guard = lock(&self.inner.apply_lock);
+        let _guard = crate::sync::lock(&self.inner.apply_lock);
         // No layer may reach the old tree while it is replaced; they are dropped with it.
-        let _writing = lock(&self.inner.write_lock);
+        let _writing = crate::sync::lock(&self.inner.write_lock);
         let old_generation = self.inner.live().generation;
         let generation = old_generation + 1;
         let name = tree_name(generation);
@@ -690,7 +684,7 @@ impl<'a> Pending<'a> {
     }
 
     fn live(&self) -> RwLockReadGuard<'a, Live> {
-        self.live.read().unwrap_or_else(|p| p.into_inner())
+        crate::sync::read(self.live)
     }
 
     fn read<T: serde::de::DeserializeOwned>(&self, what: &str, key: &[u8]) -> io::Result<Option<T>> {
