@@ -6,7 +6,8 @@
 //!   kept on its volume.
 //! - [`startup`]: the start-up decision table (resume, join, bootstrap, wait).
 //! - [`discovery`]: peer addresses, the StatefulSet way (DNS names or a static map).
-//! - [`store`]: sled storage: the Raft log and vote, the state machine, snapshot files.
+//! - [`store`]: storage: the Raft log and vote (raft-log), the state machine (sled), snapshot
+//!   files.
 //! - [`raft`]: the seam to openraft: type config, peer transport (client and server),
 //!   settings, and re-exports; only `store` names openraft besides it (storage traits).
 //! - [`volume`]: the start-up check that the identity record and the store agree.

@@ -155,7 +155,7 @@ async fn still_a_member(node: &Node, me: NodeId) -> Option<bool> {
         return None;
     }
     let info = crate::boot::cluster_info(&node.channels, &peer.peer_addr).await?;
-    // No member ids: a node that does not report them (an older version), not "removed".
+    // No member ids: the leader has no membership to report yet, which is not "removed".
     (!info.member_ids.is_empty()).then(|| info.member_ids.contains(&me))
 }
 

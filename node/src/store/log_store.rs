@@ -1,11 +1,10 @@
 //! The Raft log and vote, in raft-log segment files under `<data-dir>/raft-log`.
 //!
-//! The log used to live in sled beside the state machine. Sharing one `sled::Db` meant every
-//! append waited for a `flush_async` that also wrote the state machine's dirty pages, and sled's
-//! per-insert costs and IO threads burned CPU; the leader's `RaftCore` spent its time awaiting
-//! that flush. [`raft_log::RaftLog`] (by openraft's author) appends records to a chunk file and
-//! fsyncs them on its own flush thread, calling back once they are durable, so `append` returns
-//! at once and the callback is openraft's `IOFlushed`.
+//! Why not sled, which holds the state machine: a sled flush writes every tree's dirty pages,
+//! so an append that waited for it would wait for the state machine's writes too.
+//! [`raft_log::RaftLog`] (by openraft's author) appends records to a chunk file and fsyncs them
+//! on its own flush thread, calling back once they are durable, so `append` returns at once and
+//! the callback is openraft's `IOFlushed`.
 //!
 //! What the files hold: each appended entry (`Append(log id, postcard(payload))`), the vote, the
 //! committed log id, truncations, purges, and checkpoints of the whole log state. The store owner

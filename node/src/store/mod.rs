@@ -108,8 +108,7 @@ pub async fn voters_on_volume(
 }
 
 /// True when `data_dir` holds a sled database (i.e. the volume has state). The Raft log beside
-/// it is not enough: a volume written before the log moved out of sled has none, and a log
-/// without its state machine is a wiped store.
+/// it is not enough: a log without its state machine is a wiped store.
 pub fn exists(data_dir: &Path) -> bool {
     data_dir.join("sled").join("conf").exists() || data_dir.join("sled").join("db").exists()
 }
