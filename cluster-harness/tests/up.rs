@@ -3,28 +3,14 @@
 //! `rolling-restart` and `down`, and checks what the pods report.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use petkv_harness::control;
 use petkv_harness::wait;
 
-const SETTLE: Duration = Duration::from_secs(60);
-
-fn harness(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_petkv-harness"))
-        .args(args)
-        .arg("--state-dir")
-        .arg(dir)
-        .output()
-        .expect("run petkv-harness")
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = harness(dir, args);
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod common;
+use common::{harness, ok, SETTLE};
 
 /// Node ids and pids of the pods, once every pod in `running.json` answers as ready.
 async fn ready_pods(dir: &Path, count: usize) -> anyhow::Result<Vec<(u32, u64, u32)>> {

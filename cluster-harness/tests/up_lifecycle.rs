@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::{self, Signal};
@@ -19,22 +19,8 @@ use petkv::pb::v1::Consistency;
 use petkv_harness::control;
 use petkv_harness::wait;
 
-const SETTLE: Duration = Duration::from_secs(60);
-
-fn harness(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_petkv-harness"))
-        .args(args)
-        .arg("--state-dir")
-        .arg(dir)
-        .output()
-        .expect("run petkv-harness")
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = harness(dir, args);
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod common;
+use common::{harness, ok, SETTLE};
 
 /// `up --mode process` running in the background. Dropped before [`Up::wait`] (a test that
 /// failed), it freezes the controller, kills every pod it ran (each in its own process group,

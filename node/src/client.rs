@@ -204,6 +204,9 @@ impl Client {
         // Whether some attempt may have been applied (for writes: "outcome unknown").
         let mut ambiguous = false;
         let mut last = String::from("no attempt made");
+        // The last answer a server gave (not a timeout): what the error reports when the time
+        // runs out during a later attempt, which would otherwise hide it.
+        let mut last_answer: Option<String> = None;
         let mut pause = FIRST_ROUND_PAUSE;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -222,6 +225,9 @@ impl Client {
                 Ok(Err(status)) if is_retryable(&status) => {
                     ambiguous |= !crate::api::forward::is_not_applied(&status);
                     last = format!("{}: {}", self.endpoints[i], status.message());
+                    if !matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded) {
+                        last_answer = Some(last.clone());
+                    }
                     self.avoid(i);
                 }
                 Ok(Err(status)) if is_write && ambiguous => {
@@ -244,6 +250,10 @@ impl Client {
                 pause = (pause * 2).min(MAX_ROUND_PAUSE);
             }
         }
+        let last = match last_answer {
+            Some(answer) if answer != last => format!("{answer}; then {last}"),
+            _ => last,
+        };
         if is_write && ambiguous {
             Err(ClientError::OutcomeUnknown(last))
         } else {

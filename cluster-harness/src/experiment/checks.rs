@@ -2,13 +2,65 @@
 //! linearizable read ([`reads_agree`]), every pod kept its identity ([`identities_hold`]), which
 //! pods did not start again ([`not_ready`]), every pod is in the cluster it was in before the
 //! fault ([`same_cluster`]), and the longest time without a successful write
-//! ([`longest_gap`]).
+//! ([`longest_gap`]); [`members`] runs the checks of the members every experiment ends with.
 
 use petkv::pb::v1::Consistency;
 
 use super::CONVERGE;
+use crate::digest::{self, Convergence};
 use crate::workload::WorkloadSpec;
 use crate::{wait, Cluster};
+
+/// What the members look like once the workload stopped.
+pub(super) struct MemberChecks {
+    pub convergence: Convergence,
+    pub reads_agree: bool,
+    pub identity_kept: bool,
+    /// Every pod is in cluster `cluster_id`.
+    pub one_cluster: bool,
+}
+
+/// Digests compared on every member, stale reads against a linearizable one, identities, and
+/// one cluster `cluster_id`; what could not be checked or differs goes to `notes`.
+pub(super) async fn members(
+    cluster: &Cluster,
+    workload: &WorkloadSpec,
+    cluster_id: &str,
+    notes: &mut Vec<String>,
+) -> MemberChecks {
+    let convergence = digest::compare(cluster, CONVERGE).await;
+    let reads_agree = reads_agree(cluster, workload).await.unwrap_or_else(|e| {
+        notes.push(format!("reads could not be compared: {e:#}"));
+        false
+    });
+    let identity_kept = identities_hold(cluster).await.unwrap_or_else(|e| {
+        notes.push(format!("identities could not be checked: {e:#}"));
+        false
+    });
+    let one_cluster = match same_cluster(cluster, cluster_id).await {
+        Ok(others) => {
+            notes.extend(others.iter().map(|o| format!("not cluster {cluster_id}: {o}")));
+            others.is_empty()
+        }
+        Err(e) => {
+            notes.push(format!("cluster ids could not be compared: {e:#}"));
+            false
+        }
+    };
+    if !convergence.digests_equal {
+        for m in &convergence.members {
+            if let Some(e) = &m.error {
+                notes.push(format!("petkv-{}: no digest: {e}", m.ordinal));
+            }
+        }
+        notes.extend(convergence.error.iter().cloned());
+        for o in &convergence.divergent {
+            let log = cluster.pod(*o).map(|p| p.log_tail(10)).unwrap_or_default();
+            notes.push(format!("petkv-{o} diverges; its log ends:\n{log}"));
+        }
+    }
+    MemberChecks { convergence, reads_agree, identity_kept, one_cluster }
+}
 
 /// Every pod that is not running or not ready, with the end of its log.
 pub(super) async fn not_ready(cluster: &mut Cluster) -> Vec<String> {

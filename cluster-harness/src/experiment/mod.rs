@@ -43,7 +43,6 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::checker::{self, Verdict};
-use crate::digest;
 use crate::workload::{self, Workload, WorkloadSpec};
 use crate::{timeline, Cluster, ClusterSpec, Mode};
 
@@ -60,7 +59,7 @@ pub use report::{print, LeaderLoad, Report};
 pub use restore::RestoreFindings;
 pub use restore_point::{BackupPoint, RestorePoint};
 
-use checks::{identities_hold, not_ready, reads_agree, same_cluster};
+use checks::not_ready;
 use faults::{inject, Faults, MID_SNAPSHOT_EVERY};
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -331,44 +330,8 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
     }
     let first_fault = faults.marks.first().map(|m| m.0).unwrap_or(0);
     let unavailability_ns = longest_gap(&recorded.write_successes_ns, first_fault, duration_ns);
-    let convergence = digest::compare(&cluster, CONVERGE).await;
-    let reads_agree = match reads_agree(&cluster, &spec.workload).await {
-        Ok(agree) => agree,
-        Err(e) => {
-            faults.notes.push(format!("reads could not be compared: {e:#}"));
-            false
-        }
-    };
-    let identity_kept = identities_hold(&cluster).await.unwrap_or_else(|e| {
-        faults.notes.push(format!("identities could not be checked: {e:#}"));
-        false
-    });
-    let one_cluster = match same_cluster(&cluster, &cluster_id).await {
-        Ok(others) => {
-            for o in &others {
-                faults.notes.push(format!("not cluster {cluster_id}: {o}"));
-            }
-            others.is_empty()
-        }
-        Err(e) => {
-            faults.notes.push(format!("cluster ids could not be compared: {e:#}"));
-            false
-        }
-    };
-    if !convergence.digests_equal {
-        for m in &convergence.members {
-            if let Some(e) = &m.error {
-                faults.notes.push(format!("petkv-{}: no digest: {e}", m.ordinal));
-            }
-        }
-        if let Some(e) = &convergence.error {
-            faults.notes.push(e.clone());
-        }
-        for o in &convergence.divergent {
-            let log = cluster.pod(*o).map(|p| p.log_tail(10)).unwrap_or_default();
-            faults.notes.push(format!("petkv-{o} diverges; its log ends:\n{log}"));
-        }
-    }
+    let checks::MemberChecks { convergence, reads_agree, identity_kept, one_cluster } =
+        checks::members(&cluster, &spec.workload, &cluster_id, &mut faults.notes).await;
     cluster.down().await?;
 
     std::fs::create_dir_all(&spec.out_dir).with_context(|| format!("create {}", spec.out_dir.display()))?;

@@ -32,7 +32,7 @@ use anyhow::{bail, Context};
 use petkv::pb::v1::{Consistency, ScanRequest};
 use serde::Serialize;
 
-use super::checks::{identities_hold, not_ready, reads_agree, same_cluster};
+use super::checks::{self, not_ready, same_cluster};
 use super::faults::{log_offsets, logged_since, members, none_logged, wait_back, Faults, BOOTSTRAP_LINE};
 use super::restore_point::{self, BackupPoint, RestorePoint, RestoredState};
 use super::{longest_gap, show_progress, unix_seconds, Experiment, ExperimentSpec, Report, Volumes, CONVERGE, SETTLE};
@@ -681,39 +681,9 @@ pub(super) async fn run(spec: &ExperimentSpec) -> anyhow::Result<Report> {
     if findings.new_cluster_id.is_empty() && cluster_id != old_id {
         findings.new_cluster_id = cluster_id.clone();
     }
-    let convergence = digest::compare(&cluster, CONVERGE).await;
-    let reads_agree = match reads_agree(&cluster, &spec.workload).await {
-        Ok(agree) => agree,
-        Err(e) => {
-            faults.notes.push(format!("reads could not be compared: {e:#}"));
-            false
-        }
-    };
-    let identity_kept = identities_hold(&cluster).await.unwrap_or_else(|e| {
-        faults.notes.push(format!("identities could not be checked: {e:#}"));
-        false
-    });
-    let one_cluster = match same_cluster(&cluster, &cluster_id).await {
-        Ok(others) => {
-            for o in &others {
-                faults.notes.push(format!("not cluster {cluster_id}: {o}"));
-            }
-            others.is_empty() && !cluster_id.is_empty() && cluster_id != old_id
-        }
-        Err(e) => {
-            faults.notes.push(format!("cluster ids could not be compared: {e:#}"));
-            false
-        }
-    };
-    if !convergence.digests_equal {
-        if let Some(e) = &convergence.error {
-            faults.notes.push(e.clone());
-        }
-        for o in &convergence.divergent {
-            let log = cluster.pod(*o).map(|p| p.log_tail(10)).unwrap_or_default();
-            faults.notes.push(format!("petkv-{o} diverges; its log ends:\n{log}"));
-        }
-    }
+    let checks::MemberChecks { convergence, reads_agree, identity_kept, one_cluster } =
+        checks::members(&cluster, &spec.workload, &cluster_id, &mut faults.notes).await;
+    let one_cluster = one_cluster && !cluster_id.is_empty() && cluster_id != old_id;
     cluster.down().await?;
 
     // The longest time without a successful write while a workload ran: from the backup's start
