@@ -5,9 +5,9 @@
 //! volume gets a never-used id) and `Join` (become a learner; the membership reconciler
 //! promotes and replaces).
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 
 use futures::StreamExt;
 use openraft::error::{ClientWriteError, RaftError};
@@ -262,7 +262,7 @@ impl RaftRpc for PeerService {
         let (vote, meta) = match received {
             Ok(v) => v,
             Err(e) => {
-                let _ = std::fs::remove_file(&path);
+                let _ = tokio::fs::remove_file(&path).await;
                 return Err(e);
             }
         };
@@ -274,7 +274,7 @@ impl RaftRpc for PeerService {
             self.node.note_leader_contact();
         }
         // On success the state machine moved the file into place; on failure it is garbage.
-        let _ = std::fs::remove_file(&path);
+        let _ = tokio::fs::remove_file(&path).await;
         Ok(Response::new(reply(&self.node, "snapshot response", &resp?)?))
     }
 
@@ -401,7 +401,9 @@ async fn receive_snapshot(
     check_addressee(node, (&header).into())?;
     let vote: Vote = codec::decode("vote", &header.vote)?;
     let meta: SnapshotMeta = codec::decode("snapshot meta", &header.meta)?;
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    // tokio's file runs each write on the blocking pool: a snapshot of any size never holds a
+    // runtime worker thread on disk I/O.
+    let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(path).await.map_err(io)?);
     let mut crc = crc32fast::Hasher::new();
     let mut received = 0u64;
     let mut trailer = None;
@@ -413,7 +415,7 @@ async fn receive_snapshot(
                     return Err(bad(format!("more than the announced {} bytes", header.total_bytes)));
                 }
                 crc.update(&data);
-                file.write_all(&data).map_err(io)?;
+                file.write_all(&data).await.map_err(io)?;
             }
             Some(snapshot_chunk::Part::Trailer(t)) if trailer.is_none() => trailer = Some(t),
             _ => return Err(bad("unexpected message".into())),
@@ -426,8 +428,8 @@ async fn receive_snapshot(
     if crc.finalize() != trailer.crc32 {
         return Err(bad("checksum mismatch".into()));
     }
-    let file = file.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
+    file.flush().await.map_err(io)?;
+    file.into_inner().sync_all().await.map_err(io)?;
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || snapshot::verify(&path))
         .await
