@@ -3,14 +3,13 @@
 //! `rolling-restart` and `down`, and checks what the pods report.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use petkv_harness::control;
 use petkv_harness::wait;
 
 mod common;
-use common::{harness, ok, SETTLE};
+use common::{harness, ok, Up, SETTLE};
 
 /// Node ids and pids of the pods, once every pod in `running.json` answers as ready.
 async fn ready_pods(dir: &Path, count: usize) -> anyhow::Result<Vec<(u32, u64, u32)>> {
@@ -36,13 +35,7 @@ async fn ready_pods(dir: &Path, count: usize) -> anyhow::Result<Vec<(u32, u64, u
 async fn up_is_steered_from_a_second_terminal() -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
     let dir = temp.path().join("state");
-    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_petkv-harness"))
-        .args(["up", "--replicas", "3", "--state-dir"])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let up = Up::start(&dir, &["--replicas", "3"])?;
     let first = ready_pods(&dir, 3).await?;
     assert!(ok(&dir, &["status"]).contains("leader"));
 
@@ -91,7 +84,7 @@ async fn up_is_steered_from_a_second_terminal() -> anyhow::Result<()> {
 
     // Down: the controller stops the set and exits; volumes are kept.
     ok(&dir, &["down"]);
-    let status = tokio::time::timeout(SETTLE, up.wait()).await??;
+    let status = up.wait().await?;
     assert!(status.success());
     assert!(dir.join("data-petkv-0").join("identity.json").exists());
     let err = harness(&dir, &["status"]);
@@ -103,13 +96,7 @@ async fn up_is_steered_from_a_second_terminal() -> anyhow::Result<()> {
 async fn up_tls_runs_the_set_with_tls_and_the_harness_talks_tls() -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
     let dir = temp.path().join("state");
-    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_petkv-harness"))
-        .args(["up", "--tls", "--mode", "process", "--replicas", "3", "--state-dir"])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let up = Up::start(&dir, &["--tls", "--mode", "process", "--replicas", "3"])?;
     // Every pod answers its status over TLS, with the certificates `up` issued.
     let running = wait::until("running.json with the TLS dir", SETTLE, || async {
         control::read_running(&dir).ok()?.filter(|r| r.tls_dir.is_some() && r.pods.len() == 3)
@@ -131,7 +118,7 @@ async fn up_tls_runs_the_set_with_tls_and_the_harness_talks_tls() -> anyhow::Res
     assert!(dir.join("tls").join("ca.pem").exists() && dir.join("tls").join("petkv-2-key.pem").exists());
 
     ok(&dir, &["down"]);
-    let status = tokio::time::timeout(SETTLE, up.wait()).await??;
+    let status = up.wait().await?;
     assert!(status.success());
     Ok(())
 }
@@ -141,13 +128,7 @@ async fn up_auth_runs_the_set_with_tokens_and_the_harness_uses_its_admin_token()
     use petkv::client::{Client, ClientError};
     let temp = tempfile::tempdir()?;
     let dir = temp.path().join("state");
-    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_petkv-harness"))
-        .args(["up", "--auth", "--mode", "process", "--replicas", "1", "--state-dir"])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let up = Up::start(&dir, &["--auth", "--mode", "process", "--replicas", "1"])?;
     let running = wait::until("running.json with the auth dir", SETTLE, || async {
         control::read_running(&dir).ok()?.filter(|r| r.auth_dir.is_some() && r.pods.len() == 1)
     })
@@ -171,7 +152,7 @@ async fn up_auth_runs_the_set_with_tokens_and_the_harness_uses_its_admin_token()
     assert!(anonymous.is_err_and(|e| e.to_string().contains("credentials required")));
 
     ok(&dir, &["down"]);
-    let status = tokio::time::timeout(SETTLE, up.wait()).await??;
+    let status = up.wait().await?;
     assert!(status.success());
     Ok(())
 }

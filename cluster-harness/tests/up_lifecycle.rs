@@ -8,8 +8,7 @@
 //!   back at the count it had and resumes the same cluster.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
 use nix::sys::signal::{self, Signal};
@@ -20,55 +19,7 @@ use petkv_harness::control;
 use petkv_harness::wait;
 
 mod common;
-use common::{harness, ok, SETTLE};
-
-/// `up --mode process` running in the background. Dropped before [`Up::wait`] (a test that
-/// failed), it freezes the controller, kills every pod it ran (each in its own process group,
-/// they would outlive it) and then the controller.
-struct Up {
-    dir: PathBuf,
-    child: Option<tokio::process::Child>,
-}
-
-impl Up {
-    fn start(dir: &Path, replicas: u32, extra: &[&str]) -> anyhow::Result<Self> {
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_petkv-harness"))
-            .args(["up", "--mode", "process", "--replicas", &replicas.to_string()])
-            .args(extra)
-            .arg("--state-dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        Ok(Self { dir: dir.to_path_buf(), child: Some(child) })
-    }
-
-    /// Waits for the controller to exit (after `down` or a signal).
-    async fn wait(mut self) -> anyhow::Result<std::process::ExitStatus> {
-        let mut child = self.child.take().expect("running");
-        Ok(tokio::time::timeout(SETTLE, child.wait()).await??)
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.as_ref().and_then(|c| c.id()).expect("running") as i32)
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let Some(child) = self.child.take() else { return };
-        if let Some(pid) = child.id() {
-            let _ = signal::kill(Pid::from_raw(pid as i32), Signal::SIGSTOP); // recreates nothing now
-        }
-        if let Ok(Some(running)) = control::read_running(&self.dir) {
-            for pid in running.pods.values().filter_map(|p| p.pid) {
-                let _ = signal::killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            }
-        }
-        drop(child); // kill_on_drop
-    }
-}
+use common::{harness, ok, Up, SETTLE};
 
 /// One pod as it answers: node id, pid, cluster id, declared replica count.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,7 +151,7 @@ async fn same_cluster_back(
 async fn scale_to_zero_stops_every_pod_and_scaling_back_resumes_the_same_cluster() -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
     let dir = temp.path().join("state");
-    let up = Up::start(&dir, 3, &[])?;
+    let up = Up::start(&dir, &["--mode", "process", "--replicas", "3"])?;
     let before = ready_pods(&dir, 3).await?;
     client(&dir)?.put(b"before", b"kept", None).await?;
     let members_before = settled_members(&dir, 3).await?;
@@ -231,7 +182,7 @@ async fn scale_to_zero_stops_every_pod_and_scaling_back_resumes_the_same_cluster
 async fn delete_set_keeps_volumes_and_marker_and_apply_resumes_the_same_cluster_at_its_size() -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
     let dir = temp.path().join("state");
-    let up = Up::start(&dir, 3, &[])?;
+    let up = Up::start(&dir, &["--mode", "process", "--replicas", "3"])?;
     ready_pods(&dir, 3).await?;
     // The set's size when it is deleted is 4 (petkv-3 a read replica), not `up --replicas`.
     ok(&dir, &["scale", "4"]);
@@ -268,7 +219,7 @@ async fn delete_set_keeps_volumes_and_marker_and_apply_resumes_the_same_cluster_
 async fn scale_to_zero_under_when_scaled_delete_deletes_every_volume_but_not_the_marker() -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
     let dir = temp.path().join("state");
-    let up = Up::start(&dir, 3, &["--delete-volumes-when-scaled"])?;
+    let up = Up::start(&dir, &["--mode", "process", "--replicas", "3", "--delete-volumes-when-scaled"])?;
     ready_pods(&dir, 3).await?;
     let marker = std::fs::read(dir.join("bootstrapped"))?;
     ok(&dir, &["scale", "0"]);
