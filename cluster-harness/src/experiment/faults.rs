@@ -59,6 +59,19 @@ pub(super) struct Faults {
 }
 
 impl Faults {
+    /// No fault yet, on `workload`'s clock.
+    pub(super) fn for_workload(workload: &crate::workload::Workload) -> Self {
+        Faults {
+            started: workload.started,
+            marks: Vec::new(),
+            notes: Vec::new(),
+            failed_checks: Vec::new(),
+            pause: workload.pause_handle(),
+            leader_load: None,
+            zombie: None,
+        }
+    }
+
     pub(super) fn mark(&mut self, label: impl Into<String>) {
         let label = label.into();
         println!("  {:>6.2}s  {label}", self.started.elapsed().as_secs_f64());

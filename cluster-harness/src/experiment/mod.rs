@@ -244,16 +244,7 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
     if experiment == Experiment::ForceDelete && lazyfs {
         bail!("force-delete copies the pod's volume directory for the replacement: it runs on plain volumes only");
     }
-    println!(
-        "mode: {}; volumes: {}",
-        if cluster.is_pod_mode() { "pod (network namespaces)" } else { "process (loopback)" },
-        if lazyfs { "LazyFS (unsynced data is lost on a power cut)" } else { "plain directories" }
-    );
-    cluster.start_all()?;
-    cluster.wait_healthy(SETTLE).await?;
-    cluster.client()?.scale(3).await?;
-    let cluster_id = cluster.status(0).await.context("the status of petkv-0")?.cluster_id;
-    let endpoints: Vec<String> = cluster.ordinals().iter().map(|o| cluster.client_addr(*o)).collect();
+    let (cluster_id, endpoints) = start_set(&mut cluster, lazyfs).await?;
     println!("experiment {experiment:?}: 3 pods, {} clients on {} keys", spec.workload.clients, spec.workload.keys);
 
     let workload_spec = WorkloadSpec {
@@ -262,15 +253,7 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
         ..spec.workload.clone()
     };
     let workload = std::sync::Arc::new(Workload::start(&endpoints, &workload_spec)?);
-    let mut faults = Faults {
-        started: workload.started,
-        marks: Vec::new(),
-        notes: Vec::new(),
-        failed_checks: Vec::new(),
-        pause: workload.pause_handle(),
-        leader_load: None,
-        zombie: None,
-    };
+    let mut faults = Faults::for_workload(&workload);
     let progress = tokio::spawn(show_progress(workload.clone()));
     tokio::time::sleep(spec.warmup).await;
     // A fault schedule that fails (a pod that does not start again, a set that does not heal)
@@ -388,6 +371,22 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
 }
 
 /// Prints, once a second, how many operations the workload has recorded.
+/// Starts the 3-pod set every experiment begins with, says how it runs, and returns its cluster
+/// id and client endpoints.
+async fn start_set(cluster: &mut Cluster, lazyfs: bool) -> anyhow::Result<(String, Vec<String>)> {
+    println!(
+        "mode: {}; volumes: {}",
+        if cluster.is_pod_mode() { "pod (network namespaces)" } else { "process (loopback)" },
+        if lazyfs { "LazyFS (unsynced data is lost on a power cut)" } else { "plain directories" }
+    );
+    cluster.start_all()?;
+    cluster.wait_healthy(SETTLE).await?;
+    cluster.client()?.scale(3).await?;
+    let cluster_id = cluster.status(0).await.context("the status of petkv-0")?.cluster_id;
+    let endpoints = cluster.ordinals().iter().map(|o| cluster.client_addr(*o)).collect();
+    Ok((cluster_id, endpoints))
+}
+
 async fn show_progress(workload: std::sync::Arc<Workload>) {
     let mut last = 0;
     loop {

@@ -35,7 +35,9 @@ use serde::Serialize;
 use super::checks::{self, not_ready, same_cluster};
 use super::faults::{log_offsets, logged_since, members, none_logged, wait_back, Faults, BOOTSTRAP_LINE};
 use super::restore_point::{self, BackupPoint, RestorePoint, RestoredState};
-use super::{longest_gap, show_progress, unix_seconds, Experiment, ExperimentSpec, Report, Volumes, CONVERGE, SETTLE};
+use super::{
+    longest_gap, show_progress, start_set, unix_seconds, Experiment, ExperimentSpec, Report, Volumes, CONVERGE, SETTLE,
+};
 use crate::checker::{self, Operation, Outcome, Verdict};
 use crate::workload::{self, Recorded, Workload, WorkloadSpec};
 use crate::{digest, timeline, Cluster, ClusterSpec};
@@ -489,16 +491,7 @@ pub(super) async fn run(spec: &ExperimentSpec) -> anyhow::Result<Report> {
         extra_args: spec.extra_args.clone(),
         ..Default::default()
     })?;
-    println!(
-        "mode: {}; volumes: {}",
-        if cluster.is_pod_mode() { "pod (network namespaces)" } else { "process (loopback)" },
-        if lazyfs { "LazyFS (unsynced data is lost on a power cut)" } else { "plain directories" }
-    );
-    cluster.start_all()?;
-    cluster.wait_healthy(SETTLE).await?;
-    cluster.client()?.scale(3).await?;
-    let old_id = cluster.status(0).await.context("the status of petkv-0")?.cluster_id;
-    let endpoints: Vec<String> = cluster.ordinals().iter().map(|o| cluster.client_addr(*o)).collect();
+    let (old_id, endpoints) = start_set(&mut cluster, lazyfs).await?;
     let binary = crate::binary::petkv_binary()?;
     let backups = cluster.state_dir().join("backups");
     std::fs::create_dir_all(&backups).with_context(|| format!("create {}", backups.display()))?;
@@ -516,15 +509,7 @@ pub(super) async fn run(spec: &ExperimentSpec) -> anyhow::Result<Report> {
 
     // 1. The workload, and a backup while it writes.
     let workload = Arc::new(Workload::start(&endpoints, &workload_spec)?);
-    let mut faults = Faults {
-        started: workload.started,
-        marks: Vec::new(),
-        notes: Vec::new(),
-        failed_checks: Vec::new(),
-        pause: workload.pause_handle(),
-        leader_load: None,
-        zombie: None,
-    };
+    let mut faults = Faults::for_workload(&workload);
     let progress = tokio::spawn(show_progress(workload.clone()));
     tokio::time::sleep(spec.warmup).await;
     faults.mark("petkv backup started (the workload writes on)");
