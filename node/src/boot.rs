@@ -30,7 +30,7 @@ use crate::pb::raft::{
 use crate::raft::fence::VoteFloor;
 use crate::raft::network::{Network, PeerChannels, Speaker};
 use crate::raft::peer_health::PeerHealth;
-use crate::raft::{self, LogId, NodeId, Raft};
+use crate::raft::{self, LogId, NodeId, Raft, WatchReceiver};
 use crate::startup::{decide, ProbeRound, QuietWindow, StartupAction, StartupFacts, WaitReason, BOOTSTRAP_QUIET};
 use crate::tls::{ClientTls, Dialers};
 
@@ -97,14 +97,17 @@ async fn start_raft(node: &Arc<Node>, record: IdentityRecord) -> anyhow::Result<
     node.set_raft(raft.clone());
     tracing::info!(node_id = record.node_id, cluster_id = %record.cluster_id, epoch = node.fence.epoch(), "raft started");
     if let Some(mut restarted) = node.fence.take_restarted() {
-        // A restarted follower's volume may be a copy from before entries its older process
-        // acknowledged (a force-deleted pod's replacement): its log may be behind what this
-        // leader counted, which openraft accepts only when told.
         let raft = raft.clone();
+        let heartbeat = Duration::from_millis(node.config.raft.heartbeat_ms);
         tokio::spawn(async move {
-            while let Some(follower) = restarted.recv().await {
+            while let Some(peer) = restarted.recv().await {
                 if raft.is_leader() {
-                    let _ = raft.trigger().allow_next_revert(&follower, true).await;
+                    // A restarted follower's volume may be a copy from before entries its older
+                    // process acknowledged (a force-deleted pod's replacement): its log may be
+                    // behind what this leader counted, which openraft accepts only when told.
+                    let _ = raft.trigger().allow_next_revert(&peer, true).await;
+                } else if raft.metrics().borrow_watched().current_leader == Some(peer) {
+                    campaign_after_leader_restart(&raft, peer, heartbeat);
                 }
             }
         });
@@ -121,6 +124,27 @@ async fn start_raft(node: &Arc<Node>, record: IdentityRecord) -> anyhow::Result<
         });
     }
     Ok(raft)
+}
+
+/// The leader this follower follows has restarted: its older process is fenced (every message
+/// it sends is refused), so the leader lease that older process holds on this follower protects
+/// nobody, yet openraft would make the cluster wait it out (the lease plus an election timeout)
+/// before electing anyone. Campaign at once instead. The restarted node votes (its own lease
+/// ended with its process); the other followers still refuse while the lease lasts, so one of
+/// them plus the restarted node make the majority of three. A random pause of up to two
+/// heartbeats keeps two followers that heard the announcement together from splitting the vote,
+/// and gives the restarted node time to start Raft after its announcement.
+fn campaign_after_leader_restart(raft: &Raft, leader: NodeId, heartbeat: Duration) {
+    let raft = raft.clone();
+    let pause = heartbeat.mul_f64(rand::random::<f64>() * 2.0);
+    tokio::spawn(async move {
+        tokio::time::sleep(pause).await;
+        let still_following = raft.metrics().borrow_watched().current_leader == Some(leader);
+        if still_following {
+            tracing::info!(leader, "the leader restarted: campaigning instead of waiting out its lease");
+            let _ = raft.trigger().elect(false).await;
+        }
+    });
 }
 
 /// Announces this start's epoch to every other voter of the membership on the volume and
