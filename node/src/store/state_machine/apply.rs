@@ -1,0 +1,289 @@
+//! Applying committed entries: a run of entries at a time, into the write-back layers.
+//!
+//! A run (up to [`MAX_APPLY_RUN`] entries openraft hands over together) collects its writes
+//! (the key changes, the clients' dedup sessions and the new `applied` log id) in a [`Pending`]
+//! overlay, where each entry reads the writes of the ones before it, then hands them to the
+//! write-back layers ([`crate::store::write_back`]) as one atomic change. They reach sled later,
+//! in batches that always carry `applied` with them, so sled holds a prefix of the applied
+//! entries and a crash never leaves an entry half applied.
+
+use std::io;
+use std::ops::Bound;
+use std::sync::atomic::Ordering;
+use std::sync::{RwLock, RwLockReadGuard};
+
+use openraft::entry::RaftEntry;
+use openraft::EntryPayload;
+
+use super::records::{data_key, prefixed, APPLIED, DECLARED_REPLICAS, INCARNATION, KEY_COUNT, MEMBERSHIP};
+use super::sessions::{apply_command, sweep_sessions, Session, SESSION_SWEEP_EVERY};
+use super::StateMachine;
+use crate::raft::{self, StoredMembership};
+use crate::store::command::{Command, CommandResult, KeyValue, StoredValue};
+use crate::store::write_back::{self, Live, Merged, Writes};
+use crate::store::{decode, encode, io_err};
+
+/// Most entries applied as one change.
+pub(super) const MAX_APPLY_RUN: usize = 1024;
+
+impl StateMachine {
+    /// Applies one entry into `pending` (not yet written to the tree).
+    pub(super) fn apply_entry(pending: &mut Pending<'_>, entry: &raft::Entry) -> io::Result<CommandResult> {
+        let log_id = entry.log_id();
+        if log_id.index.is_multiple_of(SESSION_SWEEP_EVERY) {
+            sweep_sessions(pending, log_id.index)?;
+        }
+        let result = match entry.payload {
+            EntryPayload::Blank => CommandResult::Nothing,
+            EntryPayload::Membership(ref m) => {
+                pending.insert(MEMBERSHIP, encode(&StoredMembership::new(Some(log_id), m.clone()))?);
+                CommandResult::Nothing
+            }
+            EntryPayload::Normal(ref cmd) => apply_command(pending, log_id.index, cmd)?,
+        };
+        Ok(result)
+    }
+
+    /// Applies a run of entries into the write-back layers, the last one recorded as applied
+    /// with them; freezes the active layer for the background writer when it is big enough.
+    /// Returns each entry's result. What openraft's `apply` calls for each run it hands over
+    /// (and the fuzz target `state_machine_apply`, directly).
+    pub fn apply_run(&self, entries: &[raft::Entry]) -> io::Result<Vec<CommandResult>> {
+        let _guard = crate::sync::lock(&self.inner.apply_lock);
+        if let Some(e) = self.inner.write_error.borrow().clone() {
+            return Err(io_err("state machine writer failed earlier", e));
+        }
+        let mut pending = Pending::new(&self.inner.live);
+        let mut results = Vec::with_capacity(entries.len());
+        for entry in entries {
+            results.push(Self::apply_entry(&mut pending, entry)?);
+        }
+        let Some(last) = entries.last() else { return Ok(results) };
+        pending.insert(APPLIED, encode(&Some(last.log_id()))?);
+        let (freeze, over_limit) = {
+            let mut live = self.inner.live_mut();
+            let freeze = live.absorb(pending.writes);
+            if freeze {
+                live.freeze();
+            }
+            (freeze, live.over_limit())
+        };
+        self.inner.applied_index.store(last.log_id().index, Ordering::Relaxed);
+        if over_limit {
+            // The background writer fell behind: write here rather than grow without bound.
+            self.inner.write_through()?;
+        } else if freeze {
+            // A full channel means a wake-up is already pending; the writer takes whatever is
+            // frozen when it runs.
+            let _ = self.inner.write_signal.try_send(());
+        }
+        Ok(results)
+    }
+}
+
+/// The writes of a run of entries not yet in the tree: reads see them first, so each entry of
+/// the run observes the ones before it, and the run reaches the tree as one atomic batch.
+pub(super) struct Pending<'a> {
+    live: &'a RwLock<Live>,
+    /// `None`: removed in this run.
+    pub(super) writes: Writes,
+}
+
+impl<'a> Pending<'a> {
+    pub(super) fn new(live: &'a RwLock<Live>) -> Self {
+        Self { live, writes: Writes::new() }
+    }
+
+    pub(super) fn live(&self) -> RwLockReadGuard<'a, Live> {
+        crate::sync::read(self.live)
+    }
+
+    pub(super) fn read<T: serde::de::DeserializeOwned>(&self, what: &str, key: &[u8]) -> io::Result<Option<T>> {
+        match self.writes.get(key) {
+            Some(Some(v)) => Ok(Some(decode(what, v)?)),
+            Some(None) => Ok(None),
+            None => self.live().read(what, key),
+        }
+    }
+
+    pub(super) fn read_session(&self, key: &[u8]) -> io::Result<Option<Session>> {
+        match self.writes.get(key) {
+            Some(Some(v)) => Ok(Some(Session::decode(v)?)),
+            Some(None) => Ok(None),
+            None => self.live().read_with("session", key, Session::decode),
+        }
+    }
+
+    /// The keys of records in `[prefix, prefix + 1)` as this run sees them, with their values.
+    pub(super) fn records_with_prefix(&self, prefix: u8) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let lower = Bound::Included(vec![prefix]);
+        let upper = if prefix == u8::MAX { Bound::Unbounded } else { Bound::Excluded(vec![prefix + 1]) };
+        let live = self.live();
+        let mut layers = vec![write_back::writes_layer(&self.writes, &lower, &upper)];
+        layers.extend(live.layers(&lower, &upper));
+        Merged::new(layers).collect()
+    }
+
+    pub(super) fn insert(&mut self, key: &[u8], value: Vec<u8>) {
+        self.writes.insert(key.to_vec(), Some(value));
+    }
+
+    pub(super) fn remove(&mut self, key: &[u8]) {
+        self.writes.insert(key.to_vec(), None);
+    }
+}
+
+/// Executes one command against `pending` (its session was checked); returns what the client
+/// is told.
+pub(super) fn execute(pending: &mut Pending<'_>, index: u64, cmd: &Command) -> io::Result<CommandResult> {
+    let key_count = |p: &Pending<'_>| -> io::Result<u64> { Ok(p.read::<u64>("key count", KEY_COUNT)?.unwrap_or(0)) };
+    match cmd {
+        Command::Put { key, value, if_mod_index, .. } => {
+            let current: Option<StoredValue> = pending.read("value", &data_key(key))?;
+            if let Some(expected) = if_mod_index {
+                if current.as_ref().map(|c| c.mod_index).unwrap_or(0) != *expected {
+                    let current = current.map(|stored| KeyValue { key: key.clone(), stored });
+                    return Ok(CommandResult::Put { index, succeeded: false, current });
+                }
+            }
+            let stored = StoredValue {
+                value: value.clone(),
+                create_index: current.as_ref().map(|c| c.create_index).unwrap_or(index),
+                mod_index: index,
+                version: current.as_ref().map(|c| c.version + 1).unwrap_or(1),
+            };
+            if current.is_none() {
+                let count = key_count(pending)? + 1;
+                pending.insert(KEY_COUNT, encode(&count)?);
+            }
+            pending.insert(&data_key(key), encode(&stored)?);
+            Ok(CommandResult::Put { index, succeeded: true, current: Some(KeyValue { key: key.clone(), stored }) })
+        }
+        Command::Delete { key, if_mod_index, .. } => {
+            let current: Option<StoredValue> = pending.read("value", &data_key(key))?;
+            let previous = current.clone().map(|stored| KeyValue { key: key.clone(), stored });
+            if let Some(expected) = if_mod_index {
+                if current.as_ref().map(|c| c.mod_index).unwrap_or(0) != *expected {
+                    return Ok(CommandResult::Delete { index, succeeded: false, deleted: false, previous });
+                }
+            }
+            if current.is_some() {
+                let count = key_count(pending)?.saturating_sub(1);
+                pending.remove(&data_key(key));
+                pending.insert(KEY_COUNT, encode(&count)?);
+            }
+            Ok(CommandResult::Delete { index, succeeded: true, deleted: current.is_some(), previous })
+        }
+        Command::AllocateNodeId { ordinal } => {
+            let key = prefixed(INCARNATION, &ordinal.to_be_bytes());
+            let stored: u32 = pending.read("incarnation", &key)?.unwrap_or(0);
+            // Ids in the membership count too: the bootstrap node took incarnation 1 without
+            // an allocation.
+            let membership: StoredMembership = pending.read("membership", MEMBERSHIP)?.unwrap_or_default();
+            let in_membership = membership
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .filter(|id| raft::ordinal_of(*id) == *ordinal)
+                .map(raft::incarnation_of)
+                .max()
+                .unwrap_or(0);
+            let next = stored.max(in_membership) + 1;
+            pending.insert(&key, encode(&next)?);
+            Ok(CommandResult::NodeId { index, node_id: raft::node_id(*ordinal, next) })
+        }
+        Command::SetReplicas { replicas } => {
+            pending.insert(DECLARED_REPLICAS, encode(replicas)?);
+            Ok(CommandResult::Replicas { index, replicas: *replicas })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Bound;
+
+    use super::super::test_support::{apply, in_sled, live, put, puts, version};
+    use super::*;
+    use crate::store::{open, StoreOptions};
+
+    #[test]
+    fn versions_count_writes_and_compare_uses_mod_index() {
+        let (_d, t) = live();
+        assert_eq!(version(&apply(&t, 5, &put("k", "a", None, None))), 1);
+        assert_eq!(version(&apply(&t, 6, &put("k", "b", None, None))), 2);
+        let failed = apply(&t, 7, &put("k", "c", Some(5), None));
+        assert!(matches!(failed, CommandResult::Put { succeeded: false, .. }));
+        let ok = apply(&t, 8, &put("k", "c", Some(6), None));
+        assert!(
+            matches!(&ok, CommandResult::Put { succeeded: true, current: Some(kv), .. } if kv.stored.create_index == 5 && kv.stored.mod_index == 8)
+        );
+    }
+
+    #[test]
+    fn a_run_of_entries_sees_its_own_writes() {
+        let (_d, t) = live();
+        let mut pending = Pending::new(&t);
+        let first = apply_command(&mut pending, 1, &put("k", "a", None, Some((7, 1)))).expect("apply");
+        let second = apply_command(&mut pending, 2, &put("k", "b", None, Some((7, 2)))).expect("apply");
+        let cas = apply_command(&mut pending, 3, &put("k", "c", Some(2), None)).expect("apply");
+        let retry = apply_command(&mut pending, 4, &put("k", "b", None, Some((7, 2)))).expect("apply");
+        let writes = pending.writes;
+        t.write().expect("lock").absorb(writes);
+        assert_eq!((version(&first), version(&second), version(&cas)), (1, 2, 3));
+        assert_eq!(retry, second, "the retry inside the run is answered from the run's session");
+        assert_eq!(t.read().expect("lock").read::<u64>("count", KEY_COUNT).expect("read"), Some(1));
+    }
+
+    #[test]
+    fn node_ids_are_never_reused_for_an_ordinal() {
+        let (_d, t) = live();
+        let alloc = |i| match apply(&t, i, &Command::AllocateNodeId { ordinal: 3 }) {
+            CommandResult::NodeId { node_id, .. } => node_id,
+            other => panic!("{other:?}"),
+        };
+        let (a, b) = (alloc(1), alloc(2));
+        assert_eq!(raft::ordinal_of(a), 3);
+        assert!(raft::incarnation_of(b) > raft::incarnation_of(a));
+    }
+
+    #[test]
+    fn sled_holds_a_prefix_of_the_applied_entries_with_its_applied_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Enough puts (about one record each) to freeze the active layer twice, plus some that
+        // stay in memory.
+        let total = 3 * write_back::FLUSH_RECORDS as u64 + 100;
+        {
+            let (_log, sm) = open(dir.path(), &StoreOptions::default()).expect("open");
+            for run in puts(1, total).chunks(MAX_APPLY_RUN) {
+                sm.apply_run(run).expect("apply");
+            }
+            assert_eq!(sm.applied_index(), total);
+            assert_eq!(sm.key_count().expect("count"), total, "reads see every applied write");
+            let page = sm.scan(Bound::Unbounded, Bound::Unbounded, usize::MAX).expect("scan");
+            assert_eq!(page.kvs.len() as u64, total);
+            sm.inner.db.flush().expect("flush what the writer wrote");
+            // Dropped without `flush`: what is not in sled is lost, as in a crash.
+        }
+        let (keys, applied) = in_sled(dir.path());
+        let applied = applied.map_or(0, |l| l.index);
+        assert!(applied < total, "some applied entries are still only in memory: {applied}");
+        assert_eq!(keys, applied, "sled holds exactly the entries up to its applied index");
+    }
+
+    #[tokio::test]
+    async fn flush_writes_every_applied_record_to_sled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (_log, sm) = open(dir.path(), &StoreOptions::default()).expect("open");
+            sm.apply_run(&puts(1, 10)).expect("apply");
+            assert!(sm.unwritten_records() > 0);
+            sm.flush().await.expect("flush");
+            assert_eq!(sm.unwritten_records(), 0);
+        }
+        let (keys, applied) = in_sled(dir.path());
+        assert_eq!((keys, applied.map(|l| l.index)), (10, Some(10)));
+        let (_log, sm) = open(dir.path(), &StoreOptions::default()).expect("reopen");
+        assert_eq!(sm.applied_index(), 10, "the applied index is read at open");
+    }
+}
