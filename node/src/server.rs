@@ -240,7 +240,7 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
                 // write may have left a record cut short, which the next start's crash recovery
                 // drops).
                 node.set_stopping();
-                tracing::error!(volume_full = failure.volume_full(), "{failure}");
+                tracing::error!(volume_full = failure.volume_full, "{failure}");
                 return Err(failure.into());
             }
         }

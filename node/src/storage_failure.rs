@@ -33,27 +33,18 @@ pub struct StorageFailure {
     pub part: FailedPart,
     /// The error, as the failing part reported it.
     pub detail: String,
-}
-
-/// True when `detail` carries ENOSPC or EDQUOT. openraft keeps a storage error only as text,
-/// so the `std::io::Error` display is matched: `<strerror> (os error <n>)`.
-fn is_out_of_space(detail: &str) -> bool {
-    use nix::errno::Errno;
-    [Errno::ENOSPC, Errno::EDQUOT].iter().any(|e| detail.contains(&format!("(os error {})", *e as i32)))
+    /// A disk operation failed because the volume (or the quota on it) was full: told by the
+    /// error's kind where it happened ([`crate::store::faults`]), since openraft keeps only text.
+    pub volume_full: bool,
 }
 
 impl StorageFailure {
-    /// True when the failure was the volume running out of space.
-    pub fn volume_full(&self) -> bool {
-        is_out_of_space(&self.detail)
-    }
-
     fn message(&self) -> String {
         let what = match self.part {
             FailedPart::Raft => "raft stopped",
             FailedPart::StateMachine => "the state machine cannot be written",
         };
-        if self.volume_full() {
+        if self.volume_full {
             format!(
                 "{what}: the volume is full ({}); the node exits so that it restarts and recovers from its volume \
                  once space is freed or the volume grown (nothing acknowledged is lost)",
@@ -80,7 +71,11 @@ async fn raft_failure(node: &Node) -> StorageFailure {
     loop {
         let failure = match &metrics.borrow_watched().running_state {
             Ok(()) | Err(RaftFatal::Stopped) => None,
-            Err(e) => Some(StorageFailure { part: FailedPart::Raft, detail: e.to_string() }),
+            Err(e) => Some(StorageFailure {
+                part: FailedPart::Raft,
+                detail: e.to_string(),
+                volume_full: node.sm.volume_faults().out_of_space(),
+            }),
         };
         if let Some(failure) = failure {
             return failure;
@@ -97,7 +92,11 @@ async fn state_machine_failure(node: &Node) -> StorageFailure {
     // The borrow `wait_for` returns is dropped at once: it must not live across an await.
     let failed = failures.wait_for(Option::is_some).await.map(|failed| failed.clone());
     match failed {
-        Ok(detail) => StorageFailure { part: FailedPart::StateMachine, detail: detail.unwrap_or_default() },
+        Ok(detail) => StorageFailure {
+            part: FailedPart::StateMachine,
+            detail: detail.unwrap_or_default(),
+            volume_full: node.sm.volume_faults().out_of_space(),
+        },
         Err(_) => std::future::pending().await,
     }
 }
@@ -106,23 +105,14 @@ async fn state_machine_failure(node: &Node) -> StorageFailure {
 mod tests {
     use super::*;
 
-    fn failure(part: FailedPart, detail: &str) -> StorageFailure {
-        StorageFailure { part, detail: detail.into() }
-    }
-
     #[test]
     fn a_full_volume_is_told_apart_from_other_storage_errors() {
-        let full = failure(
-            FailedPart::Raft,
-            "when Write Log(..): std::io::error::Error: No space left on device (os error 28)",
-        );
-        assert!(full.volume_full());
+        let failure = |part, volume_full| StorageFailure { part, detail: "append raft log: …".into(), volume_full };
+        let full = failure(FailedPart::Raft, true);
         assert!(full.to_string().starts_with("raft stopped: the volume is full"), "{full}");
-        let quota = failure(FailedPart::StateMachine, "write applied entries: Disk quota exceeded (os error 122)");
-        assert!(quota.volume_full());
+        let quota = failure(FailedPart::StateMachine, true);
         assert!(quota.to_string().starts_with("the state machine cannot be written: the volume is full"), "{quota}");
-        let eio = failure(FailedPart::Raft, "append: Input/output error (os error 5)");
-        assert!(!eio.volume_full());
+        let eio = failure(FailedPart::Raft, false);
         assert!(eio.to_string().starts_with("raft stopped on a storage error"), "{eio}");
     }
 }

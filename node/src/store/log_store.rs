@@ -52,6 +52,7 @@ use raft_log::{codeq, RaftLog};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::faults::{with_context, VolumeFaults};
 use super::{decode, encode, io_err, StoreError};
 use crate::metrics::{FsyncSite, Metrics};
 use crate::raft::{Entry, LogId, TypeConfig, Vote};
@@ -200,6 +201,7 @@ pub(crate) struct Flushed {
     to: Notify,
     requested: Instant,
     metrics: Option<Arc<Metrics>>,
+    faults: Option<Arc<VolumeFaults>>,
 }
 
 enum Notify {
@@ -216,6 +218,10 @@ impl raft_log::Callback for Flushed {
         if let Some(metrics) = &self.metrics {
             metrics.record_fsync(FsyncSite::Log, self.requested.elapsed());
         }
+        let res = match (res, &self.faults) {
+            (Err(e), Some(faults)) => Err(faults.note(with_context("fsync raft log", e))),
+            (res, _) => res,
+        };
         match self.to {
             Notify::Append(callback) => callback.io_completed(res),
             Notify::Wait(tx) => {
@@ -228,8 +234,13 @@ impl raft_log::Callback for Flushed {
 }
 
 impl Flushed {
-    fn new(to: Notify, metrics: Option<Arc<Metrics>>) -> Self {
-        Self { to, requested: Instant::now(), metrics }
+    /// `store`: whose fsync times and faults it records (none at open).
+    fn new(to: Notify, store: Option<&Inner>) -> Self {
+        let (metrics, faults) = match store {
+            Some(inner) => (Some(inner.metrics.clone()), Some(inner.faults.clone())),
+            None => (None, None),
+        };
+        Self { to, requested: Instant::now(), metrics, faults }
     }
 }
 
@@ -243,6 +254,7 @@ struct Inner {
     /// Never held across an await.
     log: Mutex<RaftLog<LogTypes>>,
     metrics: Arc<Metrics>,
+    faults: Arc<VolumeFaults>,
 }
 
 /// raft-log's settings; `strict` (the store was sealed by a clean shutdown) turns off dropping
@@ -288,7 +300,12 @@ fn flush_blocking(log: &mut RaftLog<LogTypes>) -> io::Result<()> {
 impl LogStore {
     /// Opens (or creates) the log under `data_dir`. `strict`: the store was sealed by a clean
     /// shutdown, so a record cut short is damage, not a torn write.
-    pub(crate) fn open(data_dir: &Path, metrics: Arc<Metrics>, strict: bool) -> Result<Self, StoreError> {
+    pub(crate) fn open(
+        data_dir: &Path,
+        metrics: Arc<Metrics>,
+        faults: Arc<VolumeFaults>,
+        strict: bool,
+    ) -> Result<Self, StoreError> {
         let dir = data_dir.join(DIR);
         let io_at = |path: &Path| {
             let path = path.to_path_buf();
@@ -309,11 +326,16 @@ impl LogStore {
             sync_dir(data_dir).map_err(io_at(data_dir))?;
         }
         let log = open_raft_log(&dir, strict)?;
-        Ok(Self { inner: Arc::new(Inner { log: Mutex::new(log), metrics }) })
+        Ok(Self { inner: Arc::new(Inner { log: Mutex::new(log), metrics, faults }) })
     }
 
     fn lock(&self) -> io::Result<MutexGuard<'_, RaftLog<LogTypes>>> {
         self.inner.log.lock().map_err(|_| io_err("raft log", "a writer panicked"))
+    }
+
+    /// A failed disk operation, with context, noted in the volume's faults.
+    fn fault(&self, what: &str, e: io::Error) -> io::Error {
+        self.inner.faults.note(with_context(what, e))
     }
 
     /// Applies `write` and waits until it is fsync'd.
@@ -325,11 +347,12 @@ impl LogStore {
         let (tx, rx) = tokio::sync::oneshot::channel();
         {
             let mut log = self.lock()?;
-            write(&mut log).map_err(|e| io_err(what, e))?;
-            let flushed = Flushed::new(Notify::Wait(tx), Some(self.inner.metrics.clone()));
-            log.flush(true, Some(flushed)).map_err(|e| io_err(what, e))?;
+            write(&mut log).map_err(|e| self.fault(what, e))?;
+            let flushed = Flushed::new(Notify::Wait(tx), Some(&self.inner));
+            log.flush(true, Some(flushed)).map_err(|e| self.fault(what, e))?;
         }
-        rx.await.map_err(|_| io_err(what, "the flush thread stopped"))?.map_err(|e| io_err(what, e))
+        // The flush thread noted its own failure (`Flushed`).
+        rx.await.map_err(|_| io_err(what, "the flush thread stopped"))?.map_err(|e| with_context(what, e))
     }
 
     /// The persisted vote, if any.
@@ -414,7 +437,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         let stored = {
             let log = self.lock()?;
-            log.read(from, to).collect::<io::Result<Vec<_>>>().map_err(|e| io_err("read raft log", e))?
+            log.read(from, to).collect::<io::Result<Vec<_>>>().map_err(|e| self.fault("read raft log", e))?
         };
         stored
             .into_iter()
@@ -458,7 +481,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if state.committed() >= Some(&committed) || state.last() < Some(&committed) {
             return Ok(());
         }
-        log.commit(committed).map(|_| ()).map_err(|e| io_err("save committed", e))
+        log.commit(committed).map(|_| ()).map_err(|e| self.fault("save committed", e))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -475,11 +498,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.push((Stored(entry.log_id), Payload(encode(&entry.payload)?.into())));
         }
         let mut log = self.lock()?;
-        log.append(batch).map_err(|e| io_err("append to raft log", e))?;
+        log.append(batch).map_err(|e| self.fault("append to raft log", e))?;
         // The callback is the durability acknowledgement: the flush thread calls it after the
         // fsync. Nothing here waits for it.
-        let flushed = Flushed::new(Notify::Append(callback), Some(self.inner.metrics.clone()));
-        log.flush(true, Some(flushed)).map_err(|e| io_err("flush raft log", e))
+        let flushed = Flushed::new(Notify::Append(callback), Some(&self.inner));
+        log.flush(true, Some(flushed)).map_err(|e| self.fault("flush raft log", e))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
@@ -498,8 +521,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not awaited: the purge record goes out with the next fsync, and only then are chunk
         // files holding nothing but purged entries deleted.
         let mut log = self.lock()?;
-        log.purge(Stored(log_id)).map_err(|e| io_err("purge raft log", e))?;
-        log.flush(false, None).map_err(|e| io_err("purge raft log", e))
+        log.purge(Stored(log_id)).map_err(|e| self.fault("purge raft log", e))?;
+        log.flush(false, None).map_err(|e| self.fault("purge raft log", e))
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`snapshot`]: the snapshot file format (checksummed), built from and installed into the
 //!   state machine.
 //! - [`command`]: the commands the log carries and what applying them returns.
+//! - [`faults`]: what failed disk operations said about the volume (full or not), by error kind.
 //! - [`seal`]: the clean-shutdown seal, checked before anything is opened, so damage found
 //!   after a clean shutdown refuses the start instead of being "recovered" by either engine.
 //!
@@ -24,6 +25,7 @@
 //! is complete and flushed, so a crash halfway through an install leaves the old state intact.
 
 pub mod command;
+pub mod faults;
 pub mod log_store;
 pub mod seal;
 mod sled_sync;
@@ -78,8 +80,9 @@ pub fn open(data_dir: &Path, options: &StoreOptions) -> Result<(LogStore, StateM
     // sled writes its `conf` file at every open without an fsync.
     sled_sync::sync_files(&path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
     let metrics = options.metrics.clone().unwrap_or_default();
-    let log = LogStore::open(data_dir, metrics.clone(), sealed)?;
-    let sm = StateMachine::open(db, data_dir.join("snapshots"), metrics)?;
+    let faults = Arc::new(faults::VolumeFaults::default());
+    let log = LogStore::open(data_dir, metrics.clone(), faults.clone(), sealed)?;
+    let sm = StateMachine::open(db, data_dir.join("snapshots"), metrics, faults)?;
     Ok((log, sm))
 }
 

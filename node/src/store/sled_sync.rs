@@ -19,7 +19,7 @@ use std::path::Path;
 
 /// sled's flush, then an fsync of its log, its blobs, its config and their directories.
 pub fn flush_durably(db: &sled::Db, dir: &Path) -> io::Result<()> {
-    db.flush().map_err(|e| io::Error::other(format!("sled flush: {e}")))?;
+    db.flush().map_err(|e| super::faults::from_sled("sled flush", e))?;
     sync_files(dir)
 }
 

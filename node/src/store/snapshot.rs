@@ -14,7 +14,8 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{decode, encode, io_err};
+use super::faults::with_context;
+use super::{decode, encode};
 use crate::raft::SnapshotMeta;
 
 const MAGIC: &[u8; 8] = b"PETKVSNP";
@@ -74,7 +75,7 @@ where
     I: IntoIterator<Item = io::Result<(Vec<u8>, Vec<u8>)>>,
 {
     let tmp = path.with_extension("tmp");
-    let file = File::create(&tmp).map_err(|e| io_err(&format!("create {}", tmp.display()), e))?;
+    let file = File::create(&tmp).map_err(|e| with_context(&format!("create {}", tmp.display()), e))?;
     let mut w = CrcWriter { inner: BufWriter::new(file), crc: crc32fast::Hasher::new() };
     w.write_all(MAGIC)?;
     w.write_all(&FORMAT.to_le_bytes())?;

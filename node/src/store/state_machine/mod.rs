@@ -39,6 +39,7 @@ pub use sessions::{SESSION_RETENTION, SESSION_SWEEP_EVERY};
 use self::apply::MAX_APPLY_RUN;
 use self::records::{data_key, tree_name, ACTIVE, APPLIED, DATA, DECLARED_REPLICAS, KEY_COUNT, MEMBERSHIP};
 use super::command::{KeyValue, StoredValue};
+use super::faults::{from_sled, with_context, VolumeFaults};
 use super::sled_sync;
 use super::snapshot::SnapshotFile;
 use super::write_back::{self, Live, Merged};
@@ -83,6 +84,8 @@ struct Inner {
     snapshot_dir: PathBuf,
     snapshot_seq: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Why disk operations failed, shared with the log store.
+    faults: Arc<VolumeFaults>,
 }
 
 impl Inner {
@@ -101,7 +104,8 @@ impl Inner {
             (live.tree.clone(), live.frozen())
         };
         let Some(frozen) = frozen else { return Ok(()) };
-        tree.apply_batch(write_back::to_batch(&frozen)).map_err(|e| io_err("write applied entries", e))?;
+        tree.apply_batch(write_back::to_batch(&frozen))
+            .map_err(|e| self.faults.note(from_sled("write applied entries", e)))?;
         self.live_mut().written(&frozen);
         Ok(())
     }
@@ -138,7 +142,12 @@ fn run_writer(inner: Weak<Inner>, signals: mpsc::Receiver<()>) {
 }
 
 impl StateMachine {
-    pub(crate) fn open(db: sled::Db, snapshot_dir: PathBuf, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+    pub(crate) fn open(
+        db: sled::Db,
+        snapshot_dir: PathBuf,
+        metrics: Arc<Metrics>,
+        faults: Arc<VolumeFaults>,
+    ) -> Result<Self, StoreError> {
         let sled_path = snapshot_dir.with_file_name("sled");
         let sled_err = |e: sled::Error| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() };
         std::fs::create_dir_all(&snapshot_dir)
@@ -175,6 +184,7 @@ impl StateMachine {
                 snapshot_dir,
                 snapshot_seq: AtomicU64::new(0),
                 metrics,
+                faults,
             }),
         };
         let weak = Arc::downgrade(&sm.inner);
@@ -198,7 +208,7 @@ impl StateMachine {
     }
 
     fn read<T: serde::de::DeserializeOwned>(tree: &sled::Tree, what: &str, key: &[u8]) -> io::Result<Option<T>> {
-        match tree.get(key).map_err(|e| io_err(what, e))? {
+        match tree.get(key).map_err(|e| from_sled(what, e))? {
             Some(v) => Ok(Some(decode(what, &v)?)),
             None => Ok(None),
         }
@@ -278,6 +288,11 @@ impl StateMachine {
         Ok(self.applied()?.is_some() || self.current_snapshot_record()?.is_some())
     }
 
+    /// What the volume's failed disk operations said (shared with the log store).
+    pub fn volume_faults(&self) -> &VolumeFaults {
+        &self.inner.faults
+    }
+
     /// Why the background writer could not write applied entries into sled, once it failed
     /// (the state machine then refuses every further apply).
     pub fn write_failures(&self) -> tokio::sync::watch::Receiver<Option<String>> {
@@ -300,7 +315,7 @@ impl StateMachine {
         self.inner
             .metrics
             .time_fsync(FsyncSite::StateMachine, || sled_sync::flush_durably(&self.inner.db, &self.inner.sled_dir))
-            .map_err(|e| io_err(what, e))
+            .map_err(|e| with_context(what, e))
     }
 }
 
@@ -333,7 +348,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     _ => break,
                 }
             }
-            let results = self.apply_run(&run)?;
+            let results = self.apply_run(&run).map_err(|e| self.inner.faults.note(e))?;
             run.clear();
             // Answered only once the whole run is in the tree, so a client never sees a write
             // acknowledged that a read of this node cannot see yet.
@@ -353,7 +368,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
         let sm = self.clone();
         let meta = meta.clone();
-        tokio::task::spawn_blocking(move || sm.install_snapshot_blocking(&meta, &snapshot))
+        let faults = self.inner.faults.clone();
+        tokio::task::spawn_blocking(move || sm.install_snapshot_blocking(&meta, &snapshot).map_err(|e| faults.note(e)))
             .await
             .map_err(|e| io_err("install task", e))?
     }

@@ -19,6 +19,7 @@ use super::records::{tree_name, ACTIVE, APPLIED, CURRENT_SNAPSHOT, MEMBERSHIP};
 use super::StateMachine;
 use crate::metrics::SnapshotKind;
 use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::store::faults::from_sled;
 use crate::store::snapshot::{self, SnapshotFile};
 use crate::store::write_back::Live;
 use crate::store::{encode, io_err, StoreError};
@@ -105,7 +106,7 @@ impl StateMachine {
         let mut entries = 0u64;
         let records = tree.iter().map(|item| {
             entries += 1;
-            item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| io_err("snapshot read", e))
+            item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| from_sled("snapshot read", e))
         });
         let file = snapshot::write(path, meta, records)?;
         Ok((file, entries))
@@ -164,7 +165,7 @@ impl StateMachine {
         if let Some(generation) = new_active {
             batch.insert(ACTIVE, &generation.to_be_bytes());
         }
-        self.inner.pointer.apply_batch(batch).map_err(|e| io_err("record snapshot", e))?;
+        self.inner.pointer.apply_batch(batch).map_err(|e| from_sled("record snapshot", e))?;
         self.flush_blocking("flush snapshot record")?;
         // Only finished snapshots: a snapshot being received (`incoming-*`) stays.
         self.remove_snapshot_files(Some(file_name), |name| name.starts_with("snap-") && name.ends_with(".snap"))
@@ -185,22 +186,22 @@ impl StateMachine {
         let old_generation = self.inner.live().generation;
         let generation = old_generation + 1;
         let name = tree_name(generation);
-        self.inner.db.drop_tree(name.as_bytes()).map_err(|e| io_err("drop stale tree", e))?;
-        let tree = self.inner.db.open_tree(name.as_bytes()).map_err(|e| io_err("create tree", e))?;
+        self.inner.db.drop_tree(name.as_bytes()).map_err(|e| from_sled("drop stale tree", e))?;
+        let tree = self.inner.db.open_tree(name.as_bytes()).map_err(|e| from_sled("create tree", e))?;
         let mut batch = sled::Batch::default();
         let mut pending = 0usize;
         snapshot::read(&file.path, |k, v| {
             batch.insert(k, v);
             pending += 1;
             if pending == INSTALL_BATCH {
-                tree.apply_batch(std::mem::take(&mut batch)).map_err(|e| io_err("install", e))?;
+                tree.apply_batch(std::mem::take(&mut batch)).map_err(|e| from_sled("install", e))?;
                 pending = 0;
             }
             Ok(())
         })?;
         batch.insert(APPLIED, encode(&meta.last_log_id)?);
         batch.insert(MEMBERSHIP, encode(&meta.last_membership)?);
-        tree.apply_batch(batch).map_err(|e| io_err("install", e))?;
+        tree.apply_batch(batch).map_err(|e| from_sled("install", e))?;
 
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
         let n = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
@@ -213,7 +214,7 @@ impl StateMachine {
         self.publish_snapshot(meta, &file_name, Some(generation))?;
         *self.inner.live_mut() = Live::new(generation, tree);
         self.inner.applied_index.store(index, Ordering::Relaxed);
-        self.inner.db.drop_tree(tree_name(old_generation).as_bytes()).map_err(|e| io_err("drop old tree", e))?;
+        self.inner.db.drop_tree(tree_name(old_generation).as_bytes()).map_err(|e| from_sled("drop old tree", e))?;
         self.inner.metrics.record_snapshot(SnapshotKind::Installed, file.len, entries);
         Ok(())
     }
@@ -224,7 +225,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
         let sm = self.clone();
-        tokio::task::spawn_blocking(move || sm.build_snapshot_blocking())
+        tokio::task::spawn_blocking(move || sm.build_snapshot_blocking().map_err(|e| sm.inner.faults.note(e)))
             .await
             .map_err(|e| io_err("snapshot task", e))?
     }
