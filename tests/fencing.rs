@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use petkv::pb::raft::raft_client::RaftClient;
-use petkv::pb::raft::{RaftMessage, TransportVersion};
+use petkv::pb::raft::RaftMessage;
 use petkv::raft::fence::{EXIT_REPLACED, REPLACED_METADATA};
 use petkv_e2e::{healthy_cluster, SETTLE};
 
@@ -34,7 +34,7 @@ async fn peers_refuse_a_replaced_process_and_a_replaced_process_stops_for_good()
     let node1 = cluster.status(1).await?;
     let mut raft1 = RaftClient::connect(format!("http://{}", cluster.pod(1)?.spec.peer_addr)).await?;
     let stale = RaftMessage {
-        version: TransportVersion::Openraft010A37 as i32,
+        version: petkv::raft::codec::VERSION as i32,
         target: node1.node_id,
         cluster_id: node1.cluster_id.clone(),
         sender: node0.node_id,
@@ -51,7 +51,7 @@ async fn peers_refuse_a_replaced_process_and_a_replaced_process_stops_for_good()
     let epoch2 = start_epoch(&cluster, 2)?;
     let mut raft2 = RaftClient::connect(format!("http://{}", cluster.pod(2)?.spec.peer_addr)).await?;
     let newer = RaftMessage {
-        version: TransportVersion::Openraft010A37 as i32,
+        version: petkv::raft::codec::VERSION as i32,
         target: node2.node_id,
         cluster_id: node2.cluster_id.clone(),
         target_epoch: epoch2 + 1,

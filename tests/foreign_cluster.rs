@@ -4,7 +4,7 @@
 //! ids the first cluster's members hold with other contents.
 
 use petkv::pb::raft::raft_client::RaftClient;
-use petkv::pb::raft::{RaftMessage, TransportVersion};
+use petkv::pb::raft::RaftMessage;
 use petkv_e2e::{healthy_cluster, SETTLE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,7 +14,7 @@ async fn a_raft_request_of_another_cluster_is_refused_with_both_ids() -> anyhow:
     let peer = format!("http://{}", cluster.pod(1)?.spec.peer_addr);
     let mut raft = RaftClient::connect(peer).await?;
     let message = |cluster_id: &str| RaftMessage {
-        version: TransportVersion::Openraft010A37 as i32,
+        version: petkv::raft::codec::VERSION as i32,
         data: Vec::new().into(),
         target: status.node_id,
         cluster_id: cluster_id.to_string(),

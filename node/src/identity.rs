@@ -22,7 +22,7 @@ use crate::raft::NodeId;
 /// The file name of the identity record inside the data dir.
 pub const IDENTITY_FILE: &str = "identity.json";
 /// The volume format this binary writes and reads (the identity record's `format`).
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// A pod name: `<set>-<ordinal>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,7 +200,12 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<IdentityRecord, IdentityError>
                  run the newer version (a volume is never downgraded)"
             )))
         }
-        (other, _) => return Err(corrupt(format!("unknown format {other}"))),
+        (older, _) => {
+            return Err(corrupt(format!(
+                "the volume has format {older}, written by a pre-release petkv whose format this binary \
+                 does not read (it reads format {FORMAT})"
+            )))
+        }
     }
     Ok(record)
 }
@@ -297,11 +302,12 @@ mod tests {
         let path = dir.path().join(IDENTITY_FILE);
         let old =
             br#"{"format":1,"cluster_id":"c1","set_name":"petkv","ordinal":1,"node_id":4294967297,"created_unix":5}"#;
-        assert!(parse(&path, old).expect_err("format 1").to_string().contains("unknown format 1"));
+        let err = parse(&path, old).expect_err("format 1").to_string();
+        assert!(err.contains("format 1") && err.contains("pre-release"), "{err}");
         let newer =
-            br#"{"format":3,"cluster_id":"c1","set_name":"petkv","ordinal":1,"node_id":4294967297,"created_unix":5}"#;
-        let err = parse(&path, newer).expect_err("format 3").to_string();
-        assert!(err.contains("newer petkv") && err.contains("format 3"), "{err}");
+            br#"{"format":4,"cluster_id":"c1","set_name":"petkv","ordinal":1,"node_id":4294967297,"created_unix":5}"#;
+        let err = parse(&path, newer).expect_err("format 4").to_string();
+        assert!(err.contains("newer petkv") && err.contains("format 4"), "{err}");
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl Limits {
         Ok(Command::Put {
             key: req.key.to_vec(),
             value: req.value.to_vec(),
-            if_mod_index: req.if_mod_index,
+            if_mod_revision: req.if_mod_index,
             write_id: write_id(req.write_id),
         })
     }
@@ -107,7 +107,11 @@ impl Limits {
     /// Checks a delete and turns it into the command the handler proposes.
     pub fn delete(&self, req: &DeleteRequest) -> Result<Command, Status> {
         self.key(&req.key)?;
-        Ok(Command::Delete { key: req.key.to_vec(), if_mod_index: req.if_mod_index, write_id: write_id(req.write_id) })
+        Ok(Command::Delete {
+            key: req.key.to_vec(),
+            if_mod_revision: req.if_mod_index,
+            write_id: write_id(req.write_id),
+        })
     }
 
     /// Checks a get; returns how it is to be read.
@@ -284,7 +288,7 @@ mod tests {
             Command::Put {
                 key: b"k".to_vec(),
                 value: b"v".to_vec(),
-                if_mod_index: Some(0),
+                if_mod_revision: Some(0),
                 write_id: Some(WriteId { client_id: 3, sequence: 4 })
             }
         );
@@ -292,7 +296,7 @@ mod tests {
         let delete = DeleteRequest { key: b"k".to_vec().into(), write_id: None, if_mod_index: None };
         assert_eq!(
             l.delete(&delete).expect("valid"),
-            Command::Delete { key: b"k".to_vec(), if_mod_index: None, write_id: None }
+            Command::Delete { key: b"k".to_vec(), if_mod_revision: None, write_id: None }
         );
         assert_eq!(l.get(&GetRequest { key: b"k".to_vec().into(), consistency: 2 }).ok(), Some(ReadConsistency::Stale));
         is_invalid(l.get(&GetRequest { key: Default::default(), consistency: 9 }), "empty");

@@ -103,7 +103,7 @@ impl Kv for Api {
         let msg = req.into_inner();
         let cmd = self.node.config.limits.put(&msg)?;
         match self.propose(cmd, origin.forwarded).await {
-            Ok(CommandResult::Put { index, succeeded, current }) => Ok(Response::new(PutResponse {
+            Ok(CommandResult::Put { index, succeeded, current, .. }) => Ok(Response::new(PutResponse {
                 header: Some(header(&self.node, index)),
                 succeeded,
                 kv: current.map(to_pb),
@@ -122,12 +122,14 @@ impl Kv for Api {
         let msg = req.into_inner();
         let cmd = self.node.config.limits.delete(&msg)?;
         match self.propose(cmd, origin.forwarded).await {
-            Ok(CommandResult::Delete { index, succeeded, deleted, previous }) => Ok(Response::new(DeleteResponse {
-                header: Some(header(&self.node, index)),
-                succeeded,
-                deleted,
-                previous: previous.map(to_pb),
-            })),
+            Ok(CommandResult::Delete { index, succeeded, deleted, previous, .. }) => {
+                Ok(Response::new(DeleteResponse {
+                    header: Some(header(&self.node, index)),
+                    succeeded,
+                    deleted,
+                    previous: previous.map(to_pb),
+                }))
+            }
             Ok(other) => Err(Status::internal(format!("unexpected result for a delete: {other:?}"))),
             Err(NotServed::Forward(leader)) => {
                 let (channel, req) = to_leader(&self.node, &leader, &origin, msg)?;

@@ -25,8 +25,8 @@ pub(crate) fn to_pb(kv: KeyValue) -> PbKeyValue {
     PbKeyValue {
         key: kv.key.into(),
         value: kv.stored.value.into(),
-        create_index: kv.stored.create_index,
-        mod_index: kv.stored.mod_index,
+        create_index: kv.stored.create_revision,
+        mod_index: kv.stored.mod_revision,
         version: kv.stored.version,
     }
 }

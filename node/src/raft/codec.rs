@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::pb::raft::{RaftMessage, TransportVersion};
 
 /// The encoding this build speaks.
-pub const VERSION: TransportVersion = TransportVersion::Openraft010A37;
+pub const VERSION: TransportVersion = TransportVersion::Openraft010A37Revisions;
 
 /// Errors decoding a peer message.
 #[derive(Debug, thiserror::Error)]

@@ -22,22 +22,25 @@ pub struct WriteId {
 /// A replicated state machine command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Write a key, optionally only if its mod_index matches (0 = absent).
+    /// Write a key, optionally only if its mod revision matches (0 = absent).
     Put {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
-        if_mod_index: Option<u64>,
+        if_mod_revision: Option<u64>,
         write_id: Option<WriteId>,
     },
-    /// Delete a key, optionally only if its mod_index matches.
+    /// Delete a key, optionally only if its mod revision matches.
     Delete {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
-        if_mod_index: Option<u64>,
+        if_mod_revision: Option<u64>,
         write_id: Option<WriteId>,
     },
+    /// Drop the history before `revision` (reads and watches of older revisions are refused
+    /// from then on). Changes no key and takes no revision.
+    Compact { revision: u64 },
     /// Allocate a never-used node id for a pod ordinal (a new volume joining).
     AllocateNodeId { ordinal: u32 },
     /// Declare the set's replica count (a StatefulSet's `spec.replicas`).
@@ -49,7 +52,7 @@ impl Command {
     pub fn write_id(&self) -> Option<WriteId> {
         match self {
             Command::Put { write_id, .. } | Command::Delete { write_id, .. } => *write_id,
-            Command::AllocateNodeId { .. } | Command::SetReplicas { .. } => None,
+            Command::AllocateNodeId { .. } | Command::SetReplicas { .. } | Command::Compact { .. } => None,
         }
     }
 }
@@ -57,15 +60,16 @@ impl Command {
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::Put { key, value, if_mod_index, .. } => write!(
+            Command::Put { key, value, if_mod_revision, .. } => write!(
                 f,
-                "put key={} value_len={} if_mod_index={if_mod_index:?}",
+                "put key={} value_len={} if_mod_revision={if_mod_revision:?}",
                 String::from_utf8_lossy(key),
                 value.len()
             ),
-            Command::Delete { key, if_mod_index, .. } => {
-                write!(f, "delete key={} if_mod_index={if_mod_index:?}", String::from_utf8_lossy(key))
+            Command::Delete { key, if_mod_revision, .. } => {
+                write!(f, "delete key={} if_mod_revision={if_mod_revision:?}", String::from_utf8_lossy(key))
             }
+            Command::Compact { revision } => write!(f, "compact revision={revision}"),
             Command::AllocateNodeId { ordinal } => write!(f, "allocate-node-id ordinal={ordinal}"),
             Command::SetReplicas { replicas } => write!(f, "set-replicas {replicas}"),
         }
@@ -77,12 +81,14 @@ impl fmt::Display for Command {
 pub struct StoredValue {
     #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
-    /// Raft index of the write that created the key.
-    pub create_index: u64,
-    /// Raft index of the last write to the key.
-    pub mod_index: u64,
+    /// Revision of the write that created the key (since its last deletion).
+    pub create_revision: u64,
+    /// Revision of the last write to the key.
+    pub mod_revision: u64,
     /// Writes since creation; 1 for a new key.
     pub version: u64,
+    /// The lease the key is attached to (0: none).
+    pub lease: u64,
 }
 
 /// A key together with its stored value.
@@ -103,12 +109,15 @@ pub enum CommandResult {
     Put {
         /// The index the command was applied at.
         index: u64,
+        /// The store's revision after the command (the write's own when it wrote).
+        revision: u64,
         succeeded: bool,
         /// The key after the write, or as it is when the compare failed.
         current: Option<KeyValue>,
     },
     Delete {
         index: u64,
+        revision: u64,
         succeeded: bool,
         deleted: bool,
         previous: Option<KeyValue>,
@@ -130,6 +139,25 @@ pub enum CommandResult {
     WriteIdReused {
         sequence: u64,
     },
+    /// The history before `compacted` is dropped (or already was); `revision` is the store's.
+    Compacted {
+        index: u64,
+        revision: u64,
+        compacted: u64,
+    },
+    /// A compaction refused: to a revision past the store's, or one already compacted.
+    CompactRefused(RevisionError),
+}
+
+/// A revision a read, watch or compaction cannot use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RevisionError {
+    /// Its history was compacted away.
+    #[error("revision {requested} has been compacted; the oldest revision kept is {compacted}")]
+    Compacted { requested: u64, compacted: u64 },
+    /// The store has not reached it.
+    #[error("revision {requested} is a future revision; the current revision is {current}")]
+    Future { requested: u64, current: u64 },
 }
 
 impl CommandResult {
@@ -139,8 +167,12 @@ impl CommandResult {
             CommandResult::Put { index, .. }
             | CommandResult::Delete { index, .. }
             | CommandResult::NodeId { index, .. }
-            | CommandResult::Replicas { index, .. } => *index,
-            CommandResult::Nothing | CommandResult::StaleSequence { .. } | CommandResult::WriteIdReused { .. } => 0,
+            | CommandResult::Replicas { index, .. }
+            | CommandResult::Compacted { index, .. } => *index,
+            CommandResult::Nothing
+            | CommandResult::StaleSequence { .. }
+            | CommandResult::WriteIdReused { .. }
+            | CommandResult::CompactRefused(_) => 0,
         }
     }
 }

@@ -234,7 +234,7 @@ mod damage {
                     let cmd = Command::Put {
                         key: format!("k{i:02}").into_bytes(),
                         value: vec![i as u8; 100],
-                        if_mod_index: None,
+                        if_mod_revision: None,
                         write_id: None,
                     };
                     Entry::new_normal(openraft::testing::log_id::<TypeConfig>(1, 1, i), cmd)

@@ -19,7 +19,8 @@ use super::{decode, encode};
 use crate::raft::SnapshotMeta;
 
 const MAGIC: &[u8; 8] = b"PETKVSNP";
-const FORMAT: u32 = 1;
+/// Bumped whenever the records inside change encoding (format 2: revisioned keys).
+const FORMAT: u32 = 2;
 const END_OF_RECORDS: u32 = u32::MAX;
 /// Largest key or value the reader accepts; larger framing means a corrupt file.
 const MAX_FIELD: u32 = 64 * 1024 * 1024;
@@ -171,7 +172,11 @@ fn read_header(r: &mut impl Read) -> io::Result<SnapshotMeta> {
     }
     let format = read_u32(r)?;
     if format != FORMAT {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unknown snapshot format {format}")));
+        let by = if format > FORMAT { "a newer petkv" } else { "an older pre-release petkv" };
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("snapshot format {format}, written by {by}; this binary reads format {FORMAT}"),
+        ));
     }
     let meta_len = read_u32(r)?;
     decode("snapshot meta", &read_field(r, meta_len)?)

@@ -15,6 +15,7 @@ use std::sync::{RwLock, RwLockReadGuard};
 use openraft::entry::RaftEntry;
 use openraft::EntryPayload;
 
+use super::history::{EntryRevision, Event};
 use super::records::{data_key, prefixed, APPLIED, DECLARED_REPLICAS, INCARNATION, KEY_COUNT, MEMBERSHIP};
 use super::sessions::{apply_command, sweep_sessions, Session, SESSION_SWEEP_EVERY};
 use super::StateMachine;
@@ -30,6 +31,7 @@ impl StateMachine {
     /// Applies one entry into `pending` (not yet written to the tree).
     pub(super) fn apply_entry(pending: &mut Pending<'_>, entry: &raft::Entry) -> io::Result<CommandResult> {
         let log_id = entry.log_id();
+        pending.start_entry();
         if log_id.index.is_multiple_of(SESSION_SWEEP_EVERY) {
             sweep_sessions(pending, log_id.index)?;
         }
@@ -87,11 +89,13 @@ pub(super) struct Pending<'a> {
     live: &'a RwLock<Live>,
     /// `None`: removed in this run.
     pub(super) writes: Writes,
+    /// The revision of the entry being applied, once it changed a key.
+    pub(super) entry_revision: Option<EntryRevision>,
 }
 
 impl<'a> Pending<'a> {
     pub(super) fn new(live: &'a RwLock<Live>) -> Self {
-        Self { live, writes: Writes::new() }
+        Self { live, writes: Writes::new(), entry_revision: None }
     }
 
     pub(super) fn live(&self) -> RwLockReadGuard<'a, Live> {
@@ -118,10 +122,63 @@ impl<'a> Pending<'a> {
     pub(super) fn records_with_prefix(&self, prefix: u8) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let lower = Bound::Included(vec![prefix]);
         let upper = if prefix == u8::MAX { Bound::Unbounded } else { Bound::Excluded(vec![prefix + 1]) };
+        self.records_in(lower, upper)
+    }
+
+    /// The records in `(lower, upper)` as this run sees them, with their values.
+    pub(super) fn records_in(
+        &self,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+    ) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let live = self.live();
         let mut layers = vec![write_back::writes_layer(&self.writes, &lower, &upper)];
         layers.extend(live.layers(&lower, &upper));
         Merged::new(layers).collect()
+    }
+
+    /// The current value of user key `key` as this run sees it.
+    pub(super) fn value(&self, key: &[u8]) -> io::Result<Option<StoredValue>> {
+        self.read("value", &data_key(key))
+    }
+
+    /// Writes user key `key` (whose value is `current`) at the entry's revision, recording the
+    /// change; returns the revision and the stored value.
+    pub(super) fn put_key(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        current: Option<StoredValue>,
+    ) -> io::Result<(u64, StoredValue)> {
+        let revision = self.change_revision()?;
+        let stored = StoredValue {
+            value,
+            create_revision: current.as_ref().map_or(revision, |c| c.create_revision),
+            mod_revision: revision,
+            version: current.as_ref().map_or(1, |c| c.version + 1),
+            lease: 0,
+        };
+        if current.is_none() {
+            self.add_to_key_count(1)?;
+        }
+        self.insert(&data_key(key), encode(&stored)?);
+        let event = Event { key: key.to_vec(), after: Some(stored.clone()), before: current };
+        self.record_change(&event)?;
+        Ok((revision, stored))
+    }
+
+    /// Deletes user key `key` (whose value is `current`) at the entry's revision, recording the
+    /// change; returns the revision.
+    pub(super) fn delete_key(&mut self, key: &[u8], current: StoredValue) -> io::Result<u64> {
+        self.add_to_key_count(-1)?;
+        self.remove(&data_key(key));
+        self.record_change(&Event { key: key.to_vec(), after: None, before: Some(current) })
+    }
+
+    fn add_to_key_count(&mut self, delta: i64) -> io::Result<()> {
+        let count = self.read::<u64>("key count", KEY_COUNT)?.unwrap_or(0).saturating_add_signed(delta);
+        self.insert(KEY_COUNT, encode(&count)?);
+        Ok(())
     }
 
     pub(super) fn insert(&mut self, key: &[u8], value: Vec<u8>) {
@@ -133,47 +190,43 @@ impl<'a> Pending<'a> {
     }
 }
 
+/// The mod revision a compare sees: 0 for an absent key.
+fn mod_revision(current: &Option<StoredValue>) -> u64 {
+    current.as_ref().map_or(0, |c| c.mod_revision)
+}
+
 /// Executes one command against `pending` (its session was checked); returns what the client
 /// is told.
 pub(super) fn execute(pending: &mut Pending<'_>, index: u64, cmd: &Command) -> io::Result<CommandResult> {
-    let key_count = |p: &Pending<'_>| -> io::Result<u64> { Ok(p.read::<u64>("key count", KEY_COUNT)?.unwrap_or(0)) };
     match cmd {
-        Command::Put { key, value, if_mod_index, .. } => {
-            let current: Option<StoredValue> = pending.read("value", &data_key(key))?;
-            if let Some(expected) = if_mod_index {
-                if current.as_ref().map(|c| c.mod_index).unwrap_or(0) != *expected {
-                    let current = current.map(|stored| KeyValue { key: key.clone(), stored });
-                    return Ok(CommandResult::Put { index, succeeded: false, current });
-                }
+        Command::Put { key, value, if_mod_revision, .. } => {
+            let current = pending.value(key)?;
+            if if_mod_revision.is_some_and(|expected| mod_revision(&current) != expected) {
+                let current = current.map(|stored| KeyValue { key: key.clone(), stored });
+                return Ok(CommandResult::Put { index, revision: pending.revision()?, succeeded: false, current });
             }
-            let stored = StoredValue {
-                value: value.clone(),
-                create_index: current.as_ref().map(|c| c.create_index).unwrap_or(index),
-                mod_index: index,
-                version: current.as_ref().map(|c| c.version + 1).unwrap_or(1),
-            };
-            if current.is_none() {
-                let count = key_count(pending)? + 1;
-                pending.insert(KEY_COUNT, encode(&count)?);
-            }
-            pending.insert(&data_key(key), encode(&stored)?);
-            Ok(CommandResult::Put { index, succeeded: true, current: Some(KeyValue { key: key.clone(), stored }) })
+            let (revision, stored) = pending.put_key(key, value.clone(), current)?;
+            Ok(CommandResult::Put {
+                index,
+                revision,
+                succeeded: true,
+                current: Some(KeyValue { key: key.clone(), stored }),
+            })
         }
-        Command::Delete { key, if_mod_index, .. } => {
-            let current: Option<StoredValue> = pending.read("value", &data_key(key))?;
+        Command::Delete { key, if_mod_revision, .. } => {
+            let current = pending.value(key)?;
             let previous = current.clone().map(|stored| KeyValue { key: key.clone(), stored });
-            if let Some(expected) = if_mod_index {
-                if current.as_ref().map(|c| c.mod_index).unwrap_or(0) != *expected {
-                    return Ok(CommandResult::Delete { index, succeeded: false, deleted: false, previous });
-                }
+            if if_mod_revision.is_some_and(|expected| mod_revision(&current) != expected) {
+                let revision = pending.revision()?;
+                return Ok(CommandResult::Delete { index, revision, succeeded: false, deleted: false, previous });
             }
-            if current.is_some() {
-                let count = key_count(pending)?.saturating_sub(1);
-                pending.remove(&data_key(key));
-                pending.insert(KEY_COUNT, encode(&count)?);
+            let deleted = current.is_some();
+            if let Some(current) = current {
+                pending.delete_key(key, current)?;
             }
-            Ok(CommandResult::Delete { index, succeeded: true, deleted: current.is_some(), previous })
+            Ok(CommandResult::Delete { index, revision: pending.revision()?, succeeded: true, deleted, previous })
         }
+        Command::Compact { revision } => pending.compact(index, *revision),
         Command::AllocateNodeId { ordinal } => {
             let key = prefixed(INCARNATION, &ordinal.to_be_bytes());
             let stored: u32 = pending.read("incarnation", &key)?.unwrap_or(0);
@@ -208,15 +261,16 @@ mod tests {
     use crate::store::{open, StoreOptions};
 
     #[test]
-    fn versions_count_writes_and_compare_uses_mod_index() {
+    fn versions_count_writes_and_compare_uses_the_mod_revision() {
         let (_d, t) = live();
         assert_eq!(version(&apply(&t, 5, &put("k", "a", None, None))), 1);
         assert_eq!(version(&apply(&t, 6, &put("k", "b", None, None))), 2);
-        let failed = apply(&t, 7, &put("k", "c", Some(5), None));
-        assert!(matches!(failed, CommandResult::Put { succeeded: false, .. }));
-        let ok = apply(&t, 8, &put("k", "c", Some(6), None));
+        let failed = apply(&t, 7, &put("k", "c", Some(1), None));
+        assert!(matches!(failed, CommandResult::Put { succeeded: false, revision: 2, .. }), "{failed:?}");
+        let ok = apply(&t, 8, &put("k", "c", Some(2), None));
         assert!(
-            matches!(&ok, CommandResult::Put { succeeded: true, current: Some(kv), .. } if kv.stored.create_index == 5 && kv.stored.mod_index == 8)
+            matches!(&ok, CommandResult::Put { succeeded: true, revision: 3, current: Some(kv), .. } if kv.stored.create_revision == 1 && kv.stored.mod_revision == 3),
+            "{ok:?}"
         );
     }
 
@@ -224,9 +278,13 @@ mod tests {
     fn a_run_of_entries_sees_its_own_writes() {
         let (_d, t) = live();
         let mut pending = Pending::new(&t);
+        pending.start_entry();
         let first = apply_command(&mut pending, 1, &put("k", "a", None, Some((7, 1)))).expect("apply");
+        pending.start_entry();
         let second = apply_command(&mut pending, 2, &put("k", "b", None, Some((7, 2)))).expect("apply");
+        pending.start_entry();
         let cas = apply_command(&mut pending, 3, &put("k", "c", Some(2), None)).expect("apply");
+        pending.start_entry();
         let retry = apply_command(&mut pending, 4, &put("k", "b", None, Some((7, 2)))).expect("apply");
         let writes = pending.writes;
         t.write().expect("lock").absorb(writes);

@@ -2,6 +2,9 @@
 //!
 //! - [`records`]: which record lives under which key of the sled trees.
 //! - [`apply`]: applying runs of committed entries into the write-back layers.
+//! - [`history`]: the store's revision and the retained history of changes (reads at a past
+//!   revision, compaction, the events watches replay).
+//! - [`reads`]: reads of the local state, now or at a past revision.
 //! - [`sessions`]: deduplication of retried writes, one session per client.
 //! - [`snapshots`]: building, offering and installing snapshots.
 //! - [`export`]: backups out, restores in.
@@ -16,6 +19,8 @@
 
 mod apply;
 mod export;
+pub mod history;
+mod reads;
 mod records;
 mod sessions;
 mod snapshots;
@@ -23,7 +28,6 @@ mod snapshots;
 mod test_support;
 
 use std::io;
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard, Weak};
@@ -33,27 +37,19 @@ use openraft::alias::SnapshotOf;
 use openraft::storage::{EntryResponder, RaftStateMachine, Snapshot};
 use openraft::OptionalSend;
 
+pub use reads::ScanPage;
 pub use records::is_user_key_record;
 pub use sessions::{SESSION_RETENTION, SESSION_SWEEP_EVERY};
 
 use self::apply::MAX_APPLY_RUN;
-use self::records::{data_key, tree_name, ACTIVE, APPLIED, DATA, DECLARED_REPLICAS, KEY_COUNT, MEMBERSHIP};
-use super::command::{KeyValue, StoredValue};
+use self::records::{tree_name, ACTIVE, APPLIED, DECLARED_REPLICAS, KEY_COUNT, MEMBERSHIP};
 use super::faults::{from_sled, with_context, VolumeFaults};
 use super::sled_sync;
 use super::snapshot::SnapshotFile;
-use super::write_back::{self, Live, Merged};
+use super::write_back::{self, Live};
 use super::{decode, io_err, StoreError};
 use crate::metrics::{FsyncSite, Metrics};
 use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
-
-/// A page of a scan.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScanPage {
-    pub kvs: Vec<KeyValue>,
-    /// True when keys remain in the range after the last one returned.
-    pub more: bool,
-}
 
 /// The state machine handle. Cheap to clone; the read path (gets, scans, status) holds one
 /// clone and openraft another.
@@ -214,44 +210,6 @@ impl StateMachine {
         }
     }
 
-    /// Reads one key from the local state machine.
-    pub fn get(&self, key: &[u8]) -> io::Result<Option<KeyValue>> {
-        Ok(self
-            .inner
-            .live()
-            .read::<StoredValue>("value", &data_key(key))?
-            .map(|stored| KeyValue { key: key.to_vec(), stored }))
-    }
-
-    /// Reads up to `limit` keys in `[start, end)` order from the local state machine.
-    pub fn scan(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, limit: usize) -> io::Result<ScanPage> {
-        Self::scan_live(&self.inner.live(), start, end, limit)
-    }
-
-    fn scan_live(live: &Live, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, limit: usize) -> io::Result<ScanPage> {
-        let lower = match start {
-            Bound::Included(k) => Bound::Included(data_key(&k)),
-            Bound::Excluded(k) => Bound::Excluded(data_key(&k)),
-            Bound::Unbounded => Bound::Included(vec![DATA]),
-        };
-        let upper = match end {
-            Bound::Included(k) => Bound::Included(data_key(&k)),
-            Bound::Excluded(k) => Bound::Excluded(data_key(&k)),
-            Bound::Unbounded => Bound::Excluded(vec![DATA + 1]),
-        };
-        let mut kvs = Vec::new();
-        let mut more = false;
-        for item in Merged::new(live.layers(&lower, &upper)) {
-            let (k, v) = item?;
-            if kvs.len() == limit {
-                more = true;
-                break;
-            }
-            kvs.push(KeyValue { key: k[1..].to_vec(), stored: decode("value", &v)? });
-        }
-        Ok(ScanPage { kvs, more })
-    }
-
     /// The log id of the last applied entry.
     pub fn applied(&self) -> io::Result<Option<LogId>> {
         Ok(self.inner.live().read::<Option<LogId>>("applied", APPLIED)?.flatten())
@@ -387,75 +345,4 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 /// Returns the snapshot directory of a data dir.
 pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("snapshots")
-}
-
-#[cfg(test)]
-mod properties {
-    //! Scans with paging against an ordered-map model (proptest).
-
-    use proptest::prelude::*;
-
-    use super::test_support::{apply_in_runs, live, put_bytes};
-    use super::*;
-    use crate::pb::v1::ScanRequest;
-    use crate::store::command::Command;
-    use crate::validation::Limits;
-
-    /// Short keys over a small alphabet (with 0x00 and 0xff, the edges of prefix arithmetic),
-    /// so random sets and bounds overlap.
-    fn small_key() -> impl Strategy<Value = Vec<u8>> {
-        prop::collection::vec(prop::sample::select(vec![0x00u8, b'a', b'b', b'c', 0xff]), 0..4)
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(96))]
-
-        #[test]
-        fn paged_scans_return_exactly_the_model_range_once(
-            keys in prop::collection::btree_set(small_key().prop_filter("non-empty", |k| !k.is_empty()), 0..24),
-            prefix in small_key(),
-            start in small_key(),
-            end in small_key(),
-            use_prefix: bool,
-            limit in 0u32..6,
-        ) {
-            let (_dir, t) = live();
-            let cmds: Vec<Command> = keys.iter().map(|k| put_bytes(k.clone(), "v", None, None)).collect();
-            apply_in_runs(&t, 1, &cmds, 7);
-            let mut req = if use_prefix {
-                ScanRequest { prefix: prefix.clone().into(), limit, ..Default::default() }
-            } else {
-                ScanRequest { start_key: start.clone().into(), end_key: end.clone().into(), limit, ..Default::default() }
-            };
-            let limits = Limits { max_scan_limit: 5, ..Limits::default() };
-            let in_range = |k: &Vec<u8>| {
-                if use_prefix {
-                    k.starts_with(&prefix)
-                } else {
-                    *k >= start && (end.is_empty() || *k < end)
-                }
-            };
-            let Ok(first) = limits.scan(&req) else {
-                // Refused only for what validation refuses: an empty or inverted range.
-                prop_assert!(limit > 5 || (!use_prefix && !end.is_empty() && start >= end));
-                return Ok(());
-            };
-            let mut seen = Vec::new();
-            let mut plan = first;
-            for _ in 0..=keys.len() {
-                let page = StateMachine::scan_live(&t.read().expect("lock"), plan.start.clone(), plan.end.clone(), plan.limit).expect("scan");
-                prop_assert!(page.kvs.len() <= plan.limit);
-                seen.extend(page.kvs.iter().map(|kv| kv.key.clone()));
-                match (page.more, page.kvs.last()) {
-                    (true, Some(last)) => {
-                        req.page_token = last.key.clone().into();
-                        plan = limits.scan(&req).expect("a returned token continues the same scan");
-                    }
-                    _ => break,
-                }
-            }
-            let model: Vec<Vec<u8>> = keys.iter().filter(|k| in_range(k)).cloned().collect();
-            prop_assert_eq!(seen, model);
-        }
-    }
 }

@@ -1,18 +1,23 @@
 //! The layout of the state machine's sled trees: which record lives under which key.
 //!
-//! The active tree (`sm.<generation>`) holds user keys under the [`DATA`] prefix, dedup
-//! sessions under [`SESSION`], node-id allocations under [`INCARNATION`], and bookkeeping under
-//! `m…` keys. The pointer tree (`sm_pointer`) names the active generation and the current
+//! The active tree (`sm.<generation>`) holds user keys under the [`DATA`] prefix, the history
+//! of changes under [`HISTORY`] (by revision), dedup sessions under [`SESSION`], node-id
+//! allocations under [`INCARNATION`], and bookkeeping under `m…` keys. The pointer tree (`sm_pointer`) names the active generation and the current
 //! snapshot. User keys sort after one prefix byte, so a scan of user keys is a range of the
 //! tree and bookkeeping never reads as a user key.
 
 pub(super) const DATA: u8 = b'd';
 pub(super) const SESSION: u8 = b's';
 pub(super) const INCARNATION: u8 = b'i';
+pub(super) const HISTORY: u8 = b'h';
 pub(super) const APPLIED: &[u8] = b"mapplied";
 pub(super) const MEMBERSHIP: &[u8] = b"mmembership";
 pub(super) const KEY_COUNT: &[u8] = b"mkeys";
 pub(super) const DECLARED_REPLICAS: &[u8] = b"mreplicas";
+/// The store's revision ([`super::history`]).
+pub(super) const REVISION: &[u8] = b"mrevision";
+/// The revision before which the history is dropped.
+pub(super) const COMPACTED: &[u8] = b"mcompacted";
 
 /// Pointer-tree key of the active generation.
 pub(super) const ACTIVE: &[u8] = b"active";
@@ -42,6 +47,24 @@ pub(super) fn prefixed(prefix: u8, id: &[u8]) -> Vec<u8> {
     k
 }
 
+/// The history key of the `sub`-th change at `revision`: in revision order, then sub order.
+pub(super) fn history_key(revision: u64, sub: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(13);
+    k.push(HISTORY);
+    k.extend_from_slice(&revision.to_be_bytes());
+    k.extend_from_slice(&sub.to_be_bytes());
+    k
+}
+
+/// The revision of a history key.
+pub(super) fn history_revision(key: &[u8]) -> std::io::Result<u64> {
+    key.get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .filter(|_| key.len() == 13 && key[0] == HISTORY)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "damaged history key"))
+}
+
 #[cfg(test)]
 mod properties {
     use proptest::prelude::*;
@@ -57,10 +80,18 @@ mod properties {
             prop_assert_eq!(&ka[1..], a.as_slice());
             prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
             prop_assert!(is_user_key_record(&ka));
-            for meta in [APPLIED, MEMBERSHIP, KEY_COUNT, DECLARED_REPLICAS] {
+            for meta in [APPLIED, MEMBERSHIP, KEY_COUNT, DECLARED_REPLICAS, REVISION, COMPACTED] {
                 prop_assert!(!is_user_key_record(meta), "bookkeeping never reads as a user key");
             }
             prop_assert!(!is_user_key_record(&prefixed(SESSION, &a)));
+        }
+
+        #[test]
+        fn history_keys_sort_by_revision_then_sub(r1: u64, s1: u32, r2: u64, s2: u32) {
+            let (a, b) = (history_key(r1, s1), history_key(r2, s2));
+            prop_assert_eq!(a.cmp(&b), (r1, s1).cmp(&(r2, s2)));
+            prop_assert_eq!(history_revision(&a).expect("revision"), r1);
+            prop_assert!(!is_user_key_record(&a));
         }
     }
 }

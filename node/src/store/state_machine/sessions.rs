@@ -49,25 +49,21 @@ fn fingerprint(cmd: &Command) -> io::Result<u32> {
 
 /// Drops the value of a successful put before the result is remembered.
 fn elide_put_value(result: &CommandResult) -> CommandResult {
-    match result {
-        CommandResult::Put { index, succeeded: true, current: Some(kv) } => {
-            let mut kv = kv.clone();
-            kv.stored.value = Vec::new();
-            CommandResult::Put { index: *index, succeeded: true, current: Some(kv) }
-        }
-        other => other.clone(),
+    let mut result = result.clone();
+    if let CommandResult::Put { succeeded: true, current: Some(kv), .. } = &mut result {
+        kv.stored.value = Vec::new();
     }
+    result
 }
 
 /// Puts back the value of a successful put from the retried command.
-fn restore_put_value(result: CommandResult, cmd: &Command) -> CommandResult {
-    match (result, cmd) {
-        (CommandResult::Put { index, succeeded: true, current: Some(mut kv) }, Command::Put { value, .. }) => {
-            kv.stored.value = value.clone();
-            CommandResult::Put { index, succeeded: true, current: Some(kv) }
-        }
-        (other, _) => other,
+fn restore_put_value(mut result: CommandResult, cmd: &Command) -> CommandResult {
+    if let (CommandResult::Put { succeeded: true, current: Some(kv), .. }, Command::Put { value, .. }) =
+        (&mut result, cmd)
+    {
+        kv.stored.value = value.clone();
     }
+    result
 }
 
 /// The session key of a client.
@@ -144,7 +140,7 @@ mod tests {
         let first = apply(&t, 1, &put("k", "v1", None, Some((9, 1))));
         let delete = Command::Delete {
             key: b"k".to_vec(),
-            if_mod_index: None,
+            if_mod_revision: None,
             write_id: Some(WriteId { client_id: 9, sequence: 1 }),
         };
         assert_eq!(apply(&t, 2, &delete), CommandResult::WriteIdReused { sequence: 1 });

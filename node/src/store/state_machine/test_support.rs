@@ -26,15 +26,15 @@ pub fn live() -> (tempfile::TempDir, RwLock<Live>) {
     (dir, RwLock::new(Live::new(0, tree)))
 }
 
-pub fn put(key: &str, value: &str, if_mod_index: Option<u64>, id: Option<(u64, u64)>) -> Command {
-    put_bytes(key.as_bytes().to_vec(), value, if_mod_index, id)
+pub fn put(key: &str, value: &str, if_mod_revision: Option<u64>, id: Option<(u64, u64)>) -> Command {
+    put_bytes(key.as_bytes().to_vec(), value, if_mod_revision, id)
 }
 
-pub fn put_bytes(key: Vec<u8>, value: &str, if_mod_index: Option<u64>, id: Option<(u64, u64)>) -> Command {
+pub fn put_bytes(key: Vec<u8>, value: &str, if_mod_revision: Option<u64>, id: Option<(u64, u64)>) -> Command {
     Command::Put {
         key,
         value: value.into(),
-        if_mod_index,
+        if_mod_revision,
         write_id: id.map(|(client_id, sequence)| WriteId { client_id, sequence }),
     }
 }
@@ -66,6 +66,7 @@ pub fn apply_in_runs(live: &RwLock<Live>, first: u64, cmds: &[Command], run: usi
         let mut pending = Pending::new(live);
         for (i, cmd) in chunk.iter().enumerate() {
             let index = first + (n * run.max(1) + i) as u64;
+            pending.start_entry();
             results.push(apply_command(&mut pending, index, cmd).expect("apply"));
         }
         let writes = pending.writes;
