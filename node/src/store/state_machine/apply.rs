@@ -15,7 +15,7 @@ use std::sync::{RwLock, RwLockReadGuard};
 use openraft::entry::RaftEntry;
 use openraft::EntryPayload;
 
-use super::history::{EntryRevision, Event};
+use super::history::{Applied, EntryRevision, Event, RevisionedEvent};
 use super::records::{data_key, prefixed, APPLIED, DECLARED_REPLICAS, INCARNATION, KEY_COUNT, MEMBERSHIP};
 use super::sessions::{apply_command, sweep_sessions, Session, SESSION_SWEEP_EVERY};
 use super::StateMachine;
@@ -62,6 +62,8 @@ impl StateMachine {
         }
         let Some(last) = entries.last() else { return Ok(results) };
         pending.insert(APPLIED, encode(&Some(last.log_id()))?);
+        let changed = std::mem::take(&mut pending.events);
+        let revision = pending.revision()?;
         let (freeze, over_limit) = {
             let mut live = self.inner.live_mut();
             let freeze = live.absorb(pending.writes);
@@ -71,6 +73,11 @@ impl StateMachine {
             (freeze, live.over_limit())
         };
         self.inner.applied_index.store(last.log_id().index, Ordering::Relaxed);
+        self.inner.revision.store(revision, Ordering::Relaxed);
+        if !changed.is_empty() {
+            // No subscriber is fine: nobody watches.
+            let _ = self.inner.applied.send(Applied { revision, events: changed.into() });
+        }
         if over_limit {
             // The background writer fell behind: write here rather than grow without bound.
             self.inner.write_through()?;
@@ -91,11 +98,13 @@ pub(super) struct Pending<'a> {
     pub(super) writes: Writes,
     /// The revision of the entry being applied, once it changed a key.
     pub(super) entry_revision: Option<EntryRevision>,
+    /// The changes of this run, in order, for watchers.
+    pub(super) events: Vec<RevisionedEvent>,
 }
 
 impl<'a> Pending<'a> {
     pub(super) fn new(live: &'a RwLock<Live>) -> Self {
-        Self { live, writes: Writes::new(), entry_revision: None }
+        Self { live, writes: Writes::new(), entry_revision: None, events: Vec::new() }
     }
 
     pub(super) fn live(&self) -> RwLockReadGuard<'a, Live> {

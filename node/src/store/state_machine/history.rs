@@ -56,6 +56,19 @@ pub struct RevisionedEvent {
     pub event: Event,
 }
 
+/// Applied runs a slow subscriber may fall behind by before it misses some (and reads them
+/// from the history instead).
+pub const APPLIED_BACKLOG: usize = 1024;
+
+/// What an applied run (or an installed snapshot) changed: the store is at `revision` now.
+/// `events` are the changes of the run, in order; empty after a snapshot install, whose
+/// changes a watcher reads from the history.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub revision: u64,
+    pub events: std::sync::Arc<[RevisionedEvent]>,
+}
+
 /// The revision of the entry being applied, once it changed a key.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct EntryRevision {
@@ -95,6 +108,7 @@ impl Pending<'_> {
             }
         };
         self.insert(&history_key(at.revision, at.next_sub), encode(event)?);
+        self.events.push(RevisionedEvent { revision: at.revision, event: event.clone() });
         at.next_sub += 1;
         self.entry_revision = Some(at);
         Ok(at.revision)

@@ -75,8 +75,12 @@ struct Inner {
     /// Why the background writer failed: reported by the next apply, and to whoever watches
     /// ([`StateMachine::write_failures`]: the node exits on it).
     write_error: tokio::sync::watch::Sender<Option<String>>,
+    /// Tells watchers what each applied run changed ([`history::Applied`]).
+    applied: tokio::sync::broadcast::Sender<history::Applied>,
     /// Index of the last applied entry (response headers read it on every request).
     applied_index: AtomicU64,
+    /// The store's revision (response headers and watchers read it without a storage read).
+    revision: AtomicU64,
     snapshot_dir: PathBuf,
     snapshot_seq: AtomicU64,
     metrics: Arc<Metrics>,
@@ -176,7 +180,9 @@ impl StateMachine {
                 write_lock: Mutex::new(()),
                 write_signal,
                 write_error: tokio::sync::watch::Sender::new(None),
+                applied: tokio::sync::broadcast::Sender::new(history::APPLIED_BACKLOG),
                 applied_index: AtomicU64::new(0),
+                revision: AtomicU64::new(0),
                 snapshot_dir,
                 snapshot_seq: AtomicU64::new(0),
                 metrics,
@@ -191,6 +197,9 @@ impl StateMachine {
         let applied =
             sm.applied().map_err(|e| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() })?;
         sm.inner.applied_index.store(applied.map_or(0, |l| l.index), Ordering::Relaxed);
+        let revision = history::revision(&sm.inner.live())
+            .map_err(|e| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() })?;
+        sm.inner.revision.store(revision, Ordering::Relaxed);
         let keep = sm
             .current_snapshot_record()
             .map_err(|e| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() })?;
@@ -220,6 +229,11 @@ impl StateMachine {
         self.inner.applied_index.load(Ordering::Relaxed)
     }
 
+    /// The store's revision (0 before the first change), without a storage read.
+    pub fn current_revision(&self) -> u64 {
+        self.inner.revision.load(Ordering::Relaxed)
+    }
+
     /// How many keys the state machine holds.
     pub fn key_count(&self) -> io::Result<u64> {
         Ok(self.inner.live().read::<u64>("key count", KEY_COUNT)?.unwrap_or(0))
@@ -244,6 +258,11 @@ impl StateMachine {
     /// True when the state machine applied anything or holds a snapshot.
     pub fn has_state(&self) -> io::Result<bool> {
         Ok(self.applied()?.is_some() || self.current_snapshot_record()?.is_some())
+    }
+
+    /// Subscribes to what every applied run (or installed snapshot) changes from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<history::Applied> {
+        self.inner.applied.subscribe()
     }
 
     /// What the volume's failed disk operations said (shared with the log store).
