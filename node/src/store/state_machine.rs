@@ -1187,8 +1187,8 @@ mod properties {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::pb::v1::ScanRequest;
     use crate::validation::Limits;
+    use petkv_client::pb::v1::ScanRequest;
 
     fn live() -> (tempfile::TempDir, RwLock<Live>) {
         let dir = tempfile::tempdir().expect("tempdir");
