@@ -30,10 +30,11 @@ petkv_apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
-# protoc: node/build.rs runs the protoc of the protoc-bin-vendored crate itself, but the
-# harness's optional `etcd` feature (built by the suite's `--all-features`) compiles
-# etcd-client, whose build script runs $PROTOC or a protoc on the PATH. Point PROTOC at the
-# same vendored binary, found through cargo's own metadata (the crate is in the lock file).
+# protoc: client/build.rs and node/build.rs run the protoc of the protoc-bin-vendored crate
+# themselves, but the harness's optional `etcd` feature (built by the suite's `--all-features`)
+# compiles etcd-client, whose build script runs $PROTOC or a protoc on the PATH. Point PROTOC
+# at the same vendored binary, found through cargo's own metadata (the crate is in the lock
+# file).
 petkv_vendored_protoc() {
   local arch
   case "$(uname -m)" in

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use petkv::client::{Client, ClientError};
-use petkv::pb::v1::kv_client::KvClient;
-use petkv::pb::v1::{Consistency, PutRequest};
+use petkv_client::pb::v1::kv_client::KvClient;
+use petkv_client::pb::v1::{Consistency, PutRequest};
+use petkv_client::{Client, ClientError};
 use petkv_e2e::{endpoints, healthy, http_get, refused, sample, SETTLE};
 use petkv_harness::{wait, Cluster, ClusterSpec};
 use tonic::Code;

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use petkv::client::Client;
-use petkv::pb::v1::{Consistency, ScanRequest};
 use petkv::restore::StageOutcome;
+use petkv_client::pb::v1::{Consistency, ScanRequest};
+use petkv_client::Client;
 use petkv_e2e::{healthy_cluster, SETTLE};
 use petkv_harness::{Cluster, ClusterSpec};
 
@@ -21,7 +21,7 @@ const KEYS_PER_WRITER: usize = 40;
 /// Writes keys `w<t>/<n>` with increasing values until told to stop; every write of a key comes
 /// from one writer, one at a time, so a key's acknowledged writes are ordered by index.
 async fn writer(
-    client: Arc<petkv::client::Client>,
+    client: Arc<petkv_client::Client>,
     t: usize,
     acked: Arc<Mutex<Vec<Acked>>>,
     stop: Arc<tokio::sync::Notify>,

@@ -4,9 +4,9 @@
 //! compare that cannot match, a stale write id, a write id reused for another command) follow,
 //! each with what it must do.
 
-use petkv::pb::v1::cluster_client::ClusterClient;
-use petkv::pb::v1::kv_client::KvClient;
-use petkv::pb::v1::{Consistency, DeleteRequest, GetRequest, PutRequest, ScaleRequest, ScanRequest, WriteId};
+use petkv_client::pb::v1::cluster_client::ClusterClient;
+use petkv_client::pb::v1::kv_client::KvClient;
+use petkv_client::pb::v1::{Consistency, DeleteRequest, GetRequest, PutRequest, ScaleRequest, ScanRequest, WriteId};
 use petkv_e2e::{healthy_cluster, wait_quiescent};
 use petkv_harness::Cluster;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};

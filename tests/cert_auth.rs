@@ -11,11 +11,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use petkv::client::{Client, ClientError};
-use petkv::pb::v1::kv_client::KvClient;
-use petkv::pb::v1::{Consistency, PutRequest};
 use petkv::tls::certs::{client_files, Authority, LeafSpec};
-use petkv::tls::{ClientTls, IdentityFiles, TlsFiles};
+use petkv_client::pb::v1::kv_client::KvClient;
+use petkv_client::pb::v1::{Consistency, PutRequest};
+use petkv_client::tls::{ClientTls, IdentityFiles, TlsFiles};
+use petkv_client::{Client, ClientError};
 use petkv_e2e::{endpoints, healthy, refused, wait_log, SETTLE};
 use petkv_harness::{Cluster, ClusterSpec};
 use tonic::metadata::MetadataValue;
@@ -137,7 +137,7 @@ async fn client_certificates_get_their_role_on_every_pod_and_through_a_follower(
 
     // A client cannot state a certificate identity itself: only a pod's connection may.
     let alice_tls = ClientTls::from_files(TlsFiles { ca: ca.clone(), identity: Some(user(&dir, "alice")) })?;
-    let channel = petkv::tls::dial::lazy_channel(&cluster.client_addr(leader), Some(&alice_tls), |e| e)?;
+    let channel = petkv_client::tls::dial::lazy_channel(&cluster.client_addr(leader), Some(&alice_tls), |e| e)?;
     let mut req = tonic::Request::new(PutRequest {
         key: b"k".to_vec().into(),
         value: b"by a forged statement".to_vec().into(),

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use petkv::pb::v1::Consistency;
+use petkv_client::pb::v1::Consistency;
 use petkv_e2e::{files_of, SETTLE};
 use petkv_harness::{wait, Cluster, ClusterSpec};
 

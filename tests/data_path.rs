@@ -1,8 +1,8 @@
 //! The data path through real nodes: forwarding, compare-and-set, scans, deduplication of
 //! retried writes, health and reflection. (Every bad input the API can receive: `bad_input.rs`.)
 
-use petkv::pb::v1::kv_client::KvClient;
-use petkv::pb::v1::{Consistency, GetRequest, PutRequest, ScanRequest, WriteId};
+use petkv_client::pb::v1::kv_client::KvClient;
+use petkv_client::pb::v1::{Consistency, GetRequest, PutRequest, ScanRequest, WriteId};
 use petkv_e2e::healthy_cluster;
 use petkv_harness::Cluster;
 use tonic::Code;
@@ -136,6 +136,9 @@ async fn health_and_reflection_are_served_on_the_client_port() -> anyhow::Result
         anyhow::bail!("unexpected reflection reply {reply:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"petkv.v1.KV".to_string()) && names.contains(&"petkv.v1.Cluster".to_string()), "{names:?}");
+    // The public API (petkv-client's descriptors) and the peer transport (the node's).
+    for service in ["petkv.v1.KV", "petkv.v1.Cluster", "petkv.raft.v1.Raft"] {
+        assert!(names.iter().any(|n| n == service), "{service} missing from {names:?}");
+    }
     Ok(())
 }

@@ -14,8 +14,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use petkv::client::{Client, ClientError};
-use petkv::pb::v1::Consistency;
+use petkv_client::pb::v1::Consistency;
+use petkv_client::{Client, ClientError};
 use petkv_e2e::{healthy, http_get, sample, wait_value_on, SETTLE};
 use petkv_harness::{volume, wait, Cluster, ClusterSpec, Mode};
 use tonic::Code;

@@ -46,8 +46,11 @@ async fn a_raft_request_of_another_cluster_is_refused_with_both_ids() -> anyhow:
     let (code, body) = petkv_e2e::http_get(&cluster.http_addr(1), "/readyz").await?;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("another cluster claims this set's pods"), "{body}");
-    let served =
-        cluster.client_of(1)?.get(b"after", petkv::pb::v1::Consistency::Stale).await.expect_err("no client is served");
+    let served = cluster
+        .client_of(1)?
+        .get(b"after", petkv_client::pb::v1::Consistency::Stale)
+        .await
+        .expect_err("no client is served");
     assert!(served.to_string().contains("another cluster"), "{served}");
     // The rest of the set is not disturbed: it still takes writes.
     let others = cluster.client_for(&[cluster.client_addr(0), cluster.client_addr(2)], SETTLE)?;

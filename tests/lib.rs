@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use petkv::client::{Client, ClientError};
-use petkv::pb::v1::Consistency;
+use petkv_client::pb::v1::Consistency;
+use petkv_client::{Client, ClientError};
 use petkv_harness::{wait, Cluster, ClusterSpec};
 
 /// Generous bound for a cluster to form or heal on a loaded 2-core CI machine.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use petkv::pb::v1::Consistency;
+use petkv_client::pb::v1::Consistency;
 use petkv_e2e::{healthy_cluster, wait_value_on, SETTLE};
 use petkv_harness::{wait, Cluster, ClusterSpec};
 

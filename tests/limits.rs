@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use petkv::client::ClientError;
-use petkv::pb::v1::kv_client::KvClient;
-use petkv::pb::v1::{Consistency, PutRequest};
+use petkv_client::pb::v1::kv_client::KvClient;
+use petkv_client::pb::v1::{Consistency, PutRequest};
+use petkv_client::ClientError;
 use petkv_e2e::{healthy_cluster, SETTLE};
 use petkv_harness::flood::{self, attack, FloodSpec};
 use petkv_harness::http::metric;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use petkv::pb::v1::Consistency;
+use petkv_client::pb::v1::Consistency;
 use petkv_e2e::{wait_value_on, SETTLE};
 use petkv_harness::{netns, wait, Cluster, ClusterSpec, Mode};
 
@@ -40,7 +40,7 @@ async fn pods_in_their_own_namespaces_find_each_other_by_name_and_survive_a_part
         None
     })
     .await?;
-    let majority = petkv::client::Client::new(
+    let majority = petkv_client::Client::new(
         &others.iter().map(|o| cluster.client_addr(*o)).collect::<Vec<_>>(),
         Duration::from_secs(10),
     )?;
@@ -69,7 +69,7 @@ async fn a_split_into_groups_leaves_only_the_majority_side_writable() -> anyhow:
     cluster.client()?.put(b"k", b"before", None).await?;
     // {2, 3, 4} keep the clients and a quorum; {0, 1} are cut off together.
     cluster.split(&[vec![2, 3, 4], vec![0, 1]])?;
-    let majority = petkv::client::Client::new(
+    let majority = petkv_client::Client::new(
         &[2, 3, 4].iter().map(|o| cluster.client_addr(*o)).collect::<Vec<_>>(),
         Duration::from_secs(15),
     )?;

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use petkv::client::Client;
 use petkv::pb::raft::raft_client::RaftClient;
 use petkv::pb::raft::{ClusterInfoRequest, RaftMessage};
-use petkv::pb::v1::Consistency;
 use petkv::tls::certs::{Authority, Issued, LeafSpec, SetCerts};
-use petkv::tls::{ClientTls, IdentityFiles, TlsFiles};
+use petkv_client::pb::v1::Consistency;
+use petkv_client::tls::{ClientTls, IdentityFiles, TlsFiles};
+use petkv_client::Client;
 use petkv_e2e::{endpoints, healthy, wait_log, SETTLE};
 use petkv_harness::cluster::PEER_PORT;
 use petkv_harness::{wait, ClusterSpec};
@@ -38,7 +38,8 @@ fn dialer(ca: &Path, identity: Option<IdentityFiles>) -> anyhow::Result<ClientTl
 }
 
 fn raft_client(addr: &str, tls: &ClientTls) -> anyhow::Result<RaftClient<tonic::transport::Channel>> {
-    let channel = petkv::tls::dial::lazy_channel(addr, Some(tls), |e| e.connect_timeout(Duration::from_secs(2)))?;
+    let channel =
+        petkv_client::tls::dial::lazy_channel(addr, Some(tls), |e| e.connect_timeout(Duration::from_secs(2)))?;
     Ok(RaftClient::new(channel))
 }
 
@@ -157,7 +158,7 @@ async fn served_serial(addr: &str, ca: &Path, identity: Option<&IdentityFiles>) 
     for cert in CertificateDer::pem_file_iter(ca)? {
         roots.add(cert?)?;
     }
-    let builder = rustls::ClientConfig::builder_with_provider(petkv::tls::provider())
+    let builder = rustls::ClientConfig::builder_with_provider(petkv_client::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
     let mut config = match identity {

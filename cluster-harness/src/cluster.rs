@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use nix::sys::signal::Signal;
-use petkv::client::{Client, ClientError};
-use petkv::pb::v1::NodeStatus;
-use petkv::tls::ClientTls;
+use petkv_client::pb::v1::NodeStatus;
+use petkv_client::tls::ClientTls;
+use petkv_client::{Client, ClientError};
 
 use crate::auth::ClusterAuth;
 use crate::binary::petkv_binary;

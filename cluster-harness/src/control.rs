@@ -77,7 +77,7 @@ pub struct Running {
 
 impl Running {
     /// How to dial the pods' client ports: TLS with the set's certificates, if it has them.
-    pub fn client_tls(&self) -> anyhow::Result<Option<petkv::tls::ClientTls>> {
+    pub fn client_tls(&self) -> anyhow::Result<Option<petkv_client::tls::ClientTls>> {
         let Some(dir) = &self.tls_dir else { return Ok(None) };
         Ok(Some(crate::tls::ClusterTls::open(dir, &self.set)?.client().clone()))
     }

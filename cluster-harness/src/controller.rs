@@ -383,7 +383,7 @@ const PROBE: Duration = Duration::from_millis(500);
 /// the admin token when the set runs with authentication.
 pub async fn status_table(
     pods: &BTreeMap<u32, RunningPod>,
-    tls: Option<&petkv::tls::ClientTls>,
+    tls: Option<&petkv_client::tls::ClientTls>,
     token: Option<&str>,
 ) -> Table {
     let mut t = Table::new();
@@ -391,7 +391,7 @@ pub async fn status_table(
     t.set_header(vec!["pod", "pid", "role", "node id", "leader", "term", "applied", "keys", "ready"]);
     for (o, pod) in pods {
         let status = async {
-            let client = petkv::client::Client::with_tls(std::slice::from_ref(&pod.client_addr), PROBE, tls)?;
+            let client = petkv_client::Client::with_tls(std::slice::from_ref(&pod.client_addr), PROBE, tls)?;
             let client = match token {
                 Some(token) => client.with_token(token)?,
                 None => client,

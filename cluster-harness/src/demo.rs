@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use petkv::client::Client;
-use petkv::pb::v1::Consistency;
+use petkv_client::pb::v1::Consistency;
+use petkv_client::Client;
 
 use crate::{wait, Cluster, ClusterSpec};
 

@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use petkv::client::Client;
-use petkv::pb::v1::{Consistency, ScanRequest};
+use petkv_client::pb::v1::{Consistency, ScanRequest};
+use petkv_client::Client;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 

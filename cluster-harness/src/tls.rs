@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use petkv::tls::certs::{self, Existing, SetCerts};
-use petkv::tls::{ClientTls, IdentityFiles, TlsFiles};
+use petkv_client::tls::{ClientTls, IdentityFiles, TlsFiles};
 
 /// Directory of the certificates inside a state dir.
 pub const TLS_DIR: &str = "tls";

@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use petkv::client::{Client, ClientError};
-use petkv::pb::v1::Consistency;
+use petkv_client::pb::v1::Consistency;
+use petkv_client::{Client, ClientError};
 
 use crate::checker::{Input, Operation, Outcome, Output, Served};
-use petkv::pb::v1::ResponseHeader;
+use petkv_client::pb::v1::ResponseHeader;
 
 /// How the workload runs.
 #[derive(Debug, Clone)]
@@ -24,7 +24,7 @@ pub struct WorkloadSpec {
     /// Per-request client timeout: short, so faults surface as unknown outcomes quickly.
     pub timeout: Duration,
     /// TLS, when the set runs with it ([`crate::Cluster::client_tls`]).
-    pub tls: Option<petkv::tls::ClientTls>,
+    pub tls: Option<petkv_client::tls::ClientTls>,
     /// A token allowed to write, when the set runs with authentication.
     pub token: Option<String>,
     /// Put before every value the workload writes (`c<client>-<n>`): a second workload on the
@@ -34,7 +34,7 @@ pub struct WorkloadSpec {
 
 impl WorkloadSpec {
     /// One client of the workload (or the checker's final reads).
-    fn client(&self, endpoints: &[String], timeout: Duration) -> Result<Client, petkv::client::ClientError> {
+    fn client(&self, endpoints: &[String], timeout: Duration) -> Result<Client, petkv_client::ClientError> {
         let client = Client::with_tls(endpoints, timeout, self.tls.as_ref())?;
         match &self.token {
             Some(token) => client.with_token(token),

@@ -20,7 +20,7 @@ async fn ready_pods(dir: &Path, count: usize) -> anyhow::Result<Vec<(u32, u64, u
         }
         let mut pods = Vec::new();
         for (o, pod) in &running.pods {
-            let s = petkv::client::Client::status_of(&pod.client_addr, Duration::from_millis(500), None).await.ok()?;
+            let s = petkv_client::Client::status_of(&pod.client_addr, Duration::from_millis(500), None).await.ok()?;
             if !s.ready {
                 return None;
             }
@@ -75,7 +75,7 @@ async fn up_is_steered_from_a_second_terminal() -> anyhow::Result<()> {
         let running = control::read_running(&dir)?.expect("running");
         let addr = running.pods[&3].client_addr.clone();
         wait::until("petkv-3 unreachable", SETTLE, || async {
-            petkv::client::Client::status_of(&addr, Duration::from_millis(300), None).await.is_err().then_some(())
+            petkv_client::Client::status_of(&addr, Duration::from_millis(300), None).await.is_err().then_some(())
         })
         .await?;
         ok(&dir, &["heal"]);
@@ -106,11 +106,11 @@ async fn up_tls_runs_the_set_with_tls_and_the_harness_talks_tls() -> anyhow::Res
     for pod in running.pods.values() {
         let addr = pod.client_addr.clone();
         wait::until(&format!("{} ready over TLS", pod.name), SETTLE, || async {
-            let s = petkv::client::Client::status_of(&addr, Duration::from_millis(500), Some(&tls)).await.ok()?;
+            let s = petkv_client::Client::status_of(&addr, Duration::from_millis(500), Some(&tls)).await.ok()?;
             s.ready.then_some(())
         })
         .await?;
-        let plain = petkv::client::Client::status_of(&addr, Duration::from_millis(500), None).await;
+        let plain = petkv_client::Client::status_of(&addr, Duration::from_millis(500), None).await;
         assert!(plain.is_err(), "{} answered a plaintext client", pod.name);
     }
     // `status` from a second terminal finds the certificates through running.json.
@@ -125,7 +125,7 @@ async fn up_tls_runs_the_set_with_tls_and_the_harness_talks_tls() -> anyhow::Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_auth_runs_the_set_with_tokens_and_the_harness_uses_its_admin_token() -> anyhow::Result<()> {
-    use petkv::client::{Client, ClientError};
+    use petkv_client::{Client, ClientError};
     let temp = tempfile::tempdir()?;
     let dir = temp.path().join("state");
     let up = Up::start(&dir, &["--auth", "--mode", "process", "--replicas", "1"])?;

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
-use petkv::client::Client;
-use petkv::pb::v1::Consistency;
+use petkv_client::pb::v1::Consistency;
+use petkv_client::Client;
 use petkv_harness::control;
 use petkv_harness::wait;
 

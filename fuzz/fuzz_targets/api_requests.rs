@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use libfuzzer_sys::fuzz_target;
-use petkv::pb::v1::{DeleteRequest, GetRequest, PutRequest, ScaleRequest, ScanRequest};
 use petkv::store::command::Command;
 use petkv::validation::{self, Limits, ReadConsistency, MAX_REPLICAS};
+use petkv_client::pb::v1::{DeleteRequest, GetRequest, PutRequest, ScaleRequest, ScanRequest};
 use prost::Message;
 
 /// Small limits, so the fuzzer reaches every one of them.

@@ -17,13 +17,13 @@ use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use futures::{Stream, StreamExt};
+use petkv_client::pb::v1::cluster_client::ClusterClient;
+use petkv_client::pb::v1::{BackupChunk, BackupRequest, ResponseHeader};
+use petkv_client::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use tonic::Status;
 
-use crate::client::Client;
-use crate::pb::v1::cluster_client::ClusterClient;
-use crate::pb::v1::{BackupChunk, BackupRequest, ResponseHeader};
 use crate::store::snapshot;
 use crate::store::state_machine::is_user_key_record;
 
@@ -225,7 +225,7 @@ async fn receive_into(client: &Client, channel: Channel, partial: &Path) -> Resu
     let mut grpc = ClusterClient::new(channel).max_decoding_message_size(2 * CHUNK_BYTES);
     let mut stream = match grpc.backup(client.authorize(tonic::Request::new(BackupRequest {}))).await {
         Ok(r) => r.into_inner(),
-        Err(s) if crate::client::is_retryable(&s) => return Err(Attempt::Retry(s.message().to_string())),
+        Err(s) if petkv_client::is_retryable(&s) => return Err(Attempt::Retry(s.message().to_string())),
         Err(s) => return Err(Attempt::Fatal(BackupError::Rejected(format!("{:?}: {}", s.code(), s.message())))),
     };
     let fatal = |e: std::io::Error| Attempt::Fatal(io_error(partial, e));

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use petkv_client::tls::ClientTls;
 use tonic::Request;
 
 use crate::discovery::PeerDirectory;
@@ -32,7 +33,7 @@ use crate::raft::network::{Network, PeerChannels, Speaker};
 use crate::raft::peer_health::PeerHealth;
 use crate::raft::{self, LogId, NodeId, Raft, WatchReceiver};
 use crate::startup::{decide, ProbeRound, QuietWindow, StartupAction, StartupFacts, WaitReason, BOOTSTRAP_QUIET};
-use crate::tls::{ClientTls, Dialers};
+use crate::tls::Dialers;
 
 /// Timeout of one start-up RPC to a peer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -1,5 +1,8 @@
 //! petkv: a replicated key-value store that runs as a Kubernetes StatefulSet.
 //!
+//! The public API's generated code (`petkv.v1`), the client library and the client side of
+//! TLS are the `petkv-client` crate (`petkv_client`), which this crate serves and dials with.
+//!
 //! # Layout
 //!
 //! - [`identity`]: who this node is (hostname → set and ordinal) and the identity record
@@ -22,28 +25,28 @@
 //! - [`space`]: the free-space guard: writes refused while a volume is below its reserve.
 //! - [`metrics`]: the Prometheus registry and metric families, the gRPC metrics layer.
 //! - [`http`]: the HTTP port: `/metrics`, `/healthz`, `/readyz`.
-//! - [`api`]: the public gRPC services (KV, Cluster) and forwarding to the leader.
+//! - [`api`]: the public gRPC services (KV, Cluster, from `petkv_client::pb::v1`) and
+//!   forwarding to the leader.
 //! - [`validation`]: request checks at the edge.
 //! - [`limits`]: bounds under a flood: connections, streams, requests in flight, message size,
 //!   deadlines, keepalive, the open-file limit.
 //! - [`server`]: `petkv serve`, one pod's life from start-up checks to exit.
 //! - [`shutdown`]: SIGTERM handling and leadership hand-off.
-//! - [`client`]: the client library (failover, write ids, outcome unknown).
 //! - [`backup`]: consistent backups streamed from the cluster into checked files.
 //! - [`restore`]: a new cluster from a backup (staged on ordinal 0's volume, finished at start).
 //! - [`reload`]: values built from files (TLS material, the tokens file), rebuilt when the
 //!   files change.
 //! - [`tls`]: TLS on the client port, mutual TLS on the peer port, reloaded when the files
-//!   change; `petkv certs`.
+//!   change; `petkv certs`. (The files, `ClientTls` and the dialer: `petkv_client::tls`.)
 //! - [`cli`]: the command line.
-//! - [`config`], [`discovery`], [`pb`]: settings, peer addresses, generated protobuf code.
+//! - [`config`], [`discovery`], [`pb`]: settings, peer addresses, generated code of the Raft
+//!   transport (`petkv.raft.v1`).
 //! - [`sync`]: taking in-memory locks, with one policy for a poisoned lock.
 pub mod api;
 pub mod auth;
 pub mod backup;
 pub mod boot;
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod discovery;
 pub mod durable;

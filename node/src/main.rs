@@ -8,10 +8,10 @@ use clap::Parser;
 use petkv::backup::BackupSummary;
 use petkv::cli::output::{kv_json, print_kvs, print_members, print_reply, print_status};
 use petkv::cli::{BackupArgs, CertsArgs, Cli, ClientArgs, Command, LogFormat, OutputFormat, RestoreArgs};
-use petkv::client::{Client, ClientError};
-use petkv::pb::v1::ScanRequest;
 use petkv::raft::fence::FenceError;
 use petkv::restore::StageOutcome;
+use petkv_client::pb::v1::ScanRequest;
+use petkv_client::{Client, ClientError};
 use serde_json::json;
 
 /// The node's allocator: jemalloc, measured against glibc malloc under the 64-client put
@@ -107,7 +107,7 @@ async fn run_client(command: Command) -> Result<u8, ClientError> {
                 end_key: end.unwrap_or_default().into_bytes().into(),
                 limit,
                 page_token: Default::default(),
-                consistency: petkv::pb::v1::Consistency::from(consistency) as i32,
+                consistency: petkv_client::pb::v1::Consistency::from(consistency) as i32,
             };
             let mut kvs = Vec::new();
             loop {

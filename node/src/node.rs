@@ -6,16 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::raft::{RaftInstant, ServerState, WatchReceiver};
+use petkv_client::pb::v1::NodeStatus;
 use tonic::Status;
 
 use crate::config::NodeConfig;
 use crate::identity::IdentityRecord;
 use crate::metrics::Metrics;
-use crate::pb::v1::NodeStatus;
 use crate::raft::fence::Fence;
 use crate::raft::network::PeerChannels;
-use crate::raft::{NodeId, PeerNode, Raft, RaftMetrics};
+use crate::raft::{NodeId, PeerNode, Raft, RaftInstant, RaftMetrics, ServerState, WatchReceiver};
 use crate::space::SpaceGuard;
 use crate::store::{LogStore, StateMachine};
 

@@ -27,6 +27,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use petkv_client::pb::v1::cluster_server::ClusterServer;
+use petkv_client::pb::v1::kv_server::KvServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
@@ -43,8 +45,6 @@ use crate::limits::message::{max_message_bytes, oversized_layer};
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::pb::raft::raft_server::RaftServer;
-use crate::pb::v1::cluster_server::ClusterServer;
-use crate::pb::v1::kv_server::KvServer;
 use crate::raft::fence::Fence;
 use crate::raft::network::PeerChannels;
 use crate::raft::service::PeerService;
@@ -175,6 +175,7 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     health.set_service_status("", ServingStatus::Serving).await;
 
     let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(petkv_client::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;

@@ -8,11 +8,11 @@
 
 use std::ops::Bound;
 
-use tonic::Status;
-
-use crate::pb::v1::{
+use petkv_client::pb::v1::{
     Consistency, DeleteRequest, GetRequest, PutRequest, ScaleRequest, ScanRequest, WriteId as PbWriteId,
 };
+use tonic::Status;
+
 use crate::store::command::{Command, WriteId};
 
 /// Default largest key, in bytes.

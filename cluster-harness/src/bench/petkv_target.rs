@@ -1,10 +1,10 @@
-//! [`KvTarget`] for petkv: one [`petkv::client::Client`] per connection.
+//! [`KvTarget`] for petkv: one [`petkv_client::Client`] per connection.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use petkv::client::Client;
-use petkv::pb::v1::Consistency;
+use petkv_client::pb::v1::Consistency;
+use petkv_client::Client;
 
 use super::workload::KvTarget;
 

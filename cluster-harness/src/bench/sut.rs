@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use nix::sys::signal::Signal;
-use petkv::pb::v1::Consistency;
+use petkv_client::pb::v1::Consistency;
 
 use super::petkv_target::PetkvTarget;
 use super::workload::KvTarget;
@@ -171,7 +171,7 @@ impl SystemUnderTest for PetkvSystem {
 
     async fn reads(&self, i: usize, key: &str) -> bool {
         let Ok(o) = self.ordinal(i) else { return false };
-        let Ok(client) = petkv::client::Client::new(&[self.cluster.client_addr(o)], PROBE) else { return false };
+        let Ok(client) = petkv_client::Client::new(&[self.cluster.client_addr(o)], PROBE) else { return false };
         client.get(key.as_bytes(), Consistency::Stale).await.is_ok_and(|r| r.kv.is_some())
     }
 

@@ -4,7 +4,7 @@
 //! fault ([`same_cluster`]), and the longest time without a successful write
 //! ([`longest_gap`]); [`members`] runs the checks of the members every experiment ends with.
 
-use petkv::pb::v1::Consistency;
+use petkv_client::pb::v1::Consistency;
 
 use super::CONVERGE;
 use crate::digest::{self, Convergence};

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use petkv::client::Client;
-use petkv::pb::v1::NodeStatus;
+use petkv_client::pb::v1::NodeStatus;
+use petkv_client::Client;
 use serde::Serialize;
 
 use super::faults::Faults;

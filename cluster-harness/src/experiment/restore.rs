@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use petkv::pb::v1::{Consistency, ScanRequest};
+use petkv_client::pb::v1::{Consistency, ScanRequest};
 use serde::Serialize;
 
 use super::checks::{self, not_ready, same_cluster};

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use petkv::pb::v1::kv_client::KvClient;
-use petkv::pb::v1::{GetRequest, PutRequest};
+use petkv_client::pb::v1::kv_client::KvClient;
+use petkv_client::pb::v1::{GetRequest, PutRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;

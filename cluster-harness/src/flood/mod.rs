@@ -22,8 +22,8 @@ pub mod report;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use petkv::client::Client;
-use petkv::pb::v1::Consistency;
+use petkv_client::pb::v1::Consistency;
+use petkv_client::Client;
 use tokio::sync::watch;
 
 use crate::bench::procstat;

@@ -4,17 +4,17 @@
 
 use std::time::Duration;
 
+use petkv_client::pb::v1::cluster_client::ClusterClient;
+use petkv_client::pb::v1::cluster_server::Cluster;
+use petkv_client::pb::v1::{
+    BackupRequest, Member, MembersRequest, MembersResponse, NodeStatus, ScaleRequest, ScaleResponse, StatusRequest,
+};
 use tonic::{Request, Response, Status};
 
 use super::forward::{relay, to_leader, to_leader_without_deadline, Origin};
 use super::kv::NotServed;
 use super::{header, Api};
 use crate::backup::ChunkStream;
-use crate::pb::v1::cluster_client::ClusterClient;
-use crate::pb::v1::cluster_server::Cluster;
-use crate::pb::v1::{
-    BackupRequest, Member, MembersRequest, MembersResponse, NodeStatus, ScaleRequest, ScaleResponse, StatusRequest,
-};
 use crate::store::command::CommandResult;
 
 /// How long `Members` waits for each member's status.

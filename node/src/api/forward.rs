@@ -16,35 +16,19 @@
 //! up itself. The same holds for `Members`, which asks every member with the caller's
 //! credentials.
 
+use petkv_client::auth::AUTHORIZATION;
+use petkv_client::outcome::{is_not_applied, not_applied};
+use petkv_client::pb::v1::kv_client::KvClient;
 use tonic::metadata::{Ascii, Binary, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use crate::auth::{Authenticated, Credential};
 use crate::node::Node;
-use crate::pb::v1::kv_client::KvClient;
 use crate::raft::PeerNode;
 
 /// Metadata key that marks a forwarded request.
 pub const FORWARDED: &str = "x-petkv-forwarded";
-/// Metadata key on an error that guarantees the write was not proposed (so a client may
-/// report it as failed rather than "outcome unknown").
-pub const NOT_APPLIED: &str = "x-petkv-not-applied";
-
-/// Marks an error as "this write was certainly not applied".
-pub fn not_applied(mut status: Status) -> Status {
-    status.metadata_mut().insert(NOT_APPLIED, tonic::metadata::MetadataValue::from_static("1"));
-    status
-}
-
-/// True when an error guarantees the request was not applied: the server said so, or the
-/// connection was never made (TCP, or the TLS handshake, failed).
-pub fn is_not_applied(status: &Status) -> bool {
-    use crate::tls::dial::{TCP_CONNECT_ERROR, TLS_HANDSHAKE_ERROR};
-    let never_connected = |m: &str| m.contains(TCP_CONNECT_ERROR) || m.contains(TLS_HANDSHAKE_ERROR);
-    status.metadata().contains_key(NOT_APPLIED)
-        || (status.code() == tonic::Code::Unavailable && never_connected(status.message()))
-}
 
 /// Relays an error from the leader; a connection that was never made becomes "not applied".
 pub fn relay(status: Status) -> Status {
@@ -74,7 +58,7 @@ impl Origin {
         };
         Self {
             forwarded: req.metadata().contains_key(FORWARDED),
-            authorization: req.metadata().get(crate::auth::AUTHORIZATION).cloned(),
+            authorization: req.metadata().get(AUTHORIZATION).cloned(),
             certificate,
         }
     }
@@ -87,7 +71,7 @@ impl Origin {
             let value = MetadataValue::<Binary>::from_bytes(subject.as_bytes());
             req.metadata_mut().insert_bin(crate::auth::FORWARDED_CERT, value);
         } else if let Some(value) = &self.authorization {
-            req.metadata_mut().insert(crate::auth::AUTHORIZATION, value.clone());
+            req.metadata_mut().insert(AUTHORIZATION, value.clone());
         }
         req
     }

@@ -9,16 +9,16 @@
 //! - Get/Scan: `linearizable` confirms leadership with a read-index round (no log write) and
 //!   waits until the state machine applied up to it; `stale` reads the local state machine.
 
-use crate::raft::{ClientWriteError, LinearizableReadError, RaftError, ReadPolicy};
-use tonic::{Request, Response, Status};
-
-use super::forward::{kv_client, no_leader, not_applied, relay, to_leader, Origin};
-use super::{header, to_pb, Api};
-use crate::pb::v1::kv_server::Kv;
-use crate::pb::v1::{
+use petkv_client::outcome::not_applied;
+use petkv_client::pb::v1::kv_server::Kv;
+use petkv_client::pb::v1::{
     DeleteRequest, DeleteResponse, GetRequest, GetResponse, PutRequest, PutResponse, ScanRequest, ScanResponse,
 };
-use crate::raft::PeerNode;
+use tonic::{Request, Response, Status};
+
+use super::forward::{kv_client, no_leader, relay, to_leader, Origin};
+use super::{header, to_pb, Api};
+use crate::raft::{ClientWriteError, LinearizableReadError, PeerNode, RaftError, ReadPolicy};
 use crate::store::command::{Command, CommandResult};
 use crate::validation::ReadConsistency;
 

@@ -11,8 +11,9 @@ pub mod kv;
 
 use std::sync::Arc;
 
+use petkv_client::pb::v1::{KeyValue as PbKeyValue, ResponseHeader};
+
 use crate::node::Node;
-use crate::pb::v1::{KeyValue as PbKeyValue, ResponseHeader};
 use crate::store::command::KeyValue;
 
 /// Builds the reply header for something that reflects `raft_index`.

@@ -30,6 +30,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use petkv_client::auth::AUTHORIZATION;
 use rustls_pki_types::CertificateDer;
 use tonic::codegen::http;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
@@ -38,7 +39,7 @@ use tonic::Status;
 use super::certificate::subject_name;
 use super::role::{access, Access, Role};
 use super::tokens::{Identity, Tokens, TokensFile};
-use super::{AUTHORIZATION, FORWARDED_CERT};
+use super::FORWARDED_CERT;
 use crate::metrics::{AuthRefusal, Metrics, UNKNOWN_METHOD};
 use crate::reload::Reloaded;
 use crate::tls::verify::names_a_pod;
@@ -266,6 +267,8 @@ where
 mod tests {
     use std::path::Path;
 
+    use petkv_client::auth::bearer;
+
     use super::*;
     use crate::tls::certs::{Authority, LeafSpec};
 
@@ -317,7 +320,6 @@ mod tests {
 
     #[test]
     fn requests_are_allowed_by_role_and_refused_without_credentials() {
-        let bearer = |t: &str| format!("Bearer {t}");
         assert_eq!(outcome("/grpc.health.v1.Health/Check", None), Ok(None), "health is open");
         assert_eq!(outcome("/petkv.v1.KV/Get", None), Err(Refusal::NoCredentials));
         assert_eq!(outcome("/petkv.v1.KV/Get", Some(&bearer("nope-0123456789abcdef"))), Err(Refusal::UnknownToken));

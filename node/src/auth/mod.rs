@@ -9,7 +9,9 @@
 //! - [`certificate`]: the subject name of a client certificate (CN, else first DNS name).
 //! - [`layer`]: [`AuthLayer`], the check on the client port (one place for every RPC).
 //!
-//! Off by default: a node without `--auth-tokens` serves every request, as before. The peer
+//! A token travels as `authorization: Bearer <token>` ([`petkv_client::auth`], which the
+//! client library sends). Off by default: a node without `--auth-tokens` serves every request,
+//! as before. The peer
 //! port is governed by mutual TLS ([`crate::tls`]), not by this; the HTTP port serves no keys
 //! or values. A follower that forwards a request to the leader passes the client's
 //! `authorization` metadata along, and the leader checks it again. A client identified by
@@ -28,13 +30,6 @@ pub use layer::{AuthLayer, Authenticated, Credential, CurrentTokens};
 pub use role::{Access, Role};
 pub use tokens::{Identity, Tokens, TokensError, TokensFile};
 
-/// The metadata key that carries a bearer token (`authorization: Bearer <token>`).
-pub const AUTHORIZATION: &str = "authorization";
 /// The metadata key (binary: any UTF-8 subject) with which a pod forwarding a request states
 /// the subject name of the client certificate it verified.
 pub const FORWARDED_CERT: &str = "x-petkv-forwarded-cert-bin";
-
-/// The `authorization` value for `token`.
-pub fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}

@@ -9,8 +9,8 @@ pub mod serve;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-
-use crate::client::{Client, ClientError};
+use petkv_client::tls::{ClientTls, IdentityFiles, TlsError, TlsFiles};
+use petkv_client::{Client, ClientError};
 
 /// Default client port.
 pub const DEFAULT_CLIENT_PORT: u16 = 7379;
@@ -257,13 +257,13 @@ impl ClientArgs {
     }
 
     /// The TLS settings, if the client talks TLS (--ca given).
-    pub fn tls(&self) -> Result<Option<crate::tls::ClientTls>, crate::tls::TlsError> {
+    pub fn tls(&self) -> Result<Option<ClientTls>, TlsError> {
         let Some(ca) = &self.client_ca else { return Ok(None) };
         let identity = match (&self.client_cert, &self.client_key) {
-            (Some(cert), Some(key)) => Some(crate::tls::IdentityFiles { cert: cert.clone(), key: key.clone() }),
+            (Some(cert), Some(key)) => Some(IdentityFiles { cert: cert.clone(), key: key.clone() }),
             _ => None,
         };
-        crate::tls::ClientTls::from_files(crate::tls::TlsFiles { ca: ca.clone(), identity }).map(Some)
+        ClientTls::from_files(TlsFiles { ca: ca.clone(), identity }).map(Some)
     }
 
     /// The bearer token to send, if any (--token, or the first line of --token-file).
@@ -308,11 +308,11 @@ pub enum ConsistencyArg {
     Stale,
 }
 
-impl From<ConsistencyArg> for crate::pb::v1::Consistency {
+impl From<ConsistencyArg> for petkv_client::pb::v1::Consistency {
     fn from(c: ConsistencyArg) -> Self {
         match c {
-            ConsistencyArg::Linearizable => crate::pb::v1::Consistency::Linearizable,
-            ConsistencyArg::Stale => crate::pb::v1::Consistency::Stale,
+            ConsistencyArg::Linearizable => petkv_client::pb::v1::Consistency::Linearizable,
+            ConsistencyArg::Stale => petkv_client::pb::v1::Consistency::Stale,
         }
     }
 }

@@ -2,10 +2,10 @@
 //! shown as UTF-8 (invalid bytes replaced).
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use petkv_client::pb::v1::{KeyValue, MembersResponse, NodeStatus, ResponseHeader};
 use serde_json::{json, Value};
 
 use super::OutputFormat;
-use crate::pb::v1::{KeyValue, MembersResponse, NodeStatus, ResponseHeader};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use petkv_client::tls::{ClientTls, IdentityFiles, TlsFiles};
 
 use super::{LogFormat, DEFAULT_CLIENT_PORT, DEFAULT_HTTP_PORT, DEFAULT_PEER_PORT};
 use crate::config::{NodeConfig, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_VOTERS};
@@ -18,7 +19,7 @@ use crate::raft::settings::{RaftSettings, DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_H
 use crate::space::Reserve;
 use crate::store::StoreOptions;
 use crate::tls::reload::DEFAULT_RELOAD_EVERY;
-use crate::tls::{ClientCerts, ClientTls, IdentityFiles, TlsFiles, TlsSettings};
+use crate::tls::{ClientCerts, TlsSettings};
 use crate::validation::{Limits, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_SCAN_LIMIT, DEFAULT_MAX_VALUE_BYTES};
 
 /// Who the node is and where its peers are (shared by `serve` and `wait-primary`).

@@ -245,9 +245,9 @@ pub fn replica_action(is_leader: bool, declared: Option<u32>, spec_replicas: Opt
 /// Proposes a declared replica count through the Scale RPC's own path (validation, proposal,
 /// forwarding if leadership just moved).
 async fn propose_replicas(node: &Arc<Node>, replicas: u32) -> Result<(), tonic::Status> {
-    use crate::pb::v1::cluster_server::Cluster;
+    use petkv_client::pb::v1::cluster_server::Cluster;
     let api = crate::api::Api { node: node.clone() };
-    api.scale(tonic::Request::new(crate::pb::v1::ScaleRequest { replicas })).await.map(|_| ())
+    api.scale(tonic::Request::new(petkv_client::pb::v1::ScaleRequest { replicas })).await.map(|_| ())
 }
 
 /// Feeds the StatefulSet's `spec.replicas` to the declared replica count, until shutdown.

@@ -430,10 +430,10 @@ fn node_config(data_dir: &std::path::Path, client: u16, peer: u16) -> crate::con
 
 /// Polls the node's status until `cond` holds (10 s at most).
 async fn until(
-    petkv: &crate::client::Client,
+    petkv: &petkv_client::Client,
     what: &str,
-    cond: impl Fn(&crate::pb::v1::NodeStatus) -> bool,
-) -> crate::pb::v1::NodeStatus {
+    cond: impl Fn(&petkv_client::pb::v1::NodeStatus) -> bool,
+) -> petkv_client::pb::v1::NodeStatus {
     for _ in 0..100 {
         if let Ok(s) = petkv.status().await {
             if cond(&s) {
@@ -460,7 +460,7 @@ async fn a_node_waits_for_the_api_then_bootstraps_and_follows_spec_replicas() {
     config.kube = Some(kube);
     tokio::spawn(crate::server::run(config));
     let petkv =
-        crate::client::Client::new(&[format!("127.0.0.1:{client_port}")], Duration::from_secs(2)).expect("client");
+        petkv_client::Client::new(&[format!("127.0.0.1:{client_port}")], Duration::from_secs(2)).expect("client");
     let status = || async { petkv.status().await.ok() };
 
     // The node answers while it waits (however long its start takes on a loaded machine), and

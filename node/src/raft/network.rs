@@ -25,6 +25,8 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkV2};
+use petkv_client::tls::dial::{lazy_channel, BadAddress};
+use petkv_client::tls::ClientTls;
 use tonic::transport::Channel;
 
 use super::codec::{self, Envelope};
@@ -34,7 +36,7 @@ use super::types::{NodeId, PeerNode, TypeConfig, Vote};
 use crate::pb::raft::raft_client::RaftClient;
 use crate::pb::raft::{snapshot_chunk, RaftMessage, SnapshotChunk, SnapshotHeader, SnapshotTrailer};
 use crate::store::snapshot::SnapshotFile;
-use crate::tls::{ClientTls, Dialers};
+use crate::tls::Dialers;
 
 /// Size of one snapshot chunk on the wire.
 const SNAPSHOT_CHUNK: usize = 1024 * 1024;
@@ -58,8 +60,6 @@ pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<(Port, String), Channel>>>,
     tls: Dialers,
 }
-
-pub use crate::tls::dial::BadAddress;
 
 impl PeerChannels {
     /// Channels dialed with `tls` (the default is plaintext).
@@ -92,7 +92,7 @@ impl PeerChannels {
             Port::Peer => self.tls.peer.as_ref(),
             Port::Client => self.tls.client.as_ref(),
         };
-        let ch = crate::tls::dial::lazy_channel(addr, tls, |endpoint| {
+        let ch = lazy_channel(addr, tls, |endpoint| {
             endpoint
                 .connect_timeout(CONNECT_TIMEOUT)
                 .tcp_nodelay(true)

@@ -222,7 +222,7 @@ impl SpaceGuard {
             None => Ok(()),
             Some((reason, message)) => {
                 self.metrics.record_space_refusal(reason);
-                Err(crate::api::forward::not_applied(Status::resource_exhausted(message)))
+                Err(petkv_client::outcome::not_applied(Status::resource_exhausted(message)))
             }
         }
     }
@@ -284,7 +284,7 @@ mod tests {
         g.observe(space(7 * MIB));
         let status = g.check_write().expect_err("low");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
-        assert!(crate::api::forward::is_not_applied(&status), "a refused write was never proposed");
+        assert!(petkv_client::outcome::is_not_applied(&status), "a refused write was never proposed");
         let expected = format!("volume of petkv-1 has {} bytes free, below the reserve of {}", 7 * MIB, 8 * MIB);
         assert!(status.message().contains(&expected), "{}", status.message());
         assert!(status.message().contains("free space or grow the volume"));

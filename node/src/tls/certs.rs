@@ -507,3 +507,62 @@ mod tests {
         assert!(!dir.path().join("petkv-0.pem").exists());
     }
 }
+
+/// `petkv_client::tls::Material` on certificates issued here: what loads, and the errors of
+/// files that do not.
+#[cfg(test)]
+mod material_tests {
+    use std::path::{Path, PathBuf};
+
+    use petkv_client::tls::{IdentityFiles, Material, TlsError, TlsFiles};
+
+    use super::{Authority, LeafSpec};
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_matching_pair_and_ca_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::generate("test CA").unwrap();
+        let leaf = ca.issue(&LeafSpec::server("petkv-0", &["petkv-0".into()])).unwrap();
+        let files = TlsFiles {
+            ca: write(dir.path(), "ca.pem", &ca.cert_pem()),
+            identity: Some(IdentityFiles {
+                cert: write(dir.path(), "c.pem", &leaf.cert_pem),
+                key: write(dir.path(), "k.pem", &leaf.key_pem),
+            }),
+        };
+        let m = Material::load(&files).unwrap();
+        assert!(m.identity.is_some());
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::generate("test CA").unwrap();
+        let a = ca.issue(&LeafSpec::server("petkv-0", &["petkv-0".into()])).unwrap();
+        let b = ca.issue(&LeafSpec::server("petkv-1", &["petkv-1".into()])).unwrap();
+        let ca_path = write(dir.path(), "ca.pem", &ca.cert_pem());
+        let files = |cert: &str, key: &str| TlsFiles {
+            ca: ca_path.clone(),
+            identity: Some(IdentityFiles {
+                cert: write(dir.path(), "c.pem", cert),
+                key: write(dir.path(), "k.pem", key),
+            }),
+        };
+        let err = Material::load(&files(&a.cert_pem, &b.key_pem)).unwrap_err();
+        assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
+        let half = &a.cert_pem[..a.cert_pem.len() / 2];
+        let err = Material::load(&files(half, &a.key_pem)).unwrap_err();
+        assert!(err.to_string().contains("c.pem"), "{err}");
+        let err = Material::load(&files("", &a.key_pem)).unwrap_err();
+        assert!(matches!(err, TlsError::Empty { .. }), "{err}");
+        let missing = TlsFiles { ca: dir.path().join("nope.pem"), identity: None };
+        let err = Material::load(&missing).unwrap_err();
+        assert!(err.to_string().contains("nope.pem"), "{err}");
+    }
+}

@@ -2,45 +2,43 @@
 //! that may be replaced while the node runs (a Kubernetes Secret mount renewed by
 //! cert-manager).
 //!
-//! - [`material`]: the files (certificate chain, key, CA bundle) and what is read from them.
 //! - [`reload`]: [`Reloading`]: the current material, read again when the files change.
 //! - [`peer_name`]: which certificate names count as a pod of the set on the peer port.
 //! - [`verify`]: certificate verifiers that always use the current material.
-//! - [`config`]: the rustls server and client configurations built on them.
+//! - [`config`]: the rustls server configurations built on them, and the client configuration
+//!   a node dials with ([`config::dialer`]).
 //! - [`incoming`]: accepted TCP connections turned into TLS streams for tonic.
-//! - [`dial`]: outgoing gRPC channels, plaintext or over TLS.
 //! - [`node`]: [`NodeTls`]: what a node's ports serve with and its connections dial with.
 //! - [`certs`]: `petkv certs`: a development CA and per-pod certificates (rcgen).
+//!
+//! The files and what is read from them ([`TlsFiles`], [`Material`]), [`ClientTls`], the
+//! crypto [`provider`] and the dialer of every outgoing channel ([`lazy_channel`]) are the
+//! client side of TLS, which clients share: [`petkv_client::tls`].
+//!
+//! [`Material`]: petkv_client::tls::Material
+//! [`ClientTls`]: petkv_client::tls::ClientTls
+//! [`provider`]: petkv_client::tls::provider
+//! [`lazy_channel`]: petkv_client::tls::dial::lazy_channel
 //!
 //! The HTTP port (`/metrics`, `/healthz`, `/readyz`) stays plaintext: it serves no keys or
 //! values, and the kubelet's probes and Prometheus reach it without certificates.
 
 pub mod certs;
 pub mod config;
-pub mod dial;
 pub mod incoming;
-pub mod material;
 pub mod node;
 pub mod peer_name;
 pub mod reload;
 pub mod verify;
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-pub use config::{ClientTls, ServerTls};
-pub use material::{IdentityFiles, TlsFiles};
+use petkv_client::tls::{TlsError, TlsFiles};
+
+pub use config::ServerTls;
 pub use node::{Dialers, NodeTls};
 pub use peer_name::PeerNameRule;
 pub use reload::Reloading;
-
-/// The cryptography used everywhere: ring (no C toolchain or cmake needed, unlike aws-lc-rs).
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    static PROVIDER: std::sync::LazyLock<Arc<rustls::crypto::CryptoProvider>> =
-        std::sync::LazyLock::new(|| Arc::new(rustls::crypto::ring::default_provider()));
-    PROVIDER.clone()
-}
 
 /// Whether the client port asks clients for a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,21 +78,12 @@ impl Default for TlsSettings {
     }
 }
 
-/// What can go wrong with TLS files and configurations.
+/// What can go wrong setting up a node's TLS.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read the {what} {path}: {source}")]
-    Read { what: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("the {what} {path} is not valid PEM: {detail}")]
-    Pem { what: &'static str, path: PathBuf, detail: String },
-    #[error("the {what} {path} holds no {item}")]
-    Empty { what: &'static str, path: PathBuf, item: &'static str },
-    #[error("the key {key} does not belong to the certificate {cert} (or cannot be used): {detail}")]
-    KeyMismatch { cert: PathBuf, key: PathBuf, detail: String },
-    #[error("the CA bundle {path} cannot be used: {detail}")]
-    BadCa { path: PathBuf, detail: String },
+pub enum NodeTlsError {
+    /// A file does not load, or rustls refuses the configuration.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("{what} needs a certificate and its key (--*-cert and --*-key)")]
     NoIdentity { what: &'static str },
-    #[error("building the TLS configuration: {0}")]
-    Rustls(#[from] rustls::Error),
 }

@@ -7,7 +7,10 @@
 //! this node presents when it forwards a request to the leader's client port. Files are
 //! checked for changes every `reload_every` ([`super::reload`]).
 
-use super::{ClientTls, PeerNameRule, Reloading, ServerTls, TlsError, TlsSettings};
+use petkv_client::tls::ClientTls;
+
+use super::config::dialer;
+use super::{NodeTlsError, PeerNameRule, Reloading, ServerTls, TlsSettings};
 
 /// How outgoing connections are made: to peer ports and to client ports (forwarding).
 #[derive(Debug, Clone, Default)]
@@ -27,19 +30,19 @@ pub struct NodeTls {
 impl NodeTls {
     /// Loads the files (failing on any that does not load) and starts watching them. Needs a
     /// Tokio runtime. `names` is the peer port's rule for client certificates.
-    pub fn start(settings: &TlsSettings, names: PeerNameRule) -> Result<Self, TlsError> {
+    pub fn start(settings: &TlsSettings, names: PeerNameRule) -> Result<Self, NodeTlsError> {
         let mut tls = NodeTls::default();
         if let Some(files) = &settings.client {
             let material = Reloading::load("client port", files.clone())?;
             material.watch(settings.reload_every);
             tls.client_port = Some(ServerTls::client_port(material.clone(), settings.client_certs)?);
-            tls.dial.client = Some(ClientTls::new(material)?);
+            tls.dial.client = Some(dialer(material)?);
         }
         if let Some(files) = &settings.peer {
             let material = Reloading::load("peer port", files.clone())?;
             material.watch(settings.reload_every);
             tls.peer_port = Some(ServerTls::peer_port(material.clone(), names)?);
-            tls.dial.peer = Some(ClientTls::new(material)?);
+            tls.dial.peer = Some(dialer(material)?);
         }
         Ok(tls)
     }

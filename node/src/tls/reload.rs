@@ -11,13 +11,13 @@
 
 use std::sync::Arc;
 
+use petkv_client::tls::material::{Contents, Material, TlsFiles};
+use petkv_client::tls::TlsError;
 use rustls::client::ResolvesClientCert;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
 
-use super::material::{Contents, Material, TlsFiles};
-use super::TlsError;
 pub use crate::reload::DEFAULT_RELOAD_EVERY;
 use crate::reload::{Reloaded, Source};
 
@@ -67,7 +67,7 @@ impl ResolvesClientCert for Reloading {
 mod tests {
     use super::*;
     use crate::tls::certs::{Authority, LeafSpec};
-    use crate::tls::material::IdentityFiles;
+    use petkv_client::tls::IdentityFiles;
 
     fn leaf_der(r: &Reloading) -> Vec<u8> {
         r.current().identity.as_ref().unwrap().cert[0].to_vec()

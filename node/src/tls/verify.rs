@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use petkv_client::tls::provider;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -45,7 +46,7 @@ macro_rules! signature_checks {
 }
 
 fn algorithms() -> rustls::crypto::WebPkiSupportedAlgorithms {
-    super::provider().signature_verification_algorithms
+    provider().signature_verification_algorithms
 }
 
 /// Verifies servers against the current CA bundle.

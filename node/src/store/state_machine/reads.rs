@@ -191,7 +191,7 @@ mod properties {
 
     use super::super::test_support::{apply_in_runs, live, put_bytes};
     use super::*;
-    use crate::pb::v1::ScanRequest;
+    use petkv_client::pb::v1::ScanRequest;
     use crate::store::command::Command;
     use crate::validation::Limits;
 

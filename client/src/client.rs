@@ -7,13 +7,14 @@
 //! [`ClientError::OutcomeUnknown`], never as failed: it may have been applied.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Mutex;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
+use crate::outcome::is_not_applied;
 use crate::pb::v1::cluster_client::ClusterClient;
 use crate::pb::v1::kv_client::KvClient;
 use crate::pb::v1::{
@@ -21,7 +22,7 @@ use crate::pb::v1::{
     PutRequest, PutResponse, ScaleRequest, ScaleResponse, ScanRequest, ScanResponse, StatusRequest, WriteId,
 };
 use crate::tls::dial::lazy_channel;
-use crate::tls::ClientTls;
+use crate::tls::{ClientTls, TlsError};
 
 /// Longest pause between two rounds over all endpoints. Short: during a failover the next
 /// leader is usually known within an election timeout, and a retry on loopback or a LAN is
@@ -49,7 +50,7 @@ pub enum ClientError {
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Rejected(Status),
     #[error("TLS: {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] TlsError),
     #[error("{0}")]
     BadToken(String),
 }
@@ -84,6 +85,7 @@ pub struct Client {
     endpoints: Vec<String>,
     channels: Vec<Channel>,
     preferred: AtomicU64,
+    /// Lanes not in use. tokio's lock: held only to pop or push one, and never poisoned.
     lanes: Mutex<Vec<Lane>>,
     timeout: Duration,
     /// The `authorization` metadata every request carries ([`Client::with_token`]).
@@ -183,11 +185,11 @@ impl Client {
         F: FnOnce(WriteId) -> Fut,
         Fut: std::future::Future<Output = Result<T, ClientError>>,
     {
-        let mut lane = crate::sync::lock(&self.lanes).pop().unwrap_or_else(Lane::new);
+        let mut lane = self.lanes.lock().await.pop().unwrap_or_else(Lane::new);
         let id = WriteId { client_id: lane.client_id, sequence: lane.next_sequence };
         lane.next_sequence += 1;
         let result = write(id).await;
-        crate::sync::lock(&self.lanes).push(lane);
+        self.lanes.lock().await.push(lane);
         result
     }
 
@@ -223,7 +225,7 @@ impl Client {
                     return Ok(v);
                 }
                 Ok(Err(status)) if is_retryable(&status) => {
-                    ambiguous |= !crate::api::forward::is_not_applied(&status);
+                    ambiguous |= !is_not_applied(&status);
                     last = format!("{}: {}", self.endpoints[i], status.message());
                     if !matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded) {
                         last_answer = Some(last.clone());
@@ -362,4 +364,52 @@ impl Client {
         })
         .await
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints(list: &[&str]) -> Vec<String> {
+        list.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn endpoints_are_checked_against_the_tls_settings() {
+        let timeout = Duration::from_secs(1);
+        assert!(matches!(Client::new(&[], timeout), Err(ClientError::BadEndpoint { .. })));
+        assert!(Client::new(&endpoints(&["127.0.0.1:7379", "http://[::1]:7379"]), timeout).is_ok());
+        for bad in ["https://127.0.0.1:7379", "grpc://127.0.0.1:7379", "not an address:x"] {
+            match Client::new(&endpoints(&[bad]), timeout) {
+                Err(ClientError::BadEndpoint { endpoint, .. }) => assert_eq!(endpoint, bad),
+                other => panic!("{bad}: {:?}", other.map(|c| c.endpoints().to_vec())),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_must_fit_in_a_header() {
+        let client = || Client::new(&endpoints(&["127.0.0.1:7379"]), Duration::from_secs(1));
+        let with_token = client().and_then(|c| c.with_token(" s3cret\n")).expect("a visible ASCII token");
+        let req = with_token.authorize(Request::new(()));
+        assert_eq!(
+            req.metadata().get(crate::auth::AUTHORIZATION).map(|v| v.to_str().ok()),
+            Some(Some("Bearer s3cret"))
+        );
+        assert!(matches!(client().and_then(|c| c.with_token("two\nlines")), Err(ClientError::BadToken(_))));
+    }
+
+    #[tokio::test]
+    async fn a_write_no_server_received_fails_rather_than_being_unknown() {
+        // Nothing listens on a just-closed port: every attempt fails to connect, so the write
+        // was certainly not applied.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+        let client = Client::new(&[addr.to_string()], Duration::from_millis(700)).expect("client");
+        match client.put(b"k", b"v", None).await {
+            Err(ClientError::Unavailable { last, .. }) => assert!(last.contains(TCP_CONNECT), "{last}"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+
+    const TCP_CONNECT: &str = crate::tls::dial::TCP_CONNECT_ERROR;
 }

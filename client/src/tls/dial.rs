@@ -1,13 +1,13 @@
-//! Outgoing gRPC channels, plaintext or over TLS: one function ([`lazy_channel`]) that every
-//! part of the crate uses to reach a node (peer RPCs, forwarding to the leader, start-up
-//! probes, the client library).
+//! Outgoing gRPC channels, plaintext or over TLS: one function ([`lazy_channel`]) that
+//! everything uses to reach a node (the client library; in the node, peer RPCs, forwarding to
+//! the leader, start-up probes).
 //!
 //! Over TLS the channel connects through [`TlsConnect`]: a TCP connection, then a rustls
 //! handshake with the [`ClientTls`] configuration, verifying the server's certificate for the
 //! host dialed (a DNS name or an IP address). tonic's own TLS settings are not used: they
-//! build their rustls configuration once, and ours follows certificate rotation. A connection
+//! build their rustls configuration once, and the node's follows certificate rotation. A connection
 //! that fails before a request could be sent says so in its error ("tcp connect error",
-//! "tls handshake error"), which [`crate::api::forward::is_not_applied`] relies on.
+//! "tls handshake error"), which [`crate::outcome::is_not_applied`] relies on.
 
 use std::future::Future;
 use std::pin::Pin;

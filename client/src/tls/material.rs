@@ -2,6 +2,7 @@
 //! chain to, and (for a server, or a client that authenticates) a certificate chain with its
 //! private key. Reading checks everything a handshake would otherwise fail on later: the PEM
 //! parses, the key belongs to the certificate, the CA bundle holds usable CA certificates.
+//! (Tested in the node, `petkv::tls::certs`, with the certificates it issues.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -130,59 +131,5 @@ impl Material {
     /// Reads the files and builds the material.
     pub fn load(files: &TlsFiles) -> Result<Self, TlsError> {
         Self::from_contents(files, &Contents::read(files)?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::tls::certs::{Authority, LeafSpec};
-
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    #[test]
-    fn a_matching_pair_and_ca_load() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = Authority::generate("test CA").unwrap();
-        let leaf = ca.issue(&LeafSpec::server("petkv-0", &["petkv-0".into()])).unwrap();
-        let files = TlsFiles {
-            ca: write(dir.path(), "ca.pem", &ca.cert_pem()),
-            identity: Some(IdentityFiles {
-                cert: write(dir.path(), "c.pem", &leaf.cert_pem),
-                key: write(dir.path(), "k.pem", &leaf.key_pem),
-            }),
-        };
-        let m = Material::load(&files).unwrap();
-        assert!(m.identity.is_some());
-    }
-
-    #[test]
-    fn bad_files_are_refused_with_the_file_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = Authority::generate("test CA").unwrap();
-        let a = ca.issue(&LeafSpec::server("petkv-0", &["petkv-0".into()])).unwrap();
-        let b = ca.issue(&LeafSpec::server("petkv-1", &["petkv-1".into()])).unwrap();
-        let ca_path = write(dir.path(), "ca.pem", &ca.cert_pem());
-        let files = |cert: &str, key: &str| TlsFiles {
-            ca: ca_path.clone(),
-            identity: Some(IdentityFiles {
-                cert: write(dir.path(), "c.pem", cert),
-                key: write(dir.path(), "k.pem", key),
-            }),
-        };
-        let err = Material::load(&files(&a.cert_pem, &b.key_pem)).unwrap_err();
-        assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
-        let half = &a.cert_pem[..a.cert_pem.len() / 2];
-        let err = Material::load(&files(half, &a.key_pem)).unwrap_err();
-        assert!(err.to_string().contains("c.pem"), "{err}");
-        let err = Material::load(&files("", &a.key_pem)).unwrap_err();
-        assert!(matches!(err, TlsError::Empty { .. }), "{err}");
-        let missing = TlsFiles { ca: dir.path().join("nope.pem"), identity: None };
-        let err = Material::load(&missing).unwrap_err();
-        assert!(err.to_string().contains("nope.pem"), "{err}");
     }
 }
