@@ -74,9 +74,9 @@ async fn clients_get_what_their_role_allows_and_nothing_more() -> anyhow::Result
     let admin = with_token(&eps, &auth.admin)?;
     assert_eq!(admin.scale(3).await?.replicas, 3);
     let dir = tempfile::tempdir()?;
-    let backup = petkv::backup::take(&admin, &dir.path().join("b.snap"), Duration::from_secs(30)).await?;
+    let backup = petkv::recovery::backup::take(&admin, &dir.path().join("b.snap"), Duration::from_secs(30)).await?;
     assert_eq!(backup.keys, 1);
-    assert!(petkv::backup::take(&writer, &dir.path().join("w.snap"), Duration::from_secs(30)).await.is_err());
+    assert!(petkv::recovery::backup::take(&writer, &dir.path().join("w.snap"), Duration::from_secs(30)).await.is_err());
 
     // Through a follower: the write is forwarded to the leader with the client's token.
     let leader = cluster.wait_leader(SETTLE).await?;
@@ -114,7 +114,7 @@ async fn clients_get_what_their_role_allows_and_nothing_more() -> anyhow::Result
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.client_addr(0)))?.connect().await?;
     let reply = tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest { service: petkv::server::LIVENESS_SERVICE.into() })
+        .check(tonic_health::pb::HealthCheckRequest { service: petkv::pod::server::LIVENESS_SERVICE.into() })
         .await?;
     assert_eq!(reply.into_inner().status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
 

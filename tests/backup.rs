@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use petkv::restore::StageOutcome;
+use petkv::recovery::restore::StageOutcome;
 use petkv_client::pb::v1::{Consistency, ScanRequest};
 use petkv_client::Client;
 use petkv_e2e::{healthy_cluster, SETTLE};
@@ -96,7 +96,8 @@ async fn a_backup_under_load_restores_to_exactly_the_acknowledged_data_up_to_its
     let mut order = endpoints.clone();
     order.rotate_left(((leader + 1) % 3) as usize);
     let summary =
-        petkv::backup::take(&Client::new(&order, Duration::from_secs(60))?, &file, Duration::from_secs(60)).await?;
+        petkv::recovery::backup::take(&Client::new(&order, Duration::from_secs(60))?, &file, Duration::from_secs(60))
+            .await?;
     let at_backup = acked_count(&acked);
     petkv_harness::wait::until("200 more writes after the backup", SETTLE, || async {
         (acked_count(&acked) >= at_backup + 200).then_some(())
@@ -124,16 +125,20 @@ async fn a_backup_under_load_restores_to_exactly_the_acknowledged_data_up_to_its
     // petkv-0's volume and runs `petkv restore --hostname petkv-0 --if-empty`): the volume
     // holds a cluster that was not restored from this backup, so the stage is refused even
     // with --if-empty, saying what to do, and nothing is staged.
-    let pod0 = petkv::identity::parse_hostname("petkv-0")?;
-    let err = petkv::restore::stage(&file, &source.volume(0), &pod0, true).expect_err("a running set's volume");
+    let pod0 = petkv::pod::identity::parse_hostname("petkv-0")?;
+    let err =
+        petkv::recovery::restore::stage(&file, &source.volume(0), &pod0, true).expect_err("a running set's volume");
     let msg = format!("{err:#}");
     assert!(msg.contains("not restored from this backup") && msg.contains("delete its volumes"), "{msg}");
-    assert!(!petkv::restore::is_staged(&source.volume(0)));
+    assert!(!petkv::recovery::restore::is_staged(&source.volume(0)));
 
     // Staged on a wiped petkv-0 while its peers still run a cluster: refused, nothing forked.
     source.kill(0).await?;
     source.wipe_volume(0)?;
-    assert!(matches!(petkv::restore::stage(&file, &source.volume(0), &pod0, false)?, StageOutcome::Staged(_)));
+    assert!(matches!(
+        petkv::recovery::restore::stage(&file, &source.volume(0), &pod0, false)?,
+        StageOutcome::Staged(_)
+    ));
     source.start(0)?;
     let exit = source.pod_mut(0)?.wait_exit(SETTLE).await?;
     assert!(exit.is_some_and(|s| !s.success()), "petkv-0 must refuse to restore beside a running cluster");
@@ -143,9 +148,12 @@ async fn a_backup_under_load_restores_to_exactly_the_acknowledged_data_up_to_its
 
     // A new set restored from the backup: ordinal 0 stages it, the others join empty.
     let mut restored = Cluster::new(ClusterSpec { replicas: 3, voters: 3, ..Default::default() })?;
-    let pod1 = petkv::identity::parse_hostname("petkv-1")?;
-    assert!(matches!(petkv::restore::stage(&file, &restored.volume(0), &pod0, false)?, StageOutcome::Staged(_)));
-    assert_eq!(petkv::restore::stage(&file, &restored.volume(1), &pod1, false)?, StageOutcome::NotPrimary);
+    let pod1 = petkv::pod::identity::parse_hostname("petkv-1")?;
+    assert!(matches!(
+        petkv::recovery::restore::stage(&file, &restored.volume(0), &pod0, false)?,
+        StageOutcome::Staged(_)
+    ));
+    assert_eq!(petkv::recovery::restore::stage(&file, &restored.volume(1), &pod1, false)?, StageOutcome::NotPrimary);
     restored.start_all()?;
     restored.wait_healthy(SETTLE).await?;
     assert_eq!(all_keys(&restored).await?, expected, "the restored cluster holds exactly the backup's writes");
@@ -165,9 +173,9 @@ async fn a_backup_under_load_restores_to_exactly_the_acknowledged_data_up_to_its
     // A restored volume keeps its state: staging again is refused, or with --if-empty (a
     // restarted pod) left alone, since it holds the cluster restored from this very backup.
     restored.down().await?;
-    assert!(petkv::restore::stage(&file, &restored.volume(0), &pod0, false).is_err());
+    assert!(petkv::recovery::restore::stage(&file, &restored.volume(0), &pod0, false).is_err());
     assert!(matches!(
-        petkv::restore::stage(&file, &restored.volume(0), &pod0, true)?,
+        petkv::recovery::restore::stage(&file, &restored.volume(0), &pod0, true)?,
         StageOutcome::AlreadyRestored(_)
     ));
     Ok(())
@@ -182,7 +190,7 @@ async fn corrupt_or_truncated_backups_are_refused_and_nothing_is_staged() -> any
     }
     let dir = tempfile::tempdir()?;
     let good = dir.path().join("good.snap");
-    let summary = petkv::backup::take(&cluster.client_of(0)?, &good, Duration::from_secs(30)).await?;
+    let summary = petkv::recovery::backup::take(&cluster.client_of(0)?, &good, Duration::from_secs(30)).await?;
     assert_eq!(summary.keys, 50);
     cluster.down().await?;
 
@@ -196,16 +204,16 @@ async fn corrupt_or_truncated_backups_are_refused_and_nothing_is_staged() -> any
         ("headless", bytes[..5].to_vec()),
         ("empty", Vec::new()),
     ];
-    let pod0 = petkv::identity::parse_hostname("petkv-0")?;
+    let pod0 = petkv::pod::identity::parse_hostname("petkv-0")?;
     for (name, content) in cases {
         let path = dir.path().join(format!("{name}.snap"));
         std::fs::write(&path, content)?;
-        let err = petkv::backup::inspect(&path).expect_err(name);
+        let err = petkv::recovery::backup::inspect(&path).expect_err(name);
         assert!(err.to_string().contains("corrupt or truncated"), "{name}: {err}");
         let volume = dir.path().join(format!("volume-{name}"));
-        let err = petkv::restore::stage(&path, &volume, &pod0, false).expect_err(name);
+        let err = petkv::recovery::restore::stage(&path, &volume, &pod0, false).expect_err(name);
         assert!(err.to_string().contains("corrupt or truncated"), "{name}: {err:#}");
-        assert!(!petkv::restore::is_staged(&volume), "{name}: nothing staged");
+        assert!(!petkv::recovery::restore::is_staged(&volume), "{name}: nothing staged");
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use petkv::tls::certs::{client_files, Authority, LeafSpec};
+use petkv::edge::tls::certs::{client_files, Authority, LeafSpec};
 use petkv_client::pb::v1::kv_client::KvClient;
 use petkv_client::pb::v1::{Consistency, PutRequest};
 use petkv_client::tls::{ClientTls, IdentityFiles, TlsFiles};
@@ -143,7 +143,7 @@ async fn client_certificates_get_their_role_on_every_pod_and_through_a_follower(
         value: b"by a forged statement".to_vec().into(),
         ..Default::default()
     });
-    req.metadata_mut().insert_bin(petkv::auth::FORWARDED_CERT, MetadataValue::from_bytes(b"bob"));
+    req.metadata_mut().insert_bin(petkv::edge::auth::FORWARDED_CERT, MetadataValue::from_bytes(b"bob"));
     req.metadata_mut().insert(petkv::api::forward::FORWARDED, MetadataValue::from_static("1"));
     let status = KvClient::new(channel).put(req).await.expect_err("a forged statement wrote");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");

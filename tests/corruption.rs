@@ -85,8 +85,8 @@ async fn a_damaged_volume_is_refused_at_start_and_left_untouched() -> anyhow::Re
         ("snapshot cut short", |v| largest(&v.join("snapshots"), "snap"), "changed since the last clean shutdown"),
         ("flipped byte in sled's db", |v| v.join("sled").join("db"), "changed since the last clean shutdown"),
         ("sled's db cut short", |v| v.join("sled").join("db"), "changed since the last clean shutdown"),
-        ("identity record with another digit", |v| v.join(petkv::identity::IDENTITY_FILE), "checksum mismatch"),
-        ("identity record cut short", |v| v.join(petkv::identity::IDENTITY_FILE), "is corrupt"),
+        ("identity record with another digit", |v| v.join(petkv::pod::identity::IDENTITY_FILE), "checksum mismatch"),
+        ("identity record cut short", |v| v.join(petkv::pod::identity::IDENTITY_FILE), "is corrupt"),
     ];
     for (name, file_of, needle) in cases {
         copy_dir(&clean, &volume);

@@ -43,7 +43,7 @@ async fn replicas_with_empty_volumes_wait_for_the_primary_then_join() -> anyhow:
         .await?;
         assert!(cluster.status(o).await.is_err(), "serve must not run before the primary exists");
     }
-    assert!(!cluster.volume(1).join(petkv::identity::IDENTITY_FILE).exists());
+    assert!(!cluster.volume(1).join(petkv::pod::identity::IDENTITY_FILE).exists());
     // A waiting pod stops on SIGTERM within the grace period (its init container with it), and
     // started again it still just waits (its volume is empty).
     let exit = cluster.terminate(1).await?;
@@ -256,7 +256,7 @@ async fn wiped_primary_with_its_peers_down_waits_instead_of_starting_a_second_cl
     })
     .await?;
     assert_eq!(cluster.status(0).await?.role, "joining");
-    assert!(!cluster.volume(0).join(petkv::identity::IDENTITY_FILE).exists(), "no new cluster was bootstrapped");
+    assert!(!cluster.volume(0).join(petkv::pod::identity::IDENTITY_FILE).exists(), "no new cluster was bootstrapped");
     cluster.start(1)?;
     cluster.start(2)?;
     cluster.wait_healthy(SETTLE).await?;
@@ -314,7 +314,7 @@ async fn volumes_of_scaled_away_pods_are_deleted_when_the_policy_says_so() -> an
     cluster.wait_healthy(SETTLE).await?;
     cluster.scale(4).await?;
     cluster.wait_healthy(SETTLE).await?;
-    assert!(cluster.volume(3).join(petkv::identity::IDENTITY_FILE).exists());
+    assert!(cluster.volume(3).join(petkv::pod::identity::IDENTITY_FILE).exists());
     cluster.scale(3).await?;
     assert!(!cluster.volume(3).exists(), "whenScaled: Delete removes the volume");
     assert!(cluster.volume(2).exists());

@@ -1,4 +1,4 @@
-//! The client port's limits hold under abuse (`petkv::limits`): an oversized request is
+//! The client port's limits hold under abuse (`petkv::edge::limits`): an oversized request is
 //! refused with RESOURCE_EXHAUSTED and a clear message; connections over the cap are closed
 //! while a connected client is served; one connection cannot run more concurrent streams than
 //! the server advertises; requests over the in-flight cap are shed at once; and during a small

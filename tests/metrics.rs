@@ -125,7 +125,7 @@ async fn startup_health_service_serves_once_the_node_started() -> anyhow::Result
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.client_addr(0)))?.connect().await?;
     let mut health = HealthClient::new(channel);
-    for service in [petkv::server::STARTUP_SERVICE, petkv::server::LIVENESS_SERVICE] {
+    for service in [petkv::pod::server::STARTUP_SERVICE, petkv::pod::server::LIVENESS_SERVICE] {
         let reply = health.check(HealthCheckRequest { service: service.into() }).await?.into_inner();
         assert_eq!(reply.status(), ServingStatus::Serving, "{service}");
     }
@@ -133,7 +133,7 @@ async fn startup_health_service_serves_once_the_node_started() -> anyhow::Result
     wait::until("the readiness health service to serve", SETTLE, || {
         let mut health = health.clone();
         async move {
-            let request = HealthCheckRequest { service: petkv::server::READINESS_SERVICE.into() };
+            let request = HealthCheckRequest { service: petkv::pod::server::READINESS_SERVICE.into() };
             let reply = health.check(request).await.ok()?.into_inner();
             (reply.status() == ServingStatus::Serving).then_some(())
         }

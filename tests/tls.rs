@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use petkv::edge::tls::certs::{Authority, Issued, LeafSpec, SetCerts};
 use petkv::pb::raft::raft_client::RaftClient;
 use petkv::pb::raft::{ClusterInfoRequest, RaftMessage};
-use petkv::tls::certs::{Authority, Issued, LeafSpec, SetCerts};
 use petkv_client::pb::v1::Consistency;
 use petkv_client::tls::{ClientTls, IdentityFiles, TlsFiles};
 use petkv_client::Client;
@@ -198,7 +198,7 @@ async fn a_rotated_certificate_is_served_to_new_connections_without_a_restart() 
     // other (a check in between sees a key that does not match and keeps the old pair).
     let ca = Authority::from_pem(
         &std::fs::read_to_string(tls.ca())?,
-        &std::fs::read_to_string(tls.dir().join(petkv::tls::certs::CA_KEY))?,
+        &std::fs::read_to_string(tls.dir().join(petkv::edge::tls::certs::CA_KEY))?,
     )?;
     let mut names = SetCerts::default().names_of(0);
     names.push(cluster.ip(0));

@@ -158,7 +158,7 @@ pub async fn run(cluster: &mut Cluster) -> anyhow::Result<DemoReport> {
     let mut identity_ok = true;
     for o in cluster.ordinals() {
         let s = cluster.status(o).await?;
-        let record = petkv::identity::load(&cluster.volume(o))?.context("volume has no identity")?;
+        let record = petkv::pod::identity::load(&cluster.volume(o))?.context("volume has no identity")?;
         let expected_id = if o == follower { rejoined_id } else { ids[&o] };
         let ok = s.hostname == format!("petkv-{o}")
             && s.ordinal == o

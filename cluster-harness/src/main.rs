@@ -257,7 +257,7 @@ struct FloodArgs {
 async fn flood(args: FloodArgs) -> anyhow::Result<bool> {
     use petkv_harness::flood::{self, FloodSpec};
     // Each idle connection is a file descriptor here and in the node.
-    let limit = petkv::limits::nofile::raise_to_hard().context("raising the open-file limit")?;
+    let limit = petkv::edge::limits::nofile::raise_to_hard().context("raising the open-file limit")?;
     let needed = (args.connections + 256) as u64;
     anyhow::ensure!(
         limit.now >= needed,

@@ -1,6 +1,6 @@
 //! The set's certificates when the harness runs it with TLS (`up --tls`, `ClusterSpec::tls`):
 //! issued into `<state dir>/tls/` by petkv's own `petkv certs` code
-//! ([`petkv::tls::certs::write_set`]), one certificate per pod naming the pod's address too,
+//! ([`petkv::edge::tls::certs::write_set`]), one certificate per pod naming the pod's address too,
 //! and a client certificate that the harness's own connections (clients, readiness and status
 //! probes, the workload and its checker) present. A state dir keeps its certificates: a
 //! restarted `up`, or a scale-up, issues only the missing ones with the same CA.
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use petkv::tls::certs::{self, Existing, SetCerts};
+use petkv::edge::tls::certs::{self, Existing, SetCerts};
 use petkv_client::tls::{ClientTls, IdentityFiles, TlsFiles};
 
 /// Directory of the certificates inside a state dir.

@@ -71,7 +71,7 @@ pub fn fill(dir: &Path, leave_free: u64) -> anyhow::Result<PathBuf> {
         OpenOptions::new().create(true).append(true).open(&path).with_context(|| format!("open {}", path.display()))?;
     let zeros = vec![0u8; CHUNK];
     loop {
-        let free = petkv::space::probe::measure(dir)?.free;
+        let free = petkv::edge::space::probe::measure(dir)?.free;
         if free <= leave_free && leave_free > 0 {
             return Ok(path);
         }
@@ -102,7 +102,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let volume = SizedVolume::mount(&dir.path().join("v"), 8 * 1024 * 1024).expect("mount");
-        let space = |p: &Path| petkv::space::probe::measure(p).expect("statvfs");
+        let space = |p: &Path| petkv::edge::space::probe::measure(p).expect("statvfs");
         assert_eq!(space(volume.path()).total, volume.bytes());
         fill(volume.path(), 3 * 1024 * 1024).expect("fill");
         let free = space(volume.path()).free;

@@ -1,6 +1,6 @@
 //! Every request message of the public API (`petkv.v1.KV`, `petkv.v1.Cluster`) decoded from
 //! arbitrary bytes with prost, then checked by the very functions the gRPC handlers call
-//! (`petkv::validation`). Nothing may panic; what validation accepts must be within the
+//! (`petkv::api::validation`). Nothing may panic; what validation accepts must be within the
 //! limits, carry the request's own fields, and describe a well-formed key range.
 
 #![no_main]
@@ -10,7 +10,7 @@ use std::ops::Bound;
 
 use libfuzzer_sys::fuzz_target;
 use petkv::store::command::Command;
-use petkv::validation::{self, Limits, ReadConsistency, MAX_REPLICAS};
+use petkv::api::validation::{self, Limits, ReadConsistency, MAX_REPLICAS};
 use petkv_client::pb::v1::{DeleteRequest, GetRequest, PutRequest, ScaleRequest, ScanRequest};
 use prost::Message;
 

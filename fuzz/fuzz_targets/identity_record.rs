@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use petkv::identity::{self, IDENTITY_FILE};
+use petkv::pod::identity::{self, IDENTITY_FILE};
 
 fuzz_target!(|data: &[u8]| {
     let path = Path::new(IDENTITY_FILE);

@@ -4,15 +4,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::discovery::PeerDirectory;
-use crate::identity::PodName;
-use crate::limits::ClientPortLimits;
-use crate::marker::BootstrapMarker;
+use crate::api::validation::Limits;
+use crate::edge::limits::ClientPortLimits;
+use crate::edge::space::Reserve;
+use crate::edge::tls::TlsSettings;
+use crate::pod::discovery::PeerDirectory;
+use crate::pod::identity::PodName;
+use crate::pod::marker::BootstrapMarker;
 use crate::raft::settings::RaftSettings;
-use crate::space::Reserve;
 use crate::store::StoreOptions;
-use crate::tls::TlsSettings;
-use crate::validation::Limits;
 
 /// Default number of voters: ordinals below it vote, the rest are read replicas.
 pub const DEFAULT_VOTERS: u32 = 3;
@@ -40,7 +40,7 @@ pub struct NodeConfig {
     pub raft: RaftSettings,
     pub limits: Limits,
     pub request_timeout: Duration,
-    /// Bounds on client-port connections, streams and requests in flight ([`crate::limits`]).
+    /// Bounds on client-port connections, streams and requests in flight ([`crate::edge::limits`]).
     pub client_port: ClientPortLimits,
     pub shutdown_grace: Duration,
     /// Where the "set was bootstrapped" marker lives (outside the volume), if anywhere.
@@ -48,13 +48,13 @@ pub struct NodeConfig {
     /// The Kubernetes API and this pod's StatefulSet (`--kube-statefulset`): its
     /// `spec.replicas` is the declared replica count.
     #[cfg(feature = "kube")]
-    pub kube: Option<crate::k8s::KubeContext>,
+    pub kube: Option<crate::pod::k8s::KubeContext>,
     pub store: StoreOptions,
-    /// Free space the volume keeps: below it the node refuses writes ([`crate::space`]).
+    /// Free space the volume keeps: below it the node refuses writes ([`crate::edge::space`]).
     pub min_free: Reserve,
     /// TLS on the client and peer ports (default: plaintext).
     pub tls: TlsSettings,
-    /// The tokens file that turns authentication on for the client port ([`crate::auth`]);
+    /// The tokens file that turns authentication on for the client port ([`crate::edge::auth`]);
     /// none: every client may do everything.
     pub auth_tokens: Option<std::path::PathBuf>,
 }

@@ -5,11 +5,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use petkv::backup::BackupSummary;
 use petkv::cli::output::{kv_json, print_kvs, print_members, print_reply, print_status};
 use petkv::cli::{BackupArgs, CertsArgs, Cli, ClientArgs, Command, LogFormat, OutputFormat, RestoreArgs};
 use petkv::raft::fence::FenceError;
-use petkv::restore::StageOutcome;
+use petkv::recovery::backup::BackupSummary;
+use petkv::recovery::restore::StageOutcome;
 use petkv_client::pb::v1::ScanRequest;
 use petkv_client::{Client, ClientError};
 use serde_json::json;
@@ -187,18 +187,18 @@ async fn backup(args: &BackupArgs) -> anyhow::Result<()> {
     let deadline = std::time::Duration::from_secs(args.deadline_secs);
     let client = args.client.client_with_timeout(deadline)?;
     let (summary, removed) = match (&args.out, &args.out_dir) {
-        (Some(out), _) => (petkv::backup::take(&client, out, deadline).await?, Vec::new()),
-        (None, Some(dir)) => petkv::backup::take_into_dir(&client, dir, args.keep as usize, deadline).await?,
+        (Some(out), _) => (petkv::recovery::backup::take(&client, out, deadline).await?, Vec::new()),
+        (None, Some(dir)) => petkv::recovery::backup::take_into_dir(&client, dir, args.keep as usize, deadline).await?,
         (None, None) => anyhow::bail!("say where the backup goes: --out FILE or --out-dir DIR"),
     };
     print_backup(args.client.output, &summary, &removed, "backup");
     Ok(())
 }
 
-fn print_written(out: &std::path::Path, written: &petkv::tls::certs::Written) {
-    let ca = out.join(petkv::tls::certs::CA_CERT);
+fn print_written(out: &std::path::Path, written: &petkv::edge::tls::certs::Written) {
+    let ca = out.join(petkv::edge::tls::certs::CA_CERT);
     if written.new_ca {
-        println!("new CA {} (keep {} out of the cluster)", ca.display(), petkv::tls::certs::CA_KEY);
+        println!("new CA {} (keep {} out of the cluster)", ca.display(), petkv::edge::tls::certs::CA_KEY);
     } else {
         println!("issued with the existing CA {}", ca.display());
     }
@@ -209,7 +209,7 @@ fn print_written(out: &std::path::Path, written: &petkv::tls::certs::Written) {
 
 fn certs(args: &CertsArgs) -> anyhow::Result<()> {
     if !args.clients.is_empty() {
-        let written = petkv::tls::certs::write_clients(&args.out, &args.clients, args.days, args.existing())?;
+        let written = petkv::edge::tls::certs::write_clients(&args.out, &args.clients, args.days, args.existing())?;
         print_written(&args.out, &written);
         for name in &args.clients {
             println!("give it a role with a line `cert:{name} ROLE` in the tokens file (--auth-tokens)");
@@ -217,14 +217,14 @@ fn certs(args: &CertsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let spec = args.spec();
-    let written = petkv::tls::certs::write_set(&args.out, &spec)?;
+    let written = petkv::edge::tls::certs::write_set(&args.out, &spec)?;
     print_written(&args.out, &written);
-    let ca = args.out.join(petkv::tls::certs::CA_CERT);
+    let ca = args.out.join(petkv::edge::tls::certs::CA_CERT);
     println!("pods' peer domain: {} (their --peer-domain)", spec.peer_domain());
     let from = |path: std::path::PathBuf| format!(" --from-file={}", path.display());
     let mut pods = format!("kubectl -n {} create secret generic {}-tls{}", spec.namespace, spec.set, from(ca.clone()));
     for o in 0..spec.replicas {
-        let (cert, key) = petkv::tls::certs::pod_files(&args.out, &spec.set, o);
+        let (cert, key) = petkv::edge::tls::certs::pod_files(&args.out, &spec.set, o);
         pods.push_str(&(from(cert) + &from(key)));
     }
     let client = format!(
@@ -232,8 +232,8 @@ fn certs(args: &CertsArgs) -> anyhow::Result<()> {
         spec.namespace,
         spec.set,
         from(ca),
-        from(args.out.join(petkv::tls::certs::CLIENT_CERT)),
-        from(args.out.join(petkv::tls::certs::CLIENT_KEY))
+        from(args.out.join(petkv::edge::tls::certs::CLIENT_CERT)),
+        from(args.out.join(petkv::edge::tls::certs::CLIENT_KEY))
     );
     println!("the Secrets deploy/tls mounts:\n  {pods}\n  {client}");
     Ok(())
@@ -241,8 +241,8 @@ fn certs(args: &CertsArgs) -> anyhow::Result<()> {
 
 fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     let hostname = petkv::cli::hostname_or_machines(args.hostname.as_deref());
-    let pod = petkv::identity::parse_hostname(&hostname)?;
-    match petkv::restore::stage(&args.from, &args.data_dir, &pod, args.if_empty)? {
+    let pod = petkv::pod::identity::parse_hostname(&hostname)?;
+    match petkv::recovery::restore::stage(&args.from, &args.data_dir, &pod, args.if_empty)? {
         StageOutcome::Staged(summary) => {
             print_backup(args.output, &summary, &[], "staged");
             if args.output == OutputFormat::Table {
@@ -268,7 +268,7 @@ fn main() -> ExitCode {
         // `serve` owns its runtime: it seals the store once the runtime is gone.
         Command::Serve(args) => {
             init_logging(args.log_format);
-            let result = args.to_config().and_then(petkv::server::serve);
+            let result = args.to_config().and_then(petkv::pod::server::serve);
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -299,7 +299,7 @@ async fn run_command(command: Command) -> ExitCode {
                 let id = &args.identity;
                 let timeout = args.timeout_secs.map(std::time::Duration::from_secs);
                 let tls = args.peer_tls.dialer()?;
-                petkv::boot::wait_primary(&id.data_dir, &id.pod()?, &id.peers()?, tls, timeout).await
+                petkv::pod::boot::wait_primary(&id.data_dir, &id.pod()?, &id.peers()?, tls, timeout).await
             }
             .await;
             match result {

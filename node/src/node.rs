@@ -10,12 +10,12 @@ use petkv_client::pb::v1::NodeStatus;
 use tonic::Status;
 
 use crate::config::NodeConfig;
-use crate::identity::IdentityRecord;
-use crate::metrics::Metrics;
+use crate::edge::metrics::Metrics;
+use crate::edge::space::SpaceGuard;
+use crate::pod::identity::IdentityRecord;
 use crate::raft::fence::Fence;
 use crate::raft::network::PeerChannels;
 use crate::raft::{NodeId, PeerNode, Raft, RaftInstant, RaftMetrics, ServerState, WatchReceiver};
-use crate::space::SpaceGuard;
 use crate::store::{LogStore, StateMachine};
 
 /// A node of the set.
@@ -84,7 +84,7 @@ impl Node {
 
     /// Notes that a leader just reached this node.
     pub fn note_leader_contact(&self) {
-        *crate::sync::lock(&self.last_leader_contact) = Some(Instant::now());
+        *crate::support::sync::lock(&self.last_leader_contact) = Some(Instant::now());
     }
 
     /// How recently a leader must have been heard from: two maximum election timeouts.
@@ -101,7 +101,7 @@ impl Node {
             let alone = m.membership_config.membership().voter_ids().all(|v| v == m.id);
             return alone || m.last_quorum_acked.as_ref().is_some_and(|t| t.elapsed() < bound);
         }
-        let contact = *crate::sync::lock(&self.last_leader_contact);
+        let contact = *crate::support::sync::lock(&self.last_leader_contact);
         m.current_leader.is_some() && contact.is_some_and(|t| t.elapsed() < bound)
     }
 
@@ -177,12 +177,12 @@ impl Node {
     /// tell which, so it stops serving clients and reports not ready until the messages stop
     /// for [`FOREIGN_CLUSTER_HOLD`].
     pub fn saw_foreign_cluster(&self, other: &str) {
-        let mut seen = crate::sync::lock(&self.foreign_cluster);
+        let mut seen = crate::support::sync::lock(&self.foreign_cluster);
         *seen = Some((other.to_string(), Instant::now()));
     }
 
     fn foreign_cluster_refusal(&self) -> Option<String> {
-        let seen = crate::sync::lock(&self.foreign_cluster);
+        let seen = crate::support::sync::lock(&self.foreign_cluster);
         let (other, at) = seen.as_ref().filter(|(_, at)| at.elapsed() < FOREIGN_CLUSTER_HOLD)?;
         let mine = self.identity().map(|i| i.cluster_id.as_str()).unwrap_or("(none yet)");
         Some(format!(

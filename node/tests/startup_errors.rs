@@ -31,9 +31,9 @@ fn serve_args<'a>(hostname: &'a str, data_dir: &'a str, client: &'a str, peer: &
 
 /// Gives `dir` the identity record of petkv-1 (no store), as a volume of petkv-1 would have.
 fn save_identity_of_petkv_1(dir: &std::path::Path) {
-    let pod = petkv::identity::parse_hostname("petkv-1").expect("pod");
-    let record = petkv::identity::IdentityRecord::new(&pod, "c0ffee".into(), petkv::raft::node_id(1, 1));
-    petkv::identity::save(dir, &record).expect("save");
+    let pod = petkv::pod::identity::parse_hostname("petkv-1").expect("pod");
+    let record = petkv::pod::identity::IdentityRecord::new(&pod, "c0ffee".into(), petkv::raft::node_id(1, 1));
+    petkv::pod::identity::save(dir, &record).expect("save");
 }
 
 fn wait_primary_as_petkv_1(data_dir: &str) -> Output {
@@ -63,12 +63,12 @@ fn hostname_without_an_ordinal_is_a_startup_error() {
 fn volume_of_another_pod_is_refused_naming_both_and_left_untouched() {
     let dir = tempfile::tempdir().expect("tempdir");
     save_identity_of_petkv_1(dir.path());
-    let before = std::fs::read(dir.path().join(petkv::identity::IDENTITY_FILE)).expect("read");
+    let before = std::fs::read(dir.path().join(petkv::pod::identity::IDENTITY_FILE)).expect("read");
     let out = petkv(&serve_args("petkv-2", dir.path().to_str().expect("utf8"), "127.0.0.1:0", "127.0.0.1:0"));
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("petkv-1") && err.contains("petkv-2"), "{err}");
-    assert_eq!(std::fs::read(dir.path().join(petkv::identity::IDENTITY_FILE)).expect("read"), before);
+    assert_eq!(std::fs::read(dir.path().join(petkv::pod::identity::IDENTITY_FILE)).expect("read"), before);
     assert_eq!(std::fs::read_dir(dir.path()).expect("read").count(), 1, "no storage may be created");
 }
 

@@ -138,7 +138,7 @@ pub(super) async fn same_cluster(cluster: &Cluster, id: &str) -> anyhow::Result<
 pub(super) async fn identities_hold(cluster: &Cluster) -> anyhow::Result<bool> {
     for o in cluster.ordinals() {
         let s = cluster.status(o).await?;
-        let Some(record) = petkv::identity::load(&cluster.volume(o))? else { return Ok(false) };
+        let Some(record) = petkv::pod::identity::load(&cluster.volume(o))? else { return Ok(false) };
         let ok = s.hostname == format!("petkv-{o}")
             && s.ordinal == o
             && record.node_id == s.node_id

@@ -190,11 +190,11 @@ async fn agreed_digest(cluster: &Cluster) -> Result<(String, u64), String> {
 /// Nothing was staged on petkv-0's volume and no restore was recorded there.
 fn nothing_staged(cluster: &Cluster) -> Result<(), String> {
     let volume = cluster.volume(0);
-    if petkv::restore::is_staged(&volume) {
+    if petkv::recovery::restore::is_staged(&volume) {
         return Err(format!("a backup was staged on {}", volume.display()));
     }
-    if volume.join(petkv::restore::RESTORED_FROM_FILE).exists() {
-        return Err(format!("{} has a {} file", volume.display(), petkv::restore::RESTORED_FROM_FILE));
+    if volume.join(petkv::recovery::restore::RESTORED_FROM_FILE).exists() {
+        return Err(format!("{} has a {} file", volume.display(), petkv::recovery::restore::RESTORED_FROM_FILE));
     }
     Ok(())
 }
@@ -221,7 +221,7 @@ async fn refuse_running(
         Ok(d) => d,
         Err(e) => return Ok(Err(format!("before the refusal: {e}"))),
     };
-    let identity = cluster.volume(0).join(petkv::identity::IDENTITY_FILE);
+    let identity = cluster.volume(0).join(petkv::pod::identity::IDENTITY_FILE);
     let identity_before = std::fs::read(&identity).with_context(|| format!("read {}", identity.display()))?;
     let output = restore_cmd(binary, file, cluster, 0, true).await?;
     faults.mark("petkv restore --if-empty on petkv-0's volume of the running set");
@@ -372,7 +372,7 @@ async fn destroy_and_restore(
         if !output.status.success() {
             bail!("petkv restore --if-empty on petkv-{o}'s empty volume failed: {}", text(&output.stderr));
         }
-        let staged = petkv::restore::is_staged(&cluster.volume(o));
+        let staged = petkv::recovery::restore::is_staged(&cluster.volume(o));
         if staged != (o == 0) {
             bail!("petkv restore on petkv-{o}: staged {staged}; it says: {}", text(&output.stdout));
         }

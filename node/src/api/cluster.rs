@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use super::forward::{relay, to_leader, to_leader_without_deadline, Origin};
 use super::kv::NotServed;
 use super::{header, Api};
-use crate::backup::ChunkStream;
+use crate::recovery::backup::ChunkStream;
 use crate::store::command::CommandResult;
 
 /// How long `Members` waits for each member's status.
@@ -31,13 +31,13 @@ impl Cluster for Api {
                 let (meta, file) = self.node.sm.export().await.map_err(Api::storage_error)?;
                 let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
                 tracing::info!(index, "streaming a backup");
-                Ok(Response::new(crate::backup::stream_file(file, header(&self.node, index))))
+                Ok(Response::new(crate::recovery::backup::stream_file(file, header(&self.node, index))))
             }
             Err(NotServed::Forward(leader)) => {
                 // No deadline on the forwarded call: the stream lasts as long as the backup is big.
                 let (channel, req) = to_leader_without_deadline(&self.node, &leader, &origin, BackupRequest {})?;
                 let stream = ClusterClient::new(channel)
-                    .max_decoding_message_size(2 * crate::backup::CHUNK_BYTES)
+                    .max_decoding_message_size(2 * crate::recovery::backup::CHUNK_BYTES)
                     .backup(req)
                     .await
                     .map_err(relay)?
@@ -55,7 +55,7 @@ impl Cluster for Api {
     async fn scale(&self, req: Request<ScaleRequest>) -> Result<Response<ScaleResponse>, Status> {
         let origin = Origin::of(&req);
         let msg = req.into_inner();
-        let cmd = crate::validation::scale(&msg)?;
+        let cmd = crate::api::validation::scale(&msg)?;
         match self.propose(cmd, origin.forwarded).await {
             Ok(CommandResult::Replicas { index, replicas }) => {
                 tracing::info!(replicas, "declared replica count changed");

@@ -7,10 +7,10 @@
 //! request bounce between nodes.
 //!
 //! The client's credentials travel with the forwarded request and the leader checks them
-//! again ([`crate::auth`]): the forwarded marker grants nothing, so a client that sets it
+//! again ([`crate::edge::auth`]): the forwarded marker grants nothing, so a client that sets it
 //! itself gains nothing either. A bearer token is passed on as the `authorization` metadata it
 //! came in. A client certificate cannot be (its TLS session ends here): the subject name this
-//! node verified goes as [`crate::auth::FORWARDED_CERT`] over the channel to the leader's
+//! node verified goes as [`crate::edge::auth::FORWARDED_CERT`] over the channel to the leader's
 //! client port, on which this node presents its own (pod) certificate; the leader believes the
 //! subject only from a connection whose certificate names a pod of the set, and looks its role
 //! up itself. The same holds for `Members`, which asks every member with the caller's
@@ -23,7 +23,7 @@ use tonic::metadata::{Ascii, Binary, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
-use crate::auth::{Authenticated, Credential};
+use crate::edge::auth::{Authenticated, Credential};
 use crate::node::Node;
 use crate::raft::PeerNode;
 
@@ -69,7 +69,7 @@ impl Origin {
         let mut req = Request::new(msg);
         if let Some(subject) = &self.certificate {
             let value = MetadataValue::<Binary>::from_bytes(subject.as_bytes());
-            req.metadata_mut().insert_bin(crate::auth::FORWARDED_CERT, value);
+            req.metadata_mut().insert_bin(crate::edge::auth::FORWARDED_CERT, value);
         } else if let Some(value) = &self.authorization {
             req.metadata_mut().insert(AUTHORIZATION, value.clone());
         }

@@ -1,6 +1,6 @@
 //! `petkv.v1.KV`: the data path.
 //!
-//! - Put/Delete: validated, checked against the free-space guard ([`crate::space`]: refused
+//! - Put/Delete: validated, checked against the free-space guard ([`crate::edge::space`]: refused
 //!   with RESOURCE_EXHAUSTED, never proposed, while this node's volume or, on the leader, any
 //!   member's is below its reserve), turned into a [`Command`], proposed with `client_write`. The reply
 //!   comes after a majority has the entry fsync'd and this leader applied it. On a follower the
@@ -18,9 +18,9 @@ use tonic::{Request, Response, Status};
 
 use super::forward::{kv_client, no_leader, relay, to_leader, Origin};
 use super::{header, to_pb, Api};
+use crate::api::validation::ReadConsistency;
 use crate::raft::{ClientWriteError, LinearizableReadError, PeerNode, RaftError, ReadPolicy};
 use crate::store::command::{Command, CommandResult};
-use crate::validation::ReadConsistency;
 
 /// Why a request that needs the leader was not served here.
 pub(super) enum NotServed {

@@ -4,10 +4,13 @@
 //!   read-index; stale reads are served locally.
 //! - [`cluster`]: status of this node and of every member.
 //! - [`forward`]: sending a request that needs the leader to the leader, over a cached channel.
+//! - [`validation`]: request checks at the edge of the data path: a request becomes a command
+//!   or a read plan, or is refused with a clear error.
 
 pub mod cluster;
 pub mod forward;
 pub mod kv;
+pub mod validation;
 
 use std::sync::Arc;
 

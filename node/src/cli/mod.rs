@@ -156,7 +156,7 @@ pub struct CertsArgs {
     #[arg(long = "extra-san")]
     pub extra_sans: Vec<String>,
     /// Validity of the certificates, in days.
-    #[arg(long, default_value_t = crate::tls::certs::DEFAULT_VALID_DAYS)]
+    #[arg(long, default_value_t = crate::edge::tls::certs::DEFAULT_VALID_DAYS)]
     pub days: u32,
     /// Replace existing certificates (the CA is always kept).
     #[arg(long)]
@@ -169,8 +169,8 @@ pub struct CertsArgs {
 }
 
 impl CertsArgs {
-    pub fn spec(&self) -> crate::tls::certs::SetCerts {
-        crate::tls::certs::SetCerts {
+    pub fn spec(&self) -> crate::edge::tls::certs::SetCerts {
+        crate::edge::tls::certs::SetCerts {
             set: self.set.clone(),
             replicas: self.replicas,
             service: self.service.clone(),
@@ -185,11 +185,11 @@ impl CertsArgs {
     }
 
     /// What to do about certificates already there.
-    pub fn existing(&self) -> crate::tls::certs::Existing {
+    pub fn existing(&self) -> crate::edge::tls::certs::Existing {
         if self.force {
-            crate::tls::certs::Existing::Replace
+            crate::edge::tls::certs::Existing::Replace
         } else {
-            crate::tls::certs::Existing::Refuse
+            crate::edge::tls::certs::Existing::Refuse
         }
     }
 }

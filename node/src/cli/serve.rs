@@ -10,22 +10,22 @@ use clap::Args;
 use petkv_client::tls::{ClientTls, IdentityFiles, TlsFiles};
 
 use super::{LogFormat, DEFAULT_CLIENT_PORT, DEFAULT_HTTP_PORT, DEFAULT_PEER_PORT};
+use crate::api::validation::{Limits, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_SCAN_LIMIT, DEFAULT_MAX_VALUE_BYTES};
 use crate::config::{NodeConfig, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_VOTERS};
-use crate::discovery::{PeerDirectory, DEFAULT_PROBE_ORDINALS};
-use crate::identity::{self, PodName};
-use crate::limits::{self, ClientPortLimits};
-use crate::marker::BootstrapMarker;
+use crate::edge::limits::{self, ClientPortLimits};
+use crate::edge::space::Reserve;
+use crate::edge::tls::reload::DEFAULT_RELOAD_EVERY;
+use crate::edge::tls::{ClientCerts, TlsSettings};
+use crate::pod::discovery::{PeerDirectory, DEFAULT_PROBE_ORDINALS};
+use crate::pod::identity::{self, PodName};
+use crate::pod::marker::BootstrapMarker;
 use crate::raft::settings::{RaftSettings, DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_EVERY};
-use crate::space::Reserve;
 use crate::store::StoreOptions;
-use crate::tls::reload::DEFAULT_RELOAD_EVERY;
-use crate::tls::{ClientCerts, TlsSettings};
-use crate::validation::{Limits, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_SCAN_LIMIT, DEFAULT_MAX_VALUE_BYTES};
 
 /// Who the node is and where its peers are (shared by `serve` and `wait-primary`).
 #[derive(Debug, Clone, Args)]
 pub struct IdentityArgs {
-    /// Override the hostname (on a laptop). The rule stays: it must look like <set>-<ordinal>.
+    /// Override the hostname (on a laptop). The rule stays: it must look like `<set>-<ordinal>`.
     #[arg(long, env = "PETKV_HOSTNAME")]
     pub hostname: Option<String>,
     /// The node's volume.
@@ -269,14 +269,14 @@ impl ServeArgs {
     /// The marker and the Kubernetes API, when built with the `kube` feature. Builds the
     /// in-cluster client (inside the Tokio runtime) only when a Kubernetes flag is given.
     #[cfg(feature = "kube")]
-    fn kube_settings(&self) -> anyhow::Result<(BootstrapMarker, Option<crate::k8s::KubeContext>)> {
+    fn kube_settings(&self) -> anyhow::Result<(BootstrapMarker, Option<crate::pod::k8s::KubeContext>)> {
         let Some(set) = &self.kube_statefulset else {
             return Ok((BootstrapMarker::from_file(self.bootstrap_marker.clone()), None));
         };
-        let kube = crate::k8s::KubeContext::in_cluster(self.kube_namespace.clone(), set.clone())
+        let kube = crate::pod::k8s::KubeContext::in_cluster(self.kube_namespace.clone(), set.clone())
             .context("--kube-statefulset needs the Kubernetes API")?;
         let marker = match &self.bootstrap_configmap {
-            Some(name) => BootstrapMarker::ConfigMap(crate::k8s::ConfigMapMarker::new(kube.clone(), name)),
+            Some(name) => BootstrapMarker::ConfigMap(crate::pod::k8s::ConfigMapMarker::new(kube.clone(), name)),
             None => BootstrapMarker::from_file(self.bootstrap_marker.clone()),
         };
         Ok((marker, Some(kube)))

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 
 use super::types::{LogId, NodeId};
-use crate::durable;
+use crate::support::durable;
 
 /// Exit status of a process that found itself replaced.
 pub const EXIT_REPLACED: i32 = 5;
@@ -188,7 +188,7 @@ impl Fence {
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, u64>> {
-        crate::sync::lock(&self.seen)
+        crate::support::sync::lock(&self.seen)
     }
 
     /// The newest epoch seen of `node` (0: none).
@@ -205,7 +205,7 @@ impl Fence {
     /// The node ids seen restarting (a newer epoch), once: for the task that lets their logs
     /// go back on the leader.
     pub fn take_restarted(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<NodeId>> {
-        crate::sync::lock(&self.restarted_rx).take()
+        crate::support::sync::lock(&self.restarted_rx).take()
     }
 
     /// Records that `node` spoke with `epoch` (0: the sender named none, which proves nothing).

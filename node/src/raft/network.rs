@@ -33,10 +33,10 @@ use super::codec::{self, Envelope};
 use super::fence::{self, Fence, Observed};
 use super::peer_health::{self, PeerHealth};
 use super::types::{NodeId, PeerNode, TypeConfig, Vote};
+use crate::edge::tls::Dialers;
 use crate::pb::raft::raft_client::RaftClient;
 use crate::pb::raft::{snapshot_chunk, RaftMessage, SnapshotChunk, SnapshotHeader, SnapshotTrailer};
 use crate::store::snapshot::SnapshotFile;
-use crate::tls::Dialers;
 
 /// Size of one snapshot chunk on the wire.
 const SNAPSHOT_CHUNK: usize = 1024 * 1024;
@@ -83,7 +83,7 @@ impl PeerChannels {
     }
 
     fn get(&self, port: Port, addr: &str) -> Result<Channel, BadAddress> {
-        let mut channels = crate::sync::lock(&self.channels);
+        let mut channels = crate::support::sync::lock(&self.channels);
         let key = (port, addr.to_string());
         if let Some(ch) = channels.get(&key) {
             return Ok(ch.clone());

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::metrics::Metrics;
+use crate::edge::metrics::Metrics;
 
 /// While a peer stays unreachable, a reminder is logged this often.
 pub const LOG_EVERY: Duration = Duration::from_secs(30);
@@ -100,7 +100,7 @@ impl PeerHealth {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Outage>> {
-        crate::sync::lock(&self.outages)
+        crate::support::sync::lock(&self.outages)
     }
 }
 

@@ -141,7 +141,7 @@ fn foreign_cluster(theirs: &str, ours: &str) -> String {
 /// every heartbeat).
 fn warn_foreign_cluster(refusal: &str) {
     static LAST: Mutex<Option<Instant>> = Mutex::new(None);
-    let mut last = crate::sync::lock(&LAST);
+    let mut last = crate::support::sync::lock(&LAST);
     if last.is_none_or(|t| t.elapsed() >= FOREIGN_WARNING_EVERY) {
         *last = Some(Instant::now());
         tracing::warn!("{refusal} (another cluster claims this pod's peers: see docs/architecture.md)");
@@ -200,7 +200,7 @@ impl RaftRpc for PeerService {
         let requests = req.into_inner().scan((), move |_, msg| {
             let decoded = msg.map_err(|s| Status::cancelled(format!("append stream: {s}"))).and_then(|msg| {
                 check_addressee(&node, (&msg).into())?;
-                *crate::sync::lock(&sender_seen) = (msg.sender, msg.sender_epoch);
+                *crate::support::sync::lock(&sender_seen) = (msg.sender, msg.sender_epoch);
                 Ok(codec::unpack::<AppendEntriesRequest<TypeConfig>>("append entries", &msg)?)
             });
             let next = match decoded {
@@ -217,7 +217,7 @@ impl RaftRpc for PeerService {
         let node = self.node.clone();
         let answers = raft.stream_append(requests).map(move |item| match item {
             Ok(result) => {
-                let (from, epoch) = *crate::sync::lock(&sender);
+                let (from, epoch) = *crate::support::sync::lock(&sender);
                 still_current(&node, from, epoch)?;
                 if !matches!(result, Err(openraft::raft::StreamAppendError::HigherVote(_))) {
                     node.note_leader_contact();

@@ -54,7 +54,7 @@ use serde::Serialize;
 
 use super::faults::{with_context, VolumeFaults};
 use super::{decode, encode, io_err, StoreError};
-use crate::metrics::{FsyncSite, Metrics};
+use crate::edge::metrics::{FsyncSite, Metrics};
 use crate::raft::{Entry, LogId, TypeConfig, Vote};
 
 /// The log's directory, beside `sled/` in the data directory.

@@ -6,7 +6,7 @@
 //!   because a sled flush writes every tree: each append waited on the state machine's pages.
 //! - [`state_machine`]: the replicated key-value state (openraft `RaftStateMachine`), the
 //!   per-client dedup table and the node-id allocator.
-//! - [`write_back`]: applied writes held in memory until they reach sled in big batches.
+//! - `write_back`: applied writes held in memory until they reach sled in big batches.
 //! - [`snapshot`]: the snapshot file format (checksummed), built from and installed into the
 //!   state machine.
 //! - [`command`]: the commands the log carries and what applying them returns.
@@ -39,7 +39,7 @@ use std::sync::Arc;
 pub use log_store::{LogStore, StoreOwner};
 pub use state_machine::StateMachine;
 
-use crate::metrics::Metrics;
+use crate::edge::metrics::Metrics;
 
 /// Errors opening a node's storage.
 #[derive(Debug, thiserror::Error)]

@@ -158,7 +158,7 @@ pub fn seal(data_dir: &Path, wait: Duration) -> Result<usize, SealError> {
     let seal = Seal { format: FORMAT, checksum: checksum_of(&files), files };
     let path = data_dir.join(SEAL_FILE);
     let bytes = serde_json::to_vec_pretty(&seal).map_err(|e| SealError::Io { path: path.clone(), source: e.into() })?;
-    crate::durable::write_atomically(&path, &bytes).map_err(io_at(&path))?;
+    crate::support::durable::write_atomically(&path, &bytes).map_err(io_at(&path))?;
     Ok(count)
 }
 
@@ -212,6 +212,6 @@ pub fn check_and_break(data_dir: &Path) -> Result<bool, StoreError> {
         }
     }
     // From here on the store will be opened and written: the seal no longer describes it.
-    crate::durable::remove(&path).map_err(|source| StoreError::Io { path, source })?;
+    crate::support::durable::remove(&path).map_err(|source| StoreError::Io { path, source })?;
     Ok(true)
 }

@@ -98,7 +98,7 @@ where
     file.sync_all()?;
     drop(file);
     fs::rename(&tmp, path)?;
-    crate::durable::sync_dir_of(path)?;
+    crate::support::durable::sync_dir_of(path)?;
     SnapshotFile::at(path.to_path_buf())
 }
 

@@ -51,7 +51,7 @@ impl StateMachine {
     /// Returns each entry's result. What openraft's `apply` calls for each run it hands over
     /// (and the fuzz target `state_machine_apply`, directly).
     pub fn apply_run(&self, entries: &[raft::Entry]) -> io::Result<Vec<CommandResult>> {
-        let _guard = crate::sync::lock(&self.inner.apply_lock);
+        let _guard = crate::support::sync::lock(&self.inner.apply_lock);
         if let Some(e) = self.inner.write_error.borrow().clone() {
             return Err(io_err("state machine writer failed earlier", e));
         }
@@ -108,7 +108,7 @@ impl<'a> Pending<'a> {
     }
 
     pub(super) fn live(&self) -> RwLockReadGuard<'a, Live> {
-        crate::sync::read(self.live)
+        crate::support::sync::read(self.live)
     }
 
     pub(super) fn read<T: serde::de::DeserializeOwned>(&self, what: &str, key: &[u8]) -> io::Result<Option<T>> {

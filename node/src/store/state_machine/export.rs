@@ -23,7 +23,7 @@ impl StateMachine {
             let n = sm.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
             let path = sm.inner.snapshot_dir.join(format!("backup-{}-{n}.snap", std::process::id()));
             let cut = {
-                let _applying = crate::sync::lock(&sm.inner.apply_lock);
+                let _applying = crate::support::sync::lock(&sm.inner.apply_lock);
                 sm.take_cut()?
             };
             let (file, _) = StateMachine::dump_tree(&cut.tree, &path, &cut.meta)?;

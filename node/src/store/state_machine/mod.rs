@@ -1,15 +1,15 @@
 //! The replicated key-value state machine, stored in sled.
 //!
-//! - [`records`]: which record lives under which key of the sled trees.
-//! - [`apply`]: applying runs of committed entries into the write-back layers.
+//! - `records`: which record lives under which key of the sled trees.
+//! - `apply`: applying runs of committed entries into the write-back layers.
 //! - [`history`]: the store's revision and the retained history of changes (reads at a past
 //!   revision, compaction, the events watches replay).
-//! - [`reads`]: reads of the local state, now or at a past revision.
-//! - [`sessions`]: deduplication of retried writes, one session per client.
-//! - [`snapshots`]: building, offering and installing snapshots.
-//! - [`export`]: backups out, restores in.
+//! - `reads`: reads of the local state, now or at a past revision.
+//! - `sessions`: deduplication of retried writes, one session per client.
+//! - `snapshots`: building, offering and installing snapshots.
+//! - `export`: backups out, restores in.
 //! - this module: the handle ([`StateMachine`]), opening it, reads, and the background writer
-//!   that moves applied writes from the in-memory layers ([`crate::store::write_back`]) into
+//!   that moves applied writes from the in-memory layers (`store::write_back`) into
 //!   sled.
 //!
 //! Nothing is fsync'd on apply: the Raft log is the durable record, kept until a snapshot, and
@@ -48,7 +48,7 @@ use super::sled_sync;
 use super::snapshot::SnapshotFile;
 use super::write_back::{self, Live};
 use super::{decode, io_err, StoreError};
-use crate::metrics::{FsyncSite, Metrics};
+use crate::edge::metrics::{FsyncSite, Metrics};
 use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// The state machine handle. Cheap to clone; the read path (gets, scans, status) holds one
@@ -90,11 +90,11 @@ struct Inner {
 
 impl Inner {
     fn live(&self) -> RwLockReadGuard<'_, Live> {
-        crate::sync::read(&self.live)
+        crate::support::sync::read(&self.live)
     }
 
     fn live_mut(&self) -> std::sync::RwLockWriteGuard<'_, Live> {
-        crate::sync::write(&self.live)
+        crate::support::sync::write(&self.live)
     }
 
     /// Writes the frozen layer (if any) into the tree; the caller holds `write_lock`.
@@ -112,7 +112,7 @@ impl Inner {
 
     /// The background writer's step: writes the frozen layer.
     fn write_frozen(&self) {
-        let _guard = crate::sync::lock(&self.write_lock);
+        let _guard = crate::support::sync::lock(&self.write_lock);
         if let Err(e) = self.write_frozen_locked() {
             tracing::error!(error = %e, "cannot write applied entries to the state machine");
             self.write_error.send_replace(Some(e.to_string()));
@@ -121,7 +121,7 @@ impl Inner {
 
     /// Writes every applied record into the tree before returning.
     fn write_through(&self) -> io::Result<()> {
-        let _guard = crate::sync::lock(&self.write_lock);
+        let _guard = crate::support::sync::lock(&self.write_lock);
         self.write_through_locked()
     }
 

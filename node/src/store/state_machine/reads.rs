@@ -191,9 +191,9 @@ mod properties {
 
     use super::super::test_support::{apply_in_runs, live, put_bytes};
     use super::*;
-    use petkv_client::pb::v1::ScanRequest;
+    use crate::api::validation::Limits;
     use crate::store::command::Command;
-    use crate::validation::Limits;
+    use petkv_client::pb::v1::ScanRequest;
 
     /// Short keys over a small alphabet (with 0x00 and 0xff, the edges of prefix arithmetic),
     /// so random sets and bounds overlap.

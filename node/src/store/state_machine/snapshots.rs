@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::records::{tree_name, ACTIVE, APPLIED, CURRENT_SNAPSHOT, MEMBERSHIP};
 use super::StateMachine;
-use crate::metrics::SnapshotKind;
+use crate::edge::metrics::SnapshotKind;
 use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::store::faults::from_sled;
 use crate::store::snapshot::{self, SnapshotFile};
@@ -89,7 +89,7 @@ impl StateMachine {
     /// write lock, so the background writer leaves the tree alone until the cut is dropped. The
     /// caller holds the apply lock, so the tree is the state at the applied index it records.
     pub(super) fn take_cut(&self) -> io::Result<Cut<'_>> {
-        let writing = crate::sync::lock(&self.inner.write_lock);
+        let writing = crate::support::sync::lock(&self.inner.write_lock);
         self.inner.write_through_locked()?;
         let (generation, tree) = {
             let live = self.inner.live();
@@ -127,7 +127,7 @@ impl StateMachine {
     pub(super) fn build_snapshot_blocking(&self) -> io::Result<SnapshotOf<TypeConfig, SnapshotFile>> {
         let n = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let cut = {
-            let _applying = crate::sync::lock(&self.inner.apply_lock);
+            let _applying = crate::support::sync::lock(&self.inner.apply_lock);
             self.take_cut()?
         };
         let applied = cut.meta.last_log_id.map(|l| l.index).unwrap_or(0);
@@ -137,7 +137,7 @@ impl StateMachine {
         // lock may be waiting for the write lock).
         let Cut { writing, generation, meta, .. } = cut;
         drop(writing);
-        let _applying = crate::sync::lock(&self.inner.apply_lock);
+        let _applying = crate::support::sync::lock(&self.inner.apply_lock);
         if self.inner.live().generation != generation {
             tracing::info!(applied, "a snapshot was installed while one was built: the older one is dropped");
             let _ = std::fs::remove_file(&file.path);
@@ -180,9 +180,9 @@ impl StateMachine {
                 format!("snapshot file is for {:?}, expected {:?}", file_meta.last_log_id, meta.last_log_id),
             ));
         }
-        let _guard = crate::sync::lock(&self.inner.apply_lock);
+        let _guard = crate::support::sync::lock(&self.inner.apply_lock);
         // No layer may reach the old tree while it is replaced; they are dropped with it.
-        let _writing = crate::sync::lock(&self.inner.write_lock);
+        let _writing = crate::support::sync::lock(&self.inner.write_lock);
         let old_generation = self.inner.live().generation;
         let generation = old_generation + 1;
         let name = tree_name(generation);
@@ -209,7 +209,7 @@ impl StateMachine {
         let dest = self.inner.snapshot_dir.join(&file_name);
         if file.path != dest {
             std::fs::rename(&file.path, &dest).or_else(|_| std::fs::copy(&file.path, &dest).map(|_| ()))?;
-            crate::durable::sync_dir_of(&dest)?;
+            crate::support::durable::sync_dir_of(&dest)?;
         }
         self.publish_snapshot(meta, &file_name, Some(generation))?;
         *self.inner.live_mut() = Live::new(generation, tree);
