@@ -8,9 +8,7 @@
 //! [`is_not_applied`]; otherwise its outcome is unknown ([`crate::ClientError::OutcomeUnknown`]).
 
 use tonic::metadata::MetadataValue;
-use tonic::{Code, Status};
-
-use crate::tls::dial::{TCP_CONNECT_ERROR, TLS_HANDSHAKE_ERROR};
+use tonic::{Code, ConnectError, Status};
 
 /// Metadata key on an error that guarantees the write was not proposed (so a client may
 /// report it as failed rather than "outcome unknown").
@@ -25,25 +23,55 @@ pub fn not_applied(mut status: Status) -> Status {
 /// True when an error guarantees the request was not applied: the server said so, or the
 /// connection was never made (TCP, or the TLS handshake, failed).
 pub fn is_not_applied(status: &Status) -> bool {
-    let never_connected = |m: &str| m.contains(TCP_CONNECT_ERROR) || m.contains(TLS_HANDSHAKE_ERROR);
-    status.metadata().contains_key(NOT_APPLIED)
-        || (status.code() == Code::Unavailable && never_connected(status.message()))
+    status.metadata().contains_key(NOT_APPLIED) || (status.code() == Code::Unavailable && never_connected(status))
+}
+
+/// True when the error came from making the connection (tonic's [`ConnectError`] in its source
+/// chain: the connector failed, so no request bytes were sent). Only this process can tell: a
+/// status that crossed the wire has no source, which is why a forwarding node marks it.
+fn never_connected(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::pb::v1::kv_client::KvClient;
+    use crate::pb::v1::GetRequest;
+
+    fn connect_failure(detail: &str) -> Status {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, detail.to_string());
+        Status::from_error(Box::new(ConnectError(Box::new(io))))
+    }
 
     #[test]
     fn only_a_marked_error_or_a_connection_never_made_is_not_applied() {
         assert!(is_not_applied(&not_applied(Status::unavailable("no leader"))));
         assert!(is_not_applied(&not_applied(Status::resource_exhausted("volume full"))));
-        assert!(is_not_applied(&Status::unavailable(format!("{TCP_CONNECT_ERROR}: connection refused"))));
-        assert!(is_not_applied(&Status::unavailable(format!("{TLS_HANDSHAKE_ERROR}: unknown issuer"))));
-        // The connection was made: the request may have reached the log.
+        let refused = connect_failure("connection refused");
+        assert_eq!(refused.code(), Code::Unavailable);
+        assert!(is_not_applied(&refused));
+        // The connection was made: the request may have reached the log, whatever the text says.
         assert!(!is_not_applied(&Status::unavailable("connection reset")));
+        assert!(!is_not_applied(&Status::unavailable("tcp connect error: connection refused")));
         assert!(!is_not_applied(&Status::deadline_exceeded("timed out")));
-        // Only UNAVAILABLE says the connection failed.
-        assert!(!is_not_applied(&Status::internal(TCP_CONNECT_ERROR)));
+    }
+
+    #[tokio::test]
+    async fn a_request_to_a_port_nobody_listens_on_was_never_sent() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+        let channel = crate::tls::dial::lazy_channel(&addr.to_string(), None, |e| e.timeout(Duration::from_secs(2)))
+            .expect("channel");
+        let status = KvClient::new(channel).get(GetRequest::default()).await.expect_err("nobody listens");
+        assert!(is_not_applied(&status), "{status:?}");
     }
 }

@@ -6,8 +6,9 @@
 //! handshake with the [`ClientTls`] configuration, verifying the server's certificate for the
 //! host dialed (a DNS name or an IP address). tonic's own TLS settings are not used: they
 //! build their rustls configuration once, and the node's follows certificate rotation. A connection
-//! that fails before a request could be sent says so in its error ("tcp connect error",
-//! "tls handshake error"), which [`crate::outcome::is_not_applied`] relies on.
+//! that fails before a request could be sent says so in its message ("tcp connect error",
+//! "tls handshake error", as hyper's own connector does for plaintext); tonic wraps every
+//! connector failure in its `ConnectError`, which [`crate::outcome::is_not_applied`] looks for.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,9 +25,9 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use super::ClientTls;
 
 /// The prefix of the error of a connection whose TCP connection failed.
-pub const TCP_CONNECT_ERROR: &str = "tcp connect error";
+const TCP_CONNECT_ERROR: &str = "tcp connect error";
 /// The prefix of the error of a connection whose TLS handshake failed.
-pub const TLS_HANDSHAKE_ERROR: &str = "tls handshake error";
+const TLS_HANDSHAKE_ERROR: &str = "tls handshake error";
 
 /// An address that cannot be dialed.
 #[derive(Debug, thiserror::Error)]
