@@ -12,13 +12,29 @@ use std::path::Path;
 
 /// Replaces `path` with `bytes` atomically and durably (creating its directory if needed).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomically_with_mode(path, bytes, None)
+}
+
+/// [`write_atomically`], the file created with permission bits `mode` (say `0o600` for a
+/// secret) instead of the process's default; the mode is set before any byte is written.
+pub fn write_atomically_with_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = parent_of(path);
     fs::create_dir_all(dir)?;
     let name = path.file_name().ok_or_else(|| io::Error::other(format!("{} names no file", path.display())))?;
     let mut tmp_name = name.to_os_string();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
-    let mut f = File::create(&tmp)?;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    if let Some(mode) = mode {
+        options.mode(mode);
+    }
+    let mut f = options.open(&tmp)?;
+    if let Some(mode) = mode {
+        // A leftover temporary file keeps its old mode through `open`.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
@@ -69,5 +85,16 @@ mod tests {
     fn removing_a_missing_file_is_fine() {
         let dir = tempfile::tempdir().expect("tempdir");
         remove(&dir.path().join("nothing")).expect("remove");
+    }
+
+    #[test]
+    fn a_secret_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key.pem");
+        write_atomically_with_mode(&path, b"public", Some(0o644)).expect("write");
+        write_atomically_with_mode(&path, b"secret", Some(0o600)).expect("rewrite");
+        let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!((fs::read(&path).expect("read").as_slice(), mode), (b"secret".as_slice(), 0o600));
     }
 }

@@ -19,7 +19,6 @@
 //! when asked: a running node picks the new one up by itself ([`super::reload`]).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -336,21 +335,12 @@ fn read(path: &Path) -> Result<String, CertError> {
     std::fs::read_to_string(path).map_err(|source| CertError::Read { path: path.to_path_buf(), source })
 }
 
-/// Writes `text` to `path` whole: a temporary file in the same directory, renamed into place
-/// (a node reading the file sees the old or the new content, never half of one). `secret`
-/// files are readable by their owner only.
+/// Writes `text` to `path` whole and durably (a node reading the file sees the old or the new
+/// content, never half of one). `secret` files are readable by their owner only.
 fn write_whole(path: &Path, text: &str, secret: bool) -> Result<(), CertError> {
-    let err = |source| CertError::Write { path: path.to_path_buf(), source };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    if !secret {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(err)?;
-    }
-    tmp.write_all(text.as_bytes()).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
+    let mode = if secret { 0o600 } else { 0o644 };
+    crate::support::durable::write_atomically_with_mode(path, text.as_bytes(), Some(mode))
+        .map_err(|source| CertError::Write { path: path.to_path_buf(), source })
 }
 
 /// The CA in `dir`, or a new one written there.
