@@ -125,25 +125,25 @@ async fn every_bad_input_gets_its_status_and_changes_nothing() -> anyhow::Result
         ),
         (
             "get: empty key",
-            refused(kv.get(GetRequest { key: key(b""), consistency: 0 })).await,
+            refused(kv.get(GetRequest { key: key(b""), consistency: 0, revision: 0 })).await,
             ia,
             "key must not be empty",
         ),
         (
             "get: key over the limit",
-            refused(kv.get(GetRequest { key: key(&long), consistency: 0 })).await,
+            refused(kv.get(GetRequest { key: key(&long), consistency: 0, revision: 0 })).await,
             ia,
             "--max-key-bytes",
         ),
         (
             "get: unknown consistency 9",
-            refused(kv.get(GetRequest { key: key(b"k"), consistency: 9 })).await,
+            refused(kv.get(GetRequest { key: key(b"k"), consistency: 9, revision: 0 })).await,
             ia,
             "unknown consistency 9",
         ),
         (
             "get: negative consistency",
-            refused(kv.get(GetRequest { key: key(b"k"), consistency: -1 })).await,
+            refused(kv.get(GetRequest { key: key(b"k"), consistency: -1, revision: 0 })).await,
             ia,
             "unknown consistency -1",
         ),
@@ -309,10 +309,11 @@ async fn every_bad_input_gets_its_status_and_changes_nothing() -> anyhow::Result
     let odd = key(&[0xff, 0xfe, 0x00, b'k']);
     let r = kv.put(PutRequest { key: odd.clone(), value: key(&[0x80]), ..Default::default() }).await?.into_inner();
     assert!(r.succeeded);
-    let got = kv.get(GetRequest { key: odd, consistency: Consistency::Linearizable as i32 }).await?.into_inner();
+    let got =
+        kv.get(GetRequest { key: odd, consistency: Consistency::Linearizable as i32, revision: 0 }).await?.into_inner();
     assert_eq!(got.kv.map(|kv| kv.value.to_vec()), Some(vec![0x80]));
     // A compare that cannot match is answered "not written", and writes nothing.
-    let r = kv.put(PutRequest { if_mod_index: Some(u64::MAX), ..put(b"present", b"2") }).await?.into_inner();
+    let r = kv.put(PutRequest { if_mod_revision: Some(u64::MAX), ..put(b"present", b"2") }).await?.into_inner();
     assert!(!r.succeeded);
     assert_eq!(r.kv.map(|kv| kv.value.to_vec()), Some(b"1".to_vec()));
     // An older sequence of a client id is refused, not applied.
@@ -326,11 +327,11 @@ async fn every_bad_input_gets_its_status_and_changes_nothing() -> anyhow::Result
     assert_eq!(reused.code(), Code::FailedPrecondition);
     assert!(reused.message().contains("was already used for another command"), "{}", reused.message());
     let reused = kv
-        .delete(DeleteRequest { key: key(b"dedup"), write_id: id(5), if_mod_index: None })
+        .delete(DeleteRequest { key: key(b"dedup"), write_id: id(5), if_mod_revision: None })
         .await
         .expect_err("reused id");
     assert_eq!(reused.code(), Code::FailedPrecondition);
-    let now = kv.get(GetRequest { key: key(b"dedup"), consistency: 0 }).await?.into_inner();
+    let now = kv.get(GetRequest { key: key(b"dedup"), consistency: 0, revision: 0 }).await?.into_inner();
     assert_eq!(now.kv.map(|kv| (kv.value.to_vec(), kv.version)), Some((b"new".to_vec(), 1)));
     // The node still serves.
     assert!(cluster.client()?.put(b"ok", b"fine", None).await?.succeeded);

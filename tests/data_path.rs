@@ -22,22 +22,22 @@ async fn data_path_through_a_follower() -> anyhow::Result<()> {
     let f = follower(&cluster).await?;
     let c = cluster.client_of(f)?;
 
-    // A write sent to a follower is forwarded and acknowledged with the leader's index.
+    // A write sent to a follower is forwarded and acknowledged with its revision.
     let put = c.put(b"a/1", b"one", None).await?;
     assert!(put.succeeded);
     let kv = put.kv.expect("kv");
-    assert_eq!((kv.version, kv.create_index), (1, kv.mod_index));
-    assert!(put.header.expect("header").raft_index >= kv.mod_index);
+    assert_eq!((kv.version, kv.create_revision), (1, kv.mod_revision));
+    assert_eq!(put.header.expect("header").revision, kv.mod_revision);
 
-    // Compare-and-set on mod_index.
-    let stale = c.put(b"a/1", b"lost", Some(kv.mod_index + 1000)).await?;
+    // Compare-and-set on the mod revision.
+    let stale = c.put(b"a/1", b"lost", Some(kv.mod_revision + 1000)).await?;
     assert!(!stale.succeeded);
     assert_eq!(stale.kv.expect("current").value.as_ref(), b"one");
-    let cas = c.put(b"a/1", b"two", Some(kv.mod_index)).await?;
+    let cas = c.put(b"a/1", b"two", Some(kv.mod_revision)).await?;
     assert!(cas.succeeded);
     assert_eq!(cas.kv.as_ref().expect("kv").version, 2);
     let create_only = c.put(b"a/1", b"three", Some(0)).await?;
-    assert!(!create_only.succeeded, "if_mod_index 0 means the key must not exist");
+    assert!(!create_only.succeeded, "if_mod_revision 0 means the key must not exist");
 
     // Scans by prefix and range, with paging.
     for i in 2..=7 {
@@ -81,14 +81,14 @@ async fn a_retried_write_is_applied_once() -> anyhow::Result<()> {
         key: b"counter".to_vec().into(),
         value: value.to_vec().into(),
         write_id: Some(id),
-        if_mod_index: None,
+        if_mod_revision: None,
     };
     let first = kv.put(put(b"1")).await?.into_inner();
     // The same write id again (a retry after a timeout): same answer, nothing applied.
     let retry = kv.put(put(b"1")).await?.into_inner();
     assert_eq!(first.kv, retry.kv);
     assert_eq!(first.header.as_ref().map(|h| h.raft_index), retry.header.as_ref().map(|h| h.raft_index));
-    let now = kv.get(GetRequest { key: b"counter".to_vec().into(), consistency: 0 }).await?.into_inner();
+    let now = kv.get(GetRequest { key: b"counter".to_vec().into(), ..Default::default() }).await?.into_inner();
     assert_eq!(now.kv.expect("kv").version, 1);
     // An older sequence of the same client is refused, not applied.
     let old = PutRequest { write_id: Some(WriteId { client_id: 42, sequence: 6 }), ..put(b"old") };

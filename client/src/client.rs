@@ -18,8 +18,9 @@ use crate::outcome::is_not_applied;
 use crate::pb::v1::cluster_client::ClusterClient;
 use crate::pb::v1::kv_client::KvClient;
 use crate::pb::v1::{
-    Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse, MembersRequest, MembersResponse, NodeStatus,
-    PutRequest, PutResponse, ScaleRequest, ScaleResponse, ScanRequest, ScanResponse, StatusRequest, WriteId,
+    CompactRequest, CompactResponse, Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse,
+    MembersRequest, MembersResponse, NodeStatus, PutRequest, PutResponse, ScaleRequest, ScaleResponse, ScanRequest,
+    ScanResponse, StatusRequest, WriteId,
 };
 use crate::tls::dial::lazy_channel;
 use crate::tls::{ClientTls, TlsError};
@@ -275,11 +276,21 @@ impl Client {
         req
     }
 
-    /// Writes `key`. With `if_mod_index`, only if the key's mod_index equals it (0 = absent).
-    pub async fn put(&self, key: &[u8], value: &[u8], if_mod_index: Option<u64>) -> Result<PutResponse, ClientError> {
+    /// Writes `key`. With `if_mod_revision`, only if the key's mod revision equals it (0 =
+    /// absent).
+    pub async fn put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        if_mod_revision: Option<u64>,
+    ) -> Result<PutResponse, ClientError> {
         self.on_lane(|id| async move {
-            let msg =
-                PutRequest { key: key.to_vec().into(), value: value.to_vec().into(), write_id: Some(id), if_mod_index };
+            let msg = PutRequest {
+                key: key.to_vec().into(),
+                value: value.to_vec().into(),
+                write_id: Some(id),
+                if_mod_revision,
+            };
             self.with_failover(true, |ch, t| {
                 let msg = msg.clone();
                 async move { KvClient::new(ch).put(self.request(msg, t)).await.map(|r| r.into_inner()) }
@@ -289,10 +300,10 @@ impl Client {
         .await
     }
 
-    /// Deletes `key`, optionally only if its mod_index matches.
-    pub async fn delete(&self, key: &[u8], if_mod_index: Option<u64>) -> Result<DeleteResponse, ClientError> {
+    /// Deletes `key`, optionally only if its mod revision matches.
+    pub async fn delete(&self, key: &[u8], if_mod_revision: Option<u64>) -> Result<DeleteResponse, ClientError> {
         self.on_lane(|id| async move {
-            let msg = DeleteRequest { key: key.to_vec().into(), write_id: Some(id), if_mod_index };
+            let msg = DeleteRequest { key: key.to_vec().into(), write_id: Some(id), if_mod_revision };
             self.with_failover(true, |ch, t| {
                 let msg = msg.clone();
                 async move { KvClient::new(ch).delete(self.request(msg, t)).await.map(|r| r.into_inner()) }
@@ -304,10 +315,29 @@ impl Client {
 
     /// Reads `key`.
     pub async fn get(&self, key: &[u8], consistency: Consistency) -> Result<GetResponse, ClientError> {
-        let msg = GetRequest { key: key.to_vec().into(), consistency: consistency as i32 };
+        self.get_at(key, consistency, 0).await
+    }
+
+    /// Reads `key` as it was at `revision` (0: the latest).
+    pub async fn get_at(
+        &self,
+        key: &[u8],
+        consistency: Consistency,
+        revision: u64,
+    ) -> Result<GetResponse, ClientError> {
+        let msg = GetRequest { key: key.to_vec().into(), consistency: consistency as i32, revision };
         self.with_failover(false, |ch, t| {
             let msg = msg.clone();
             async move { KvClient::new(ch).get(self.request(msg, t)).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// Drops the history before `revision`.
+    pub async fn compact(&self, revision: u64) -> Result<CompactResponse, ClientError> {
+        let msg = CompactRequest { revision };
+        self.with_failover(true, |ch, t| async move {
+            KvClient::new(ch).compact(self.request(msg, t)).await.map(|r| r.into_inner())
         })
         .await
     }

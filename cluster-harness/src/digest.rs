@@ -1,11 +1,11 @@
 //! Convergence by digest: every member's whole state machine, compared at one applied index.
 //!
 //! Reading a few keys on each member finds a replica that lost a key the workload wrote last,
-//! not one that diverged somewhere else (an older `mod_index`, a key the others deleted). So
+//! not one that diverged somewhere else (an older mod revision, a key the others deleted). So
 //! after an experiment, with the workload stopped, [`compare`] waits until every member has
 //! applied the leader's index and that index stays put, then scans each member's whole
 //! keyspace with stale reads (served from that member's own state machine) and hashes it:
-//! SHA-256 over every key's key, value and `mod_index`, in key order, plus the key count.
+//! SHA-256 over every key's key, value and mod revision, in key order, plus the key count.
 //! Members that applied the same log hold the same state, so the digests must be equal.
 
 use std::collections::BTreeMap;
@@ -24,7 +24,7 @@ const PAGE: u32 = 1000;
 const STABLE_POLLS: usize = 3;
 const POLL: Duration = Duration::from_millis(100);
 
-/// A digest of a state: key count and SHA-256 over (key, value, mod_index) in key order,
+/// A digest of a state: key count and SHA-256 over (key, value, mod revision) in key order,
 /// whatever order and page sizes the entries arrived in.
 #[derive(Debug, Default, Clone)]
 pub struct StateDigest {
@@ -33,8 +33,8 @@ pub struct StateDigest {
 
 impl StateDigest {
     /// Adds a key; a key seen twice keeps its last value (pages never overlap).
-    pub fn add(&mut self, key: &[u8], value: &[u8], mod_index: u64) {
-        self.entries.insert(key.to_vec(), (value.to_vec(), mod_index));
+    pub fn add(&mut self, key: &[u8], value: &[u8], mod_revision: u64) {
+        self.entries.insert(key.to_vec(), (value.to_vec(), mod_revision));
     }
 
     pub fn key_count(&self) -> u64 {
@@ -45,12 +45,12 @@ impl StateDigest {
     pub fn hex(&self) -> String {
         let mut h = Sha256::new();
         h.update((self.entries.len() as u64).to_be_bytes());
-        for (key, (value, mod_index)) in &self.entries {
+        for (key, (value, mod_revision)) in &self.entries {
             h.update((key.len() as u64).to_be_bytes());
             h.update(key);
             h.update((value.len() as u64).to_be_bytes());
             h.update(value);
-            h.update(mod_index.to_be_bytes());
+            h.update(mod_revision.to_be_bytes());
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -106,7 +106,7 @@ pub async fn scan(client: &Client) -> anyhow::Result<(StateDigest, u64, u64)> {
         lo = lo.min(index);
         hi = hi.max(index);
         for kv in &page.kvs {
-            digest.add(&kv.key, &kv.value, kv.mod_index);
+            digest.add(&kv.key, &kv.value, kv.mod_revision);
         }
         if page.next_page_token.is_empty() {
             return Ok((digest, lo, hi));
@@ -275,10 +275,10 @@ mod tests {
     }
 
     #[test]
-    fn a_differing_value_mod_index_or_key_changes_the_digest() {
+    fn a_differing_value_mod_revision_or_key_changes_the_digest() {
         let base = digest_of(&[&[("key-0", "x", 3), ("key-1", "y", 7)]]).hex();
         assert_ne!(base, digest_of(&[&[("key-0", "x", 3), ("key-1", "Y", 7)]]).hex(), "value");
-        assert_ne!(base, digest_of(&[&[("key-0", "x", 3), ("key-1", "y", 8)]]).hex(), "mod_index");
+        assert_ne!(base, digest_of(&[&[("key-0", "x", 3), ("key-1", "y", 8)]]).hex(), "mod revision");
         assert_ne!(base, digest_of(&[&[("key-0", "x", 3), ("key-2", "y", 7)]]).hex(), "key");
         assert_ne!(base, digest_of(&[&[("key-0", "x", 3)]]).hex(), "a missing key");
         // Lengths are hashed: moving a byte from the key to the value is another state.

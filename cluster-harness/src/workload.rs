@@ -168,7 +168,7 @@ async fn run_one(client: &Client, id: u64, key: Vec<u8>, input: Input, started: 
     let (outcome, served) = match result {
         Ok((output, header)) => (
             Outcome::Completed { at_ns, output },
-            header.map(|h| Served { node: h.served_by, raft_index: h.raft_index, term: h.term }),
+            header.map(|h| Served { node: h.served_by, raft_index: h.raft_index, term: h.term, revision: h.revision }),
         ),
         Err(ClientError::OutcomeUnknown(_)) => (Outcome::Unknown, None),
         Err(_) => return Done { op: None, is_write, failed: true },

@@ -62,34 +62,37 @@ fn client(args: &ClientArgs) -> Result<Client, ClientError> {
 
 async fn run_client(command: Command) -> Result<u8, ClientError> {
     match command {
-        Command::Put { key, value, if_mod_index, client: args } => {
-            let r = client(&args)?.put(key.as_bytes(), value.as_bytes(), if_mod_index).await?;
+        Command::Put { key, value, if_mod_revision, client: args } => {
+            let r = client(&args)?.put(key.as_bytes(), value.as_bytes(), if_mod_revision).await?;
             let kv = r.kv.as_ref();
             let human = if r.succeeded {
                 format!("OK {key} version {}", kv.map(|k| k.version).unwrap_or(0))
             } else {
-                format!("NOT WRITTEN: {key} has mod index {}", kv.map(|k| k.mod_index).unwrap_or(0))
+                format!("NOT WRITTEN: {key} has mod revision {}", kv.map(|k| k.mod_revision).unwrap_or(0))
             };
             print_reply(args.output, &r.header, json!({"succeeded": r.succeeded, "kv": kv.map(kv_json)}), human);
             Ok(if r.succeeded { 0 } else { EXIT_NOT_FOUND_OR_COMPARE_FAILED })
         }
-        Command::Get { key, consistency, client: args } => {
-            let r = client(&args)?.get(key.as_bytes(), consistency.into()).await?;
+        Command::Get { key, consistency, rev, client: args } => {
+            let r = client(&args)?.get_at(key.as_bytes(), consistency.into(), rev).await?;
             let kvs: Vec<_> = r.kv.into_iter().collect();
             if kvs.is_empty() && args.output == petkv::cli::OutputFormat::Table {
                 let h = r.header.unwrap_or_default();
-                eprintln!("{key}: not found (raft index {}, served by node {})", h.raft_index, h.served_by);
+                eprintln!(
+                    "{key}: not found (revision {}, raft index {}, served by node {})",
+                    h.revision, h.raft_index, h.served_by
+                );
                 return Ok(EXIT_NOT_FOUND_OR_COMPARE_FAILED);
             }
             print_kvs(args.output, &r.header, &kvs, &[]);
             Ok(if kvs.is_empty() { EXIT_NOT_FOUND_OR_COMPARE_FAILED } else { 0 })
         }
-        Command::Delete { key, if_mod_index, client: args } => {
-            let r = client(&args)?.delete(key.as_bytes(), if_mod_index).await?;
+        Command::Delete { key, if_mod_revision, client: args } => {
+            let r = client(&args)?.delete(key.as_bytes(), if_mod_revision).await?;
             let human = match (r.succeeded, r.deleted) {
                 (false, _) => format!(
-                    "NOT DELETED: {key} has mod index {}",
-                    r.previous.as_ref().map(|k| k.mod_index).unwrap_or(0)
+                    "NOT DELETED: {key} has mod revision {}",
+                    r.previous.as_ref().map(|k| k.mod_revision).unwrap_or(0)
                 ),
                 (true, true) => format!("DELETED {key}"),
                 (true, false) => format!("{key} did not exist"),
@@ -99,7 +102,7 @@ async fn run_client(command: Command) -> Result<u8, ClientError> {
             print_reply(args.output, &r.header, fields, human);
             Ok(if r.succeeded && r.deleted { 0 } else { EXIT_NOT_FOUND_OR_COMPARE_FAILED })
         }
-        Command::Scan { prefix, start, end, limit, all, consistency, client: args } => {
+        Command::Scan { prefix, start, end, limit, all, consistency, rev, client: args } => {
             let c = client(&args)?;
             let mut req = ScanRequest {
                 prefix: prefix.unwrap_or_default().into_bytes().into(),
@@ -108,6 +111,7 @@ async fn run_client(command: Command) -> Result<u8, ClientError> {
                 limit,
                 page_token: Default::default(),
                 consistency: petkv_client::pb::v1::Consistency::from(consistency) as i32,
+                revision: rev,
             };
             let mut kvs = Vec::new();
             loop {
@@ -117,8 +121,16 @@ async fn run_client(command: Command) -> Result<u8, ClientError> {
                     print_kvs(args.output, &r.header, &kvs, &r.next_page_token);
                     return Ok(0);
                 }
+                // Every page reads the state the first one read.
+                req.revision = r.header.map_or(req.revision, |h| h.revision);
                 req.page_token = r.next_page_token;
             }
+        }
+        Command::Compact { revision, client: args } => {
+            let r = client(&args)?.compact(revision).await?;
+            let human = format!("history before revision {} dropped", r.compacted);
+            print_reply(args.output, &r.header, json!({"compacted": r.compacted}), human);
+            Ok(0)
         }
         Command::Status { client: args } => {
             print_status(args.output, &client(&args)?.status().await?);

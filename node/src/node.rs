@@ -249,6 +249,8 @@ impl Node {
             volume_free_bytes: self.space.free_bytes(),
             volume_reserve_bytes: self.space.reserve_bytes(),
             writes_refused: self.space.refusal().map(|(_, why)| why).unwrap_or_default(),
+            revision: self.sm.current_revision(),
+            compacted_revision: self.sm.compacted().unwrap_or(0),
             ..Default::default()
         };
         if let Some(m) = self.metrics() {

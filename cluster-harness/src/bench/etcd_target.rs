@@ -49,7 +49,7 @@ impl KvTarget for EtcdTarget {
     async fn cas(&self, key: String, value: Arc<Vec<u8>>) -> Result<bool, String> {
         let mut kv = self.kv.clone();
         let got = kv.get(key.clone(), None).await.map_err(|e| e.to_string())?;
-        // mod_revision 0 compares as "absent", as petkv's mod_index 0 does.
+        // mod_revision 0 compares as "absent", as petkv's mod revision 0 does.
         let revision = got.kvs().first().map(|kv| kv.mod_revision()).unwrap_or(0);
         let txn = Txn::new()
             .when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)])

@@ -54,7 +54,7 @@ pub enum Mode {
     GetStale,
     /// Half puts, half linearizable gets.
     Mixed,
-    /// Read the key's revision, then write only if it is unchanged (petkv: if_mod_index; etcd:
+    /// Read the key's revision, then write only if it is unchanged (petkv: if_mod_revision; etcd:
     /// a txn comparing mod_revision).
     Cas,
 }

@@ -37,9 +37,9 @@ impl KvTarget for PetkvTarget {
 
     async fn cas(&self, key: String, value: Arc<Vec<u8>>) -> Result<bool, String> {
         let got = self.client.get(key.as_bytes(), Consistency::Linearizable).await.map_err(|e| e.to_string())?;
-        // mod_index 0 means "absent": the put then succeeds only if the key still does not exist.
-        let mod_index = got.kv.map(|kv| kv.mod_index).unwrap_or(0);
-        let put = self.client.put(key.as_bytes(), &value, Some(mod_index)).await.map_err(|e| e.to_string())?;
+        // Mod revision 0 means "absent": the put then succeeds only if the key still does not exist.
+        let mod_revision = got.kv.map(|kv| kv.mod_revision).unwrap_or(0);
+        let put = self.client.put(key.as_bytes(), &value, Some(mod_revision)).await.map_err(|e| e.to_string())?;
         Ok(put.succeeded)
     }
 }

@@ -66,7 +66,11 @@ impl Display for Operation {
             Outcome::Completed { at_ns, output } => {
                 write!(f, "{output}, invoked at {} ns, completed at {at_ns} ns", self.invoked_ns)?;
                 match &self.served {
-                    Some(s) => write!(f, " (node {} at raft index {}, term {})", s.node, s.raft_index, s.term),
+                    Some(s) => write!(
+                        f,
+                        " (node {} at raft index {}, revision {}, term {})",
+                        s.node, s.raft_index, s.revision, s.term
+                    ),
                     None => Ok(()),
                 }
             }

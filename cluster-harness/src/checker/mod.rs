@@ -150,12 +150,14 @@ pub struct Operation {
     pub served: Option<Served>,
 }
 
-/// Where an answer came from: a reply header's `served_by`, `raft_index` and `term`.
+/// Where an answer came from: a reply header's `served_by`, `raft_index`, `term` and
+/// `revision` (a write's own revision when it changed a key).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Served {
     pub node: u64,
     pub raft_index: u64,
     pub term: u64,
+    pub revision: u64,
 }
 
 /// What a client asked for.

@@ -108,6 +108,8 @@ pub(super) fn rows(r: &RestoreFindings) -> Vec<(&'static str, String)> {
 /// What `petkv backup --output json` said.
 struct Backup {
     index: u64,
+    /// The store revision of the cut.
+    revision: u64,
     keys: u64,
     checksum: String,
 }
@@ -138,6 +140,7 @@ async fn take_backup(binary: &Path, endpoints: &[String], file: &Path) -> anyhow
     let b = &json["backup"];
     Ok(Backup {
         index: b["raft_index"].as_u64().context("no raft_index in petkv backup's output")?,
+        revision: b["revision"].as_u64().context("no revision in petkv backup's output")?,
         keys: b["keys"].as_u64().unwrap_or(0),
         checksum: b["checksum"].as_str().unwrap_or("").to_string(),
     })
@@ -304,7 +307,7 @@ async fn refuse_stopped(
     Ok(outcome)
 }
 
-/// Every key, value and `mod_index` of the cluster (a linearizable scan).
+/// Every key, value and mod revision of the cluster (a linearizable scan).
 async fn read_state(cluster: &Cluster) -> anyhow::Result<RestoredState> {
     let client = cluster.client()?;
     let mut state = RestoredState::new();
@@ -319,7 +322,7 @@ async fn read_state(cluster: &Cluster) -> anyhow::Result<RestoredState> {
             })
             .await?;
         for kv in &page.kvs {
-            state.insert(kv.key.to_vec(), (kv.value.to_vec(), kv.mod_index));
+            state.insert(kv.key.to_vec(), (kv.value.to_vec(), kv.mod_revision));
         }
         if page.next_page_token.is_empty() {
             return Ok(state);
@@ -527,7 +530,7 @@ pub(super) async fn run(spec: &ExperimentSpec) -> anyhow::Result<Report> {
     let started = workload.started;
     let mut before = workload.stop().await;
     let backup = backup?;
-    let point = BackupPoint { start_ns, end_ns, cut: backup.index };
+    let point = BackupPoint { start_ns, end_ns, cut: backup.revision };
     workload::final_reads(&endpoints, &workload_spec, &mut before, started).await;
     let before_end_ns = started.elapsed().as_nanos() as u64;
     faults.mark("workload stopped (writes after the backup may be missing from the restore)");

@@ -1,31 +1,32 @@
 //! `restore`: is the restored state the state of the backup's point in the recorded history?
 //!
 //! The backup was taken while the workload wrote: the call began at `start_ns` and returned at
-//! `end_ns` (on the workload's clock) with the Raft index `cut` of the state it holds. Raft
-//! orders every write by its log index, and every acknowledged write's reply names that index
-//! (the reply header's `raft_index`, [`crate::checker::Served`]). The restored state must be
-//! **the state after exactly the writes committed at an index ≤ `cut`**, and that prefix of the
-//! history must
+//! `end_ns` (on the workload's clock) with the store revision `cut` of the state it holds. The
+//! store orders every write that changes a key by its revision (in log order), and every
+//! acknowledged write's reply names it (the reply header's `revision`,
+//! [`crate::checker::Served`]; a delete of an absent key changes nothing and names the revision
+//! it followed). The restored state must be **the state after exactly the writes at a revision
+//! ≤ `cut`**, and that prefix of the history must
 //!
 //! - include every write acknowledged before the backup began (completed before `start_ns`), and
 //! - include no write invoked after the backup returned (invoked after `end_ns`).
 //!
 //! Writes acknowledged while the call ran may be in it or not, and so may writes whose outcome
-//! the client never learned (they have no index; an unknown write can explain a value only if it
-//! was invoked before the backup returned). [`check`] verifies this from the history and the
-//! restored keys (value and `mod_index`, which a restore keeps):
+//! the client never learned (they have no revision; an unknown write can explain a value only if
+//! it was invoked before the backup returned). [`check`] verifies this from the history and the
+//! restored keys (value and mod revision, which a restore keeps):
 //!
-//! 1. the cut lies inside the call: no write acknowledged before it began has an index above
-//!    `cut`, no acknowledged write invoked after it returned has an index at or below `cut`;
+//! 1. the cut lies inside the call: no write acknowledged before it began has a revision above
+//!    `cut`, no acknowledged write invoked after it returned has a revision at or below `cut`;
 //! 2. per key, the restored value is the one the last write at or below `cut` left: a restored
-//!    `(value, mod_index)` was written by the put of that value at exactly that index (or by a
-//!    put of unknown outcome invoked before the backup returned), no acknowledged write of the
-//!    key lies between `mod_index` and `cut`, and `mod_index ≤ cut`; an absent key's last
+//!    `(value, mod revision)` was written by the put of that value at exactly that revision (or
+//!    by a put of unknown outcome invoked before the backup returned), no acknowledged write of
+//!    the key lies between its mod revision and `cut`, and the mod revision is `≤ cut`; an absent key's last
 //!    acknowledged write at or below `cut` is a delete (or an unknown delete may have followed
 //!    it); no key the workload never wrote appears;
 //! 3. lost: each acknowledged-before-the-backup write that the restored state predates.
 //!
-//! Across keys this is one prefix (one index for all keys), which per-key linearizability
+//! Across keys this is one prefix (one revision for all keys), which per-key linearizability
 //! cannot show. The experiment also checks it per key in time alone: the restored state is
 //! appended to the history as a read of every key over `[start_ns, end_ns]`, which must be
 //! linearizable ([`restored_as_reads`]).
@@ -36,10 +37,10 @@ use serde::Serialize;
 
 use crate::checker::{Input, Operation, Outcome, Output};
 
-/// A key's restored value and `mod_index`.
+/// A key's restored value and mod revision.
 pub type RestoredState = BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
 
-/// The backup call on the workload's clock, and the Raft index of the state it holds.
+/// The backup call on the workload's clock, and the store revision of the state it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BackupPoint {
     pub start_ns: u64,
@@ -81,7 +82,7 @@ struct Write<'a> {
     /// `Some(value)` for a put (or a compare-and-put that stored, or may have stored, `value`),
     /// `None` for a delete.
     put: Option<&'a [u8]>,
-    /// The Raft index of an acknowledged write; `None` when the outcome is unknown.
+    /// The revision of an acknowledged write; `None` when the outcome is unknown.
     index: Option<u64>,
 }
 
@@ -92,7 +93,7 @@ impl Write<'_> {
             None => "delete".to_string(),
         };
         let at = match self.index {
-            Some(i) => format!("acknowledged at index {i}"),
+            Some(i) => format!("acknowledged at revision {i}"),
             None => "outcome unknown".to_string(),
         };
         format!("{what} (client {}, invoked at {:.3}s, {at})", self.op.client, self.op.invoked_ns as f64 / 1e9)
@@ -115,7 +116,7 @@ fn writes<'a>(history: &'a [Operation], failures: &mut Vec<String>) -> Vec<Write
         };
         let index = match (&op.outcome, &op.served) {
             (Outcome::Unknown, _) => None,
-            (Outcome::Completed { .. }, Some(served)) => Some(served.raft_index),
+            (Outcome::Completed { .. }, Some(served)) => Some(served.revision),
             (Outcome::Completed { .. }, None) => {
                 failures.push(format!(
                     "{}: an acknowledged write (client {}, invoked at {:.3}s) has no reply header to place it by",
@@ -156,7 +157,7 @@ pub fn check(history: &[Operation], point: BackupPoint, restored: &RestoredState
             out.acknowledged_before += 1;
             if index > cut {
                 out.failures.push(format!(
-                    "{key}: {} was acknowledged before the backup began, but the backup's index is {cut}",
+                    "{key}: {} was acknowledged before the backup began, but the backup's revision is {cut}",
                     w.describe()
                 ));
             }
@@ -164,7 +165,7 @@ pub fn check(history: &[Operation], point: BackupPoint, restored: &RestoredState
             out.acknowledged_after += 1;
             if index <= cut {
                 out.failures.push(format!(
-                    "{key}: {} was invoked after the backup returned, yet lies at or below the backup's index {cut}",
+                    "{key}: {} was invoked after the backup returned, yet lies at or below the backup's revision {cut}",
                     w.describe()
                 ));
             }
@@ -199,7 +200,7 @@ pub fn check(history: &[Operation], point: BackupPoint, restored: &RestoredState
                 let shown = String::from_utf8_lossy(value);
                 if *m > cut {
                     out.failures.push(format!(
-                        "{name}: restored with mod_index {m}, above the backup's index {cut} (value {shown})"
+                        "{name}: restored with mod revision {m}, above the backup's revision {cut} (value {shown})"
                     ));
                 }
                 let Some(writer) = ws.iter().find(|w| w.put == Some(value.as_slice())) else {
@@ -208,7 +209,7 @@ pub fn check(history: &[Operation], point: BackupPoint, restored: &RestoredState
                 };
                 match writer.index {
                     Some(i) if i != *m => out.failures.push(format!(
-                        "{name}: restored value {shown} with mod_index {m}, but it was written by {}",
+                        "{name}: restored value {shown} with mod revision {m}, but it was written by {}",
                         writer.describe()
                     )),
                     Some(_) => {}
@@ -220,7 +221,7 @@ pub fn check(history: &[Operation], point: BackupPoint, restored: &RestoredState
                 }
                 for w in ws.iter().filter(|w| w.index.is_some_and(|i| i > *m && i <= cut)) {
                     out.failures.push(format!(
-                        "{name}: restored value {shown} (mod_index {m}) is older than the state at the backup's \
+                        "{name}: restored value {shown} (mod revision {m}) is older than the state at the backup's \
                          index {cut}: {} came after it",
                         w.describe()
                     ));
@@ -230,7 +231,7 @@ pub fn check(history: &[Operation], point: BackupPoint, restored: &RestoredState
                 if let Some(last) = last.filter(|w| w.put.is_some()) {
                     if !unknown_delete_possible {
                         out.failures.push(format!(
-                            "{name}: absent after the restore, but the last write at or below the backup's index \
+                            "{name}: absent after the restore, but the last write at or below the backup's revision \
                              {cut} is {}",
                             last.describe()
                         ));
@@ -251,7 +252,7 @@ pub fn check(history: &[Operation], point: BackupPoint, restored: &RestoredState
             };
             if lost {
                 let shown = match restored.get(*key) {
-                    Some((v, m)) => format!("{} (mod_index {m})", String::from_utf8_lossy(v)),
+                    Some((v, m)) => format!("{} (mod revision {m})", String::from_utf8_lossy(v)),
                     None => "absent".to_string(),
                 };
                 out.lost.push(format!(
@@ -322,7 +323,7 @@ mod tests {
                 Some((at_ns, _)) => Outcome::Completed { at_ns, output: Output::Ok },
                 None => Outcome::Unknown,
             },
-            served: done.map(|(_, raft_index)| Served { node: 1, raft_index, term: 1 }),
+            served: done.map(|(_, revision)| Served { node: 1, raft_index: revision, term: 1, revision }),
         }
     }
 
@@ -384,19 +385,19 @@ mod tests {
         let h = vec![put("a", 1, Some((50, 30)))];
         let r = check(&h, POINT, &state(&[("a", 30)]));
         assert!(r.failures.iter().any(|f| f.contains("acknowledged before the backup began")), "{r:?}");
-        assert!(r.failures.iter().any(|f| f.contains("above the backup's index")), "{r:?}");
+        assert!(r.failures.iter().any(|f| f.contains("above the backup's revision")), "{r:?}");
     }
 
     #[test]
-    fn values_mod_indexes_and_deletes_are_checked() {
+    fn values_mod_revisions_and_deletes_are_checked() {
         let h = vec![put("a", 1, Some((50, 10))), write(Input::Delete, 60, Some((70, 11)))];
         // Deleted before the backup: absent is right, a present value is a resurrection.
         assert!(check(&h, POINT, &RestoredState::new()).holds());
         let r = check(&h, POINT, &state(&[("a", 10)]));
         assert!(!r.holds(), "{r:?}");
-        // A value with another mod_index than its write's.
+        // A value with another mod revision than its write's.
         let r = check(&h[..1], POINT, &state(&[("a", 9)]));
-        assert!(r.failures.iter().any(|f| f.contains("mod_index 9")), "{r:?}");
+        assert!(r.failures.iter().any(|f| f.contains("mod revision 9")), "{r:?}");
         // A value nobody wrote, a key nobody wrote.
         assert!(!check(&h[..1], POINT, &state(&[("zzz", 10)])).holds());
         let mut other = RestoredState::new();

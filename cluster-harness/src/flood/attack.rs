@@ -136,7 +136,7 @@ pub async fn burst(
             let (tally, stop, key) = (tally.clone(), stop.clone(), key.to_vec());
             tokio::spawn(async move {
                 while !*stop.borrow() {
-                    tally.add(&kv.get(GetRequest { key: key.clone().into(), consistency: 0 }).await);
+                    tally.add(&kv.get(GetRequest { key: key.clone().into(), ..Default::default() }).await);
                 }
             });
         }

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 
 use super::forward::{relay, to_leader, to_leader_without_deadline, Origin};
 use super::kv::NotServed;
-use super::{header, Api};
+use super::{applied_header, header, Api};
 use crate::recovery::backup::ChunkStream;
 use crate::store::command::CommandResult;
 
@@ -28,10 +28,11 @@ impl Cluster for Api {
         let origin = Origin::of(&req);
         match self.read_index(origin.forwarded).await {
             Ok(()) => {
-                let (meta, file) = self.node.sm.export().await.map_err(Api::storage_error)?;
-                let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
-                tracing::info!(index, "streaming a backup");
-                Ok(Response::new(crate::recovery::backup::stream_file(file, header(&self.node, index))))
+                let export = self.node.sm.export().await.map_err(Api::storage_error)?;
+                let index = export.meta.last_log_id.map(|l| l.index).unwrap_or(0);
+                tracing::info!(index, revision = export.revision, "streaming a backup");
+                let header = header(&self.node, index, export.revision);
+                Ok(Response::new(crate::recovery::backup::stream_file(export.file, header)))
             }
             Err(NotServed::Forward(leader)) => {
                 // No deadline on the forwarded call: the stream lasts as long as the backup is big.
@@ -59,7 +60,8 @@ impl Cluster for Api {
         match self.propose(cmd, origin.forwarded).await {
             Ok(CommandResult::Replicas { index, replicas }) => {
                 tracing::info!(replicas, "declared replica count changed");
-                Ok(Response::new(ScaleResponse { header: Some(header(&self.node, index)), replicas }))
+                let revision = self.node.sm.current_revision();
+                Ok(Response::new(ScaleResponse { header: Some(header(&self.node, index, revision)), replicas }))
             }
             Ok(other) => Err(Status::internal(format!("unexpected result for a scale: {other:?}"))),
             Err(NotServed::Forward(leader)) => {
@@ -110,7 +112,6 @@ impl Cluster for Api {
             }
         });
         let members = futures::future::join_all(asks).await;
-        let applied = node.sm.applied_index();
-        Ok(Response::new(MembersResponse { header: Some(header(node, applied)), members }))
+        Ok(Response::new(MembersResponse { header: Some(applied_header(node)), members }))
     }
 }

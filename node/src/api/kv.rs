@@ -12,12 +12,13 @@
 use petkv_client::outcome::not_applied;
 use petkv_client::pb::v1::kv_server::Kv;
 use petkv_client::pb::v1::{
-    DeleteRequest, DeleteResponse, GetRequest, GetResponse, PutRequest, PutResponse, ScanRequest, ScanResponse,
+    CompactRequest, CompactResponse, DeleteRequest, DeleteResponse, GetRequest, GetResponse, PutRequest, PutResponse,
+    ScanRequest, ScanResponse,
 };
 use tonic::{Request, Response, Status};
 
 use super::forward::{kv_client, no_leader, relay, to_leader, Origin};
-use super::{header, to_pb, Api};
+use super::{header, revision_status, to_pb, Api};
 use crate::api::validation::ReadConsistency;
 use crate::raft::{ClientWriteError, LinearizableReadError, PeerNode, RaftError, ReadPolicy};
 use crate::store::command::{Command, CommandResult};
@@ -103,8 +104,8 @@ impl Kv for Api {
         let msg = req.into_inner();
         let cmd = self.node.config.limits.put(&msg)?;
         match self.propose(cmd, origin.forwarded).await {
-            Ok(CommandResult::Put { index, succeeded, current, .. }) => Ok(Response::new(PutResponse {
-                header: Some(header(&self.node, index)),
+            Ok(CommandResult::Put { index, revision, succeeded, current }) => Ok(Response::new(PutResponse {
+                header: Some(header(&self.node, index, revision)),
                 succeeded,
                 kv: current.map(to_pb),
             })),
@@ -122,9 +123,9 @@ impl Kv for Api {
         let msg = req.into_inner();
         let cmd = self.node.config.limits.delete(&msg)?;
         match self.propose(cmd, origin.forwarded).await {
-            Ok(CommandResult::Delete { index, succeeded, deleted, previous, .. }) => {
+            Ok(CommandResult::Delete { index, revision, succeeded, deleted, previous }) => {
                 Ok(Response::new(DeleteResponse {
-                    header: Some(header(&self.node, index)),
+                    header: Some(header(&self.node, index, revision)),
                     succeeded,
                     deleted,
                     previous: previous.map(to_pb),
@@ -142,7 +143,8 @@ impl Kv for Api {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let origin = Origin::of(&req);
         let msg = req.into_inner();
-        if self.node.config.limits.get(&msg)? == ReadConsistency::Linearizable {
+        let plan = self.node.config.limits.get(&msg)?;
+        if plan.consistency == ReadConsistency::Linearizable {
             match self.read_index(origin.forwarded).await {
                 Ok(()) => {}
                 Err(NotServed::Forward(leader)) => {
@@ -155,8 +157,13 @@ impl Kv for Api {
             self.node.serving_raft()?;
         }
         let index = self.applied_index();
-        let kv = self.node.sm.get(&msg.key).map_err(Self::storage_error)?;
-        Ok(Response::new(GetResponse { header: Some(header(&self.node, index)), kv: kv.map(to_pb) }))
+        let sm = self.node.sm.clone();
+        let key = msg.key.to_vec();
+        let read = blocking(move || sm.get_at(&key, plan.revision)).await?.map_err(revision_status)?;
+        Ok(Response::new(GetResponse {
+            header: Some(header(&self.node, index, read.revision)),
+            kv: read.value.map(to_pb),
+        }))
     }
 
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
@@ -177,18 +184,44 @@ impl Kv for Api {
         }
         let index = self.applied_index();
         let sm = self.node.sm.clone();
-        let page = tokio::task::spawn_blocking(move || sm.scan(plan.start, plan.end, plan.limit))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(Self::storage_error)?;
+        let read = blocking(move || sm.scan_at(plan.start, plan.end, plan.limit, plan.revision))
+            .await?
+            .map_err(revision_status)?;
+        let page = read.value;
         let next_page_token = match (page.more, page.kvs.last()) {
             (true, Some(last)) => last.key.clone().into(),
             _ => Default::default(),
         };
         Ok(Response::new(ScanResponse {
-            header: Some(header(&self.node, index)),
+            header: Some(header(&self.node, index, read.revision)),
             kvs: page.kvs.into_iter().map(to_pb).collect(),
             next_page_token,
         }))
     }
+
+    async fn compact(&self, req: Request<CompactRequest>) -> Result<Response<CompactResponse>, Status> {
+        let origin = Origin::of(&req);
+        let msg = req.into_inner();
+        let cmd = self.node.config.limits.compact(&msg)?;
+        match self.propose(cmd, origin.forwarded).await {
+            Ok(CommandResult::Compacted { index, revision, compacted }) => {
+                Ok(Response::new(CompactResponse { header: Some(header(&self.node, index, revision)), compacted }))
+            }
+            Ok(CommandResult::CompactRefused(e)) => Err(revision_status(e)),
+            Ok(other) => Err(Status::internal(format!("unexpected result for a compaction: {other:?}"))),
+            Err(NotServed::Forward(leader)) => {
+                let (channel, req) = to_leader(&self.node, &leader, &origin, msg)?;
+                kv_client(channel).compact(req).await.map_err(relay)
+            }
+            Err(NotServed::Failed(s)) => Err(s),
+        }
+    }
+}
+
+/// Runs a local read that may touch the disk off the async workers.
+async fn blocking<T: Send + 'static>(read: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| Status::internal(format!("read task: {e}")))?
+        .map_err(Api::storage_error)
 }

@@ -15,13 +15,30 @@ pub mod validation;
 use std::sync::Arc;
 
 use petkv_client::pb::v1::{KeyValue as PbKeyValue, ResponseHeader};
+use tonic::Status;
 
 use crate::node::Node;
-use crate::store::command::KeyValue;
+use crate::store::command::{KeyValue, RevisionError};
 
-/// Builds the reply header for something that reflects `raft_index`.
-pub(crate) fn header(node: &Node, raft_index: u64) -> ResponseHeader {
-    ResponseHeader { raft_index, term: node.current_term(), served_by: node.node_id().unwrap_or(0) }
+/// Builds the reply header for something that reflects `raft_index` and store `revision`.
+pub(crate) fn header(node: &Node, raft_index: u64, revision: u64) -> ResponseHeader {
+    ResponseHeader { raft_index, term: node.current_term(), served_by: node.node_id().unwrap_or(0), revision }
+}
+
+/// The header of a reply that reflects this node's state as applied now.
+pub(crate) fn applied_header(node: &Node) -> ResponseHeader {
+    // The revision is read first: the applied index read after it covers it.
+    let revision = node.sm.current_revision();
+    header(node, node.sm.applied_index(), revision)
+}
+
+/// A revision a request cannot use, as a status: a compacted one is FAILED_PRECONDITION (the
+/// message names the oldest revision kept), a future one OUT_OF_RANGE.
+pub(crate) fn revision_status(e: RevisionError) -> Status {
+    match e {
+        RevisionError::Compacted { .. } => Status::failed_precondition(e.to_string()),
+        RevisionError::Future { .. } => Status::out_of_range(e.to_string()),
+    }
 }
 
 /// Converts a stored key-value into its wire form.
@@ -29,9 +46,10 @@ pub(crate) fn to_pb(kv: KeyValue) -> PbKeyValue {
     PbKeyValue {
         key: kv.key.into(),
         value: kv.stored.value.into(),
-        create_index: kv.stored.create_revision,
-        mod_index: kv.stored.mod_revision,
+        create_revision: kv.stored.create_revision,
+        mod_revision: kv.stored.mod_revision,
         version: kv.stored.version,
+        lease: kv.stored.lease,
     }
 }
 

@@ -9,7 +9,7 @@
 use std::ops::Bound;
 
 use petkv_client::pb::v1::{
-    Consistency, DeleteRequest, GetRequest, PutRequest, ScaleRequest, ScanRequest, WriteId as PbWriteId,
+    CompactRequest, Consistency, DeleteRequest, GetRequest, PutRequest, ScaleRequest, ScanRequest, WriteId as PbWriteId,
 };
 use tonic::Status;
 
@@ -58,6 +58,21 @@ pub struct ScanPlan {
     pub end: Bound<Vec<u8>>,
     pub limit: usize,
     pub consistency: ReadConsistency,
+    /// The revision to read at; `None`: the latest.
+    pub revision: Option<u64>,
+}
+
+/// A validated get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GetPlan {
+    pub consistency: ReadConsistency,
+    /// The revision to read at; `None`: the latest.
+    pub revision: Option<u64>,
+}
+
+/// A requested revision: 0 asks for the latest.
+fn revision(requested: u64) -> Option<u64> {
+    (requested != 0).then_some(requested)
 }
 
 fn write_id(w: Option<PbWriteId>) -> Option<WriteId> {
@@ -99,7 +114,7 @@ impl Limits {
         Ok(Command::Put {
             key: req.key.to_vec(),
             value: req.value.to_vec(),
-            if_mod_revision: req.if_mod_index,
+            if_mod_revision: req.if_mod_revision,
             write_id: write_id(req.write_id),
         })
     }
@@ -109,15 +124,24 @@ impl Limits {
         self.key(&req.key)?;
         Ok(Command::Delete {
             key: req.key.to_vec(),
-            if_mod_revision: req.if_mod_index,
+            if_mod_revision: req.if_mod_revision,
             write_id: write_id(req.write_id),
         })
     }
 
     /// Checks a get; returns how it is to be read.
-    pub fn get(&self, req: &GetRequest) -> Result<ReadConsistency, Status> {
+    pub fn get(&self, req: &GetRequest) -> Result<GetPlan, Status> {
         self.key(&req.key)?;
-        consistency(req.consistency)
+        Ok(GetPlan { consistency: consistency(req.consistency)?, revision: revision(req.revision) })
+    }
+
+    /// Checks a compaction and turns it into the command the handler proposes (whether the
+    /// revision is past the store's or already compacted is for the state machine to say).
+    pub fn compact(&self, req: &CompactRequest) -> Result<Command, Status> {
+        if req.revision == 0 {
+            return Err(Status::invalid_argument("revision must be set: compaction drops the history before it"));
+        }
+        Ok(Command::Compact { revision: req.revision })
     }
 
     /// Checks a scan and turns it into a key range, a page size and a read consistency.
@@ -172,7 +196,7 @@ impl Limits {
             start = Bound::Excluded(token);
         }
         let consistency = consistency(req.consistency)?;
-        Ok(ScanPlan { start, end, limit, consistency })
+        Ok(ScanPlan { start, end, limit, consistency, revision: revision(req.revision) })
     }
 }
 
@@ -221,7 +245,7 @@ mod tests {
             end_key: end.as_bytes().to_vec().into(),
             limit,
             page_token: token.as_bytes().to_vec().into(),
-            consistency: 0,
+            ..Default::default()
         }
     }
 
@@ -281,7 +305,7 @@ mod tests {
             key: b"k".to_vec().into(),
             value: b"v".to_vec().into(),
             write_id: Some(PbWriteId { client_id: 3, sequence: 4 }),
-            if_mod_index: Some(0),
+            if_mod_revision: Some(0),
         };
         assert_eq!(
             l.put(&put).expect("valid"),
@@ -293,13 +317,18 @@ mod tests {
             }
         );
         is_invalid(l.put(&PutRequest { key: Default::default(), ..put.clone() }), "empty");
-        let delete = DeleteRequest { key: b"k".to_vec().into(), write_id: None, if_mod_index: None };
+        let delete = DeleteRequest { key: b"k".to_vec().into(), write_id: None, if_mod_revision: None };
         assert_eq!(
             l.delete(&delete).expect("valid"),
             Command::Delete { key: b"k".to_vec(), if_mod_revision: None, write_id: None }
         );
-        assert_eq!(l.get(&GetRequest { key: b"k".to_vec().into(), consistency: 2 }).ok(), Some(ReadConsistency::Stale));
-        is_invalid(l.get(&GetRequest { key: Default::default(), consistency: 9 }), "empty");
+        let get = GetRequest { key: b"k".to_vec().into(), consistency: 2, revision: 7 };
+        assert_eq!(l.get(&get).ok(), Some(GetPlan { consistency: ReadConsistency::Stale, revision: Some(7) }));
+        let latest = GetRequest { revision: 0, ..get.clone() };
+        assert_eq!(l.get(&latest).ok().and_then(|p| p.revision), None, "revision 0 reads the latest");
+        is_invalid(l.get(&GetRequest { key: Default::default(), consistency: 9, revision: 0 }), "empty");
+        assert_eq!(l.compact(&CompactRequest { revision: 9 }).ok(), Some(Command::Compact { revision: 9 }));
+        is_invalid(l.compact(&CompactRequest { revision: 0 }), "must be set");
         is_invalid(l.scan(&ScanRequest { consistency: 3, ..scan("", "", "", 0, "") }), "unknown consistency");
         assert_eq!(scale(&ScaleRequest { replicas: 5 }).ok(), Some(Command::SetReplicas { replicas: 5 }));
         is_invalid(scale(&ScaleRequest { replicas: 0 }), "between 1 and 1000");

@@ -37,9 +37,9 @@ pub enum Command {
     Put {
         key: String,
         value: String,
-        /// Only write if the key's mod_index equals this (0 = the key must not exist).
+        /// Only write if the key's mod revision equals this (0 = the key must not exist).
         #[arg(long)]
-        if_mod_index: Option<u64>,
+        if_mod_revision: Option<u64>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -48,15 +48,18 @@ pub enum Command {
         key: String,
         #[arg(long, value_enum, default_value_t = ConsistencyArg::Linearizable, env = "PETKV_CONSISTENCY")]
         consistency: ConsistencyArg,
+        /// Read the key as it was at this revision (0 = the latest).
+        #[arg(long, default_value_t = 0)]
+        rev: u64,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Delete a key.
     Delete {
         key: String,
-        /// Only delete if the key's mod_index equals this.
+        /// Only delete if the key's mod revision equals this.
         #[arg(long)]
-        if_mod_index: Option<u64>,
+        if_mod_revision: Option<u64>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -79,6 +82,17 @@ pub enum Command {
         all: bool,
         #[arg(long, value_enum, default_value_t = ConsistencyArg::Linearizable, env = "PETKV_CONSISTENCY")]
         consistency: ConsistencyArg,
+        /// Read the range as it was at this revision (0 = the latest; with --all every page
+        /// reads the revision of the first).
+        #[arg(long, default_value_t = 0)]
+        rev: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Drop the history before a revision: reads and watches of older revisions are refused
+    /// from then on.
+    Compact {
+        revision: u64,
         #[command(flatten)]
         client: ClientArgs,
     },

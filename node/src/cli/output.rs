@@ -13,14 +13,15 @@ fn text(b: &[u8]) -> String {
 
 fn header_json(h: &Option<ResponseHeader>) -> Value {
     let h = h.unwrap_or_default();
-    json!({"raft_index": h.raft_index, "term": h.term, "served_by": h.served_by})
+    json!({"revision": h.revision, "raft_index": h.raft_index, "term": h.term, "served_by": h.served_by})
 }
 
 /// A key-value as JSON.
 pub fn kv_json(kv: &KeyValue) -> Value {
     json!({
         "key": text(&kv.key), "value": text(&kv.value),
-        "create_index": kv.create_index, "mod_index": kv.mod_index, "version": kv.version,
+        "create_revision": kv.create_revision, "mod_revision": kv.mod_revision, "version": kv.version,
+        "lease": kv.lease,
     })
 }
 
@@ -60,19 +61,25 @@ pub fn print_kvs(format: OutputFormat, header: &Option<ResponseHeader>, kvs: &[K
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
         OutputFormat::Table => {
-            let mut t = table(&["key", "value", "version", "mod index", "create index"]);
+            let mut t = table(&["key", "value", "version", "mod revision", "create revision"]);
             for kv in kvs {
                 t.add_row(vec![
                     text(&kv.key),
                     text(&kv.value),
                     kv.version.to_string(),
-                    kv.mod_index.to_string(),
-                    kv.create_index.to_string(),
+                    kv.mod_revision.to_string(),
+                    kv.create_revision.to_string(),
                 ]);
             }
             println!("{t}");
             let h = header.unwrap_or_default();
-            println!("{} key(s) at raft index {}, served by node {}", kvs.len(), h.raft_index, h.served_by);
+            println!(
+                "{} key(s) at revision {} (raft index {}), served by node {}",
+                kvs.len(),
+                h.revision,
+                h.raft_index,
+                h.served_by
+            );
             if !next_page_token.is_empty() {
                 println!("more keys follow; continue after {:?}", text(next_page_token));
             }
@@ -89,7 +96,7 @@ fn status_json(s: &NodeStatus) -> Value {
         "key_count": s.key_count, "client_addr": s.client_addr, "peer_addr": s.peer_addr,
         "ready": s.ready, "declared_replicas": s.declared_replicas,
         "volume_free_bytes": s.volume_free_bytes, "volume_reserve_bytes": s.volume_reserve_bytes,
-        "writes_refused": s.writes_refused,
+        "writes_refused": s.writes_refused, "revision": s.revision, "compacted_revision": s.compacted_revision,
     })
 }
 

@@ -25,7 +25,7 @@ use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::store::snapshot;
-use crate::store::state_machine::is_user_key_record;
+use crate::store::state_machine::{is_user_key_record, revision_of_record};
 
 /// Size of one streamed chunk.
 pub const CHUNK_BYTES: usize = 1024 * 1024;
@@ -63,6 +63,8 @@ pub struct BackupSummary {
     pub raft_index: u64,
     /// The term of the entry at that index.
     pub term: u64,
+    /// The store revision of the cut.
+    pub revision: u64,
     /// User keys in the backup.
     pub keys: u64,
     /// Records of any kind (keys, sessions, bookkeeping).
@@ -81,10 +83,11 @@ pub fn inspect(path: &Path) -> Result<BackupSummary, BackupError> {
 pub fn inspect_cut(path: &Path) -> Result<(BackupSummary, crate::raft::LogId), BackupError> {
     let corrupt = |e: std::io::Error| BackupError::Corrupt { path: path.to_path_buf(), detail: e.to_string() };
     let bytes = std::fs::metadata(path).map_err(|e| io_error(path, e))?.len();
-    let (mut keys, mut records) = (0u64, 0u64);
-    let meta = snapshot::read(path, |k, _| {
+    let (mut keys, mut records, mut revision) = (0u64, 0u64, 0u64);
+    let meta = snapshot::read(path, |k, v| {
         records += 1;
         keys += u64::from(is_user_key_record(&k));
+        revision = revision_of_record(&k, &v).unwrap_or(revision);
         Ok(())
     })
     .map_err(|e| match e.kind() {
@@ -100,6 +103,7 @@ pub fn inspect_cut(path: &Path) -> Result<(BackupSummary, crate::raft::LogId), B
         path: path.to_path_buf(),
         raft_index: last.index,
         term: crate::raft::log_id_term(&last),
+        revision,
         keys,
         records,
         bytes,

@@ -5,10 +5,21 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
+use super::records::REVISION;
 use super::StateMachine;
 use crate::raft::SnapshotMeta;
 use crate::store::io_err;
 use crate::store::snapshot;
+
+/// A consistent cut written for a backup.
+pub struct Export {
+    /// The cut's applied log id and membership.
+    pub meta: SnapshotMeta,
+    /// The store revision of the cut.
+    pub revision: u64,
+    /// The file; removed when this drops.
+    pub file: tempfile::TempPath,
+}
 
 impl StateMachine {
     /// Writes a consistent cut of the state machine (at its current applied index) to a new
@@ -17,7 +28,7 @@ impl StateMachine {
     ///
     /// Like a snapshot build, only taking the cut waits for the apply path: entries go on being
     /// applied into the in-memory layers while the tree is dumped.
-    pub async fn export(&self) -> io::Result<(SnapshotMeta, tempfile::TempPath)> {
+    pub async fn export(&self) -> io::Result<Export> {
         let sm = self.clone();
         tokio::task::spawn_blocking(move || {
             let n = sm.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
@@ -26,8 +37,9 @@ impl StateMachine {
                 let _applying = crate::support::sync::lock(&sm.inner.apply_lock);
                 sm.take_cut()?
             };
+            let revision = StateMachine::read::<u64>(&cut.tree, "revision", REVISION)?.unwrap_or(0);
             let (file, _) = StateMachine::dump_tree(&cut.tree, &path, &cut.meta)?;
-            Ok((cut.meta, tempfile::TempPath::try_from_path(file.path)?))
+            Ok(Export { meta: cut.meta, revision, file: tempfile::TempPath::try_from_path(file.path)? })
         })
         .await
         .map_err(|e| io_err("backup task", e))?
@@ -60,9 +72,9 @@ mod tests {
     fn applying_goes_on_while_a_backup_is_dumped_and_the_cut_stays_exact() {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         applying_goes_on_during_a_dump(|sm| {
-            let (meta, path) = runtime.block_on(sm.export()).expect("export");
+            let export = runtime.block_on(sm.export()).expect("export");
             // Kept for the check: the handle would remove the file when dropped.
-            (meta, path.keep().expect("keep the backup file"))
+            (export.meta, export.file.keep().expect("keep the backup file"))
         });
     }
 }

@@ -37,8 +37,9 @@ use openraft::alias::SnapshotOf;
 use openraft::storage::{EntryResponder, RaftStateMachine, Snapshot};
 use openraft::OptionalSend;
 
+pub use export::Export;
 pub use reads::ScanPage;
-pub use records::is_user_key_record;
+pub use records::{is_user_key_record, revision_of_record};
 pub use sessions::{SESSION_RETENTION, SESSION_SWEEP_EVERY};
 
 use self::apply::MAX_APPLY_RUN;

@@ -34,6 +34,11 @@ pub fn is_user_key_record(record_key: &[u8]) -> bool {
     record_key.first() == Some(&DATA)
 }
 
+/// The store revision a snapshot or backup holds, if `record_key` is the record that keeps it.
+pub fn revision_of_record(record_key: &[u8], value: &[u8]) -> Option<u64> {
+    (record_key == REVISION).then(|| crate::store::decode::<u64>("revision", value).ok()).flatten()
+}
+
 pub(super) fn data_key(key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 1);
     k.push(DATA);
