@@ -20,7 +20,7 @@ use crate::pb::v1::kv_client::KvClient;
 use crate::pb::v1::{
     CompactRequest, CompactResponse, Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse,
     MembersRequest, MembersResponse, NodeStatus, PutRequest, PutResponse, ScaleRequest, ScaleResponse, ScanRequest,
-    ScanResponse, StatusRequest, WriteId,
+    ScanResponse, StatusRequest, WatchRequest, WatchResponse, WriteId,
 };
 use crate::tls::dial::lazy_channel;
 use crate::tls::{ClientTls, TlsError};
@@ -105,6 +105,10 @@ impl Lane {
         Self { client_id: rand::random::<u64>() | 1, next_sequence: 1 }
     }
 }
+
+/// The largest watch response a client takes: one revision goes whole, however many keys it
+/// changed (each up to the value limit).
+pub const MAX_WATCH_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Whether an error means "try another endpoint".
 pub fn is_retryable(status: &Status) -> bool {
@@ -329,6 +333,22 @@ impl Client {
         self.with_failover(false, |ch, t| {
             let msg = msg.clone();
             async move { KvClient::new(ch).get(self.request(msg, t)).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// Opens one watch stream on the first endpoint that answers (no deadline: the stream
+    /// lasts until it ends). [`crate::Watcher`] resumes such streams across members.
+    pub async fn watch_stream(&self, req: WatchRequest) -> Result<tonic::Streaming<WatchResponse>, ClientError> {
+        self.with_failover(false, |ch, _| {
+            let req = self.authorize(Request::new(req.clone()));
+            async move {
+                KvClient::new(ch)
+                    .max_decoding_message_size(MAX_WATCH_RESPONSE_BYTES)
+                    .watch(req)
+                    .await
+                    .map(|r| r.into_inner())
+            }
         })
         .await
     }

@@ -13,6 +13,7 @@
 //!   and [`tls::dial::lazy_channel`], the one dialer of every outgoing gRPC channel (the node's
 //!   too).
 //! - [`auth`]: bearer tokens on the wire (`authorization: Bearer <token>`).
+//! - [`Watcher`]: a watch that resumes on another member from its last revision.
 //!
 //! The node (crate `petkv`) builds on this crate for the same pieces: it serves [`pb::v1`],
 //! marks and relays "not applied" errors with [`outcome`], dials with [`tls::dial`] and checks
@@ -23,5 +24,7 @@ mod client;
 pub mod outcome;
 pub mod pb;
 pub mod tls;
+mod watch;
 
-pub use client::{is_retryable, Client, ClientError, DEFAULT_TIMEOUT};
+pub use client::{is_retryable, Client, ClientError, DEFAULT_TIMEOUT, MAX_WATCH_RESPONSE_BYTES};
+pub use watch::Watcher;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::api::validation::Limits;
+use crate::api::watch::FeedLimits;
 use crate::edge::limits::ClientPortLimits;
 use crate::edge::space::Reserve;
 use crate::edge::tls::TlsSettings;
@@ -40,6 +41,8 @@ pub struct NodeConfig {
     pub raft: RaftSettings,
     pub limits: Limits,
     pub request_timeout: Duration,
+    /// Bounds on every watch ([`crate::api::watch`]).
+    pub watch: FeedLimits,
     /// Bounds on client-port connections, streams and requests in flight ([`crate::edge::limits`]).
     pub client_port: ClientPortLimits,
     pub shutdown_grace: Duration,

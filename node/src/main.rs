@@ -5,12 +5,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use petkv::cli::output::{kv_json, print_kvs, print_members, print_reply, print_status};
+use petkv::cli::output::{kv_json, print_kvs, print_members, print_reply, print_status, print_watch_response};
 use petkv::cli::{BackupArgs, CertsArgs, Cli, ClientArgs, Command, LogFormat, OutputFormat, RestoreArgs};
 use petkv::raft::fence::FenceError;
 use petkv::recovery::backup::BackupSummary;
 use petkv::recovery::restore::StageOutcome;
-use petkv_client::pb::v1::ScanRequest;
+use petkv_client::pb::v1::{ScanRequest, WatchRequest};
 use petkv_client::{Client, ClientError};
 use serde_json::json;
 
@@ -124,6 +124,27 @@ async fn run_client(command: Command) -> Result<u8, ClientError> {
                 // Every page reads the state the first one read.
                 req.revision = r.header.map_or(req.revision, |h| h.revision);
                 req.page_token = r.next_page_token;
+            }
+        }
+        Command::Watch { key, prefix, end, rev, prev_kv, progress_ms, max_events, client: args } => {
+            let c = client(&args)?;
+            let request = WatchRequest {
+                key: key.into_bytes().into(),
+                range_end: end.unwrap_or_default().into_bytes().into(),
+                prefix,
+                start_revision: rev,
+                prev_kv,
+                progress_interval_ms: progress_ms,
+            };
+            let mut watcher = petkv_client::Watcher::new(&c, request);
+            let mut seen = 0u64;
+            loop {
+                let response = watcher.next().await?;
+                print_watch_response(args.output, &response);
+                seen += response.events.len() as u64;
+                if max_events > 0 && seen >= max_events {
+                    return Ok(0);
+                }
             }
         }
         Command::Compact { revision, client: args } => {

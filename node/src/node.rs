@@ -250,7 +250,7 @@ impl Node {
             volume_reserve_bytes: self.space.reserve_bytes(),
             writes_refused: self.space.refusal().map(|(_, why)| why).unwrap_or_default(),
             revision: self.sm.current_revision(),
-            compacted_revision: self.sm.compacted().unwrap_or(0),
+            compacted_revision: self.sm.compacted(),
             ..Default::default()
         };
         if let Some(m) = self.metrics() {

@@ -13,7 +13,7 @@ use petkv_client::outcome::not_applied;
 use petkv_client::pb::v1::kv_server::Kv;
 use petkv_client::pb::v1::{
     CompactRequest, CompactResponse, DeleteRequest, DeleteResponse, GetRequest, GetResponse, PutRequest, PutResponse,
-    ScanRequest, ScanResponse,
+    ScanRequest, ScanResponse, WatchRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -99,6 +99,12 @@ impl Api {
 
 #[tonic::async_trait]
 impl Kv for Api {
+    type WatchStream = super::watch::WatchStream;
+
+    async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        self.watch_here(req)
+    }
+
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let origin = Origin::of(&req);
         let msg = req.into_inner();

@@ -1,7 +1,8 @@
 //! The public gRPC API (the client port): `petkv.v1.KV` and `petkv.v1.Cluster`.
 //!
-//! - [`kv`]: puts, gets, deletes and scans. Writes go through Raft; linearizable reads use
-//!   read-index; stale reads are served locally.
+//! - [`kv`]: puts, gets, deletes, scans and compaction. Writes go through Raft; linearizable
+//!   reads use read-index; stale reads are served locally.
+//! - [`watch`]: streams of changes, served by any member from its own state machine.
 //! - [`cluster`]: status of this node and of every member.
 //! - [`forward`]: sending a request that needs the leader to the leader, over a cached channel.
 //! - [`validation`]: request checks at the edge of the data path: a request becomes a command
@@ -11,6 +12,7 @@ pub mod cluster;
 pub mod forward;
 pub mod kv;
 pub mod validation;
+pub mod watch;
 
 use std::sync::Arc;
 

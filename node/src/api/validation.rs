@@ -212,7 +212,7 @@ pub fn scale(req: &ScaleRequest) -> Result<Command, Status> {
 }
 
 /// The first key after every key that starts with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {

@@ -89,6 +89,32 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Stream the changes to a key (or every key with a prefix, or a range) as they happen;
+    /// resumes on another endpoint from the last revision if a stream ends.
+    Watch {
+        key: String,
+        /// Watch every key that starts with KEY (an empty KEY: every key).
+        #[arg(long, conflicts_with = "end")]
+        prefix: bool,
+        /// Watch the range [KEY, END).
+        #[arg(long)]
+        end: Option<String>,
+        /// Start at this revision (0 = the next change); earlier changes are replayed from the
+        /// history.
+        #[arg(long, default_value_t = 0)]
+        rev: u64,
+        /// Show each key's value before the change.
+        #[arg(long)]
+        prev_kv: bool,
+        /// Print a progress line when nothing changed for this many milliseconds (0 = never).
+        #[arg(long, default_value_t = 0)]
+        progress_ms: u32,
+        /// Stop after this many events (0 = never).
+        #[arg(long, default_value_t = 0)]
+        max_events: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Drop the history before a revision: reads and watches of older revisions are refused
     /// from then on.
     Compact {

@@ -2,7 +2,7 @@
 //! shown as UTF-8 (invalid bytes replaced).
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use petkv_client::pb::v1::{KeyValue, MembersResponse, NodeStatus, ResponseHeader};
+use petkv_client::pb::v1::{KeyValue, MembersResponse, NodeStatus, ResponseHeader, WatchResponse};
 use serde_json::{json, Value};
 
 use super::OutputFormat;
@@ -167,6 +167,46 @@ pub fn print_members(format: OutputFormat, m: &MembersResponse) {
                 };
             }
             println!("{t}");
+        }
+    }
+}
+
+/// Prints one watch response: a line per event (or per progress), as it arrives.
+pub fn print_watch_response(format: OutputFormat, r: &WatchResponse) {
+    use petkv_client::pb::v1::event::EventType;
+    let revision = r.header.as_ref().map_or(0, |h| h.revision);
+    match format {
+        OutputFormat::Json => {
+            let line = if r.events.is_empty() {
+                json!({"revision": revision, "created": r.created, "progress": r.progress})
+            } else {
+                let events: Vec<Value> = r
+                    .events
+                    .iter()
+                    .map(|e| {
+                        let kind = if e.r#type == EventType::Delete as i32 { "DELETE" } else { "PUT" };
+                        json!({"type": kind, "kv": e.kv.as_ref().map(kv_json), "prev_kv": e.prev_kv.as_ref().map(kv_json)})
+                    })
+                    .collect();
+                json!({"revision": revision, "events": events})
+            };
+            println!("{line}");
+        }
+        OutputFormat::Table => {
+            if r.created {
+                eprintln!("watching from revision {}", revision + 1);
+            } else if r.progress {
+                println!("progress: current to revision {revision}");
+            }
+            for e in &r.events {
+                let Some(kv) = &e.kv else { continue };
+                let prev = e.prev_kv.as_ref().map(|p| format!(" (was {})", text(&p.value))).unwrap_or_default();
+                if e.r#type == EventType::Delete as i32 {
+                    println!("DELETE {} @{}{prev}", text(&kv.key), kv.mod_revision);
+                } else {
+                    println!("PUT {} {} @{}{prev}", text(&kv.key), text(&kv.value), kv.mod_revision);
+                }
+            }
         }
     }
 }

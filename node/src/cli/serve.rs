@@ -11,6 +11,7 @@ use petkv_client::tls::{ClientTls, IdentityFiles, TlsFiles};
 
 use super::{LogFormat, DEFAULT_CLIENT_PORT, DEFAULT_HTTP_PORT, DEFAULT_PEER_PORT};
 use crate::api::validation::{Limits, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_SCAN_LIMIT, DEFAULT_MAX_VALUE_BYTES};
+use crate::api::watch::FeedLimits;
 use crate::config::{NodeConfig, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_VOTERS};
 use crate::edge::limits::{self, ClientPortLimits};
 use crate::edge::space::Reserve;
@@ -201,6 +202,12 @@ pub struct ServeArgs {
     /// shorter grpc-timeout is honoured; the server drops any request still running 1 s later).
     #[arg(long, env = "PETKV_REQUEST_TIMEOUT_MS", default_value_t = DEFAULT_REQUEST_TIMEOUT.as_millis() as u64)]
     pub request_timeout_ms: u64,
+    /// How long a watch waits for its client to take the next update (its buffer full)
+    /// before it ends the stream with RESOURCE_EXHAUSTED; the client resumes from its last
+    /// revision. A watcher that reads never waits.
+    #[arg(long, env = "PETKV_WATCH_SLOW_MS", default_value_t = 10_000,
+          value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
+    pub watch_slow_ms: u64,
     /// Most client-port connections open at once; beyond it a new connection is closed right
     /// after accept (counted in petkv_connections_refused_total, logged at most every 10 s).
     #[arg(long, env = "PETKV_MAX_CLIENT_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_CONNECTIONS,
@@ -346,6 +353,7 @@ impl ServeArgs {
                 max_scan_limit: self.max_scan_limit,
             },
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            watch: FeedLimits { slow_grace: Duration::from_millis(self.watch_slow_ms) },
             client_port: ClientPortLimits {
                 max_connections: self.max_client_connections,
                 max_concurrent_streams: self.max_concurrent_streams,

@@ -1,9 +1,10 @@
 //! Roles and the role each client-port RPC needs.
 //!
 //! Roles are ordered: `admin` may do everything `write` may, `write` everything `read` may.
-//! - `read`: Get, Scan, Status, Members.
+//! - `read`: Get, Scan, Watch, Status, Members.
 //! - `write`: Put, Delete.
-//! - `admin`: Scale (the declared replica count, hence membership) and Backup (every key).
+//! - `admin`: Scale (the declared replica count, hence membership), Backup (every key) and
+//!   Compact (the history other clients may still read).
 //!
 //! gRPC health and reflection stay open: they reveal no keys or values, and the kubelet's
 //! probes carry no credentials. Any other path (a method added later, a made-up path) needs
@@ -71,9 +72,11 @@ pub enum Access {
 }
 
 /// Every RPC of `petkv.v1` and the role it needs.
-pub const METHODS: [(&str, Role); 8] = [
+pub const METHODS: [(&str, Role); 10] = [
     ("/petkv.v1.KV/Get", Role::Read),
     ("/petkv.v1.KV/Scan", Role::Read),
+    ("/petkv.v1.KV/Watch", Role::Read),
+    ("/petkv.v1.KV/Compact", Role::Admin),
     ("/petkv.v1.Cluster/Status", Role::Read),
     ("/petkv.v1.Cluster/Members", Role::Read),
     ("/petkv.v1.KV/Put", Role::Write),

@@ -74,6 +74,9 @@ impl StateMachine {
         };
         self.inner.applied_index.store(last.log_id().index, Ordering::Relaxed);
         self.inner.revision.store(revision, Ordering::Relaxed);
+        if let Some(compacted) = pending.compacted_to {
+            self.inner.compacted.store(compacted, Ordering::Relaxed);
+        }
         if !changed.is_empty() {
             // No subscriber is fine: nobody watches.
             let _ = self.inner.applied.send(Applied { revision, events: changed.into() });
@@ -100,11 +103,13 @@ pub(super) struct Pending<'a> {
     pub(super) entry_revision: Option<EntryRevision>,
     /// The changes of this run, in order, for watchers.
     pub(super) events: Vec<RevisionedEvent>,
+    /// The revision this run compacted the history to, if it did.
+    pub(super) compacted_to: Option<u64>,
 }
 
 impl<'a> Pending<'a> {
     pub(super) fn new(live: &'a RwLock<Live>) -> Self {
-        Self { live, writes: Writes::new(), entry_revision: None, events: Vec::new() }
+        Self { live, writes: Writes::new(), entry_revision: None, events: Vec::new(), compacted_to: None }
     }
 
     pub(super) fn live(&self) -> RwLockReadGuard<'a, Live> {

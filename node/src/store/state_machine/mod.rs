@@ -82,6 +82,8 @@ struct Inner {
     applied_index: AtomicU64,
     /// The store's revision (response headers and watchers read it without a storage read).
     revision: AtomicU64,
+    /// The revision before which the history is dropped, likewise.
+    compacted: AtomicU64,
     snapshot_dir: PathBuf,
     snapshot_seq: AtomicU64,
     metrics: Arc<Metrics>,
@@ -184,6 +186,7 @@ impl StateMachine {
                 applied: tokio::sync::broadcast::Sender::new(history::APPLIED_BACKLOG),
                 applied_index: AtomicU64::new(0),
                 revision: AtomicU64::new(0),
+                compacted: AtomicU64::new(0),
                 snapshot_dir,
                 snapshot_seq: AtomicU64::new(0),
                 metrics,
@@ -201,6 +204,9 @@ impl StateMachine {
         let revision = history::revision(&sm.inner.live())
             .map_err(|e| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() })?;
         sm.inner.revision.store(revision, Ordering::Relaxed);
+        let compacted = history::compacted(&sm.inner.live())
+            .map_err(|e| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() })?;
+        sm.inner.compacted.store(compacted, Ordering::Relaxed);
         let keep = sm
             .current_snapshot_record()
             .map_err(|e| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() })?;

@@ -85,20 +85,21 @@ impl StateMachine {
         history::revision(&self.inner.live())
     }
 
-    /// The revision before which the history is dropped (0: nothing dropped).
-    pub fn compacted(&self) -> io::Result<u64> {
-        history::compacted(&self.inner.live())
+    /// The revision before which the history is dropped (0: nothing dropped), without a
+    /// storage read.
+    pub fn compacted(&self) -> u64 {
+        self.inner.compacted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The changes from revision `from` on, oldest first: at most about `limit` (whole
-    /// revisions), or the error that says why they are not kept.
-    pub fn events_from(&self, from: u64, limit: usize) -> io::Result<Result<Vec<RevisionedEvent>, RevisionError>> {
+    /// The changes from revision `from` on, oldest first: whole revisions, about `max_bytes` of
+    /// them (at least one revision), or the error that says why they are not kept.
+    pub fn events_from(&self, from: u64, max_bytes: usize) -> io::Result<Result<Vec<RevisionedEvent>, RevisionError>> {
         let live = self.inner.live();
         let compacted = history::compacted(&live)?;
         if from < compacted {
             return Ok(Err(RevisionError::Compacted { requested: from, compacted }));
         }
-        Ok(Ok(history::events_from(&live, from.max(1), limit)?))
+        Ok(Ok(history::events_from(&live, from.max(1), max_bytes)?))
     }
 }
 
