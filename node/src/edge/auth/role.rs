@@ -149,6 +149,8 @@ mod tests {
         assert_eq!(needs("/petkv.v1.KV/Delete"), Some(Role::Write));
         assert_eq!(needs("/petkv.v1.Cluster/Scale"), Some(Role::Admin));
         assert_eq!(needs("/petkv.v1.Cluster/Backup"), Some(Role::Admin));
+        assert_eq!(needs("/petkv.v1.KV/Watch"), Some(Role::Read));
+        assert_eq!(needs("/petkv.v1.KV/Compact"), Some(Role::Admin));
     }
 
     #[test]
@@ -157,7 +159,7 @@ mod tests {
         assert_eq!(access("/grpc.health.v1.Health/Watch"), Access::Open);
         assert_eq!(access("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"), Access::Open);
         for path in
-            ["/petkv.v1.KV/Compact", "/petkv.v1.KV/get", "/petkv.v1.KV/Get/", "/", "/grpc.health.v1.Healthz/Check"]
+            ["/petkv.v1.KV/Defragment", "/petkv.v1.KV/get", "/petkv.v1.KV/Get/", "/", "/grpc.health.v1.Healthz/Check"]
         {
             assert_eq!(access(path), Access::Unknown, "{path}");
         }
