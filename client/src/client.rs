@@ -20,7 +20,7 @@ use crate::pb::v1::kv_client::KvClient;
 use crate::pb::v1::{
     CompactRequest, CompactResponse, Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse,
     MembersRequest, MembersResponse, NodeStatus, PutRequest, PutResponse, ScaleRequest, ScaleResponse, ScanRequest,
-    ScanResponse, StatusRequest, WatchRequest, WatchResponse, WriteId,
+    ScanResponse, StatusRequest, TxnRequest, TxnResponse, WatchRequest, WatchResponse, WriteId,
 };
 use crate::tls::dial::lazy_channel;
 use crate::tls::{ClientTls, TlsError};
@@ -349,6 +349,19 @@ impl Client {
                     .await
                     .map(|r| r.into_inner())
             }
+        })
+        .await
+    }
+
+    /// Runs a transaction (its write id is set here).
+    pub async fn txn(&self, mut request: TxnRequest) -> Result<TxnResponse, ClientError> {
+        self.on_lane(|id| async move {
+            request.write_id = Some(id);
+            self.with_failover(true, |ch, t| {
+                let msg = request.clone();
+                async move { KvClient::new(ch).txn(self.request(msg, t)).await.map(|r| r.into_inner()) }
+            })
+            .await
         })
         .await
     }

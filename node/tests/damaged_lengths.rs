@@ -54,7 +54,7 @@ fn damaged_lengths_are_errors_not_allocations() {
 
     // A snapshot header whose metadata length claims 64 MiB - 1 (under the 64 MiB field cap).
     let mut snapshot = b"PETKVSNP".to_vec();
-    snapshot.extend_from_slice(&1u32.to_le_bytes());
+    snapshot.extend_from_slice(&petkv::store::snapshot::FORMAT.to_le_bytes());
     snapshot.extend_from_slice(&(64 * 1024 * 1024 - 1u32).to_le_bytes());
     snapshot.extend_from_slice(b"short");
     let mut result = None;

@@ -13,7 +13,7 @@ use petkv_client::outcome::not_applied;
 use petkv_client::pb::v1::kv_server::Kv;
 use petkv_client::pb::v1::{
     CompactRequest, CompactResponse, DeleteRequest, DeleteResponse, GetRequest, GetResponse, PutRequest, PutResponse,
-    ScanRequest, ScanResponse, WatchRequest,
+    ScanRequest, ScanResponse, TxnRequest, TxnResponse, WatchRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -203,6 +203,25 @@ impl Kv for Api {
             kvs: page.kvs.into_iter().map(to_pb).collect(),
             next_page_token,
         }))
+    }
+
+    async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let origin = Origin::of(&req);
+        let msg = req.into_inner();
+        let cmd = self.node.config.limits.txn(&msg)?;
+        match self.propose(cmd, origin.forwarded).await {
+            Ok(CommandResult::Txn { index, revision, succeeded, results }) => Ok(Response::new(TxnResponse {
+                header: Some(header(&self.node, index, revision)),
+                succeeded,
+                results: super::txn::results_to_pb(results),
+            })),
+            Ok(other) => Err(Status::internal(format!("unexpected result for a transaction: {other:?}"))),
+            Err(NotServed::Forward(leader)) => {
+                let (channel, req) = to_leader(&self.node, &leader, &origin, msg)?;
+                kv_client(channel).txn(req).await.map_err(relay)
+            }
+            Err(NotServed::Failed(s)) => Err(s),
+        }
     }
 
     async fn compact(&self, req: Request<CompactRequest>) -> Result<Response<CompactResponse>, Status> {

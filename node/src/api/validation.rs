@@ -75,7 +75,7 @@ fn revision(requested: u64) -> Option<u64> {
     (requested != 0).then_some(requested)
 }
 
-fn write_id(w: Option<PbWriteId>) -> Option<WriteId> {
+pub(crate) fn write_id(w: Option<PbWriteId>) -> Option<WriteId> {
     w.map(|w| WriteId { client_id: w.client_id, sequence: w.sequence })
 }
 

@@ -38,13 +38,93 @@ pub enum Command {
         if_mod_revision: Option<u64>,
         write_id: Option<WriteId>,
     },
-    /// Drop the history before `revision` (reads and watches of older revisions are refused
-    /// from then on). Changes no key and takes no revision.
-    Compact { revision: u64 },
     /// Allocate a never-used node id for a pod ordinal (a new volume joining).
     AllocateNodeId { ordinal: u32 },
     /// Declare the set's replica count (a StatefulSet's `spec.replicas`).
     SetReplicas { replicas: u32 },
+    /// Drop the history before `revision` (reads and watches of older revisions are refused
+    /// from then on). Changes no key and takes no revision.
+    Compact { revision: u64 },
+    /// Compare, then run one list of operations or the other, as one entry (one revision).
+    Txn(Txn),
+}
+
+/// A transaction: `success` runs when every comparison holds, `failure` otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub success: Vec<TxnOp>,
+    pub failure: Vec<TxnOp>,
+    pub write_id: Option<WriteId>,
+}
+
+/// One comparison against a key as the transaction finds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    pub target: CompareTarget,
+    pub op: CompareOp,
+}
+
+/// What a comparison looks at, and the operand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareTarget {
+    Version(u64),
+    CreateRevision(u64),
+    ModRevision(u64),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
+    Lease(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareOp {
+    Equal,
+    NotEqual,
+    Greater,
+    Less,
+}
+
+/// The keys an operation covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyRange {
+    /// One key.
+    Key(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// `[start, end)`; no end: to the last key.
+    Span {
+        #[serde(with = "serde_bytes")]
+        start: Vec<u8>,
+        end: Option<serde_bytes::ByteBuf>,
+    },
+}
+
+/// One operation of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOp {
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        lease: u64,
+        prev_kv: bool,
+    },
+    Delete {
+        range: KeyRange,
+        prev_kv: bool,
+    },
+    Range {
+        range: KeyRange,
+        limit: usize,
+    },
+}
+
+/// What one operation of a transaction returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOpResult {
+    Put { prev: Option<KeyValue> },
+    Delete { deleted: u64, prev: Vec<KeyValue> },
+    Range { kvs: Vec<KeyValue>, more: bool },
 }
 
 impl Command {
@@ -52,6 +132,7 @@ impl Command {
     pub fn write_id(&self) -> Option<WriteId> {
         match self {
             Command::Put { write_id, .. } | Command::Delete { write_id, .. } => *write_id,
+            Command::Txn(txn) => txn.write_id,
             Command::AllocateNodeId { .. } | Command::SetReplicas { .. } | Command::Compact { .. } => None,
         }
     }
@@ -70,6 +151,13 @@ impl fmt::Display for Command {
                 write!(f, "delete key={} if_mod_revision={if_mod_revision:?}", String::from_utf8_lossy(key))
             }
             Command::Compact { revision } => write!(f, "compact revision={revision}"),
+            Command::Txn(txn) => write!(
+                f,
+                "txn compares={} success={} failure={}",
+                txn.compares.len(),
+                txn.success.len(),
+                txn.failure.len()
+            ),
             Command::AllocateNodeId { ordinal } => write!(f, "allocate-node-id ordinal={ordinal}"),
             Command::SetReplicas { replicas } => write!(f, "set-replicas {replicas}"),
         }
@@ -147,6 +235,13 @@ pub enum CommandResult {
     },
     /// A compaction refused: to a revision past the store's, or one already compacted.
     CompactRefused(RevisionError),
+    Txn {
+        index: u64,
+        /// The transaction's revision when it changed a key, else the store's.
+        revision: u64,
+        succeeded: bool,
+        results: Vec<TxnOpResult>,
+    },
 }
 
 /// A revision a read, watch or compaction cannot use.
@@ -168,7 +263,8 @@ impl CommandResult {
             | CommandResult::Delete { index, .. }
             | CommandResult::NodeId { index, .. }
             | CommandResult::Replicas { index, .. }
-            | CommandResult::Compacted { index, .. } => *index,
+            | CommandResult::Compacted { index, .. }
+            | CommandResult::Txn { index, .. } => *index,
             CommandResult::Nothing
             | CommandResult::StaleSequence { .. }
             | CommandResult::WriteIdReused { .. }

@@ -20,7 +20,7 @@ use crate::raft::SnapshotMeta;
 
 const MAGIC: &[u8; 8] = b"PETKVSNP";
 /// Bumped whenever the records inside change encoding (format 2: revisioned keys).
-const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 2;
 const END_OF_RECORDS: u32 = u32::MAX;
 /// Largest key or value the reader accepts; larger framing means a corrupt file.
 const MAX_FIELD: u32 = 64 * 1024 * 1024;

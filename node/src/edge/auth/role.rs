@@ -2,7 +2,7 @@
 //!
 //! Roles are ordered: `admin` may do everything `write` may, `write` everything `read` may.
 //! - `read`: Get, Scan, Watch, Status, Members.
-//! - `write`: Put, Delete.
+//! - `write`: Put, Delete, Txn (a transaction's reads need no more than its writes).
 //! - `admin`: Scale (the declared replica count, hence membership), Backup (every key) and
 //!   Compact (the history other clients may still read).
 //!
@@ -72,7 +72,7 @@ pub enum Access {
 }
 
 /// Every RPC of `petkv.v1` and the role it needs.
-pub const METHODS: [(&str, Role); 10] = [
+pub const METHODS: [(&str, Role); 11] = [
     ("/petkv.v1.KV/Get", Role::Read),
     ("/petkv.v1.KV/Scan", Role::Read),
     ("/petkv.v1.KV/Watch", Role::Read),
@@ -81,6 +81,7 @@ pub const METHODS: [(&str, Role); 10] = [
     ("/petkv.v1.Cluster/Members", Role::Read),
     ("/petkv.v1.KV/Put", Role::Write),
     ("/petkv.v1.KV/Delete", Role::Write),
+    ("/petkv.v1.KV/Txn", Role::Write),
     ("/petkv.v1.Cluster/Scale", Role::Admin),
     ("/petkv.v1.Cluster/Backup", Role::Admin),
 ];
@@ -150,6 +151,7 @@ mod tests {
         assert_eq!(needs("/petkv.v1.Cluster/Scale"), Some(Role::Admin));
         assert_eq!(needs("/petkv.v1.Cluster/Backup"), Some(Role::Admin));
         assert_eq!(needs("/petkv.v1.KV/Watch"), Some(Role::Read));
+        assert_eq!(needs("/petkv.v1.KV/Txn"), Some(Role::Write));
         assert_eq!(needs("/petkv.v1.KV/Compact"), Some(Role::Admin));
     }
 

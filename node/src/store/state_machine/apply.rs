@@ -162,6 +162,7 @@ impl<'a> Pending<'a> {
         &mut self,
         key: &[u8],
         value: Vec<u8>,
+        lease: u64,
         current: Option<StoredValue>,
     ) -> io::Result<(u64, StoredValue)> {
         let revision = self.change_revision()?;
@@ -170,7 +171,7 @@ impl<'a> Pending<'a> {
             create_revision: current.as_ref().map_or(revision, |c| c.create_revision),
             mod_revision: revision,
             version: current.as_ref().map_or(1, |c| c.version + 1),
-            lease: 0,
+            lease,
         };
         if current.is_none() {
             self.add_to_key_count(1)?;
@@ -219,7 +220,7 @@ pub(super) fn execute(pending: &mut Pending<'_>, index: u64, cmd: &Command) -> i
                 let current = current.map(|stored| KeyValue { key: key.clone(), stored });
                 return Ok(CommandResult::Put { index, revision: pending.revision()?, succeeded: false, current });
             }
-            let (revision, stored) = pending.put_key(key, value.clone(), current)?;
+            let (revision, stored) = pending.put_key(key, value.clone(), 0, current)?;
             Ok(CommandResult::Put {
                 index,
                 revision,
@@ -241,6 +242,7 @@ pub(super) fn execute(pending: &mut Pending<'_>, index: u64, cmd: &Command) -> i
             Ok(CommandResult::Delete { index, revision: pending.revision()?, succeeded: true, deleted, previous })
         }
         Command::Compact { revision } => pending.compact(index, *revision),
+        Command::Txn(txn) => pending.txn(index, txn),
         Command::AllocateNodeId { ordinal } => {
             let key = prefixed(INCARNATION, &ordinal.to_be_bytes());
             let stored: u32 = pending.read("incarnation", &key)?.unwrap_or(0);

@@ -6,6 +6,7 @@
 //!   revision, compaction, the events watches replay).
 //! - `reads`: reads of the local state, now or at a past revision.
 //! - `sessions`: deduplication of retried writes, one session per client.
+//! - `txn`: transactions: comparisons, then one list of operations, as one revision.
 //! - `snapshots`: building, offering and installing snapshots.
 //! - `export`: backups out, restores in.
 //! - this module: the handle ([`StateMachine`]), opening it, reads, and the background writer
@@ -26,6 +27,7 @@ mod sessions;
 mod snapshots;
 #[cfg(test)]
 mod test_support;
+mod txn;
 
 use std::io;
 use std::path::{Path, PathBuf};
