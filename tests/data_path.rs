@@ -81,7 +81,7 @@ async fn a_retried_write_is_applied_once() -> anyhow::Result<()> {
         key: b"counter".to_vec().into(),
         value: value.to_vec().into(),
         write_id: Some(id),
-        if_mod_revision: None,
+        ..Default::default()
     };
     let first = kv.put(put(b"1")).await?.into_inner();
     // The same write id again (a retry after a timeout): same answer, nothing applied.

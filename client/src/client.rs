@@ -17,10 +17,13 @@ use tonic::{Code, Request, Status};
 use crate::outcome::is_not_applied;
 use crate::pb::v1::cluster_client::ClusterClient;
 use crate::pb::v1::kv_client::KvClient;
+use crate::pb::v1::lease_client::LeaseClient;
 use crate::pb::v1::{
     CompactRequest, CompactResponse, Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse,
-    MembersRequest, MembersResponse, NodeStatus, PutRequest, PutResponse, ScaleRequest, ScaleResponse, ScanRequest,
-    ScanResponse, StatusRequest, TxnRequest, TxnResponse, WatchRequest, WatchResponse, WriteId,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MembersRequest, MembersResponse, NodeStatus,
+    PutRequest, PutResponse, ScaleRequest, ScaleResponse, ScanRequest, ScanResponse, StatusRequest, TxnRequest,
+    TxnResponse, WatchRequest, WatchResponse, WriteId,
 };
 use crate::tls::dial::lazy_channel;
 use crate::tls::{ClientTls, TlsError};
@@ -288,13 +291,25 @@ impl Client {
         value: &[u8],
         if_mod_revision: Option<u64>,
     ) -> Result<PutResponse, ClientError> {
+        let msg = PutRequest {
+            key: key.to_vec().into(),
+            value: value.to_vec().into(),
+            if_mod_revision,
+            ..Default::default()
+        };
+        self.put_request(msg).await
+    }
+
+    /// Writes `key` attached to `lease`: the key is deleted when the lease ends.
+    pub async fn put_with_lease(&self, key: &[u8], value: &[u8], lease: u64) -> Result<PutResponse, ClientError> {
+        let msg = PutRequest { key: key.to_vec().into(), value: value.to_vec().into(), lease, ..Default::default() };
+        self.put_request(msg).await
+    }
+
+    /// Sends a put (its write id is set here).
+    async fn put_request(&self, mut msg: PutRequest) -> Result<PutResponse, ClientError> {
         self.on_lane(|id| async move {
-            let msg = PutRequest {
-                key: key.to_vec().into(),
-                value: value.to_vec().into(),
-                write_id: Some(id),
-                if_mod_revision,
-            };
+            msg.write_id = Some(id);
             self.with_failover(true, |ch, t| {
                 let msg = msg.clone();
                 async move { KvClient::new(ch).put(self.request(msg, t)).await.map(|r| r.into_inner()) }
@@ -364,6 +379,54 @@ impl Client {
             .await
         })
         .await
+    }
+
+    /// Grants a lease of `ttl_seconds` (`id` 0: the cluster picks one).
+    pub async fn lease_grant(&self, id: u64, ttl_seconds: u64) -> Result<LeaseGrantResponse, ClientError> {
+        let msg = LeaseGrantRequest { id, ttl_seconds };
+        self.with_failover(true, |ch, t| async move {
+            LeaseClient::new(ch).lease_grant(self.request(msg, t)).await.map(|r| r.into_inner())
+        })
+        .await
+    }
+
+    /// Revokes lease `id`, deleting its keys.
+    pub async fn lease_revoke(&self, id: u64) -> Result<LeaseRevokeResponse, ClientError> {
+        let msg = LeaseRevokeRequest { id };
+        self.with_failover(true, |ch, t| async move {
+            LeaseClient::new(ch).lease_revoke(self.request(msg, t)).await.map(|r| r.into_inner())
+        })
+        .await
+    }
+
+    /// Lease `id`'s remaining TTL on the leader's clock (and its keys, with `keys`).
+    pub async fn lease_time_to_live(&self, id: u64, keys: bool) -> Result<LeaseTimeToLiveResponse, ClientError> {
+        let msg = LeaseTimeToLiveRequest { id, keys };
+        self.with_failover(false, |ch, t| async move {
+            LeaseClient::new(ch).lease_time_to_live(self.request(msg, t)).await.map(|r| r.into_inner())
+        })
+        .await
+    }
+
+    /// Every lease.
+    pub async fn leases(&self) -> Result<LeaseLeasesResponse, ClientError> {
+        self.with_failover(false, |ch, t| async move {
+            LeaseClient::new(ch).lease_leases(self.request(LeaseLeasesRequest {}, t)).await.map(|r| r.into_inner())
+        })
+        .await
+    }
+
+    /// Opens a keep-alive stream on the first endpoint that answers.
+    pub async fn keep_alive(&self) -> Result<crate::KeepAlive, ClientError> {
+        let (tx, responses) = self
+            .with_failover(false, |ch, _| async move {
+                let (tx, rx) = tokio::sync::mpsc::channel(16);
+                let outgoing = self.authorize(Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)));
+                let responses = LeaseClient::new(ch).lease_keep_alive(outgoing).await?.into_inner();
+                Ok((tx, responses))
+            })
+            .await?;
+        Ok(crate::KeepAlive::new(tx, responses))
     }
 
     /// Drops the history before `revision`.

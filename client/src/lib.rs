@@ -14,6 +14,7 @@
 //!   too).
 //! - [`auth`]: bearer tokens on the wire (`authorization: Bearer <token>`).
 //! - [`Watcher`]: a watch that resumes on another member from its last revision.
+//! - [`KeepAlive`]: a stream that keeps leases alive.
 //!
 //! The node (crate `petkv`) builds on this crate for the same pieces: it serves [`pb::v1`],
 //! marks and relays "not applied" errors with [`outcome`], dials with [`tls::dial`] and checks
@@ -21,10 +22,12 @@
 
 pub mod auth;
 mod client;
+mod lease;
 pub mod outcome;
 pub mod pb;
 pub mod tls;
 mod watch;
 
 pub use client::{is_retryable, Client, ClientError, DEFAULT_TIMEOUT, MAX_WATCH_RESPONSE_BYTES};
+pub use lease::KeepAlive;
 pub use watch::Watcher;

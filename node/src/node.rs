@@ -30,6 +30,8 @@ pub struct Node {
     pub space: SpaceGuard,
     /// This process's start epoch and the newest seen of every peer.
     pub fence: Arc<Fence>,
+    /// Lease deadlines, kept while this node leads.
+    pub lease_clock: crate::api::lease::LeaseClock,
     identity: OnceLock<IdentityRecord>,
     raft: OnceLock<Raft>,
     stopping: AtomicBool,
@@ -64,6 +66,7 @@ impl Node {
             channels,
             prometheus,
             fence,
+            lease_clock: Default::default(),
             identity: OnceLock::new(),
             raft: OnceLock::new(),
             stopping: AtomicBool::new(false),

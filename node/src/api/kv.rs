@@ -110,6 +110,7 @@ impl Kv for Api {
         let msg = req.into_inner();
         let cmd = self.node.config.limits.put(&msg)?;
         match self.propose(cmd, origin.forwarded).await {
+            Ok(CommandResult::LeaseRefused(e)) => Err(super::lease::lease_status(e)),
             Ok(CommandResult::Put { index, revision, succeeded, current }) => Ok(Response::new(PutResponse {
                 header: Some(header(&self.node, index, revision)),
                 succeeded,
@@ -210,6 +211,7 @@ impl Kv for Api {
         let msg = req.into_inner();
         let cmd = self.node.config.limits.txn(&msg)?;
         match self.propose(cmd, origin.forwarded).await {
+            Ok(CommandResult::LeaseRefused(e)) => Err(super::lease::lease_status(e)),
             Ok(CommandResult::Txn { index, revision, succeeded, results }) => Ok(Response::new(TxnResponse {
                 header: Some(header(&self.node, index, revision)),
                 succeeded,

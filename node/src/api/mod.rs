@@ -2,6 +2,7 @@
 //!
 //! - [`kv`]: puts, gets, deletes, scans and compaction. Writes go through Raft; linearizable
 //!   reads use read-index; stale reads are served locally.
+//! - [`lease`]: leases and the leader's clock that expires them.
 //! - [`txn`]: transactions checked into commands, and their results.
 //! - [`watch`]: streams of changes, served by any member from its own state machine.
 //! - [`cluster`]: status of this node and of every member.
@@ -12,6 +13,7 @@
 pub mod cluster;
 pub mod forward;
 pub mod kv;
+pub mod lease;
 pub mod txn;
 pub mod validation;
 pub mod watch;

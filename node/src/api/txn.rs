@@ -65,9 +65,6 @@ impl Limits {
                 Some(Op::Put(put)) => {
                     self.key(&put.key)?;
                     self.value(&put.value)?;
-                    if put.lease != 0 {
-                        return Err(Status::invalid_argument("leases are not supported by this server"));
-                    }
                     TxnOp::Put {
                         key: put.key.to_vec(),
                         value: put.value.to_vec(),

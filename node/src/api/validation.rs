@@ -116,6 +116,7 @@ impl Limits {
             value: req.value.to_vec(),
             if_mod_revision: req.if_mod_revision,
             write_id: write_id(req.write_id),
+            lease: req.lease,
         })
     }
 
@@ -306,6 +307,7 @@ mod tests {
             value: b"v".to_vec().into(),
             write_id: Some(PbWriteId { client_id: 3, sequence: 4 }),
             if_mod_revision: Some(0),
+            lease: 9,
         };
         assert_eq!(
             l.put(&put).expect("valid"),
@@ -313,7 +315,8 @@ mod tests {
                 key: b"k".to_vec(),
                 value: b"v".to_vec(),
                 if_mod_revision: Some(0),
-                write_id: Some(WriteId { client_id: 3, sequence: 4 })
+                write_id: Some(WriteId { client_id: 3, sequence: 4 }),
+                lease: 9,
             }
         );
         is_invalid(l.put(&PutRequest { key: Default::default(), ..put.clone() }), "empty");

@@ -29,6 +29,7 @@ use std::time::Duration;
 use anyhow::Context;
 use petkv_client::pb::v1::cluster_server::ClusterServer;
 use petkv_client::pb::v1::kv_server::KvServer;
+use petkv_client::pb::v1::lease_server::LeaseServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
@@ -190,6 +191,7 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         .layer(oversized_layer(metrics.clone()))
         .layer(AuthLayer::new(tokens, pods, metrics.clone()))
         .add_service(KvServer::new(api.clone()).max_decoding_message_size(max_message))
+        .add_service(LeaseServer::new(api.clone()))
         .add_service(ClusterServer::new(api).max_decoding_message_size(max_message))
         .add_service(health_service)
         .add_service(reflection);
@@ -228,6 +230,7 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     if started {
         tokio::spawn(boot::ensure_member(node.clone(), stop_peer_rx.clone()).instrument(span.clone()));
         tokio::spawn(membership::run(node.clone(), stop_peer_rx.clone()).instrument(span.clone()));
+        tokio::spawn(crate::api::lease::clock::run_expiry(node.clone()).instrument(span.clone()));
         tokio::spawn(crate::raft::snapshot_trigger::run(node.clone(), stop_peer_rx.clone()).instrument(span.clone()));
         tokio::spawn(report_readiness(node.clone(), health.clone(), stop_client_rx.clone()).instrument(span.clone()));
         #[cfg(feature = "kube")]

@@ -30,6 +30,8 @@ pub enum Command {
         value: Vec<u8>,
         if_mod_revision: Option<u64>,
         write_id: Option<WriteId>,
+        /// The lease the key is attached to (0: none).
+        lease: u64,
     },
     /// Delete a key, optionally only if its mod revision matches.
     Delete {
@@ -47,6 +49,10 @@ pub enum Command {
     Compact { revision: u64 },
     /// Compare, then run one list of operations or the other, as one entry (one revision).
     Txn(Txn),
+    /// Grant a lease (`id` 0: the next free id) of `ttl_seconds`.
+    LeaseGrant { id: u64, ttl_seconds: u64 },
+    /// End a lease and delete its keys at one revision (revoked, or expired on the leader).
+    LeaseRevoke { id: u64 },
 }
 
 /// A transaction: `success` runs when every comparison holds, `failure` otherwise.
@@ -133,7 +139,11 @@ impl Command {
         match self {
             Command::Put { write_id, .. } | Command::Delete { write_id, .. } => *write_id,
             Command::Txn(txn) => txn.write_id,
-            Command::AllocateNodeId { .. } | Command::SetReplicas { .. } | Command::Compact { .. } => None,
+            Command::AllocateNodeId { .. }
+            | Command::SetReplicas { .. }
+            | Command::Compact { .. }
+            | Command::LeaseGrant { .. }
+            | Command::LeaseRevoke { .. } => None,
         }
     }
 }
@@ -151,6 +161,8 @@ impl fmt::Display for Command {
                 write!(f, "delete key={} if_mod_revision={if_mod_revision:?}", String::from_utf8_lossy(key))
             }
             Command::Compact { revision } => write!(f, "compact revision={revision}"),
+            Command::LeaseGrant { id, ttl_seconds } => write!(f, "lease-grant id={id} ttl={ttl_seconds}s"),
+            Command::LeaseRevoke { id } => write!(f, "lease-revoke id={id}"),
             Command::Txn(txn) => write!(
                 f,
                 "txn compares={} success={} failure={}",
@@ -242,6 +254,27 @@ pub enum CommandResult {
         succeeded: bool,
         results: Vec<TxnOpResult>,
     },
+    LeaseGranted {
+        index: u64,
+        id: u64,
+        ttl_seconds: u64,
+    },
+    LeaseRevoked {
+        index: u64,
+        revision: u64,
+        deleted: u64,
+    },
+    /// Nothing was applied: a lease the command names does not exist, or (grant) does.
+    LeaseRefused(LeaseError),
+}
+
+/// Why a lease command was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum LeaseError {
+    #[error("lease {0} not found")]
+    NotFound(u64),
+    #[error("lease {0} already exists")]
+    Exists(u64),
 }
 
 /// A revision a read, watch or compaction cannot use.
@@ -264,11 +297,14 @@ impl CommandResult {
             | CommandResult::NodeId { index, .. }
             | CommandResult::Replicas { index, .. }
             | CommandResult::Compacted { index, .. }
-            | CommandResult::Txn { index, .. } => *index,
+            | CommandResult::Txn { index, .. }
+            | CommandResult::LeaseGranted { index, .. }
+            | CommandResult::LeaseRevoked { index, .. } => *index,
             CommandResult::Nothing
             | CommandResult::StaleSequence { .. }
             | CommandResult::WriteIdReused { .. }
-            | CommandResult::CompactRefused(_) => 0,
+            | CommandResult::CompactRefused(_)
+            | CommandResult::LeaseRefused(_) => 0,
         }
     }
 }

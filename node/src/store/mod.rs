@@ -236,6 +236,7 @@ mod damage {
                         value: vec![i as u8; 100],
                         if_mod_revision: None,
                         write_id: None,
+                        lease: 0,
                     };
                     Entry::new_normal(openraft::testing::log_id::<TypeConfig>(1, 1, i), cmd)
                 })

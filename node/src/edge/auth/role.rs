@@ -1,8 +1,9 @@
 //! Roles and the role each client-port RPC needs.
 //!
 //! Roles are ordered: `admin` may do everything `write` may, `write` everything `read` may.
-//! - `read`: Get, Scan, Watch, Status, Members.
-//! - `write`: Put, Delete, Txn (a transaction's reads need no more than its writes).
+//! - `read`: Get, Scan, Watch, Status, Members, LeaseTimeToLive, LeaseLeases.
+//! - `write`: Put, Delete, Txn (a transaction's reads need no more than its writes),
+//!   LeaseGrant, LeaseRevoke, LeaseKeepAlive.
 //! - `admin`: Scale (the declared replica count, hence membership), Backup (every key) and
 //!   Compact (the history other clients may still read).
 //!
@@ -72,7 +73,7 @@ pub enum Access {
 }
 
 /// Every RPC of `petkv.v1` and the role it needs.
-pub const METHODS: [(&str, Role); 11] = [
+pub const METHODS: [(&str, Role); 16] = [
     ("/petkv.v1.KV/Get", Role::Read),
     ("/petkv.v1.KV/Scan", Role::Read),
     ("/petkv.v1.KV/Watch", Role::Read),
@@ -82,6 +83,11 @@ pub const METHODS: [(&str, Role); 11] = [
     ("/petkv.v1.KV/Put", Role::Write),
     ("/petkv.v1.KV/Delete", Role::Write),
     ("/petkv.v1.KV/Txn", Role::Write),
+    ("/petkv.v1.Lease/LeaseGrant", Role::Write),
+    ("/petkv.v1.Lease/LeaseRevoke", Role::Write),
+    ("/petkv.v1.Lease/LeaseKeepAlive", Role::Write),
+    ("/petkv.v1.Lease/LeaseTimeToLive", Role::Read),
+    ("/petkv.v1.Lease/LeaseLeases", Role::Read),
     ("/petkv.v1.Cluster/Scale", Role::Admin),
     ("/petkv.v1.Cluster/Backup", Role::Admin),
 ];

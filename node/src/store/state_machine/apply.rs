@@ -20,7 +20,7 @@ use super::records::{data_key, prefixed, APPLIED, DECLARED_REPLICAS, INCARNATION
 use super::sessions::{apply_command, sweep_sessions, Session, SESSION_SWEEP_EVERY};
 use super::StateMachine;
 use crate::raft::{self, StoredMembership};
-use crate::store::command::{Command, CommandResult, KeyValue, StoredValue};
+use crate::store::command::{Command, CommandResult, KeyValue, LeaseError, StoredValue};
 use crate::store::write_back::{self, Live, Merged, Writes};
 use crate::store::{decode, encode, io_err};
 
@@ -176,6 +176,7 @@ impl<'a> Pending<'a> {
         if current.is_none() {
             self.add_to_key_count(1)?;
         }
+        self.attach(key, current.as_ref(), lease)?;
         self.insert(&data_key(key), encode(&stored)?);
         let event = Event { key: key.to_vec(), after: Some(stored.clone()), before: current };
         self.record_change(&event)?;
@@ -186,6 +187,7 @@ impl<'a> Pending<'a> {
     /// change; returns the revision.
     pub(super) fn delete_key(&mut self, key: &[u8], current: StoredValue) -> io::Result<u64> {
         self.add_to_key_count(-1)?;
+        self.attach(key, Some(&current), 0)?;
         self.remove(&data_key(key));
         self.record_change(&Event { key: key.to_vec(), after: None, before: Some(current) })
     }
@@ -214,13 +216,16 @@ fn mod_revision(current: &Option<StoredValue>) -> u64 {
 /// is told.
 pub(super) fn execute(pending: &mut Pending<'_>, index: u64, cmd: &Command) -> io::Result<CommandResult> {
     match cmd {
-        Command::Put { key, value, if_mod_revision, .. } => {
+        Command::Put { key, value, if_mod_revision, lease, .. } => {
+            if *lease != 0 && !pending.lease_exists(*lease)? {
+                return Ok(CommandResult::LeaseRefused(LeaseError::NotFound(*lease)));
+            }
             let current = pending.value(key)?;
             if if_mod_revision.is_some_and(|expected| mod_revision(&current) != expected) {
                 let current = current.map(|stored| KeyValue { key: key.clone(), stored });
                 return Ok(CommandResult::Put { index, revision: pending.revision()?, succeeded: false, current });
             }
-            let (revision, stored) = pending.put_key(key, value.clone(), 0, current)?;
+            let (revision, stored) = pending.put_key(key, value.clone(), *lease, current)?;
             Ok(CommandResult::Put {
                 index,
                 revision,
@@ -243,6 +248,8 @@ pub(super) fn execute(pending: &mut Pending<'_>, index: u64, cmd: &Command) -> i
         }
         Command::Compact { revision } => pending.compact(index, *revision),
         Command::Txn(txn) => pending.txn(index, txn),
+        Command::LeaseGrant { id, ttl_seconds } => pending.lease_grant(index, *id, *ttl_seconds),
+        Command::LeaseRevoke { id } => pending.lease_revoke(index, *id),
         Command::AllocateNodeId { ordinal } => {
             let key = prefixed(INCARNATION, &ordinal.to_be_bytes());
             let stored: u32 = pending.read("incarnation", &key)?.unwrap_or(0);

@@ -5,6 +5,7 @@
 //! - [`history`]: the store's revision and the retained history of changes (reads at a past
 //!   revision, compaction, the events watches replay).
 //! - `reads`: reads of the local state, now or at a past revision.
+//! - `leases`: leases, their TTLs and the keys attached to them.
 //! - `sessions`: deduplication of retried writes, one session per client.
 //! - `txn`: transactions: comparisons, then one list of operations, as one revision.
 //! - `snapshots`: building, offering and installing snapshots.
@@ -21,6 +22,7 @@
 mod apply;
 mod export;
 pub mod history;
+mod leases;
 mod reads;
 mod records;
 mod sessions;
@@ -40,6 +42,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine, Snapshot};
 use openraft::OptionalSend;
 
 pub use export::Export;
+pub use leases::LeaseRecord;
 pub use reads::ScanPage;
 pub use records::{is_user_key_record, revision_of_record};
 pub use sessions::{SESSION_RETENTION, SESSION_SWEEP_EVERY};

@@ -10,6 +10,9 @@ pub(super) const DATA: u8 = b'd';
 pub(super) const SESSION: u8 = b's';
 pub(super) const INCARNATION: u8 = b'i';
 pub(super) const HISTORY: u8 = b'h';
+/// Leases: `l<id>` → the lease; `a<id><key>` → a key attached to it.
+pub(super) const LEASE: u8 = b'l';
+pub(super) const ATTACHED: u8 = b'a';
 pub(super) const APPLIED: &[u8] = b"mapplied";
 pub(super) const MEMBERSHIP: &[u8] = b"mmembership";
 pub(super) const KEY_COUNT: &[u8] = b"mkeys";
@@ -18,6 +21,8 @@ pub(super) const DECLARED_REPLICAS: &[u8] = b"mreplicas";
 pub(super) const REVISION: &[u8] = b"mrevision";
 /// The revision before which the history is dropped.
 pub(super) const COMPACTED: &[u8] = b"mcompacted";
+/// The last lease id the store picked.
+pub(super) const LAST_LEASE_ID: &[u8] = b"mleaseid";
 
 /// Pointer-tree key of the active generation.
 pub(super) const ACTIVE: &[u8] = b"active";
@@ -58,6 +63,21 @@ pub(super) fn history_key(revision: u64, sub: u32) -> Vec<u8> {
     k.push(HISTORY);
     k.extend_from_slice(&revision.to_be_bytes());
     k.extend_from_slice(&sub.to_be_bytes());
+    k
+}
+
+/// The record of lease `id`.
+pub(super) fn lease_key(id: u64) -> Vec<u8> {
+    prefixed(LEASE, &id.to_be_bytes())
+}
+
+/// The record that attaches `key` to lease `id`; every key of a lease shares the prefix
+/// `attached_key(id, b"")`.
+pub(super) fn attached_key(id: u64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + key.len());
+    k.push(ATTACHED);
+    k.extend_from_slice(&id.to_be_bytes());
+    k.extend_from_slice(key);
     k
 }
 

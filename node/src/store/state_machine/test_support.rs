@@ -36,6 +36,7 @@ pub fn put_bytes(key: Vec<u8>, value: &str, if_mod_revision: Option<u64>, id: Op
         value: value.into(),
         if_mod_revision,
         write_id: id.map(|(client_id, sequence)| WriteId { client_id, sequence }),
+        lease: 0,
     }
 }
 

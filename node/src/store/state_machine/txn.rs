@@ -8,7 +8,8 @@ use std::ops::Bound;
 use super::apply::Pending;
 use super::records::{data_key, DATA};
 use crate::store::command::{
-    CommandResult, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, StoredValue, Txn, TxnOp, TxnOpResult,
+    CommandResult, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, LeaseError, StoredValue, Txn, TxnOp,
+    TxnOpResult,
 };
 use crate::store::decode;
 
@@ -23,6 +24,13 @@ impl Pending<'_> {
             }
         }
         let ops = if succeeded { &txn.success } else { &txn.failure };
+        for op in ops {
+            if let TxnOp::Put { lease, .. } = op {
+                if *lease != 0 && !self.lease_exists(*lease)? {
+                    return Ok(CommandResult::LeaseRefused(LeaseError::NotFound(*lease)));
+                }
+            }
+        }
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             results.push(self.txn_op(op)?);

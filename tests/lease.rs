@@ -1,0 +1,106 @@
+//! Leases end to end: keys attached to a lease live while it is kept alive (through a leader
+//! failover), and disappear together, at one revision, when it is revoked or expires.
+
+use std::time::{Duration, Instant};
+
+use petkv_client::pb::v1::event::EventType;
+use petkv_client::pb::v1::{Consistency, WatchRequest};
+use petkv_client::{Client, Watcher};
+use petkv_e2e::{healthy_cluster, refused, SETTLE};
+use tonic::Code;
+
+async fn present(c: &Client, key: &str) -> anyhow::Result<bool> {
+    Ok(c.get(key.as_bytes(), Consistency::Linearizable).await?.kv.is_some())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_a_lease_go_together_when_it_is_revoked_or_expires() -> anyhow::Result<()> {
+    let cluster = healthy_cluster(3, 3, &[]).await?;
+    let leader = cluster.wait_leader(SETTLE).await?;
+    let c = cluster.client_of((leader + 1) % 3)?;
+
+    // Revoke: every key of the lease is deleted at one revision, seen by a watcher at once.
+    let lease = c.lease_grant(0, 30).await?;
+    assert!(lease.id > 0 && lease.ttl_seconds == 30, "{lease:?}");
+    for k in ["svc/a", "svc/b", "svc/c"] {
+        c.put_with_lease(k.as_bytes(), b"up", lease.id).await?;
+    }
+    c.put(b"svc/static", b"stays", None).await?;
+    let ttl = c.lease_time_to_live(lease.id, true).await?;
+    assert_eq!(ttl.keys.len(), 3);
+    assert!(ttl.remaining_ms > 0 && ttl.remaining_ms <= 30_000, "{ttl:?}");
+    let mut watcher =
+        Watcher::new(&c, WatchRequest { key: b"svc/".to_vec().into(), prefix: true, ..Default::default() });
+    assert!(watcher.next().await?.created);
+    let revoked = c.lease_revoke(lease.id).await?;
+    assert_eq!(revoked.deleted, 3);
+    let deletions = tokio::time::timeout(SETTLE, watcher.next()).await??;
+    let revision = revoked.header.expect("header").revision;
+    assert_eq!(deletions.events.len(), 3, "one response holds every key of the lease");
+    assert!(deletions
+        .events
+        .iter()
+        .all(|e| e.r#type == EventType::Delete as i32 && e.kv.as_ref().is_some_and(|kv| kv.mod_revision == revision)));
+    assert!(present(&c, "svc/static").await?, "a key without the lease stays");
+    assert_eq!(refused("a put on a revoked lease", c.put_with_lease(b"k", b"v", lease.id).await), Code::NotFound);
+    assert_eq!(refused("revoking it again", c.lease_revoke(lease.id).await), Code::NotFound);
+
+    // Expiry: kept alive, the key outlives its TTL several times; left alone, it goes.
+    let short = c.lease_grant(0, 2).await?;
+    c.put_with_lease(b"svc/short", b"up", short.id).await?;
+    let mut keep = c.keep_alive().await?;
+    let kept_until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < kept_until {
+        assert_eq!(keep.renew(short.id).await?, 2);
+        assert!(present(&c, "svc/short").await?, "a kept-alive lease's key never disappears");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let stopped = Instant::now();
+    petkv_harness::wait::until("the expired lease's key to go", SETTLE, || async {
+        (!present(&c, "svc/short").await.ok()?).then_some(())
+    })
+    .await?;
+    let gone_after = stopped.elapsed();
+    assert!(gone_after >= Duration::from_millis(1500), "not before its TTL: {gone_after:?}");
+    assert!(gone_after < Duration::from_secs(2 + 3), "within TTL and a little: {gone_after:?}");
+    assert_eq!(keep.renew(short.id).await?, 0, "an expired lease renews to 0");
+    assert!(c.leases().await?.leases.iter().all(|l| l.id != short.id));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_failover_never_expires_a_kept_alive_lease() -> anyhow::Result<()> {
+    let mut cluster = healthy_cluster(3, 3, &[]).await?;
+    let leader = cluster.wait_leader(SETTLE).await?;
+    let all: Vec<String> = (0..3).map(|o| cluster.client_addr(o)).collect();
+    let c = cluster.client_for(&all, Duration::from_secs(10))?;
+    let lease = c.lease_grant(0, 2).await?;
+    c.put_with_lease(b"lock/owner", b"me", lease.id).await?;
+
+    // Keep-alives every half second, across the leader's kill and the election after it.
+    let keeping = async {
+        let until = Instant::now() + Duration::from_secs(8);
+        let mut keep = c.keep_alive().await?;
+        while Instant::now() < until {
+            match keep.renew(lease.id).await {
+                Ok(ttl) => assert!(ttl > 0, "the lease was kept alive, yet it is gone"),
+                Err(_) => keep = c.keep_alive().await?,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        anyhow::Ok(())
+    };
+    let failover = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cluster.kill(leader).await?;
+        anyhow::Ok(())
+    };
+    let (k, f) = tokio::join!(keeping, failover);
+    k?;
+    f?;
+    let survivor = cluster.client_of((leader + 1) % 3)?;
+    assert!(present(&survivor, "lock/owner").await?, "the key outlived the failover");
+    let ttl = survivor.lease_time_to_live(lease.id, false).await?;
+    assert!(ttl.remaining_ms > 0, "{ttl:?}");
+    Ok(())
+}
