@@ -140,3 +140,29 @@ async fn reads_at_past_revisions_hold_on_every_member_and_compaction_refuses_old
     assert_eq!(refused("compacting the future", c.compact(u64::MAX / 2).await), Code::OutOfRange);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_keeps_the_history_to_the_retention_on_every_member() -> anyhow::Result<()> {
+    let cluster = healthy_cluster(3, 3, &["--history-retention", "20"]).await?;
+    let c = cluster.client()?;
+    let mut last = 0;
+    for i in 0..60 {
+        last = c.put(format!("r/{i}").as_bytes(), b"v", None).await?.header.expect("header").revision;
+    }
+    for o in 0..3 {
+        let member = cluster.client_of(o)?;
+        let s = wait::until("the history cut back to the retention", SETTLE, || async {
+            let s = member.status().await.ok()?;
+            // Kept about the retention: at most a tenth over it.
+            (s.revision == last && s.compacted_revision > 0 && s.revision - s.compacted_revision <= 22).then_some(s)
+        })
+        .await?;
+        assert!(s.revision - s.compacted_revision >= 20, "no more than needed was dropped: {s:?}");
+        assert_eq!(
+            refused("a read before the retention", member.get_at(b"r/0", Consistency::Stale, 1).await),
+            Code::FailedPrecondition
+        );
+        assert!(member.get_at(b"r/59", Consistency::Stale, last).await?.kv.is_some());
+    }
+    Ok(())
+}

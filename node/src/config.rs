@@ -43,6 +43,8 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Bounds on every watch ([`crate::api::watch`]).
     pub watch: FeedLimits,
+    /// Revisions of history the leader keeps by compacting older ones (0: all).
+    pub history_retention: u64,
     /// Bounds on client-port connections, streams and requests in flight ([`crate::edge::limits`]).
     pub client_port: ClientPortLimits,
     pub shutdown_grace: Duration,

@@ -208,6 +208,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PETKV_WATCH_SLOW_MS", default_value_t = 10_000,
           value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
     pub watch_slow_ms: u64,
+    /// Revisions of history kept for reads at past revisions and watches from the past: the
+    /// leader compacts older ones, in steps of a tenth of this (0: keep every revision;
+    /// compaction is then only explicit, `petkv compact`).
+    #[arg(long, env = "PETKV_HISTORY_RETENTION", default_value_t = 100_000)]
+    pub history_retention: u64,
     /// Most client-port connections open at once; beyond it a new connection is closed right
     /// after accept (counted in petkv_connections_refused_total, logged at most every 10 s).
     #[arg(long, env = "PETKV_MAX_CLIENT_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_CONNECTIONS,
@@ -354,6 +359,7 @@ impl ServeArgs {
             },
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             watch: FeedLimits { slow_grace: Duration::from_millis(self.watch_slow_ms) },
+            history_retention: self.history_retention,
             client_port: ClientPortLimits {
                 max_connections: self.max_client_connections,
                 max_concurrent_streams: self.max_concurrent_streams,

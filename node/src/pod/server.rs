@@ -231,6 +231,7 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         tokio::spawn(boot::ensure_member(node.clone(), stop_peer_rx.clone()).instrument(span.clone()));
         tokio::spawn(membership::run(node.clone(), stop_peer_rx.clone()).instrument(span.clone()));
         tokio::spawn(crate::api::lease::clock::run_expiry(node.clone()).instrument(span.clone()));
+        tokio::spawn(crate::raft::compactor::run(node.clone(), stop_peer_rx.clone()).instrument(span.clone()));
         tokio::spawn(crate::raft::snapshot_trigger::run(node.clone(), stop_peer_rx.clone()).instrument(span.clone()));
         tokio::spawn(report_readiness(node.clone(), health.clone(), stop_client_rx.clone()).instrument(span.clone()));
         #[cfg(feature = "kube")]

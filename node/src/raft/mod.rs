@@ -9,8 +9,10 @@
 //! - [`service`]: the server side of the peer transport (Raft RPCs, join, start-up probes).
 //! - [`settings`]: Raft timings and snapshot policy.
 //! - [`snapshot_trigger`]: earlier snapshots for a small state.
+//! - [`compactor`]: the leader keeps the history to `--history-retention` revisions.
 
 pub mod codec;
+pub mod compactor;
 pub mod fence;
 pub mod network;
 pub mod peer_health;
