@@ -277,8 +277,14 @@ async fn every_bad_input_gets_its_status_and_changes_nothing() -> anyhow::Result
              limit is: 65616 bytes)",
         ),
         (
-            "an unknown method",
+            "a compaction without a revision",
             refused(raw_call(&ch, "/petkv.v1.KV/Compact", Vec::new())).await,
+            Code::InvalidArgument,
+            "revision must be set",
+        ),
+        (
+            "an unknown method",
+            refused(raw_call(&ch, "/petkv.v1.KV/Defragment", Vec::new())).await,
             Code::Unimplemented,
             "",
         ),

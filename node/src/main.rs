@@ -5,7 +5,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use petkv::cli::output::{kv_json, print_kvs, print_members, print_reply, print_status, print_watch_response};
+use petkv::cli::output::{
+    kv_json, print_kvs, print_members, print_reply, print_status, print_txn, print_watch_response,
+};
 use petkv::cli::{BackupArgs, CertsArgs, Cli, ClientArgs, Command, LogFormat, OutputFormat, RestoreArgs};
 use petkv::raft::fence::FenceError;
 use petkv::recovery::backup::BackupSummary;
@@ -153,6 +155,18 @@ async fn run_client(command: Command) -> Result<u8, ClientError> {
             print_reply(args.output, &r.header, json!({"compacted": r.compacted}), human);
             Ok(0)
         }
+        Command::Txn { file, client: args } => {
+            let request = match read_txn(file.as_deref()) {
+                Ok(request) => request,
+                Err(e) => {
+                    eprintln!("petkv txn: {e}");
+                    return Ok(EXIT_ERROR);
+                }
+            };
+            let r = client(&args)?.txn(request.clone()).await?;
+            print_txn(args.output, &request, &r);
+            Ok(if r.succeeded { 0 } else { EXIT_NOT_FOUND_OR_COMPARE_FAILED })
+        }
         Command::Status { client: args } => {
             print_status(args.output, &client(&args)?.status().await?);
             Ok(0)
@@ -175,6 +189,30 @@ async fn run_client(command: Command) -> Result<u8, ClientError> {
             unreachable!("handled in main")
         }
     }
+}
+
+/// The transaction of `petkv txn`, from `file` or (none or `-`) stdin. Errors read as
+/// `cannot read …` or `line 3: …`, printed after `petkv txn: `.
+fn read_txn(file: Option<&std::path::Path>) -> Result<petkv_client::pb::v1::TxnRequest, String> {
+    use std::io::{IsTerminal, Read};
+    let input = match file {
+        Some(path) if path.as_os_str() != "-" => {
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        }
+        _ => {
+            let mut stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                eprintln!(
+                    "compares, a blank line, the success operations, a blank line, the failure operations; \
+                     end with Ctrl-D"
+                );
+            }
+            let mut input = String::new();
+            stdin.read_to_string(&mut input).map_err(|e| format!("cannot read stdin: {e}"))?;
+            input
+        }
+    };
+    petkv::cli::txn::parse(&input).map_err(|e| e.to_string())
 }
 
 /// The exit status of a `serve` that failed: a replaced process has its own, so that whoever

@@ -5,6 +5,7 @@
 
 pub mod output;
 pub mod serve;
+pub mod txn;
 
 use std::time::Duration;
 
@@ -119,6 +120,17 @@ pub enum Command {
     /// from then on.
     Compact {
         revision: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Compare-and-write atomically: compares, then the success or the failure operations (put,
+    /// del, get), at one revision. Read from --file or stdin, in the text form
+    /// (`version("k") = 0`, a blank line, `put k v`, a blank line, `get k`) or as JSON; exit
+    /// status 3 when the failure branch ran.
+    Txn {
+        /// The transaction (`-` or none: stdin).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
         #[command(flatten)]
         client: ClientArgs,
     },

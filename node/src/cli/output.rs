@@ -210,3 +210,99 @@ pub fn print_watch_response(format: OutputFormat, r: &WatchResponse) {
         }
     }
 }
+
+/// How a transaction's operation names its keys: `k`, `prefix k` or `[a, z)`.
+fn txn_keys(key: &[u8], range_end: &[u8], prefix: bool) -> String {
+    match (prefix, range_end.is_empty()) {
+        (true, _) => format!("prefix {}", text(key)),
+        (false, true) => text(key),
+        (false, false) => format!("[{}, {})", text(key), text(range_end)),
+    }
+}
+
+/// Prints a transaction's outcome: the branch taken (`SUCCEEDED` or `FAILED`), one entry per
+/// operation of that branch, and the revision. `request` is the transaction sent: the results
+/// carry no keys of their own, so the operations name them.
+pub fn print_txn(
+    format: OutputFormat,
+    request: &petkv_client::pb::v1::TxnRequest,
+    r: &petkv_client::pb::v1::TxnResponse,
+) {
+    use petkv_client::pb::v1::txn_op::Op;
+    use petkv_client::pb::v1::txn_op_result::Result as OpResult;
+    let ops = if r.succeeded { &request.success } else { &request.failure };
+    let op = |i: usize| ops.get(i).and_then(|o| o.op.as_ref());
+    let revision = r.header.as_ref().map_or(0, |h| h.revision);
+    match format {
+        OutputFormat::Json => {
+            let results: Vec<Value> = r
+                .results
+                .iter()
+                .enumerate()
+                .map(|(i, result)| match (&result.result, op(i)) {
+                    (Some(OpResult::Put(p)), o) => {
+                        let key = match o {
+                            Some(Op::Put(put)) => Value::String(text(&put.key)),
+                            _ => Value::Null,
+                        };
+                        json!({"put": {"key": key, "prev_kv": p.prev_kv.as_ref().map(kv_json)}})
+                    }
+                    (Some(OpResult::Delete(d)), _) => json!({"delete": {
+                        "deleted": d.deleted, "prev_kvs": d.prev_kvs.iter().map(kv_json).collect::<Vec<_>>(),
+                    }}),
+                    (Some(OpResult::Range(g)), _) => json!({"get": {
+                        "kvs": g.kvs.iter().map(kv_json).collect::<Vec<_>>(), "more": g.more,
+                    }}),
+                    (None, _) => Value::Null,
+                })
+                .collect();
+            let v = json!({
+                "succeeded": r.succeeded, "revision": revision, "results": results, "header": header_json(&r.header),
+            });
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        OutputFormat::Table => {
+            println!("{}", if r.succeeded { "SUCCEEDED" } else { "FAILED" });
+            let was = |kv: &KeyValue| format!("{} (was {})", text(&kv.key), text(&kv.value));
+            for (i, result) in r.results.iter().enumerate() {
+                match (&result.result, op(i)) {
+                    (Some(OpResult::Put(p)), o) => {
+                        let key = match o {
+                            Some(Op::Put(put)) => text(&put.key),
+                            _ => String::new(),
+                        };
+                        match (&p.prev_kv, o) {
+                            (Some(prev), _) => println!("PUT {key} (was {})", text(&prev.value)),
+                            (None, Some(Op::Put(put))) if put.prev_kv => println!("PUT {key} (new key)"),
+                            (None, _) => println!("PUT {key}"),
+                        }
+                    }
+                    (Some(OpResult::Delete(d)), o) => {
+                        let keys = match o {
+                            Some(Op::Delete(del)) => format!(": {}", txn_keys(&del.key, &del.range_end, del.prefix)),
+                            _ => String::new(),
+                        };
+                        println!("DELETED {} key(s){keys}", d.deleted);
+                        for kv in &d.prev_kvs {
+                            println!("  {}", was(kv));
+                        }
+                    }
+                    (Some(OpResult::Range(g)), o) => {
+                        let keys = match o {
+                            Some(Op::Range(get)) => format!(" {}", txn_keys(&get.key, &get.range_end, get.prefix)),
+                            _ => String::new(),
+                        };
+                        let more = if g.more { ", more follow past the limit" } else { "" };
+                        println!("GET{keys}: {} key(s){more}", g.kvs.len());
+                        for kv in &g.kvs {
+                            println!("  {} {} @{}", text(&kv.key), text(&kv.value), kv.mod_revision);
+                        }
+                    }
+                    (None, _) => println!("(an empty result)"),
+                }
+            }
+            let h = r.header.unwrap_or_default();
+            println!("revision {revision} (raft index {}, served by node {})", h.raft_index, h.served_by);
+        }
+    }
+}

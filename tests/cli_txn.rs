@@ -1,0 +1,113 @@
+//! `petkv txn`, the command line, end to end against a 1-node set: a text-form transaction on
+//! stdin runs its success branch (exit 0, the JSON names the branch, the get sees the put
+//! before it), the same transaction again runs its failure branch (exit 3), the JSON form from
+//! `--file`, and a malformed transaction is refused before anything is sent, naming its line.
+
+use std::process::{Output, Stdio};
+
+use anyhow::Context;
+use petkv_e2e::healthy_cluster;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+/// Runs `petkv txn --endpoints ENDPOINT --output json [extra…]` with `stdin` on its standard input.
+async fn petkv_txn(endpoint: &str, extra: &[&str], stdin: &str) -> anyhow::Result<Output> {
+    let mut child = tokio::process::Command::new(petkv_harness::binary::petkv_binary()?)
+        .args(["txn", "--endpoints", endpoint, "--output", "json", "--timeout-ms", "10000"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("run petkv txn")?;
+    let mut input = child.stdin.take().context("petkv txn's stdin")?;
+    input.write_all(stdin.as_bytes()).await?;
+    drop(input);
+    Ok(child.wait_with_output().await?)
+}
+
+/// The JSON `petkv txn` printed, with what it wrote to stderr on failure.
+fn json_of(out: &Output) -> anyhow::Result<Value> {
+    serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "petkv txn printed no JSON: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Create `config` once: the success branch puts it and reads it back, the failure branch
+/// reads it.
+const CREATE_ONCE: &str = r#"version("config") = 0
+
+put config "first \"version\"" --prev-kv
+get --prefix conf
+
+get config
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_runs_a_branch_and_reports_it_through_its_exit_status() -> anyhow::Result<()> {
+    let cluster = healthy_cluster(1, 1, &[]).await?;
+    let endpoint = cluster.client_addr(0);
+
+    // The compare holds: the success branch, one result per operation.
+    let out = petkv_txn(&endpoint, &[], CREATE_ONCE).await?;
+    let first = json_of(&out)?;
+    assert_eq!(out.status.code(), Some(0), "success branch: {first}");
+    assert_eq!(first["succeeded"], true, "{first}");
+    let results = first["results"].as_array().context("results")?;
+    assert_eq!(results.len(), 2, "{first}");
+    assert_eq!(results[0]["put"]["key"], "config", "{first}");
+    assert_eq!(results[0]["put"]["prev_kv"], Value::Null, "a new key has no previous value: {first}");
+    let kvs = results[1]["get"]["kvs"].as_array().context("the get's keys")?;
+    assert_eq!(kvs.len(), 1, "{first}");
+    assert_eq!(kvs[0]["key"], "config");
+    assert_eq!(kvs[0]["value"], "first \"version\"", "the escapes are resolved: {first}");
+    let revision = first["revision"].as_u64().context("revision")?;
+    assert!(revision > 0, "{first}");
+    assert_eq!(kvs[0]["mod_revision"].as_u64(), Some(revision), "the put took the transaction's revision");
+
+    // The same again: the key exists now, so the failure branch runs and changes nothing.
+    let out = petkv_txn(&endpoint, &[], CREATE_ONCE).await?;
+    let second = json_of(&out)?;
+    assert_eq!(out.status.code(), Some(3), "failure branch: {second}");
+    assert_eq!(second["succeeded"], false, "{second}");
+    assert_eq!(second["revision"].as_u64(), Some(revision), "a failed compare takes no revision: {second}");
+    let results = second["results"].as_array().context("results")?;
+    assert_eq!(results.len(), 1, "{second}");
+    assert_eq!(results[0]["get"]["kvs"][0]["value"], "first \"version\"", "{second}");
+
+    // The JSON form, from a file: a value compare and a delete of the prefix.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("txn.json");
+    std::fs::write(
+        &file,
+        r#"{"compare": [{"key": "config", "target": "value", "op": "=", "value": "first \"version\""}],
+            "success": [{"delete": {"key": "conf", "prefix": true, "prev_kv": true}}]}"#,
+    )?;
+    let out = petkv_txn(&endpoint, &["--file", &file.display().to_string()], "").await?;
+    let third = json_of(&out)?;
+    assert_eq!(out.status.code(), Some(0), "{third}");
+    assert_eq!(third["results"][0]["delete"]["deleted"], 1, "{third}");
+    assert_eq!(third["results"][0]["delete"]["prev_kvs"][0]["key"], "config", "{third}");
+    assert_eq!(third["revision"].as_u64(), Some(revision + 1), "{third}");
+
+    // A malformed transaction: refused with its line named, nothing sent.
+    let out = petkv_txn(&endpoint, &[], "version(\"config\") = 0\n\nput config v\nfrobnicate config\n").await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "nothing printed: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("petkv txn: line 4: unknown operation `frobnicate`"), "stderr: {stderr}");
+    let out = petkv_txn(&endpoint, &[], "{\"success\": [{\"put\": {\"key\": \"k\"}}]}").await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("petkv txn: JSON: missing field `value`"), "stderr: {stderr}");
+
+    // Nothing changed after the delete.
+    let status = cluster.status(0).await?;
+    assert_eq!(status.revision, revision + 1, "the refused transactions wrote nothing");
+    Ok(())
+}
