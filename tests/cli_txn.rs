@@ -1,4 +1,6 @@
-//! `petkv txn`, the command line, end to end against a 1-node set: a text-form transaction on
+//! `petkv txn` and `petkv lease`, the command line, end to end against a 1-node set. Leases:
+//! granted, a key put with one, its TTL and keys, kept alive once, listed, revoked with its key.
+//! Transactions: a text-form transaction on
 //! stdin runs its success branch (exit 0, the JSON names the branch, the get sees the put
 //! before it), the same transaction again runs its failure branch (exit 3), the JSON form from
 //! `--file`, and a malformed transaction is refused before anything is sent, naming its line.
@@ -109,5 +111,43 @@ async fn txn_runs_a_branch_and_reports_it_through_its_exit_status() -> anyhow::R
     // Nothing changed after the delete.
     let status = cluster.status(0).await?;
     assert_eq!(status.revision, revision + 1, "the refused transactions wrote nothing");
+    Ok(())
+}
+
+/// Runs `petkv ARGS… --endpoints ENDPOINT --output json` and parses what it printed.
+async fn petkv_json(endpoint: &str, args: &[&str]) -> anyhow::Result<(Option<i32>, Value)> {
+    let out = tokio::process::Command::new(petkv_harness::binary::petkv_binary()?)
+        .args(args)
+        .args(["--endpoints", endpoint, "--output", "json"])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("run petkv")?;
+    let json = if out.stdout.is_empty() { Value::Null } else { json_of(&out)? };
+    Ok((out.status.code(), json))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_commands_grant_attach_inspect_and_revoke() -> anyhow::Result<()> {
+    let cluster = healthy_cluster(1, 1, &[]).await?;
+    let endpoint = cluster.client_addr(0);
+    let (code, granted) = petkv_json(&endpoint, &["lease", "grant", "60"]).await?;
+    assert_eq!(code, Some(0), "{granted}");
+    let id = granted["id"].as_u64().context("a lease id")?.to_string();
+    let (code, put) = petkv_json(&endpoint, &["put", "svc/x", "up", "--lease", &id]).await?;
+    assert_eq!((code, &put["kv"]["lease"]), (Some(0), &Value::from(id.parse::<u64>()?)), "{put}");
+    let (_, ttl) = petkv_json(&endpoint, &["lease", "ttl", &id, "--keys"]).await?;
+    assert_eq!(ttl["keys"], serde_json::json!(["svc/x"]), "{ttl}");
+    assert!(ttl["remaining_ms"].as_u64().is_some_and(|ms| ms > 0 && ms <= 60_000), "{ttl}");
+    let (code, kept) = petkv_json(&endpoint, &["lease", "keep-alive", &id, "--once"]).await?;
+    assert_eq!((code, kept["ttl_seconds"].as_u64()), (Some(0), Some(60)), "{kept}");
+    let (_, list) = petkv_json(&endpoint, &["lease", "list"]).await?;
+    assert_eq!(list["leases"][0]["id"].to_string(), id, "{list}");
+    let (code, revoked) = petkv_json(&endpoint, &["lease", "revoke", &id]).await?;
+    assert_eq!((code, revoked["deleted"].as_u64()), (Some(0), Some(1)), "{revoked}");
+    let (code, _) = petkv_json(&endpoint, &["get", "svc/x"]).await?;
+    assert_eq!(code, Some(3), "the key went with its lease");
+    let (code, _) = petkv_json(&endpoint, &["lease", "keep-alive", &id, "--once"]).await?;
+    assert_eq!(code, Some(3), "a revoked lease cannot be kept alive");
     Ok(())
 }

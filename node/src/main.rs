@@ -3,12 +3,13 @@
 //! failed, 4 outcome unknown (a write that may or may not have been applied).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use petkv::cli::output::{
     kv_json, print_kvs, print_members, print_reply, print_status, print_txn, print_watch_response,
 };
-use petkv::cli::{BackupArgs, CertsArgs, Cli, ClientArgs, Command, LogFormat, OutputFormat, RestoreArgs};
+use petkv::cli::{BackupArgs, CertsArgs, Cli, ClientArgs, Command, LeaseCommand, LogFormat, OutputFormat, RestoreArgs};
 use petkv::raft::fence::FenceError;
 use petkv::recovery::backup::BackupSummary;
 use petkv::recovery::restore::StageOutcome;
@@ -62,10 +63,80 @@ fn client(args: &ClientArgs) -> Result<Client, ClientError> {
     args.client()
 }
 
+/// `petkv lease …`.
+async fn run_lease(command: LeaseCommand) -> Result<u8, ClientError> {
+    match command {
+        LeaseCommand::Grant { ttl_seconds, id, client: args } => {
+            let r = client(&args)?.lease_grant(id, ttl_seconds).await?;
+            let human = format!("lease {} granted, TTL {} s", r.id, r.ttl_seconds);
+            print_reply(args.output, &r.header, json!({"id": r.id, "ttl_seconds": r.ttl_seconds}), human);
+            Ok(0)
+        }
+        LeaseCommand::KeepAlive { id, once, client: args } => {
+            let c = client(&args)?;
+            let mut keep = c.keep_alive().await?;
+            loop {
+                let ttl = match keep.renew(id).await {
+                    Ok(ttl) => ttl,
+                    // The stream ended (the leader changed, the member stopped): a new one.
+                    Err(ClientError::Unavailable { .. } | ClientError::Rejected(_)) if !once => {
+                        keep = c.keep_alive().await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if ttl == 0 {
+                    eprintln!("lease {id} expired or was revoked");
+                    return Ok(EXIT_NOT_FOUND_OR_COMPARE_FAILED);
+                }
+                match args.output {
+                    OutputFormat::Json => println!("{}", json!({"id": id, "ttl_seconds": ttl})),
+                    OutputFormat::Table => println!("lease {id} kept alive, TTL {ttl} s"),
+                }
+                if once {
+                    return Ok(0);
+                }
+                tokio::time::sleep(Duration::from_millis(ttl * 1000 / 3)).await;
+            }
+        }
+        LeaseCommand::Revoke { id, client: args } => {
+            let r = client(&args)?.lease_revoke(id).await?;
+            let human = format!("lease {id} revoked, {} key(s) deleted", r.deleted);
+            print_reply(args.output, &r.header, json!({"id": id, "deleted": r.deleted}), human);
+            Ok(0)
+        }
+        LeaseCommand::Ttl { id, keys, client: args } => {
+            let r = client(&args)?.lease_time_to_live(id, keys).await?;
+            let names: Vec<String> = r.keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+            let human = format!(
+                "lease {id}: {:.1} s of {} s left{}",
+                r.remaining_ms as f64 / 1000.0,
+                r.granted_ttl_seconds,
+                if keys { format!(", keys: {}", names.join(" ")) } else { String::new() }
+            );
+            let fields = json!({"id": id, "remaining_ms": r.remaining_ms, "granted_ttl_seconds": r.granted_ttl_seconds, "keys": names});
+            print_reply(args.output, &r.header, fields, human);
+            Ok(0)
+        }
+        LeaseCommand::List { client: args } => {
+            let r = client(&args)?.leases().await?;
+            let leases: Vec<_> = r.leases.iter().map(|l| json!({"id": l.id, "ttl_seconds": l.ttl_seconds})).collect();
+            let human =
+                r.leases.iter().map(|l| format!("{} (TTL {} s)", l.id, l.ttl_seconds)).collect::<Vec<_>>().join("\n");
+            print_reply(args.output, &r.header, json!({"leases": leases}), human);
+            Ok(0)
+        }
+    }
+}
+
 async fn run_client(command: Command) -> Result<u8, ClientError> {
     match command {
-        Command::Put { key, value, if_mod_revision, client: args } => {
-            let r = client(&args)?.put(key.as_bytes(), value.as_bytes(), if_mod_revision).await?;
+        Command::Put { key, value, if_mod_revision, lease, client: args } => {
+            let c = client(&args)?;
+            let r = match lease {
+                Some(lease) => c.put_with_lease(key.as_bytes(), value.as_bytes(), lease).await?,
+                None => c.put(key.as_bytes(), value.as_bytes(), if_mod_revision).await?,
+            };
             let kv = r.kv.as_ref();
             let human = if r.succeeded {
                 format!("OK {key} version {}", kv.map(|k| k.version).unwrap_or(0))
@@ -149,6 +220,7 @@ async fn run_client(command: Command) -> Result<u8, ClientError> {
                 }
             }
         }
+        Command::Lease(lease) => run_lease(lease).await,
         Command::Compact { revision, client: args } => {
             let r = client(&args)?.compact(revision).await?;
             let human = format!("history before revision {} dropped", r.compacted);

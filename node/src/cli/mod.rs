@@ -39,8 +39,11 @@ pub enum Command {
         key: String,
         value: String,
         /// Only write if the key's mod revision equals this (0 = the key must not exist).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "lease")]
         if_mod_revision: Option<u64>,
+        /// Attach the key to this lease: it is deleted when the lease ends.
+        #[arg(long)]
+        lease: Option<u64>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -116,6 +119,9 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Leases: keys that disappear when their owner stops keeping the lease alive.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
     /// Drop the history before a revision: reads and watches of older revisions are refused
     /// from then on.
     Compact {
@@ -399,4 +405,46 @@ mod tests {
         assert!(get(&["--ca", "a", "--cert", "c", "--key", "k"]).is_ok());
         assert!(get(&["--cert", "c", "--key", "k"]).is_err(), "a client certificate needs the CA");
     }
+}
+
+/// `petkv lease …`.
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Grant a lease of TTL seconds; prints its id.
+    Grant {
+        ttl_seconds: u64,
+        /// Ask for this id (0: the cluster picks one).
+        #[arg(long, default_value_t = 0)]
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Keep a lease alive until interrupted (a renewal every third of its TTL); with --once,
+    /// renew it once.
+    KeepAlive {
+        id: u64,
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke a lease: its keys are deleted.
+    Revoke {
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A lease's remaining TTL (on the leader's clock), and with --keys its keys.
+    Ttl {
+        id: u64,
+        #[arg(long)]
+        keys: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Every lease.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
