@@ -306,3 +306,17 @@ async fn force_delete_of_a_follower() -> anyhow::Result<()> {
 async fn force_delete_of_the_leader() -> anyhow::Result<()> {
     force_delete(ForceDeleteTarget::Leader).await
 }
+
+/// Watchers on every member ride through a leader kill, a pause, a wiped follower and (in pod
+/// mode) a partition: every stream holds every acknowledged write once, in order, with each
+/// revision whole, and all streams agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch() -> anyhow::Result<()> {
+    let report = passes_with(Experiment::Watch, &short()).await?;
+    let w = report.watch.as_ref().expect("the watchers were checked");
+    assert_eq!(w.watchers, 3);
+    assert!(w.events.iter().all(|n| *n > 0), "{w:?}");
+    assert!(w.acknowledged_checked > 0, "{w:?}");
+    assert!(w.failures.is_empty(), "{:?}", w.failures);
+    Ok(())
+}

@@ -202,6 +202,10 @@ enum Command {
         /// (unless it exits by itself).
         #[arg(long, default_value_t = 20)]
         zombie_secs: u64,
+        /// Watchers beside the workload (one per member, resuming across members), whose
+        /// streams are checked against the history afterwards; `watch` runs at least 3.
+        #[arg(long, default_value_t = 0)]
+        watchers: usize,
     },
     /// Measure failover (kill -9 the leader), single-client put latency and N-client throughput.
     Measure {
@@ -556,6 +560,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             backoff_cap_secs,
             delete_marker,
             zombie_secs,
+            watchers,
         } => {
             use petkv_harness::experiment::{Experiment, ForceDeleteTarget};
             anyhow::ensure!(
@@ -587,6 +592,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
                 delete_marker,
                 force_delete_target,
                 zombie_for: Duration::from_secs(zombie_secs),
+                watchers,
                 ..Default::default()
             };
             let mut reports = Vec::new();

@@ -34,7 +34,7 @@ pub struct WorkloadSpec {
 
 impl WorkloadSpec {
     /// One client of the workload (or the checker's final reads).
-    fn client(&self, endpoints: &[String], timeout: Duration) -> Result<Client, petkv_client::ClientError> {
+    pub(crate) fn client(&self, endpoints: &[String], timeout: Duration) -> Result<Client, petkv_client::ClientError> {
         let client = Client::with_tls(endpoints, timeout, self.tls.as_ref())?;
         match &self.token {
             Some(token) => client.with_token(token),

@@ -122,6 +122,7 @@ mod model;
 mod search;
 #[cfg(test)]
 mod tests;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -506,6 +506,18 @@ pub(super) async fn inject(
             cluster.start(b)?;
             faults.mark("volumes swapped back, pods recreated");
         }
+        Experiment::Watch => {
+            // Every fault a watcher must ride through, one after the other.
+            let mut schedule = vec![Experiment::Failover, Experiment::Pause, Experiment::Wipe];
+            if cluster.is_pod_mode() {
+                schedule.push(Experiment::Partition);
+            }
+            for fault in schedule {
+                Box::pin(inject(fault, spec, cluster, faults)).await?;
+                cluster.wait_healthy(SETTLE).await?;
+                faults.mark(format!("healthy after {fault:?}"));
+            }
+        }
         Experiment::Pause => {
             let leader = cluster.wait_leader(SETTLE).await?;
             cluster.signal(leader, Signal::SIGSTOP)?;

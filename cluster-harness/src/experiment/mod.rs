@@ -52,6 +52,7 @@ mod force_delete;
 mod report;
 mod restore;
 mod restore_point;
+mod watchers;
 
 pub use checks::longest_gap;
 pub use force_delete::{ForceDeleteTarget, Leadership, ZombieReport, REPLACED_LINE};
@@ -61,6 +62,7 @@ pub use restore_point::{BackupPoint, RestorePoint};
 
 use checks::not_ready;
 use faults::{inject, Faults, MID_SNAPSHOT_EVERY};
+use watchers::Watchers;
 
 const SETTLE: Duration = Duration::from_secs(60);
 /// Budget of the convergence checks after the workload stopped.
@@ -110,6 +112,10 @@ pub enum Experiment {
     /// copy of the volume next to the stale process (the zombie) for `--zombie-secs`; never two
     /// leaders in one term, nothing lost.
     ForceDelete,
+    /// Watchers on every member while the leader is killed and restarted, paused, a follower
+    /// wiped and (in pod mode) the leader cut off: every watcher's events are checked against
+    /// the history and each other (ordered, unique, atomic, no gap).
+    Watch,
     /// Backup under the workload, destroy the set (pods and volumes; the marker stays),
     /// `petkv restore` and apply it again: a new cluster holding the backup's point of the
     /// history, on which the workload goes on; a restore pointed at a running or stopped set
@@ -180,6 +186,8 @@ pub struct ExperimentSpec {
     pub force_delete_target: ForceDeleteTarget,
     /// `force-delete`: how long the zombie may run before it is killed (if it has not exited).
     pub zombie_for: Duration,
+    /// Watchers beside the workload, checked afterwards (`watch` runs at least 3).
+    pub watchers: usize,
 }
 
 impl ExperimentSpec {
@@ -208,6 +216,7 @@ impl Default for ExperimentSpec {
             delete_marker: false,
             force_delete_target: ForceDeleteTarget::default(),
             zombie_for: Duration::from_secs(20),
+            watchers: 0,
         }
     }
 }
@@ -253,6 +262,9 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
         ..spec.workload.clone()
     };
     let workload = std::sync::Arc::new(Workload::start(&endpoints, &workload_spec)?);
+    let watcher_count = if experiment == Experiment::Watch { spec.watchers.max(3) } else { spec.watchers };
+    let watchers =
+        (watcher_count > 0).then(|| Watchers::start(&endpoints, &workload_spec, watcher_count)).transpose()?;
     let mut faults = Faults::for_workload(&workload);
     let progress = tokio::spawn(show_progress(workload.clone()));
     tokio::time::sleep(spec.warmup).await;
@@ -286,6 +298,28 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
     let mut recorded = workload.stop().await;
     workload::final_reads(&endpoints, &workload_spec, &mut recorded, started).await;
     let duration_ns = started.elapsed().as_nanos() as u64;
+    let watch = match watchers {
+        Some(watchers) => {
+            let mut final_revision = 0;
+            for o in cluster.ordinals() {
+                if let Ok(s) = cluster.status(o).await {
+                    final_revision = final_revision.max(s.revision);
+                }
+            }
+            let logs = watchers.stop(final_revision, SETTLE).await;
+            let findings = crate::checker::watch::check(&logs, &recorded.history);
+            println!(
+                "  watchers: {} events each ({:?}), {:?} streams, {} acknowledged writes checked, {} failure(s)",
+                findings.events.first().copied().unwrap_or(0),
+                findings.events,
+                findings.streams,
+                findings.acknowledged_checked,
+                findings.failures.len()
+            );
+            Some(findings)
+        }
+        None => None,
+    };
 
     let check = checker::check(&recorded.history, spec.check_budget).context("the recorded history is malformed")?;
     let violations: Vec<String> = check
@@ -365,6 +399,7 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
         timeline_svg: svg_path.display().to_string(),
         restore: None,
         zombie: faults.zombie,
+        watch,
     };
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
     Ok(report)

@@ -64,6 +64,9 @@ pub struct Report {
     /// `force-delete`: the zombie and its replacement, and every process's leadership by term.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zombie: Option<super::ZombieReport>,
+    /// With watchers: their streams checked against the history and each other.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<crate::checker::watch::WatchFindings>,
 }
 
 /// The leader's CPU and log rate while a follower is down (`crash-loop`). The budget applies to
@@ -106,6 +109,7 @@ impl Report {
             && self.one_cluster
             && self.failed_checks.is_empty()
             && self.leader_load.as_ref().is_none_or(LeaderLoad::within_budget)
+            && self.watch.as_ref().is_none_or(|w| w.holds())
     }
 
     /// One line: verdict, acknowledged and lost writes, digests.
@@ -133,6 +137,18 @@ impl Report {
                 format!(", {} check(s) FAILED", self.failed_checks.len())
             },
         ) + &self.zombie.as_ref().map(|z| format!("; {}", z.ending())).unwrap_or_default()
+            + &self
+                .watch
+                .as_ref()
+                .map(|w| {
+                    format!(
+                        "; {} watchers, {} events each, {} failure(s)",
+                        w.watchers,
+                        w.events.first().copied().unwrap_or(0),
+                        w.failures.len()
+                    )
+                })
+                .unwrap_or_default()
     }
 }
 

@@ -724,6 +724,7 @@ pub(super) async fn run(spec: &ExperimentSpec) -> anyhow::Result<Report> {
         timeline_svg: svg_path.display().to_string(),
         restore: Some(findings),
         zombie: None,
+        watch: None,
     };
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
     Ok(report)
