@@ -320,3 +320,16 @@ async fn watch() -> anyhow::Result<()> {
     assert!(w.failures.is_empty(), "{:?}", w.failures);
     Ok(())
 }
+
+/// A key held by a kept-alive 2 s lease survives a leader kill, a pause and (in pod mode) a
+/// partition, and goes within the TTL and a failover once the keep-alives stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease() -> anyhow::Result<()> {
+    let report = passes_with(Experiment::Lease, &short()).await?;
+    let l = report.lease.as_ref().expect("the lease holder reported");
+    assert!(l.keep_alives_acknowledged > 3, "{l:?}");
+    assert_eq!(l.absent_reads, 0, "{l:?}");
+    assert!(l.gone_after_ms.is_some(), "{l:?}");
+    assert!(l.failures.is_empty(), "{:?}", l.failures);
+    Ok(())
+}

@@ -506,9 +506,12 @@ pub(super) async fn inject(
             cluster.start(b)?;
             faults.mark("volumes swapped back, pods recreated");
         }
-        Experiment::Watch => {
-            // Every fault a watcher must ride through, one after the other.
-            let mut schedule = vec![Experiment::Failover, Experiment::Pause, Experiment::Wipe];
+        Experiment::Watch | Experiment::Lease => {
+            // Every fault a watcher or a lease holder must ride through, one after the other.
+            let mut schedule = vec![Experiment::Failover, Experiment::Pause];
+            if experiment == Experiment::Watch {
+                schedule.push(Experiment::Wipe);
+            }
             if cluster.is_pod_mode() {
                 schedule.push(Experiment::Partition);
             }

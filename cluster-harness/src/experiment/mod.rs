@@ -49,6 +49,7 @@ use crate::{timeline, Cluster, ClusterSpec, Mode};
 mod checks;
 mod faults;
 mod force_delete;
+mod lease_holder;
 mod report;
 mod restore;
 mod restore_point;
@@ -56,6 +57,7 @@ mod watchers;
 
 pub use checks::longest_gap;
 pub use force_delete::{ForceDeleteTarget, Leadership, ZombieReport, REPLACED_LINE};
+pub use lease_holder::LeaseFindings;
 pub use report::{print, LeaderLoad, Report};
 pub use restore::RestoreFindings;
 pub use restore_point::{BackupPoint, RestorePoint};
@@ -116,6 +118,10 @@ pub enum Experiment {
     /// wiped and (in pod mode) the leader cut off: every watcher's events are checked against
     /// the history and each other (ordered, unique, atomic, no gap).
     Watch,
+    /// A key held by a 2 s lease, kept alive every 0.5 s, while the leader is killed and
+    /// restarted, paused and (in pod mode) cut off: the key never disappears while
+    /// keep-alives are acknowledged, and goes within the TTL and a failover once they stop.
+    Lease,
     /// Backup under the workload, destroy the set (pods and volumes; the marker stays),
     /// `petkv restore` and apply it again: a new cluster holding the backup's point of the
     /// history, on which the workload goes on; a restore pointed at a running or stopped set
@@ -265,6 +271,10 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
     let watcher_count = if experiment == Experiment::Watch { spec.watchers.max(3) } else { spec.watchers };
     let watchers =
         (watcher_count > 0).then(|| Watchers::start(&endpoints, &workload_spec, watcher_count)).transpose()?;
+    let lease_holder = match experiment {
+        Experiment::Lease => Some(lease_holder::LeaseHolder::start(&endpoints, &workload_spec).await?),
+        _ => None,
+    };
     let mut faults = Faults::for_workload(&workload);
     let progress = tokio::spawn(show_progress(workload.clone()));
     tokio::time::sleep(spec.warmup).await;
@@ -298,6 +308,23 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
     let mut recorded = workload.stop().await;
     workload::final_reads(&endpoints, &workload_spec, &mut recorded, started).await;
     let duration_ns = started.elapsed().as_nanos() as u64;
+    let lease = match lease_holder {
+        Some(holder) => {
+            let f = holder.finish().await;
+            println!(
+                "  lease: {} keep-alives acknowledged ({} failed), {} reads ({} absent), gone {:?} ms after the last \
+                 keep-alive, {} failure(s)",
+                f.keep_alives_acknowledged,
+                f.keep_alives_failed,
+                f.reads,
+                f.absent_reads,
+                f.gone_after_ms,
+                f.failures.len()
+            );
+            Some(f)
+        }
+        None => None,
+    };
     let watch = match watchers {
         Some(watchers) => {
             let mut final_revision = 0;
@@ -400,6 +427,7 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
         restore: None,
         zombie: faults.zombie,
         watch,
+        lease,
     };
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
     Ok(report)

@@ -67,6 +67,9 @@ pub struct Report {
     /// With watchers: their streams checked against the history and each other.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watch: Option<crate::checker::watch::WatchFindings>,
+    /// `lease`: the lease holder's keep-alives, reads and the key's end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<super::lease_holder::LeaseFindings>,
 }
 
 /// The leader's CPU and log rate while a follower is down (`crash-loop`). The budget applies to
@@ -110,6 +113,7 @@ impl Report {
             && self.failed_checks.is_empty()
             && self.leader_load.as_ref().is_none_or(LeaderLoad::within_budget)
             && self.watch.as_ref().is_none_or(|w| w.holds())
+            && self.lease.as_ref().is_none_or(|l| l.holds())
     }
 
     /// One line: verdict, acknowledged and lost writes, digests.
@@ -146,6 +150,18 @@ impl Report {
                         w.watchers,
                         w.events.first().copied().unwrap_or(0),
                         w.failures.len()
+                    )
+                })
+                .unwrap_or_default()
+            + &self
+                .lease
+                .as_ref()
+                .map(|l| {
+                    format!(
+                        "; lease held through {} keep-alives, gone {} ms after the last, {} failure(s)",
+                        l.keep_alives_acknowledged,
+                        l.gone_after_ms.map_or("never".to_string(), |ms| ms.to_string()),
+                        l.failures.len()
                     )
                 })
                 .unwrap_or_default()

@@ -725,6 +725,7 @@ pub(super) async fn run(spec: &ExperimentSpec) -> anyhow::Result<Report> {
         restore: Some(findings),
         zombie: None,
         watch: None,
+        lease: None,
     };
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
     Ok(report)
