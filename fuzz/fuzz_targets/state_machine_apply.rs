@@ -2,23 +2,37 @@
 //! entries over in runs, each applied as one sled batch with a `Pending` overlay), against a
 //! fresh store in a temporary directory, checked against a model written from the spec:
 //!
-//! - every result equals the model's (versions count writes, create/mod indexes, compare on
-//!   mod_index, node-id incarnations, the declared replica count);
+//! - every result equals the model's: versions count writes; create/mod revisions; the store
+//!   revision moves on by one per entry that changes at least one key (a failed compare, a
+//!   delete of an absent key, a compaction, node-id allocation and replica counts take none)
+//!   and the results' `revision` is the store's after the command; compare on the mod
+//!   revision; compactions to a revision past the store's or already compacted are refused;
+//!   transactions (compares on version, create/mod revision, value, lease; then puts, deletes
+//!   of a key or a span, ranges with a limit, each seeing the ones before it, all at one
+//!   revision); node-id incarnations; the declared replica count;
 //! - a repeated `(client, sequence)` returns the original answer and applies nothing; the same
 //!   write id on another command is refused (`WriteIdReused`); an older sequence is stale;
 //! - afterwards the key count equals the number of keys, and a get of every key and a full
-//!   scan equal the model; the applied index is the last entry's.
+//!   scan equal the model; the applied index is the last entry's; the store's revision and
+//!   compaction revision are the model's; a full scan at several revisions from the compaction
+//!   revision to the current one equals the model's keys at that revision (and a get of every
+//!   key at one of them); reads below the compaction revision are refused `Compacted`, above
+//!   the current one `Future`; the kept history (`events_from`) replays to every revision's
+//!   state and ends at the current one.
 
 #![no_main]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use openraft::entry::RaftEntry;
 use petkv::raft::{self, Entry, TypeConfig};
-use petkv::store::command::{Command, CommandResult, KeyValue, StoredValue, WriteId};
+use petkv::store::command::{
+    Command, CommandResult, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, RevisionError, StoredValue, Txn,
+    TxnOp, TxnOpResult, WriteId,
+};
 use petkv::store::{self, StoreOptions};
 
 #[derive(Arbitrary, Debug)]
@@ -34,12 +48,46 @@ enum Op {
         cas: Option<u8>,
         id: Option<(u8, u8)>,
     },
+    /// A compaction: to a valid revision, a future one, or one already compacted (see
+    /// [`Model::compact_to`]).
+    Compact(u8),
+    Txn {
+        compares: Vec<CompareSpec>,
+        success: Vec<OpSpec>,
+        failure: Vec<OpSpec>,
+        id: Option<(u8, u8)>,
+    },
     /// Sends the n-th earlier command again (a client retry).
     Retry(u8),
     AllocateNodeId(u8),
     SetReplicas(u16),
     /// Ends the current run: the next entries go to the tree in a new batch.
     EndRun,
+}
+
+#[derive(Arbitrary, Debug)]
+struct CompareSpec {
+    key: u8,
+    /// 0 version, 1 create revision, 2 mod revision, 3 value, 4 lease (mod 5).
+    target: u8,
+    /// Even: the key's real number (or value); odd: a made-up one.
+    operand: u8,
+    op: u8,
+}
+
+#[derive(Arbitrary, Debug)]
+enum OpSpec {
+    Put { key: u8, value: u8, prev_kv: bool },
+    Delete { range: RangeSpec, prev_kv: bool },
+    Range { range: RangeSpec, limit: u8 },
+}
+
+#[derive(Arbitrary, Debug)]
+enum RangeSpec {
+    Key(u8),
+    /// `[start, end)`; `None`: to the last key. Inverted and empty spans too (the API refuses
+    /// them, the state machine must cover no key).
+    Span(u8, Option<u8>),
 }
 
 fn key(k: u8) -> Vec<u8> {
@@ -52,10 +100,43 @@ fn key(k: u8) -> Vec<u8> {
     }
 }
 
+/// Every key the target writes.
+fn universe() -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = (0..8).chain([250, 251, 252]).map(key).collect();
+    keys.sort();
+    keys
+}
+
+fn in_range(range: &KeyRange, k: &[u8]) -> bool {
+    match range {
+        KeyRange::Key(key) => key.as_slice() == k,
+        KeyRange::Span { start, end } => start.as_slice() <= k && end.as_ref().is_none_or(|e| k < e.as_slice()),
+    }
+}
+
+fn key_range(spec: &RangeSpec) -> KeyRange {
+    match spec {
+        RangeSpec::Key(k) => KeyRange::Key(key(*k)),
+        RangeSpec::Span(s, e) => KeyRange::Span { start: key(*s), end: e.map(|e| key(e).into()) },
+    }
+}
+
+fn write_id(id: Option<(u8, u8)>) -> Option<WriteId> {
+    id.map(|(c, s)| WriteId { client_id: u64::from(c % 4), sequence: u64::from(s % 16) })
+}
+
 /// The spec of the state machine, independent of sled.
 #[derive(Default)]
 struct Model {
     kv: BTreeMap<Vec<u8>, StoredValue>,
+    /// The store's revision: that of the last entry that changed a key.
+    revision: u64,
+    /// The revision before which reads are refused (0: none).
+    compacted: u64,
+    /// `states[r]`: the keys at revision `r` (`states[0]` is empty).
+    states: Vec<BTreeMap<Vec<u8>, StoredValue>>,
+    /// Whether the entry being applied changed a key (and so took `revision`).
+    changed: bool,
     /// client -> (last sequence, its command, its result)
     sessions: HashMap<u64, (u64, Command, CommandResult)>,
     incarnations: HashMap<u32, u32>,
@@ -63,12 +144,131 @@ struct Model {
 }
 
 impl Model {
-    fn cas_of(&self, key: &[u8], cas: Option<u8>) -> Option<u64> {
-        // Even bytes compare against the key's real mod index (so compares succeed too).
-        cas.map(|c| if c % 2 == 0 { self.kv.get(key).map(|s| s.mod_index).unwrap_or(0) } else { u64::from(c / 2) })
+    fn new() -> Self {
+        Self { states: vec![BTreeMap::new()], ..Self::default() }
     }
 
+    fn cas_of(&self, key: &[u8], cas: Option<u8>) -> Option<u64> {
+        // Even bytes compare against the key's real mod revision (so compares succeed too).
+        cas.map(|c| if c % 2 == 0 { self.kv.get(key).map(|s| s.mod_revision).unwrap_or(0) } else { u64::from(c / 2) })
+    }
+
+    /// A compaction revision: valid, in the future, already compacted, or anything small.
+    fn compact_to(&self, c: u8) -> u64 {
+        let n = u64::from(c / 4);
+        match c % 4 {
+            0 if self.revision > self.compacted => self.compacted + 1 + n % (self.revision - self.compacted),
+            0 | 1 => self.revision + 1 + n % 3,
+            2 => self.compacted.saturating_sub(n % 3),
+            _ => n,
+        }
+    }
+
+    fn compare(&self, c: &CompareSpec) -> Compare {
+        let k = key(c.key);
+        let current = self.kv.get(&k);
+        let real = c.operand.is_multiple_of(2);
+        let number = |n: fn(&StoredValue) -> u64| {
+            if real {
+                current.map_or(0, n)
+            } else {
+                u64::from(c.operand / 2) % 8
+            }
+        };
+        let target = match c.target % 5 {
+            0 => CompareTarget::Version(number(|s| s.version)),
+            1 => CompareTarget::CreateRevision(number(|s| s.create_revision)),
+            2 => CompareTarget::ModRevision(number(|s| s.mod_revision)),
+            3 => CompareTarget::Value(match (real, current) {
+                (true, Some(s)) => s.value.clone(),
+                (true, None) => Vec::new(),
+                // Empty, or one byte: values are one byte, so both sides of it occur.
+                (false, _) if c.operand == 1 => Vec::new(),
+                (false, _) => vec![c.operand / 2],
+            }),
+            _ => CompareTarget::Lease(if real { 0 } else { u64::from(c.operand / 2) % 2 }),
+        };
+        let op = [CompareOp::Equal, CompareOp::NotEqual, CompareOp::Greater, CompareOp::Less][usize::from(c.op % 4)];
+        Compare { key: k, target, op }
+    }
+
+    /// The operations of one list, without the writes that would write a key a write before
+    /// them already wrote (the API refuses those).
+    fn txn_ops(specs: &[OpSpec]) -> Vec<TxnOp> {
+        let universe = universe();
+        let mut written: BTreeSet<Vec<u8>> = BTreeSet::new();
+        let mut ops = Vec::new();
+        for spec in specs.iter().take(8) {
+            let (op, writes) = match spec {
+                OpSpec::Put { key: k, value, prev_kv } => {
+                    let k = key(*k);
+                    (
+                        TxnOp::Put { key: k.clone(), value: vec![*value], lease: 0, prev_kv: *prev_kv },
+                        Some(KeyRange::Key(k)),
+                    )
+                }
+                OpSpec::Delete { range, prev_kv } => {
+                    let range = key_range(range);
+                    (TxnOp::Delete { range: range.clone(), prev_kv: *prev_kv }, Some(range))
+                }
+                OpSpec::Range { range, limit } => {
+                    // At least 1, as validation makes it (0 there means the maximum); the state
+                    // machine ignores the limit of a single-key range.
+                    (TxnOp::Range { range: key_range(range), limit: usize::from(limit % 4) + 1 }, None)
+                }
+            };
+            if let Some(range) = writes {
+                let covered: Vec<Vec<u8>> = universe.iter().filter(|k| in_range(&range, k)).cloned().collect();
+                if covered.iter().any(|k| written.contains(k)) {
+                    continue;
+                }
+                written.extend(covered);
+            }
+            ops.push(op);
+        }
+        ops
+    }
+
+    /// The revision a change of the entry being applied takes.
+    fn change_revision(&mut self) -> u64 {
+        if !self.changed {
+            self.revision += 1;
+            self.changed = true;
+        }
+        self.revision
+    }
+
+    fn put_key(&mut self, key: &[u8], value: &[u8]) -> StoredValue {
+        let revision = self.change_revision();
+        let current = self.kv.get(key);
+        let stored = StoredValue {
+            value: value.to_vec(),
+            create_revision: current.map_or(revision, |c| c.create_revision),
+            mod_revision: revision,
+            version: current.map_or(1, |c| c.version + 1),
+            lease: 0,
+        };
+        self.kv.insert(key.to_vec(), stored.clone());
+        stored
+    }
+
+    fn delete_key(&mut self, key: &[u8]) {
+        self.change_revision();
+        self.kv.remove(key);
+    }
+
+    /// Applies one entry; records the state at its revision when it took one.
     fn apply(&mut self, index: u64, cmd: &Command) -> CommandResult {
+        self.changed = false;
+        let result = self.apply_command(index, cmd);
+        if self.changed {
+            assert_eq!(self.states.len() as u64, self.revision, "one state per revision");
+            self.states.push(self.kv.clone());
+        }
+        result
+    }
+
+    fn apply_command(&mut self, index: u64, cmd: &Command) -> CommandResult {
         if let Some(WriteId { client_id, sequence }) = cmd.write_id() {
             if let Some((last, first, result)) = self.sessions.get(&client_id) {
                 if sequence == *last {
@@ -79,11 +279,11 @@ impl Model {
                     // The original answer; a successful put answers with the value it carries.
                     return match (result.clone(), cmd) {
                         (
-                            CommandResult::Put { index, succeeded: true, current: Some(mut kv) },
+                            CommandResult::Put { index, revision, succeeded: true, current: Some(mut kv) },
                             Command::Put { value, .. },
                         ) => {
                             kv.stored.value = value.clone();
-                            CommandResult::Put { index, succeeded: true, current: Some(kv) }
+                            CommandResult::Put { index, revision, succeeded: true, current: Some(kv) }
                         }
                         (other, _) => other,
                     };
@@ -101,33 +301,50 @@ impl Model {
 
     fn execute(&mut self, index: u64, cmd: &Command) -> CommandResult {
         match cmd {
-            Command::Put { key, value, if_mod_index, .. } => {
+            Command::Put { key, value, if_mod_revision, lease: 0, .. } => {
                 let current = self.kv.get(key).cloned();
-                if let Some(expected) = if_mod_index {
-                    if current.as_ref().map(|c| c.mod_index).unwrap_or(0) != *expected {
+                if let Some(expected) = if_mod_revision {
+                    if current.as_ref().map(|c| c.mod_revision).unwrap_or(0) != *expected {
                         let current = current.map(|stored| KeyValue { key: key.clone(), stored });
-                        return CommandResult::Put { index, succeeded: false, current };
+                        return CommandResult::Put { index, revision: self.revision, succeeded: false, current };
                     }
                 }
-                let stored = StoredValue {
-                    value: value.clone(),
-                    create_index: current.as_ref().map(|c| c.create_index).unwrap_or(index),
-                    mod_index: index,
-                    version: current.as_ref().map(|c| c.version + 1).unwrap_or(1),
-                };
-                self.kv.insert(key.clone(), stored.clone());
-                CommandResult::Put { index, succeeded: true, current: Some(KeyValue { key: key.clone(), stored }) }
+                let stored = self.put_key(key, value);
+                let current = Some(KeyValue { key: key.clone(), stored });
+                CommandResult::Put { index, revision: self.revision, succeeded: true, current }
             }
-            Command::Delete { key, if_mod_index, .. } => {
+            Command::Delete { key, if_mod_revision, .. } => {
                 let current = self.kv.get(key).cloned();
                 let previous = current.clone().map(|stored| KeyValue { key: key.clone(), stored });
-                if let Some(expected) = if_mod_index {
-                    if current.as_ref().map(|c| c.mod_index).unwrap_or(0) != *expected {
-                        return CommandResult::Delete { index, succeeded: false, deleted: false, previous };
+                if let Some(expected) = if_mod_revision {
+                    if current.as_ref().map(|c| c.mod_revision).unwrap_or(0) != *expected {
+                        let revision = self.revision;
+                        return CommandResult::Delete { index, revision, succeeded: false, deleted: false, previous };
                     }
                 }
-                self.kv.remove(key);
-                CommandResult::Delete { index, succeeded: true, deleted: current.is_some(), previous }
+                if current.is_some() {
+                    self.delete_key(key);
+                }
+                let deleted = current.is_some();
+                CommandResult::Delete { index, revision: self.revision, succeeded: true, deleted, previous }
+            }
+            Command::Compact { revision } => {
+                if *revision > self.revision {
+                    let current = self.revision;
+                    return CommandResult::CompactRefused(RevisionError::Future { requested: *revision, current });
+                }
+                if *revision <= self.compacted {
+                    let compacted = self.compacted;
+                    return CommandResult::CompactRefused(RevisionError::Compacted { requested: *revision, compacted });
+                }
+                self.compacted = *revision;
+                CommandResult::Compacted { index, revision: self.revision, compacted: *revision }
+            }
+            Command::Txn(txn) => {
+                let succeeded = txn.compares.iter().all(|c| holds(c, self.kv.get(&c.key)));
+                let ops = if succeeded { &txn.success } else { &txn.failure };
+                let results = ops.iter().map(|op| self.txn_op(op)).collect();
+                CommandResult::Txn { index, revision: self.revision, succeeded, results }
             }
             Command::AllocateNodeId { ordinal } => {
                 let next = self.incarnations.get(ordinal).copied().unwrap_or(0) + 1;
@@ -138,12 +355,74 @@ impl Model {
                 self.replicas = Some(*replicas);
                 CommandResult::Replicas { index, replicas: *replicas }
             }
+            other => unreachable!("the target does not send {other:?}"),
         }
+    }
+
+    fn keys_in(&self, range: &KeyRange) -> Vec<KeyValue> {
+        self.kv
+            .iter()
+            .filter(|(k, _)| in_range(range, k))
+            .map(|(k, stored)| KeyValue { key: k.clone(), stored: stored.clone() })
+            .collect()
+    }
+
+    fn txn_op(&mut self, op: &TxnOp) -> TxnOpResult {
+        match op {
+            TxnOp::Put { key, value, prev_kv, .. } => {
+                let prev = self
+                    .kv
+                    .get(key)
+                    .filter(|_| *prev_kv)
+                    .map(|stored| KeyValue { key: key.clone(), stored: stored.clone() });
+                self.put_key(key, value);
+                TxnOpResult::Put { prev }
+            }
+            TxnOp::Delete { range, prev_kv } => {
+                let kvs = self.keys_in(range);
+                for kv in &kvs {
+                    self.delete_key(&kv.key);
+                }
+                TxnOpResult::Delete { deleted: kvs.len() as u64, prev: if *prev_kv { kvs } else { Vec::new() } }
+            }
+            TxnOp::Range { range, limit } => {
+                let mut kvs = self.keys_in(range);
+                let more = kvs.len() > *limit;
+                kvs.truncate(*limit);
+                TxnOpResult::Range { kvs, more }
+            }
+        }
+    }
+}
+
+/// The spec of a comparison: an absent key has version, revisions and lease 0, and a value
+/// that is unequal to every value and neither greater nor less than any.
+fn holds(c: &Compare, current: Option<&StoredValue>) -> bool {
+    let number = |n: fn(&StoredValue) -> u64| current.map_or(0, n);
+    let ordering = match &c.target {
+        CompareTarget::Version(v) => number(|s| s.version).cmp(v),
+        CompareTarget::CreateRevision(r) => number(|s| s.create_revision).cmp(r),
+        CompareTarget::ModRevision(r) => number(|s| s.mod_revision).cmp(r),
+        CompareTarget::Lease(l) => number(|s| s.lease).cmp(l),
+        CompareTarget::Value(v) => match current {
+            Some(s) => s.value.cmp(v),
+            None => return c.op == CompareOp::NotEqual,
+        },
+    };
+    match c.op {
+        CompareOp::Equal => ordering.is_eq(),
+        CompareOp::NotEqual => ordering.is_ne(),
+        CompareOp::Greater => ordering.is_gt(),
+        CompareOp::Less => ordering.is_lt(),
     }
 }
 
 fn entry(index: u64, cmd: Command) -> Entry {
     Entry::new_normal(openraft::testing::log_id::<TypeConfig>(1, 1, index), cmd)
+}
+
+fn pairs(kvs: Vec<KeyValue>) -> Vec<(Vec<u8>, StoredValue)> {
+    kvs.into_iter().map(|kv| (kv.key, kv.stored)).collect()
 }
 
 fuzz_target!(|ops: Vec<Op>| {
@@ -154,7 +433,7 @@ fuzz_target!(|ops: Vec<Op>| {
     let shm = std::path::Path::new("/dev/shm");
     let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.expect("tempdir");
     let (_log, sm) = store::open(dir.path(), &StoreOptions { cache_bytes: 1 << 20, metrics: None }).expect("open");
-    let mut model = Model::default();
+    let mut model = Model::new();
     let mut sent: Vec<Command> = Vec::new();
     let mut run: Vec<Entry> = Vec::new();
     let mut expected: Vec<CommandResult> = Vec::new();
@@ -173,14 +452,20 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Put { key: k, value, cas, id } => Command::Put {
                 key: key(k),
                 value: vec![value],
-                if_mod_index: model.cas_of(&key(k), cas),
-                write_id: id.map(|(c, s)| WriteId { client_id: u64::from(c % 4), sequence: u64::from(s % 16) }),
+                if_mod_revision: model.cas_of(&key(k), cas),
+                write_id: write_id(id),
+                lease: 0,
             },
-            Op::Delete { key: k, cas, id } => Command::Delete {
-                key: key(k),
-                if_mod_index: model.cas_of(&key(k), cas),
-                write_id: id.map(|(c, s)| WriteId { client_id: u64::from(c % 4), sequence: u64::from(s % 16) }),
-            },
+            Op::Delete { key: k, cas, id } => {
+                Command::Delete { key: key(k), if_mod_revision: model.cas_of(&key(k), cas), write_id: write_id(id) }
+            }
+            Op::Compact(c) => Command::Compact { revision: model.compact_to(c) },
+            Op::Txn { compares, success, failure, id } => Command::Txn(Txn {
+                compares: compares.iter().take(4).map(|c| model.compare(c)).collect(),
+                success: Model::txn_ops(&success),
+                failure: Model::txn_ops(&failure),
+                write_id: write_id(id),
+            }),
             Op::Retry(n) if !sent.is_empty() => sent[usize::from(n) % sent.len()].clone(),
             Op::Retry(_) => continue,
             Op::AllocateNodeId(o) => Command::AllocateNodeId { ordinal: u32::from(o % 4) },
@@ -197,13 +482,80 @@ fuzz_target!(|ops: Vec<Op>| {
     }
     flush(&mut run, &mut expected);
 
+    // The state now.
     assert_eq!(sm.key_count().expect("count"), model.kv.len() as u64, "key count");
     for (k, stored) in &model.kv {
         assert_eq!(sm.get(k).expect("get").map(|kv| kv.stored), Some(stored.clone()), "key {k:?}");
     }
     let page = sm.scan(Bound::Unbounded, Bound::Unbounded, usize::MAX).expect("scan");
-    let scanned: Vec<_> = page.kvs.into_iter().map(|kv| (kv.key, kv.stored)).collect();
-    assert_eq!(scanned, model.kv.into_iter().collect::<Vec<_>>(), "full scan");
+    let now: Vec<_> = model.kv.clone().into_iter().collect();
+    assert_eq!(pairs(page.kvs), now, "full scan");
     assert_eq!(sm.declared_replicas().expect("replicas"), model.replicas);
     assert_eq!(sm.applied().expect("applied").map(|l| l.index), (index > 0).then_some(index));
+
+    // Revisions and the history.
+    let (current, compacted) = (model.revision, model.compacted);
+    assert_eq!(sm.revision().expect("revision"), current, "store revision");
+    assert_eq!(sm.compacted(), compacted, "compaction revision");
+    assert_eq!(model.states.len() as u64, current + 1);
+    assert_eq!(model.states[current as usize], model.kv);
+    // Every revision when there are few, else both ends and evenly spaced ones between.
+    let span = current - compacted;
+    let readable: BTreeSet<u64> = if span <= 16 {
+        (compacted..=current).collect()
+    } else {
+        (0..=15).map(|i| compacted + span * i / 15).collect()
+    };
+    for &r in &readable {
+        let read = sm.scan_at(Bound::Unbounded, Bound::Unbounded, usize::MAX, Some(r)).expect("scan_at");
+        let read = read.unwrap_or_else(|e| panic!("revision {r} of {compacted}..={current} refused: {e}"));
+        assert_eq!(read.revision, r, "the revision a read at {r} reflects");
+        assert!(!read.value.more);
+        let expected: Vec<_> = model.states[r as usize].clone().into_iter().collect();
+        assert_eq!(pairs(read.value.kvs), expected, "full scan at revision {r} of {compacted}..={current}");
+    }
+    // A get of every key at one revision between the two.
+    let middle = compacted + span / 2;
+    for k in universe() {
+        let read = sm.get_at(&k, Some(middle)).expect("get_at").expect("readable");
+        assert_eq!(read.revision, middle);
+        assert_eq!(read.value.map(|kv| kv.stored), model.states[middle as usize].get(&k).cloned(), "{k:?} at {middle}");
+    }
+    // Below the compaction revision: refused; past the current one: refused.
+    for r in [0, compacted / 2, compacted.saturating_sub(1)] {
+        if r < compacted {
+            let read = sm.scan_at(Bound::Unbounded, Bound::Unbounded, usize::MAX, Some(r)).expect("scan_at");
+            assert_eq!(read.err(), Some(RevisionError::Compacted { requested: r, compacted }), "scan at {r}");
+            let read = sm.get_at(b"k0", Some(r)).expect("get_at");
+            assert_eq!(read.err(), Some(RevisionError::Compacted { requested: r, compacted }), "get at {r}");
+            let events = sm.events_from(r, usize::MAX).expect("events_from");
+            assert_eq!(events.err(), Some(RevisionError::Compacted { requested: r, compacted }), "events from {r}");
+        }
+    }
+    let future = sm.scan_at(Bound::Unbounded, Bound::Unbounded, usize::MAX, Some(current + 1)).expect("scan_at");
+    assert_eq!(future.err(), Some(RevisionError::Future { requested: current + 1, current }));
+    // The kept history replays, revision by revision, from the compaction revision to now.
+    let from = compacted.max(1);
+    let events = sm.events_from(from, usize::MAX).expect("events_from").expect("kept");
+    let mut state = model.states[(from - 1) as usize].clone();
+    let mut at = from - 1;
+    for e in events {
+        if e.revision != at {
+            assert_eq!(state, model.states[at as usize], "replayed to revision {at}");
+            assert_eq!(e.revision, at + 1, "the history skips no revision");
+            at = e.revision;
+        }
+        assert_eq!(e.event.before.as_ref(), state.get(&e.event.key), "the key before the change at {at}");
+        match e.event.after {
+            Some(after) => {
+                assert_eq!(after.mod_revision, at, "a change's mod revision is its revision");
+                state.insert(e.event.key, after);
+            }
+            None => {
+                state.remove(&e.event.key);
+            }
+        }
+    }
+    assert_eq!(at, current.max(from - 1), "the history ends at the current revision");
+    assert_eq!(state, model.kv, "the replayed history ends at the current state");
 });
