@@ -68,8 +68,13 @@ impl Pending<'_> {
     pub(super) fn keys_in(&self, range: &KeyRange, limit: Option<usize>) -> io::Result<(Vec<KeyValue>, bool)> {
         let (lower, upper) = match range {
             KeyRange::Key(key) => {
-                let value = self.value(key)?;
-                return Ok((value.map(|stored| KeyValue { key: key.clone(), stored }).into_iter().collect(), false));
+                let found: Vec<KeyValue> =
+                    self.value(key)?.map(|stored| KeyValue { key: key.clone(), stored }).into_iter().collect();
+                // A limit of 0 holds the key back, as it would a span's first key.
+                return Ok(match limit {
+                    Some(0) => (Vec::new(), !found.is_empty()),
+                    _ => (found, false),
+                });
             }
             KeyRange::Span { start, end } => (
                 Bound::Included(data_key(start)),
