@@ -151,3 +151,28 @@ async fn lease_commands_grant_attach_inspect_and_revoke() -> anyhow::Result<()> 
     assert_eq!(code, Some(3), "a revoked lease cannot be kept alive");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_runs_a_command_under_the_lock_and_returns_its_status() -> anyhow::Result<()> {
+    let cluster = healthy_cluster(1, 1, &[]).await?;
+    let endpoint = cluster.client_addr(0);
+    let run = |args: Vec<&'static str>| {
+        let endpoint = endpoint.clone();
+        async move {
+            tokio::process::Command::new(petkv_harness::binary::petkv_binary()?)
+                .args(["lock", "cron", "--ttl", "5", "--endpoints", &endpoint, "--"])
+                .args(args)
+                .kill_on_drop(true)
+                .output()
+                .await
+                .context("run petkv lock")
+        }
+    };
+    let out = run(vec!["sh", "-c", "exit 7"]).await?;
+    assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("holds the lock"));
+    // Released afterwards: the next one takes it at once.
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), run(vec!["true"])).await??;
+    assert_eq!(out.status.code(), Some(0));
+    Ok(())
+}

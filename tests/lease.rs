@@ -104,3 +104,32 @@ async fn a_leader_failover_never_expires_a_kept_alive_lease() -> anyhow::Result<
     assert!(ttl.remaining_ms > 0, "{ttl:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_is_held_by_one_at_a_time_in_arrival_order_and_freed_by_a_dead_holder() -> anyhow::Result<()> {
+    use std::sync::Arc;
+    let cluster = healthy_cluster(3, 3, &[]).await?;
+    let all: Vec<String> = (0..3).map(|o| cluster.client_addr(o)).collect();
+    let client = || -> anyhow::Result<Arc<Client>> { Ok(Arc::new(cluster.client_for(&all, Duration::from_secs(10))?)) };
+    let first = petkv_client::Lock::acquire(client()?, "jobs/lock", 5).await?;
+    let waiting = tokio::spawn({
+        let c = client()?;
+        async move { petkv_client::Lock::acquire(c, "jobs/lock", 5).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!waiting.is_finished(), "a second holder took the lock while the first held it");
+    let first_revision = first.revision;
+    first.release().await?;
+    let second = tokio::time::timeout(SETTLE, waiting).await???;
+    assert!(second.revision > first_revision, "fencing tokens grow");
+
+    // A holder that dies (its keep-alives stop, nobody revokes) frees the lock within its TTL.
+    drop(second);
+    let started = Instant::now();
+    let third = tokio::time::timeout(SETTLE, petkv_client::Lock::acquire(client()?, "jobs/lock", 5)).await??;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(3), "not before the dead holder's lease could expire: {waited:?}");
+    assert!(waited < Duration::from_secs(5 + 4), "within its TTL and a little: {waited:?}");
+    third.release().await?;
+    Ok(())
+}

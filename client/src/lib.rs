@@ -15,6 +15,7 @@
 //! - [`auth`]: bearer tokens on the wire (`authorization: Bearer <token>`).
 //! - [`Watcher`]: a watch that resumes on another member from its last revision.
 //! - [`KeepAlive`]: a stream that keeps leases alive.
+//! - [`Lock`]: a lock on leases and revisions (etcd's recipe).
 //!
 //! The node (crate `petkv`) builds on this crate for the same pieces: it serves [`pb::v1`],
 //! marks and relays "not applied" errors with [`outcome`], dials with [`tls::dial`] and checks
@@ -23,6 +24,7 @@
 pub mod auth;
 mod client;
 mod lease;
+mod lock;
 pub mod outcome;
 pub mod pb;
 pub mod tls;
@@ -30,4 +32,5 @@ mod watch;
 
 pub use client::{is_retryable, Client, ClientError, DEFAULT_TIMEOUT, MAX_WATCH_RESPONSE_BYTES};
 pub use lease::KeepAlive;
+pub use lock::Lock;
 pub use watch::Watcher;

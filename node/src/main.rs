@@ -221,6 +221,42 @@ async fn run_client(command: Command) -> Result<u8, ClientError> {
             }
         }
         Command::Lease(lease) => run_lease(lease).await,
+        Command::Lock { name, ttl, command, client: args } => {
+            let c = std::sync::Arc::new(client(&args)?);
+            let lock = petkv_client::Lock::acquire(c, &name, ttl).await?;
+            let key = String::from_utf8_lossy(&lock.key).into_owned();
+            match args.output {
+                OutputFormat::Json => {
+                    println!("{}", json!({"key": key, "lease": lock.lease, "revision": lock.revision}))
+                }
+                OutputFormat::Table => println!("{key} holds the lock (revision {})", lock.revision),
+            }
+            let code = match command.split_first() {
+                Some((program, rest)) => match tokio::process::Command::new(program).args(rest).status().await {
+                    Ok(status) => status.code().unwrap_or(1).clamp(0, 255) as u8,
+                    Err(e) => {
+                        eprintln!("petkv lock: cannot run {program}: {e}");
+                        1
+                    }
+                },
+                None => {
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                        Ok(mut term) => {
+                            tokio::select! {
+                                _ = tokio::signal::ctrl_c() => {}
+                                _ = term.recv() => {}
+                            }
+                        }
+                        Err(_) => {
+                            let _ = tokio::signal::ctrl_c().await;
+                        }
+                    }
+                    0
+                }
+            };
+            lock.release().await?;
+            Ok(code)
+        }
         Command::Compact { revision, client: args } => {
             let r = client(&args)?.compact(revision).await?;
             let human = format!("history before revision {} dropped", r.compacted);

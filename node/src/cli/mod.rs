@@ -119,6 +119,20 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Take a lock (waiting for it), hold it until interrupted or until COMMAND exits, then
+    /// release it. Its key lives under a lease, so a holder that dies loses the lock within
+    /// the TTL.
+    Lock {
+        name: String,
+        /// The lease's TTL, in seconds.
+        #[arg(long, default_value_t = 10)]
+        ttl: u64,
+        /// Run this while holding the lock; its exit status is the command's.
+        #[arg(last = true)]
+        command: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Leases: keys that disappear when their owner stops keeping the lease alive.
     #[command(subcommand)]
     Lease(LeaseCommand),

@@ -1,0 +1,120 @@
+//! A lock on petkv, etcd's recipe (`concurrency.Mutex`): each contender puts a key
+//! `<name>/<lease>` under a lease it keeps alive; the contender whose key has the lowest create
+//! revision holds the lock, and every other waits for the deletion of the key just before its
+//! own. A holder that dies loses its lease, so its key (and with it the lock) goes by itself
+//! within the lease's TTL; a release revokes the lease. Waiting contenders are served in the
+//! order they arrived.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::pb::v1::event::EventType;
+use crate::pb::v1::txn_op::Op;
+use crate::pb::v1::txn_op_result::Result as OpResult;
+use crate::pb::v1::{TxnOp, TxnRange, TxnRequest, WatchRequest};
+use crate::{Client, ClientError, Watcher};
+
+/// A held lock; [`Lock::release`] gives it up (dropping it only stops the keep-alives, and the
+/// lock then goes when the lease expires).
+pub struct Lock {
+    client: Arc<Client>,
+    /// The contender's key, `<name>/<lease in hex>`.
+    pub key: Vec<u8>,
+    pub lease: u64,
+    /// The revision the key was created at: the lock's fencing token (it only grows).
+    pub revision: u64,
+    keeper: JoinHandle<()>,
+}
+
+impl Lock {
+    /// Waits for lock `name` and takes it, under a lease of `ttl_seconds` kept alive from now
+    /// until the lock is released or dropped.
+    pub async fn acquire(client: Arc<Client>, name: &str, ttl_seconds: u64) -> Result<Self, ClientError> {
+        let lease = client.lease_grant(0, ttl_seconds).await?;
+        let keeper = tokio::spawn(keep_alive(client.clone(), lease.id, lease.ttl_seconds));
+        let prefix = format!("{name}/");
+        let key = format!("{prefix}{:016x}", lease.id).into_bytes();
+        let held = async {
+            let mine = client.put_with_lease(&key, b"", lease.id).await?;
+            let revision = mine.kv.map_or(0, |kv| kv.create_revision);
+            loop {
+                let (before, at) = predecessor(&client, &prefix, revision).await?;
+                let Some(before) = before else { return Ok(revision) };
+                wait_deleted(&client, &before, at + 1).await?;
+            }
+        };
+        match held.await {
+            Ok(revision) => Ok(Self { client, key, lease: lease.id, revision, keeper }),
+            Err(e) => {
+                keeper.abort();
+                let _ = client.lease_revoke(lease.id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives the lock up: revokes the lease, which deletes the key.
+    pub async fn release(self) -> Result<(), ClientError> {
+        self.keeper.abort();
+        self.client.lease_revoke(self.lease).await.map(|_| ())
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
+/// The key of the contender just before `revision` under `prefix` (none: `revision` is the
+/// first), and the store revision the answer was read at.
+async fn predecessor(client: &Client, prefix: &str, revision: u64) -> Result<(Option<Vec<u8>>, u64), ClientError> {
+    let range = TxnOp {
+        op: Some(Op::Range(TxnRange { key: prefix.as_bytes().to_vec().into(), prefix: true, ..Default::default() })),
+    };
+    let answer = client.txn(TxnRequest { success: vec![range], ..Default::default() }).await?;
+    let at = answer.header.as_ref().map_or(0, |h| h.revision);
+    let Some(Some(OpResult::Range(range))) = answer.results.into_iter().next().map(|r| r.result) else {
+        return Ok((None, at));
+    };
+    let before = range
+        .kvs
+        .into_iter()
+        .filter(|kv| kv.create_revision < revision)
+        .max_by_key(|kv| kv.create_revision)
+        .map(|kv| kv.key.to_vec());
+    Ok((before, at))
+}
+
+/// Waits until `key` is deleted, watching from revision `from`.
+async fn wait_deleted(client: &Client, key: &[u8], from: u64) -> Result<(), ClientError> {
+    let mut watcher =
+        Watcher::new(client, WatchRequest { key: key.to_vec().into(), start_revision: from, ..Default::default() });
+    loop {
+        let response = watcher.next().await?;
+        if response.events.iter().any(|e| e.r#type == EventType::Delete as i32) {
+            return Ok(());
+        }
+    }
+}
+
+/// Renews `lease` every third of its TTL until aborted; a failed renewal opens a new stream.
+async fn keep_alive(client: Arc<Client>, lease: u64, ttl_seconds: u64) {
+    let every = Duration::from_millis(ttl_seconds.max(1) * 1000 / 3);
+    let mut keep = None;
+    loop {
+        if keep.is_none() {
+            keep = client.keep_alive().await.ok();
+        }
+        if let Some(k) = keep.as_mut() {
+            match k.renew(lease).await {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(_) => keep = None,
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
