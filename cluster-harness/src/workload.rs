@@ -103,10 +103,21 @@ impl Workload {
                     }
                     n += 1;
                     let key = (rand::random::<u32>() as usize) % keys;
-                    let roll = rand::random::<u32>() % 10;
+                    let other = (key + 1 + (rand::random::<u32>() as usize) % keys.saturating_sub(1).max(1)) % keys;
+                    let roll = rand::random::<u32>() % 20;
+                    let value = format!("{prefix}c{c}-{n}").into_bytes();
                     let input = match roll {
-                        0..=4 => Input::Put(format!("{prefix}c{c}-{n}").into_bytes()),
-                        5..=8 => Input::Get,
+                        // Transactions on two keys, recorded per key (see `run_txn`).
+                        0..=1 if other != key => {
+                            let both = [key_name(key), key_name(other)];
+                            let kind = if roll == 0 { TxnKind::PutBoth(value) } else { TxnKind::GetBoth };
+                            for done in run_txn(&client, c as u64, both, kind, started).await {
+                                record(&recorded, done);
+                            }
+                            continue;
+                        }
+                        0..=9 => Input::Put(value),
+                        10..=17 => Input::Get,
                         _ => Input::Delete,
                     };
                     let op = run_one(&client, c as u64, key_name(key), input, started).await;
@@ -174,6 +185,86 @@ async fn run_one(client: &Client, id: u64, key: Vec<u8>, input: Input, started: 
         Err(_) => return Done { op: None, is_write, failed: true },
     };
     Done { op: Some(Operation { client: id, key, input, invoked_ns, outcome, served }), is_write, failed: false }
+}
+
+/// A transaction of the workload, on two keys.
+enum TxnKind {
+    /// Put one value to both keys: one revision for both.
+    PutBoth(Vec<u8>),
+    /// Read both keys at one point.
+    GetBoth,
+}
+
+/// Runs a transaction on `keys` and records it as one operation per key, with the
+/// transaction's invocation, completion and reply header. The linearizability check sees each
+/// key's part in that key's history (a per-key projection: every violation it reports is real,
+/// but it checks no order across keys); that the parts are one atomic change is what the watch
+/// streams check (one revision for both puts, [`crate::checker::watch`]).
+async fn run_txn(client: &Client, id: u64, keys: [Vec<u8>; 2], kind: TxnKind, started: Instant) -> Vec<Done> {
+    use petkv_client::pb::v1::txn_op::Op;
+    use petkv_client::pb::v1::txn_op_result::Result as OpResult;
+    use petkv_client::pb::v1::{TxnOp, TxnPut, TxnRange, TxnRequest};
+    let invoked_ns = started.elapsed().as_nanos() as u64;
+    let is_write = matches!(kind, TxnKind::PutBoth(_));
+    let ops = keys
+        .iter()
+        .map(|key| TxnOp {
+            op: Some(match &kind {
+                TxnKind::PutBoth(v) => {
+                    Op::Put(TxnPut { key: key.clone().into(), value: v.clone().into(), ..Default::default() })
+                }
+                TxnKind::GetBoth => Op::Range(TxnRange { key: key.clone().into(), ..Default::default() }),
+            }),
+        })
+        .collect();
+    let result = client.txn(TxnRequest { success: ops, ..Default::default() }).await;
+    let at_ns = started.elapsed().as_nanos() as u64;
+    let input = |_: usize| match &kind {
+        TxnKind::PutBoth(v) => Input::Put(v.clone()),
+        TxnKind::GetBoth => Input::Get,
+    };
+    match result {
+        Ok(r) => {
+            let served = r.header.map(|h| Served {
+                node: h.served_by,
+                raft_index: h.raft_index,
+                term: h.term,
+                revision: h.revision,
+            });
+            keys.into_iter()
+                .enumerate()
+                .map(|(i, key)| {
+                    let output = match r.results.get(i).and_then(|x| x.result.clone()) {
+                        Some(OpResult::Range(range)) => Output::Value(range.kvs.first().map(|kv| kv.value.to_vec())),
+                        _ => Output::Ok,
+                    };
+                    let outcome = Outcome::Completed { at_ns, output };
+                    Done {
+                        op: Some(Operation { client: id, key, input: input(i), invoked_ns, outcome, served }),
+                        is_write,
+                        failed: false,
+                    }
+                })
+                .collect()
+        }
+        Err(ClientError::OutcomeUnknown(_)) if is_write => keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, key)| Done {
+                op: Some(Operation {
+                    client: id,
+                    key,
+                    input: input(i),
+                    invoked_ns,
+                    outcome: Outcome::Unknown,
+                    served: None,
+                }),
+                is_write,
+                failed: false,
+            })
+            .collect(),
+        Err(_) => vec![Done { op: None, is_write, failed: true }],
+    }
 }
 
 fn record(recorded: &Mutex<Recorded>, done: Done) {
