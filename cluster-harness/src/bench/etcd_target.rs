@@ -56,4 +56,10 @@ impl KvTarget for EtcdTarget {
             .and_then([TxnOp::put(key, value.to_vec(), None)]);
         kv.txn(txn).await.map(|r| r.succeeded()).map_err(|e| e.to_string())
     }
+
+    async fn txn(&self, keys: [String; 2], value: Arc<Vec<u8>>) -> Result<(), String> {
+        let [a, b] = keys;
+        let txn = Txn::new().and_then([TxnOp::put(a, value.to_vec(), None), TxnOp::put(b, value.to_vec(), None)]);
+        self.kv.clone().txn(txn).await.map(|_| ()).map_err(|e| e.to_string())
+    }
 }

@@ -57,6 +57,9 @@ pub enum Mode {
     /// Read the key's revision, then write only if it is unchanged (petkv: if_mod_revision; etcd:
     /// a txn comparing mod_revision).
     Cas,
+    /// A transaction that puts one value to two keys (the key and the next one): one atomic
+    /// change of both (petkv and etcd: `Txn` with two puts and no compare).
+    Txn,
 }
 
 impl Mode {
@@ -67,12 +70,13 @@ impl Mode {
             Mode::GetStale => "get-stale",
             Mode::Mixed => "mixed",
             Mode::Cas => "cas",
+            Mode::Txn => "txn",
         }
     }
 
     /// Whether the keys must exist before the run.
     pub fn reads(self) -> bool {
-        !matches!(self, Mode::Put)
+        !matches!(self, Mode::Put | Mode::Txn)
     }
 }
 

@@ -42,4 +42,20 @@ impl KvTarget for PetkvTarget {
         let put = self.client.put(key.as_bytes(), &value, Some(mod_revision)).await.map_err(|e| e.to_string())?;
         Ok(put.succeeded)
     }
+
+    async fn txn(&self, keys: [String; 2], value: Arc<Vec<u8>>) -> Result<(), String> {
+        use petkv_client::pb::v1::txn_op::Op;
+        use petkv_client::pb::v1::{TxnOp, TxnPut, TxnRequest};
+        let success = keys
+            .iter()
+            .map(|k| TxnOp {
+                op: Some(Op::Put(TxnPut {
+                    key: k.as_bytes().to_vec().into(),
+                    value: value.to_vec().into(),
+                    ..Default::default()
+                })),
+            })
+            .collect();
+        self.client.txn(TxnRequest { success, ..Default::default() }).await.map(|_| ()).map_err(|e| e.to_string())
+    }
 }

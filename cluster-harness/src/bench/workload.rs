@@ -25,6 +25,8 @@ pub trait KvTarget: Send + Sync + 'static {
     /// Read the key's revision, then write it only if the revision is unchanged. `Ok(false)`
     /// means the compare failed (another client won): a conflict, not an error.
     fn cas(&self, key: String, value: Arc<Vec<u8>>) -> impl Future<Output = Result<bool, String>> + Send;
+    /// Puts `value` to both keys in one transaction.
+    fn txn(&self, keys: [String; 2], value: Arc<Vec<u8>>) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// The workload's shape.
@@ -105,6 +107,9 @@ async fn drive_inner<T: KvTarget>(connections: &[Arc<T>], w: &Workload, record: 
                     seed ^= seed << 17;
                     let key = key_of(seed % keys);
                     let result = match mode {
+                        Mode::Txn => {
+                            conn.txn([key.clone(), key_of((seed + 1) % keys)], value.clone()).await.map(|_| true)
+                        }
                         Mode::Put => conn.put(key, value.clone()).await.map(|_| true),
                         Mode::Get => conn.get(key).await.map(|_| true),
                         Mode::GetStale => conn.get_stale(key).await.map(|_| true),
