@@ -25,7 +25,17 @@ pub struct Lock {
     pub lease: u64,
     /// The revision the key was created at: the lock's fencing token (it only grows).
     pub revision: u64,
-    keeper: JoinHandle<()>,
+    _keeper: Keeper,
+}
+
+/// The task keeping the lease alive; stopped when this drops (a lock dropped, or an
+/// acquisition given up half-way: the lease then expires by itself).
+struct Keeper(JoinHandle<()>);
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Lock {
@@ -33,7 +43,7 @@ impl Lock {
     /// until the lock is released or dropped.
     pub async fn acquire(client: Arc<Client>, name: &str, ttl_seconds: u64) -> Result<Self, ClientError> {
         let lease = client.lease_grant(0, ttl_seconds).await?;
-        let keeper = tokio::spawn(keep_alive(client.clone(), lease.id, lease.ttl_seconds));
+        let keeper = Keeper(tokio::spawn(keep_alive(client.clone(), lease.id, lease.ttl_seconds)));
         let prefix = format!("{name}/");
         let key = format!("{prefix}{:016x}", lease.id).into_bytes();
         let held = async {
@@ -46,9 +56,9 @@ impl Lock {
             }
         };
         match held.await {
-            Ok(revision) => Ok(Self { client, key, lease: lease.id, revision, keeper }),
+            Ok(revision) => Ok(Self { client, key, lease: lease.id, revision, _keeper: keeper }),
             Err(e) => {
-                keeper.abort();
+                drop(keeper);
                 let _ = client.lease_revoke(lease.id).await;
                 Err(e)
             }
@@ -57,14 +67,9 @@ impl Lock {
 
     /// Gives the lock up: revokes the lease, which deletes the key.
     pub async fn release(self) -> Result<(), ClientError> {
-        self.keeper.abort();
-        self.client.lease_revoke(self.lease).await.map(|_| ())
-    }
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        self.keeper.abort();
+        let Self { client, lease, _keeper, .. } = self;
+        drop(_keeper);
+        client.lease_revoke(lease).await.map(|_| ())
     }
 }
 
