@@ -133,3 +133,28 @@ async fn a_lock_is_held_by_one_at_a_time_in_arrival_order_and_freed_by_a_dead_ho
     third.release().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_election_has_one_leader_whose_proposal_observers_see() -> anyhow::Result<()> {
+    use std::sync::Arc;
+    let cluster = healthy_cluster(3, 3, &[]).await?;
+    let all: Vec<String> = (0..3).map(|o| cluster.client_addr(o)).collect();
+    let client = || -> anyhow::Result<Arc<Client>> { Ok(Arc::new(cluster.client_for(&all, Duration::from_secs(10))?)) };
+    let observer = client()?;
+    assert_eq!(petkv_client::leader(&observer, "db/primary").await?.0, None, "nobody leads yet");
+    let a = petkv_client::Lock::acquire_with_value(client()?, "db/primary", 5, b"pod-a").await?;
+    let (leader, at) = petkv_client::leader(&observer, "db/primary").await?;
+    assert_eq!(leader.map(|(_, v)| v), Some(b"pod-a".to_vec()));
+    let b = tokio::spawn({
+        let c = client()?;
+        async move { petkv_client::Lock::acquire_with_value(c, "db/primary", 5, b"pod-b").await }
+    });
+    // The observer hears a change (b's candidacy, then a's resignation) and then sees pod-b.
+    petkv_client::next_leader_change(&observer, "db/primary", at).await?;
+    a.release().await?;
+    let b = tokio::time::timeout(SETTLE, b).await???;
+    let (leader, _) = petkv_client::leader(&observer, "db/primary").await?;
+    assert_eq!(leader.map(|(_, v)| v), Some(b"pod-b".to_vec()));
+    b.release().await?;
+    Ok(())
+}

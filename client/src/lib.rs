@@ -15,7 +15,7 @@
 //! - [`auth`]: bearer tokens on the wire (`authorization: Bearer <token>`).
 //! - [`Watcher`]: a watch that resumes on another member from its last revision.
 //! - [`KeepAlive`]: a stream that keeps leases alive.
-//! - [`Lock`]: a lock on leases and revisions (etcd's recipe).
+//! - [`Lock`]: a lock on leases and revisions (etcd's recipe), and elections on it.
 //!
 //! The node (crate `petkv`) builds on this crate for the same pieces: it serves [`pb::v1`],
 //! marks and relays "not applied" errors with [`outcome`], dials with [`tls::dial`] and checks
@@ -32,5 +32,5 @@ mod watch;
 
 pub use client::{is_retryable, Client, ClientError, DEFAULT_TIMEOUT, MAX_WATCH_RESPONSE_BYTES};
 pub use lease::KeepAlive;
-pub use lock::Lock;
+pub use lock::{leader, next_leader_change, Lock};
 pub use watch::Watcher;

@@ -4,6 +4,10 @@
 //! own. A holder that dies loses its lease, so its key (and with it the lock) goes by itself
 //! within the lease's TTL; a release revokes the lease. Waiting contenders are served in the
 //! order they arrived.
+//!
+//! An election is the same recipe with a value: the holder is the leader and its key's value
+//! its proposal ([`Lock::acquire_with_value`]); [`leader`] and [`next_leader_change`] let anyone
+//! observe who leads.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,12 +46,22 @@ impl Lock {
     /// Waits for lock `name` and takes it, under a lease of `ttl_seconds` kept alive from now
     /// until the lock is released or dropped.
     pub async fn acquire(client: Arc<Client>, name: &str, ttl_seconds: u64) -> Result<Self, ClientError> {
+        Self::acquire_with_value(client, name, ttl_seconds, b"").await
+    }
+
+    /// [`Lock::acquire`], the contender's key holding `value` (an election's proposal).
+    pub async fn acquire_with_value(
+        client: Arc<Client>,
+        name: &str,
+        ttl_seconds: u64,
+        value: &[u8],
+    ) -> Result<Self, ClientError> {
         let lease = client.lease_grant(0, ttl_seconds).await?;
         let keeper = Keeper(tokio::spawn(keep_alive(client.clone(), lease.id, lease.ttl_seconds)));
         let prefix = format!("{name}/");
         let key = format!("{prefix}{:016x}", lease.id).into_bytes();
         let held = async {
-            let mine = client.put_with_lease(&key, b"", lease.id).await?;
+            let mine = client.put_with_lease(&key, value, lease.id).await?;
             let revision = mine.kv.map_or(0, |kv| kv.create_revision);
             loop {
                 let (before, at) = predecessor(&client, &prefix, revision).await?;
@@ -73,19 +87,49 @@ impl Lock {
     }
 }
 
-/// The key of the contender just before `revision` under `prefix` (none: `revision` is the
-/// first), and the store revision the answer was read at.
-async fn predecessor(client: &Client, prefix: &str, revision: u64) -> Result<(Option<Vec<u8>>, u64), ClientError> {
+/// The current holder (leader) of `name`: its key and value, and the revision the answer was
+/// read at.
+pub async fn leader(client: &Client, name: &str) -> Result<(Option<(Vec<u8>, Vec<u8>)>, u64), ClientError> {
+    let (kvs, at) = contenders(client, &format!("{name}/")).await?;
+    let first = kvs.into_iter().min_by_key(|kv| kv.create_revision).map(|kv| (kv.key.to_vec(), kv.value.to_vec()));
+    Ok((first, at))
+}
+
+/// Waits for the next change among `name`'s contenders after revision `at` (the leader may
+/// have changed: ask [`leader`] again).
+pub async fn next_leader_change(client: &Client, name: &str, at: u64) -> Result<(), ClientError> {
+    let request = WatchRequest {
+        key: format!("{name}/").into_bytes().into(),
+        prefix: true,
+        start_revision: at + 1,
+        ..Default::default()
+    };
+    let mut watcher = Watcher::new(client, request);
+    loop {
+        if !watcher.next().await?.events.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+/// Every contender under `prefix`, and the revision the answer was read at.
+async fn contenders(client: &Client, prefix: &str) -> Result<(Vec<crate::pb::v1::KeyValue>, u64), ClientError> {
     let range = TxnOp {
         op: Some(Op::Range(TxnRange { key: prefix.as_bytes().to_vec().into(), prefix: true, ..Default::default() })),
     };
     let answer = client.txn(TxnRequest { success: vec![range], ..Default::default() }).await?;
     let at = answer.header.as_ref().map_or(0, |h| h.revision);
-    let Some(Some(OpResult::Range(range))) = answer.results.into_iter().next().map(|r| r.result) else {
-        return Ok((None, at));
-    };
-    let before = range
-        .kvs
+    match answer.results.into_iter().next().and_then(|r| r.result) {
+        Some(OpResult::Range(range)) => Ok((range.kvs, at)),
+        _ => Ok((Vec::new(), at)),
+    }
+}
+
+/// The key of the contender just before `revision` under `prefix` (none: `revision` is the
+/// first), and the store revision the answer was read at.
+async fn predecessor(client: &Client, prefix: &str, revision: u64) -> Result<(Option<Vec<u8>>, u64), ClientError> {
+    let (kvs, at) = contenders(client, prefix).await?;
+    let before = kvs
         .into_iter()
         .filter(|kv| kv.create_revision < revision)
         .max_by_key(|kv| kv.create_revision)

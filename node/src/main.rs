@@ -63,6 +63,21 @@ fn client(args: &ClientArgs) -> Result<Client, ClientError> {
     args.client()
 }
 
+/// Waits for SIGINT or SIGTERM.
+async fn wait_for_interrupt() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 /// `petkv lease …`.
 async fn run_lease(command: LeaseCommand) -> Result<u8, ClientError> {
     match command {
@@ -221,6 +236,30 @@ async fn run_client(command: Command) -> Result<u8, ClientError> {
             }
         }
         Command::Lease(lease) => run_lease(lease).await,
+        Command::Elect { name, proposal, listen, ttl, client: args } => {
+            let c = std::sync::Arc::new(client(&args)?);
+            if listen {
+                let mut shown: Option<Vec<u8>> = None;
+                loop {
+                    let (leader, at) = petkv_client::leader(&c, &name).await?;
+                    let key = leader.as_ref().map(|(k, _)| k.clone());
+                    if key != shown {
+                        match &leader {
+                            Some((_, value)) => println!("{}", String::from_utf8_lossy(value)),
+                            None => eprintln!("{name}: no leader"),
+                        }
+                        shown = key;
+                    }
+                    petkv_client::next_leader_change(&c, &name, at).await?;
+                }
+            }
+            let proposal = proposal.unwrap_or_default();
+            let lead = petkv_client::Lock::acquire_with_value(c, &name, ttl, proposal.as_bytes()).await?;
+            println!("{name}: elected with {proposal} (revision {})", lead.revision);
+            wait_for_interrupt().await;
+            lead.release().await?;
+            Ok(0)
+        }
         Command::Lock { name, ttl, command, client: args } => {
             let c = std::sync::Arc::new(client(&args)?);
             let lock = petkv_client::Lock::acquire(c, &name, ttl).await?;
@@ -240,17 +279,7 @@ async fn run_client(command: Command) -> Result<u8, ClientError> {
                     }
                 },
                 None => {
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                        Ok(mut term) => {
-                            tokio::select! {
-                                _ = tokio::signal::ctrl_c() => {}
-                                _ = term.recv() => {}
-                            }
-                        }
-                        Err(_) => {
-                            let _ = tokio::signal::ctrl_c().await;
-                        }
-                    }
+                    wait_for_interrupt().await;
                     0
                 }
             };

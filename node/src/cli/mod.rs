@@ -133,6 +133,21 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Campaign in election NAME with PROPOSAL: wait until elected, print it, lead until
+    /// interrupted, then resign. With --listen, print the leader's proposal at every change
+    /// instead.
+    Elect {
+        name: String,
+        #[arg(required_unless_present = "listen")]
+        proposal: Option<String>,
+        #[arg(long, conflicts_with = "proposal")]
+        listen: bool,
+        /// The lease's TTL, in seconds: a leader that dies is replaced within it.
+        #[arg(long, default_value_t = 10)]
+        ttl: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Leases: keys that disappear when their owner stops keeping the lease alive.
     #[command(subcommand)]
     Lease(LeaseCommand),
