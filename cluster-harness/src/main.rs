@@ -341,6 +341,31 @@ struct BenchArgs {
     /// Where the sweep's picture goes.
     #[arg(long, default_value = "bench-sweep.svg")]
     svg: PathBuf,
+    /// Which members the connections go to, the same policy for both systems: spread over
+    /// every member, or the leader only.
+    #[arg(long, value_enum, default_value_t = petkv_harness::bench::Target::Spread)]
+    target: petkv_harness::bench::Target,
+    /// --mode watch: watchers of every bench key (watcher i on member i mod 3); --scenario
+    /// footprint: idle watchers opened.
+    #[arg(long, default_value_t = 16)]
+    watchers: usize,
+    /// --scenario footprint: leases granted.
+    #[arg(long, default_value_t = 10_000)]
+    leases: u64,
+    /// A flag for every petkv member's `petkv serve`, e.g. --petkv-arg=--history-retention=0
+    /// (repeatable).
+    #[arg(long = "petkv-arg", allow_hyphen_values = true)]
+    petkv_args: Vec<String>,
+    /// A flag for every etcd member, e.g. --etcd-arg=--auto-compaction-mode=revision
+    /// (repeatable).
+    #[arg(long = "etcd-arg", allow_hyphen_values = true)]
+    etcd_args: Vec<String>,
+}
+
+impl BenchArgs {
+    fn extra_args(&self) -> petkv_harness::bench::sut::ExtraArgs {
+        petkv_harness::bench::sut::ExtraArgs { petkv: self.petkv_args.clone(), etcd: self.etcd_args.clone() }
+    }
 }
 
 type BenchMode = petkv_harness::bench::Mode;
@@ -360,6 +385,10 @@ async fn scenario(args: &BenchArgs, scenario: petkv_harness::bench::scenario::Sc
         writers: args.writers,
         compare: args.compare,
         rounds: args.rounds,
+        target: args.target,
+        args: args.extra_args(),
+        watchers: args.watchers,
+        leases: args.leases,
     };
     let report = scenario::run(&spec).await?;
     if args.json {
@@ -386,7 +415,20 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
         duration: Duration::from_secs(args.duration_secs),
         compare: args.compare,
         rounds: args.rounds,
+        target: args.target,
+        watchers: args.watchers,
+        args: args.extra_args(),
     };
+    if spec.mode == bench::Mode::Watch {
+        anyhow::ensure!(args.sweep.is_none(), "--mode watch takes no --sweep");
+        let report = bench::watch::run(&spec).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!("{}", report.table());
+        }
+        return Ok(true);
+    }
     let reports = match &args.sweep {
         Some(list) => bench::sweep(&spec, &sweep::parse(list)?).await?,
         None => vec![bench::run(&spec).await?],

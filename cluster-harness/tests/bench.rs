@@ -122,13 +122,65 @@ mod scenarios {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn volume_measures_the_data_dirs_twice() -> anyhow::Result<()> {
-        let report = scenario::run(&spec(Scenario::Volume)).await?;
+    async fn volume_measures_the_data_dirs_twice_and_the_retained_history() -> anyhow::Result<()> {
+        // A retention of 500 revisions, passed to every member: after 2,000 puts the leader has
+        // compacted some of them (it looks every 500 ms, so the puts of the last half second
+        // may not be compacted yet), and never into the last 500.
+        let args = petkv_harness::bench::sut::ExtraArgs {
+            petkv: vec!["--history-retention=500".into()],
+            ..Default::default()
+        };
+        let report = scenario::run(&ScenarioSpec { args, ..spec(Scenario::Volume) }).await?;
         let table = report.table();
+        let retained = figure(&report, "revisions of history retained");
+        assert!((500.0..2000.0).contains(&retained), "{table}");
+        assert!(table.contains("petkv serve flags added: --history-retention=500"), "{table}");
         let half = figure(&report, "data dir MiB after 1000 puts (largest member)");
         let all = figure(&report, "data dir MiB after 2000 puts (largest member)");
         assert!(half > 0.0 && all > 0.0, "{table}");
         assert!(figure(&report, "growth from half to all the puts ×") > 0.0, "{table}");
         Ok(())
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn footprint_measures_watchers_and_leases() -> anyhow::Result<()> {
+        let report = scenario::run(&ScenarioSpec { watchers: 300, leases: 1000, ..spec(Scenario::Footprint) }).await?;
+        let table = report.table();
+        let watcher = figure(&report, "KiB per idle watcher (all members)");
+        let lease = figure(&report, "KiB per lease (the member that grew most)");
+        assert!(watcher.is_finite() && lease.is_finite(), "{table}");
+        assert!(figure(&report, "RSS before, MiB (all members)") > 3.0, "{table}");
+        assert!(table.contains("with 300 watchers") && table.contains("with 1000 leases too"), "{table}");
+        Ok(())
+    }
+}
+
+/// `--mode watch`, petkv only: every watcher receives every acknowledged put, and the
+/// put-to-event latency is measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_mode_delivers_every_put_to_every_watcher() -> anyhow::Result<()> {
+    let spec = BenchSpec {
+        mode: Mode::Watch,
+        clients: 4,
+        watchers: 6,
+        keys: 1000,
+        warmup: Duration::from_millis(500),
+        duration: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let report = bench::watch::run(&spec).await?;
+    let table = report.table();
+    let figure = |name: &str| report.median(System::Petkv, name).unwrap_or_else(|| panic!("no {name:?} in\n{table}"));
+    assert_eq!(figure("events missing after the drain (all watchers)"), 0.0, "{table}");
+    assert_eq!(figure("failed puts"), 0.0, "{table}");
+    assert!(figure("events delivered/s (all watchers)") > 0.0, "{table}");
+    // Each put reaches all 6 watchers; the window's edges make the ratio a little uneven.
+    let per_put = figure("events per put (ideal: 6)");
+    assert!((5.0..=7.0).contains(&per_put), "{table}");
+    let (p50, p99) = (figure("put→event p50 ms"), figure("put→event p99 ms"));
+    assert!(p50 > 0.0 && p50 <= p99, "{table}");
+    // An event cannot arrive before its put was sent, nor (at p50) before most puts commit.
+    assert!(p50 >= figure("put acknowledged p50 ms") * 0.5, "{table}");
+    assert!(table.contains("endpoints: spread over all members"), "{table}");
+    Ok(())
 }

@@ -26,6 +26,8 @@ pub struct EtcdCluster {
     members: Vec<Member>,
     client_endpoints: Vec<String>,
     initial: String,
+    /// Flags every member gets besides its name, URLs and data dir (`--etcd-arg`).
+    extra_args: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -46,8 +48,9 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl EtcdCluster {
-    /// Starts the members with their data in a new temporary dir under `parent`.
-    pub fn start(parent: &Path) -> anyhow::Result<Self> {
+    /// Starts the members with their data in a new temporary dir under `parent`, each with
+    /// `extra_args` besides its own flags.
+    pub fn start(parent: &Path, extra_args: &[String]) -> anyhow::Result<Self> {
         anyhow::ensure!(installed(), "etcd is not installed: run scripts/install-etcd.sh");
         let dir = tempfile::Builder::new()
             .prefix("etcd-bench-")
@@ -63,7 +66,7 @@ impl EtcdCluster {
             .collect::<Vec<_>>()
             .join(",");
         let client_endpoints = members.iter().map(|m| format!("127.0.0.1:{}", m.client)).collect();
-        let mut cluster = Self { members, client_endpoints, initial, dir };
+        let mut cluster = Self { members, client_endpoints, initial, extra_args: extra_args.to_vec(), dir };
         for i in 0..MEMBERS {
             cluster.start_member(i)?;
         }
@@ -71,10 +74,18 @@ impl EtcdCluster {
     }
 
     /// The flags every member gets besides its name, URLs and data dir (for reports).
-    pub fn flags_note() -> &'static str {
-        "etcd 3.4 flags: --name --data-dir --listen/advertise-client-urls --listen/initial-advertise-peer-urls \
-         --initial-cluster --initial-cluster-state=new --initial-cluster-token; everything else default (no \
-         --auto-compaction-retention, so no compaction; --snapshot-count 100000; --quota-backend-bytes 2 GiB)"
+    pub fn flags_note(extra_args: &[String]) -> String {
+        let base = "etcd 3.4 flags: --name --data-dir --listen/advertise-client-urls \
+                    --listen/initial-advertise-peer-urls --initial-cluster --initial-cluster-state=new \
+                    --initial-cluster-token";
+        if extra_args.is_empty() {
+            format!(
+                "{base}; everything else default (no --auto-compaction-retention, so no compaction; \
+                 --snapshot-count 100000; --quota-backend-bytes 2 GiB)"
+            )
+        } else {
+            format!("{base} {}; everything else default", extra_args.join(" "))
+        }
     }
 
     /// Starts member `i` (again) on its data dir; an existing data dir makes it rejoin.
@@ -95,6 +106,7 @@ impl EtcdCluster {
             .arg(format!("--initial-cluster={}", self.initial))
             .arg("--initial-cluster-state=new")
             .arg("--initial-cluster-token=petkv-bench")
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

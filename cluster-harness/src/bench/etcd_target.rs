@@ -6,13 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, LeaseClient, Txn, TxnOp, WatchClient,
+    WatchOptions, WatchStream,
+};
 
-use super::workload::KvTarget;
+use super::workload::{stamp_of, EventStream, KvTarget};
 
 /// One etcd connection.
 pub struct EtcdTarget {
     kv: KvClient,
+    watch: WatchClient,
+    lease: LeaseClient,
 }
 
 impl EtcdTarget {
@@ -26,13 +31,29 @@ impl EtcdTarget {
             let client = Client::connect(endpoints, Some(options))
                 .await
                 .with_context(|| format!("connect to etcd at {}", endpoints.join(",")))?;
-            out.push(Arc::new(Self { kv: client.kv_client() }));
+            out.push(Arc::new(Self {
+                kv: client.kv_client(),
+                watch: client.watch_client(),
+                lease: client.lease_client(),
+            }));
         }
         Ok(out)
     }
 }
 
+/// An etcd watch stream (one watch on its own gRPC stream).
+pub struct EtcdEvents(WatchStream);
+
+impl EventStream for EtcdEvents {
+    async fn next_batch(&mut self) -> Result<Option<Vec<u64>>, String> {
+        let response = self.0.message().await.map_err(|e| e.to_string())?;
+        Ok(response.map(|r| r.events().iter().map(|e| e.kv().map_or(0, |kv| stamp_of(kv.value()))).collect()))
+    }
+}
+
 impl KvTarget for EtcdTarget {
+    type Events = EtcdEvents;
+
     async fn put(&self, key: String, value: Arc<Vec<u8>>) -> Result<(), String> {
         self.kv.clone().put(key, value.to_vec(), None).await.map(|_| ()).map_err(|e| e.to_string())
     }
@@ -61,5 +82,20 @@ impl KvTarget for EtcdTarget {
         let [a, b] = keys;
         let txn = Txn::new().and_then([TxnOp::put(a, value.to_vec(), None), TxnOp::put(b, value.to_vec(), None)]);
         self.kv.clone().txn(txn).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn watch_prefix(&self, prefix: String) -> Result<EtcdEvents, String> {
+        let options = WatchOptions::new().with_prefix();
+        let mut stream = self.watch.clone().watch(prefix, Some(options)).await.map_err(|e| e.to_string())?;
+        match stream.message().await.map_err(|e| e.to_string())? {
+            Some(first) if first.created() => Ok(EtcdEvents(stream)),
+            Some(other) => Err(format!("the watch's first response was not `created`: {other:?}")),
+            None => Err("the watch stream ended before it was established".into()),
+        }
+    }
+
+    async fn lease_grant(&self, ttl_seconds: u64) -> Result<(), String> {
+        let ttl = i64::try_from(ttl_seconds).map_err(|_| format!("ttl {ttl_seconds} s is too long"))?;
+        self.lease.clone().grant(ttl, None).await.map(|_| ()).map_err(|e| e.to_string())
     }
 }

@@ -8,6 +8,8 @@
 //! - [`procstat`]: CPU seconds and peak RSS of the server processes from `/proc`;
 //! - [`report`]: medians per system, the side by side table, JSON;
 //! - [`sweep`]: throughput and p99 against client count, as an SVG;
+//! - [`watch`]: `--mode watch`, watchers beside the writers;
+//! - [`footprint`]: `--scenario footprint`, memory per idle watcher and per lease;
 //! - [`sut`]: each system as a cluster to steer (leader, signal, restart, readiness, data dirs);
 //! - [`scenario`]: `--scenario`: failover (kill -9, SIGTERM), cold start, restart-to-ready and
 //!   volume size, on both systems.
@@ -16,12 +18,14 @@
 pub mod etcd;
 #[cfg(feature = "etcd")]
 pub mod etcd_target;
+pub mod footprint;
 pub mod petkv_target;
 pub mod procstat;
 pub mod report;
 pub mod scenario;
 pub mod sut;
 pub mod sweep;
+pub mod watch;
 pub mod workload;
 
 use std::sync::Arc;
@@ -31,7 +35,6 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::ClusterSpec;
-use petkv_target::PetkvTarget;
 use report::{Report, RunResult};
 use sut::{PetkvSystem, SystemUnderTest};
 use workload::Workload;
@@ -60,6 +63,9 @@ pub enum Mode {
     /// A transaction that puts one value to two keys (the key and the next one): one atomic
     /// change of both (petkv and etcd: `Txn` with two puts and no compare).
     Txn,
+    /// --watchers watchers of every bench key, spread over the members, while --clients clients
+    /// put: events delivered per second and the put-to-event latency ([`watch`]).
+    Watch,
 }
 
 impl Mode {
@@ -71,12 +77,13 @@ impl Mode {
             Mode::Mixed => "mixed",
             Mode::Cas => "cas",
             Mode::Txn => "txn",
+            Mode::Watch => "watch",
         }
     }
 
     /// Whether the keys must exist before the run.
     pub fn reads(self) -> bool {
-        !matches!(self, Mode::Put | Mode::Txn)
+        !matches!(self, Mode::Put | Mode::Txn | Mode::Watch)
     }
 }
 
@@ -93,6 +100,31 @@ impl System {
         match self {
             System::Petkv => "petkv",
             System::Etcd => "etcd",
+        }
+    }
+}
+
+/// Which members the clients' connections go to: one policy for both systems, named in every
+/// report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// Every member: petkv's connection c starts at member c mod 3 (failing over to the next);
+    /// etcd's client balances each connection's requests over all members.
+    Spread,
+    /// The leader: petkv's connections start at the leader; etcd's connect to it alone.
+    Leader,
+}
+
+impl Target {
+    /// The policy, as the reports state it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Target::Spread => {
+                "endpoints: spread over all members (petkv: connection c starts at member c mod 3; etcd: its client \
+                 balances every connection over all members)"
+            }
+            Target::Leader => "endpoints: the leader only, for both systems",
         }
     }
 }
@@ -119,6 +151,11 @@ pub struct BenchSpec {
     pub duration: Duration,
     pub compare: Option<Compare>,
     pub rounds: usize,
+    pub target: Target,
+    /// Watch mode: watchers of every bench key.
+    pub watchers: usize,
+    /// Extra flags for every member of each system.
+    pub args: sut::ExtraArgs,
 }
 
 impl Default for BenchSpec {
@@ -134,6 +171,9 @@ impl Default for BenchSpec {
             duration: Duration::from_secs(10),
             compare: None,
             rounds: 1,
+            target: Target::Spread,
+            watchers: 16,
+            args: sut::ExtraArgs::default(),
         }
     }
 }
@@ -155,7 +195,6 @@ impl BenchSpec {
 /// The running systems.
 struct Systems {
     petkv: PetkvSystem,
-    petkv_endpoints: Vec<String>,
     #[cfg(feature = "etcd")]
     etcd: Option<sut::EtcdSystem>,
 }
@@ -166,13 +205,11 @@ impl Systems {
             ensure_etcd_available()?;
         }
         say_which_build()?;
-        let (cluster, leader) = crate::measure::fresh_cluster(ClusterSpec::default()).await?;
+        let cluster_spec = ClusterSpec { extra_args: spec.args.petkv.clone(), ..ClusterSpec::default() };
+        let (cluster, _) = crate::measure::fresh_cluster(cluster_spec).await?;
         let petkv = PetkvSystem::new(cluster);
-        // The leader first: the client starts there and fails over to the others.
-        let petkv_endpoints = petkv.endpoints_leader_first(leader);
         #[allow(unused_mut)]
         let mut systems = Self {
-            petkv_endpoints,
             #[cfg(feature = "etcd")]
             etcd: None,
             petkv,
@@ -181,20 +218,20 @@ impl Systems {
         if spec.compare == Some(Compare::Etcd) {
             let dir = systems.petkv.cluster.state_dir();
             let parent = dir.parent().unwrap_or(std::path::Path::new("/tmp")).to_path_buf();
-            let mut e = sut::EtcdSystem::launch(&parent)?;
+            let mut e = sut::EtcdSystem::launch(&parent, &spec.args)?;
             e.wait_healthy(SETTLE).await?;
             systems.etcd = Some(e);
         }
         let key_space = spec.key_space();
         if spec.mode.reads() {
             println!("preloading {key_space} keys of {} bytes", spec.value_size);
-            let conns = PetkvTarget::connect(&systems.petkv_endpoints, 8)?;
+            let conns = systems.petkv.connect(8, spec.target).await?;
             workload::preload(&conns, key_space, spec.value_size, PRELOAD_CONCURRENCY)
                 .await
                 .context("petkv preload")?;
             #[cfg(feature = "etcd")]
             if let Some(e) = &systems.etcd {
-                let conns = e.connect(8).await?;
+                let conns = e.connect(8, spec.target).await?;
                 workload::preload(&conns, key_space, spec.value_size, PRELOAD_CONCURRENCY)
                     .await
                     .context("etcd preload")?;
@@ -254,20 +291,28 @@ async fn measure_one<S: SystemUnderTest>(
     let pids = s.pids();
     anyhow::ensure!(pids.len() == s.members(), "a {} member is not running", s.system().name());
     let term_before = s.term().await?;
-    let start = tokio::time::Instant::now();
-    let (warmup, duration) = (w.warmup, w.duration);
-    let owned_pids = pids.clone();
-    let cpu = tokio::spawn(async move {
-        tokio::time::sleep_until(start + warmup).await;
-        let before = procstat::cpu_seconds(&owned_pids)?;
-        tokio::time::sleep_until(start + warmup + duration).await;
-        anyhow::Ok(procstat::cpu_seconds(&owned_pids)? - before)
-    });
+    let cpu = cpu_over_window(pids.clone(), tokio::time::Instant::now(), w.warmup, w.duration);
     let outcome = workload::drive(targets, w).await?;
     let cpu_seconds = cpu.await??;
     let rss = procstat::peak_rss(&pids)?;
     let leader_changes = s.term().await?.saturating_sub(term_before);
     Ok(RunResult::new(s.system(), header, &outcome, cpu_seconds, &rss, leader_changes))
+}
+
+/// CPU seconds the processes `pids` use from `start + warmup` for `duration` (a task that
+/// samples at both ends).
+fn cpu_over_window(
+    pids: Vec<u32>,
+    start: tokio::time::Instant,
+    warmup: Duration,
+    duration: Duration,
+) -> tokio::task::JoinHandle<anyhow::Result<f64>> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(start + warmup).await;
+        let before = procstat::cpu_seconds(&pids)?;
+        tokio::time::sleep_until(start + warmup + duration).await;
+        anyhow::Ok(procstat::cpu_seconds(&pids)? - before)
+    })
 }
 
 /// Runs `spec.rounds` rounds at `clients` on the running systems (petkv, then etcd, per round).
@@ -284,19 +329,20 @@ async fn rounds(systems: &Systems, spec: &BenchSpec, clients: usize) -> anyhow::
     let mut runs = Vec::new();
     for round in 1..=spec.rounds.max(1) {
         let header = (spec.mode, clients, connections, round);
-        let targets = PetkvTarget::connect(&systems.petkv_endpoints, connections)?;
+        let targets = systems.petkv.connect(connections, spec.target).await?;
         let r = measure_one(&systems.petkv, &targets, &w, header).await?;
         eprintln!("round {round}: petkv {} clients: {:.0} ops/s, p99 {:.2} ms", clients, r.ops_per_sec, r.p99_ms);
         runs.push(r);
         #[cfg(feature = "etcd")]
         if let Some(e) = &systems.etcd {
-            let targets = e.connect(connections).await?;
+            let targets = e.connect(connections, spec.target).await?;
             let r = measure_one(e, &targets, &w, header).await?;
             eprintln!("round {round}: etcd {} clients: {:.0} ops/s, p99 {:.2} ms", clients, r.ops_per_sec, r.p99_ms);
             runs.push(r);
         }
     }
-    Ok(Report::new((spec.mode, clients, connections, w.keys, spec.value_size, spec.duration.as_secs_f64()), runs))
+    let header = (spec.mode, clients, connections, w.keys, spec.value_size, spec.duration.as_secs_f64());
+    Ok(Report::new(header, spec.target, runs))
 }
 
 /// Runs the bench: fresh systems, the rounds, then both systems stopped.
@@ -306,6 +352,7 @@ pub async fn run(spec: &BenchSpec) -> anyhow::Result<Report> {
 
 /// Runs the bench at each client count in turn on the same systems (one report per count).
 pub async fn sweep(spec: &BenchSpec, clients: &[usize]) -> anyhow::Result<Vec<Report>> {
+    anyhow::ensure!(spec.mode != Mode::Watch, "--mode watch has its own report: run it with watch::run");
     anyhow::ensure!(!clients.is_empty() && clients.iter().all(|c| *c > 0), "client counts must be at least 1");
     let systems = Systems::start(spec).await?;
     let mut reports = Vec::new();

@@ -6,7 +6,7 @@ use comfy_table::{presets::UTF8_FULL, Cell, CellAlignment, Table};
 use serde::Serialize;
 
 use super::workload::Outcome;
-use super::{Mode, System};
+use super::{Mode, System, Target};
 use crate::measure::median;
 
 /// One measured run of one system.
@@ -152,6 +152,8 @@ pub struct Report {
     pub keys: u64,
     pub value_size: usize,
     pub duration_secs: f64,
+    /// Where the connections went, the same for both systems.
+    pub target: Target,
     pub runs: Vec<RunResult>,
     pub petkv: Option<Summary>,
     pub etcd: Option<Summary>,
@@ -159,9 +161,10 @@ pub struct Report {
 
 impl Report {
     /// Summarizes the runs.
-    pub fn new(header: (Mode, usize, usize, u64, usize, f64), runs: Vec<RunResult>) -> Self {
+    pub fn new(header: (Mode, usize, usize, u64, usize, f64), target: Target, runs: Vec<RunResult>) -> Self {
         let (mode, clients, connections, keys, value_size, duration_secs) = header;
         Self {
+            target,
             mode,
             clients,
             connections,
@@ -226,6 +229,7 @@ impl Report {
         }
         rows.push(row);
         let mut out = side_by_side(header, rows).to_string();
+        out.push_str(&format!("\n{}", self.target.describe()));
         for r in &self.runs {
             for e in &r.sample_errors {
                 out.push_str(&format!("\n{} round {}: error: {e}", r.system.name(), r.round));
@@ -272,7 +276,8 @@ pub struct ScenarioRun {
 /// Every round of a scenario, and the median of each figure per system.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioReport {
-    pub scenario: super::scenario::Scenario,
+    /// The scenario's (or the watch mode's) name.
+    pub scenario: String,
     /// The parameters, one line.
     pub settings: String,
     pub runs: Vec<ScenarioRun>,
@@ -299,14 +304,9 @@ fn scenario_medians(system: System, runs: &[ScenarioRun]) -> Option<Vec<Metric>>
 }
 
 impl ScenarioReport {
-    pub fn new(
-        scenario: super::scenario::Scenario,
-        settings: String,
-        runs: Vec<ScenarioRun>,
-        notes: Vec<String>,
-    ) -> Self {
+    pub fn new(scenario: &str, settings: String, runs: Vec<ScenarioRun>, notes: Vec<String>) -> Self {
         Self {
-            scenario,
+            scenario: scenario.to_string(),
             settings,
             petkv: scenario_medians(System::Petkv, &runs),
             etcd: scenario_medians(System::Etcd, &runs),
@@ -333,7 +333,7 @@ impl ScenarioReport {
             .filter_map(|(s, m)| Some((s, m.as_ref()?)))
             .collect();
         let pair = self.petkv.as_ref().zip(self.etcd.as_ref());
-        let mut header = vec![format!("{} · {}", self.scenario.name(), self.settings)];
+        let mut header = vec![format!("{} · {}", self.scenario, self.settings)];
         header.extend(columns.iter().map(|(s, _)| format!("{} (median of {})", s.name(), rounds(*s))));
         if pair.is_some() {
             header.push("petkv / etcd".into());
@@ -406,7 +406,7 @@ mod tests {
             run(System::Petkv, 3, 2000.0, 2.0),
             run(System::Etcd, 3, 1000.0, 3.0),
         ];
-        let report = Report::new((Mode::Put, 1, 1, 100, 100, 10.0), runs);
+        let report = Report::new((Mode::Put, 1, 1, 100, 100, 10.0), Target::Spread, runs);
         let p = report.petkv.as_ref().unwrap();
         let e = report.etcd.as_ref().unwrap();
         assert_eq!((p.ops_per_sec, p.p99_ms, p.rounds, p.errors), (2000.0, 2.0, 3, 3));
@@ -419,6 +419,7 @@ mod tests {
         let table = report.table();
         assert!(table.contains("2.22×"), "{table}");
         assert!(table.contains("leader changes"), "{table}");
+        assert!(table.contains("endpoints: spread over all members"), "{table}");
     }
 
     #[test]
@@ -437,8 +438,7 @@ mod tests {
             run(System::Petkv, 3, 200.0),
             run(System::Etcd, 3, 1100.0),
         ];
-        let report =
-            ScenarioReport::new(super::super::scenario::Scenario::FailoverKill, "test".into(), runs, vec!["n".into()]);
+        let report = ScenarioReport::new("failover-kill", "test".into(), runs, vec!["n".into()]);
         assert_eq!(report.median(System::Petkv, "window ms"), Some(200.0));
         assert_eq!(report.median(System::Etcd, "window ms"), Some(1100.0));
         let table = report.table();

@@ -20,9 +20,9 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 
 use super::report::{Metric, ScenarioReport, ScenarioRun};
-use super::sut::{disk_usage, PetkvSystem, SystemUnderTest};
+use super::sut::{disk_usage, ExtraArgs, PetkvSystem, SystemUnderTest};
 use super::workload::{self, key_of, KvTarget, Workload};
-use super::{Compare, Mode};
+use super::{Compare, Mode, Target};
 
 /// How long a cluster may take to elect a leader and settle (also after a restart).
 const SETTLE: Duration = Duration::from_secs(60);
@@ -48,6 +48,8 @@ pub enum Scenario {
     RestartReady,
     /// --puts puts over --keys keys: data dir size on disk at half and at all the puts.
     Volume,
+    /// Memory per idle watcher (--watchers) and per lease (--leases).
+    Footprint,
 }
 
 impl Scenario {
@@ -58,6 +60,7 @@ impl Scenario {
             Scenario::ColdStart => "cold-start",
             Scenario::RestartReady => "restart-ready",
             Scenario::Volume => "volume",
+            Scenario::Footprint => "footprint",
         }
     }
 }
@@ -85,6 +88,13 @@ pub struct ScenarioSpec {
     pub writers: usize,
     pub compare: Option<Compare>,
     pub rounds: usize,
+    pub target: Target,
+    /// Extra flags for every member of each system.
+    pub args: ExtraArgs,
+    /// footprint: idle watchers opened.
+    pub watchers: usize,
+    /// footprint: leases granted.
+    pub leases: u64,
 }
 
 impl Default for ScenarioSpec {
@@ -102,6 +112,10 @@ impl Default for ScenarioSpec {
             writers: 128,
             compare: None,
             rounds: 1,
+            target: Target::Spread,
+            args: ExtraArgs::default(),
+            watchers: 10_000,
+            leases: 10_000,
         }
     }
 }
@@ -127,6 +141,12 @@ impl ScenarioSpec {
             Scenario::Volume => {
                 format!("{} puts over {} keys · {v} B · {} writers", self.puts, self.keys, self.writers)
             }
+            Scenario::Footprint => format!(
+                "{} idle watchers ({} per connection, watcher i on member i mod 3) · {} leases",
+                self.watchers,
+                super::footprint::PER_CONNECTION,
+                self.leases
+            ),
         }
     }
 
@@ -141,16 +161,19 @@ pub async fn run(spec: &ScenarioSpec) -> anyhow::Result<ScenarioReport> {
         super::ensure_etcd_available()?;
     }
     let parent = std::env::temp_dir();
-    let mut notes = Vec::new();
+    let mut notes = vec![spec.target.describe().to_string()];
+    if !spec.args.petkv.is_empty() {
+        notes.push(format!("petkv serve flags added: {}", spec.args.petkv.join(" ")));
+    }
     let runs = match spec.scenario {
-        Scenario::ColdStart | Scenario::Volume => fresh_rounds(spec, &parent).await?,
+        Scenario::ColdStart | Scenario::Volume | Scenario::Footprint => fresh_rounds(spec, &parent).await?,
         Scenario::FailoverKill | Scenario::FailoverTerm | Scenario::RestartReady => {
             long_lived_rounds(spec, &parent).await?
         }
     };
     #[cfg(feature = "etcd")]
-    if spec.compare.is_some() && spec.scenario == Scenario::Volume {
-        notes.push(super::etcd::EtcdCluster::flags_note().to_string());
+    if spec.compare.is_some() && matches!(spec.scenario, Scenario::Volume | Scenario::Footprint) {
+        notes.push(super::etcd::EtcdCluster::flags_note(&spec.args.etcd));
     }
     if spec.scenario == Scenario::Volume {
         notes.push("sizes: allocated blocks × 512 of every file under each member's data dir (du)".into());
@@ -162,7 +185,7 @@ pub async fn run(spec: &ScenarioSpec) -> anyhow::Result<ScenarioReport> {
                 .into(),
         );
     }
-    Ok(ScenarioReport::new(spec.scenario, spec.settings(), runs, notes))
+    Ok(ScenarioReport::new(spec.scenario.name(), spec.settings(), runs, notes))
 }
 
 /// Scenarios that start fresh systems in every round.
@@ -184,10 +207,14 @@ async fn fresh_round<S: SystemUnderTest>(
     round: usize,
 ) -> anyhow::Result<ScenarioRun> {
     let started = Instant::now();
-    let mut s = S::launch(parent)?;
+    let mut s = S::launch(parent, &spec.args)?;
     let result = match spec.scenario {
         Scenario::ColdStart => cold_start(&mut s, spec, started).await,
         Scenario::Volume => volume(&mut s, spec).await,
+        Scenario::Footprint => match s.wait_healthy(SETTLE).await {
+            Ok(()) => super::footprint::measure(&s, spec.watchers, spec.leases, spec.value_size, spec.target).await,
+            Err(e) => Err(e),
+        },
         other => anyhow::bail!("{} does not start fresh systems", other.name()),
     };
     let system = s.system();
@@ -199,10 +226,10 @@ async fn fresh_round<S: SystemUnderTest>(
 
 /// Scenarios on systems started once: their rounds fault and restore the same clusters.
 async fn long_lived_rounds(spec: &ScenarioSpec, parent: &Path) -> anyhow::Result<Vec<ScenarioRun>> {
-    let mut petkv = PetkvSystem::launch(parent)?;
+    let mut petkv = PetkvSystem::launch(parent, &spec.args)?;
     #[cfg(feature = "etcd")]
     let mut etcd = match spec.compare {
-        Some(Compare::Etcd) => Some(super::sut::EtcdSystem::launch(parent)?),
+        Some(Compare::Etcd) => Some(super::sut::EtcdSystem::launch(parent, &spec.args)?),
         None => None,
     };
     let result = async {
@@ -239,7 +266,7 @@ async fn prepare<S: SystemUnderTest>(s: &mut S, spec: &ScenarioSpec) -> anyhow::
     }
     let keys = spec.restart_keys.max(1);
     let t = Instant::now();
-    let conns = s.connect(8).await?;
+    let conns = s.connect(8, spec.target).await?;
     let retries = workload::put_range(&conns, 0..keys, keys, spec.value_size, spec.writers).await?;
     let secs = t.elapsed().as_secs_f64();
     eprintln!(
@@ -282,7 +309,7 @@ async fn failover<S: SystemUnderTest>(s: &mut S, spec: &ScenarioSpec, sig: Signa
     s.wait_healthy(SETTLE).await?;
     let victim = s.leader().await?;
     let term_before = s.term().await?;
-    let conns = s.connect(spec.connections()).await?;
+    let conns = s.connect(spec.connections(), spec.target).await?;
     let w = Workload {
         mode: Mode::Put,
         clients: spec.clients,
@@ -357,7 +384,7 @@ async fn cold_start<S: SystemUnderTest>(s: &mut S, spec: &ScenarioSpec, started:
     let mut conns: Option<Vec<Arc<S::Target>>> = None;
     loop {
         if conns.is_none() {
-            match s.connect(1).await {
+            match s.connect(1, spec.target).await {
                 Ok(c) => conns = Some(c),
                 Err(e) => last_error = format!("{e:#}"),
             }
@@ -430,7 +457,7 @@ async fn restart_ready<S: SystemUnderTest>(s: &mut S, round: usize, last_key: &s
 /// `spec.puts` puts over `spec.keys` keys; the data dirs' sizes at half and at all of them.
 async fn volume<S: SystemUnderTest>(s: &mut S, spec: &ScenarioSpec) -> anyhow::Result<Figures> {
     s.wait_healthy(SETTLE).await?;
-    let conns = s.connect(8).await?;
+    let conns = s.connect(8, spec.target).await?;
     let half = spec.puts / 2;
     let sizes = |s: &S| -> anyhow::Result<Vec<f64>> {
         (0..s.members()).map(|i| Ok(disk_usage(&s.data_dir(i))? as f64 / MIB)).collect()
@@ -454,11 +481,16 @@ async fn volume<S: SystemUnderTest>(s: &mut S, spec: &ScenarioSpec) -> anyhow::R
         Metric::new("puts/s while writing", spec.puts as f64 / secs, 0),
         Metric::count("puts retried (failed or timed out)", retries as f64),
     ];
-    let notes = vec![format!(
+    let mut metrics = metrics;
+    let mut notes = vec![format!(
         "per member MiB: after {half} puts {}; after {} puts {}",
         list(&at_half),
         spec.puts,
         list(&at_end)
     )];
+    if let Some((revision, compacted)) = s.history().await {
+        metrics.push(Metric::count("revisions of history retained", revision.saturating_sub(compacted) as f64));
+        notes.push(format!("revision {revision}, history compacted before revision {compacted}"));
+    }
     Ok((metrics, notes))
 }

@@ -14,8 +14,17 @@ use petkv_client::pb::v1::Consistency;
 
 use super::petkv_target::PetkvTarget;
 use super::workload::KvTarget;
-use super::System;
+use super::{System, Target};
 use crate::{Cluster, ClusterSpec};
+
+/// Flags for every member of each system, beside the ones the bench sets.
+#[derive(Debug, Clone, Default)]
+pub struct ExtraArgs {
+    /// `petkv serve` flags (`--petkv-arg`).
+    pub petkv: Vec<String>,
+    /// `etcd` flags (`--etcd-arg`).
+    pub etcd: Vec<String>,
+}
 
 /// A time limit for one status or readiness probe.
 const PROBE: Duration = Duration::from_millis(500);
@@ -25,11 +34,17 @@ pub trait SystemUnderTest: Sized {
     type Target: KvTarget;
     fn system(&self) -> System;
     /// Creates empty data dirs under `parent` (petkv: its own temp dir) and starts every
-    /// member, without waiting for anything.
-    fn launch(parent: &Path) -> anyhow::Result<Self>;
+    /// member with the system's share of `args`, without waiting for anything.
+    fn launch(parent: &Path, args: &ExtraArgs) -> anyhow::Result<Self>;
     fn members(&self) -> usize;
-    /// `connections` connections over every member.
-    fn connect(&self, connections: usize) -> impl Future<Output = anyhow::Result<Vec<Arc<Self::Target>>>>;
+    /// `connections` connections placed by `target` (see [`Target`]).
+    fn connect(
+        &self,
+        connections: usize,
+        target: Target,
+    ) -> impl Future<Output = anyhow::Result<Vec<Arc<Self::Target>>>>;
+    /// One connection to member `i` (petkv: it fails over to the others; etcd: that member only).
+    fn connect_to(&self, i: usize) -> impl Future<Output = anyhow::Result<Arc<Self::Target>>>;
     /// Waits until every running member is serving under one leader.
     fn wait_healthy(&mut self, timeout: Duration) -> impl Future<Output = anyhow::Result<()>>;
     /// The member that leads now, as the members' own status says.
@@ -47,6 +62,11 @@ pub trait SystemUnderTest: Sized {
     /// Member `i` serves a local read (petkv stale, etcd serializable) of `key` with a value.
     fn reads(&self, i: usize, key: &str) -> impl Future<Output = bool>;
     fn data_dir(&self, i: usize) -> PathBuf;
+    /// The store revision and the revision before which history is dropped, where the system
+    /// reports both (petkv's status does; etcd's does not say its compacted revision).
+    fn history(&self) -> impl Future<Output = Option<(u64, u64)>> {
+        std::future::ready(None)
+    }
     /// Process ids of the running members.
     fn pids(&self) -> Vec<u32>;
     /// Stops every member.
@@ -90,11 +110,13 @@ impl PetkvSystem {
         Self { cluster, endpoints }
     }
 
-    /// The client endpoints, `leader` first (the client starts there).
-    pub fn endpoints_leader_first(&self, leader: u32) -> Vec<String> {
-        let mut ordinals = self.cluster.ordinals();
-        ordinals.sort_by_key(|o| *o != leader);
-        ordinals.iter().map(|o| self.cluster.client_addr(*o)).collect()
+    /// The client endpoints starting at member `first` (a client starts there and fails over
+    /// to the ones after it).
+    fn endpoints_from(&self, first: usize) -> Vec<String> {
+        let mut endpoints = self.endpoints.clone();
+        let len = endpoints.len().max(1);
+        endpoints.rotate_left(first % len);
+        endpoints
     }
 
     fn ordinal(&self, i: usize) -> anyhow::Result<u32> {
@@ -109,8 +131,8 @@ impl SystemUnderTest for PetkvSystem {
         System::Petkv
     }
 
-    fn launch(_parent: &Path) -> anyhow::Result<Self> {
-        let mut cluster = Cluster::new(ClusterSpec::default())?;
+    fn launch(_parent: &Path, args: &ExtraArgs) -> anyhow::Result<Self> {
+        let mut cluster = Cluster::new(ClusterSpec { extra_args: args.petkv.clone(), ..ClusterSpec::default() })?;
         cluster.start_all()?;
         Ok(Self::new(cluster))
     }
@@ -119,8 +141,15 @@ impl SystemUnderTest for PetkvSystem {
         self.endpoints.len()
     }
 
-    async fn connect(&self, connections: usize) -> anyhow::Result<Vec<Arc<PetkvTarget>>> {
-        PetkvTarget::connect(&self.endpoints, connections)
+    async fn connect(&self, connections: usize, target: Target) -> anyhow::Result<Vec<Arc<PetkvTarget>>> {
+        match target {
+            Target::Spread => PetkvTarget::connect_spread(&self.endpoints, connections),
+            Target::Leader => PetkvTarget::connect(&self.endpoints_from(self.leader().await?), connections),
+        }
+    }
+
+    async fn connect_to(&self, i: usize) -> anyhow::Result<Arc<PetkvTarget>> {
+        Ok(PetkvTarget::connect(&self.endpoints_from(i), 1)?.remove(0))
     }
 
     async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
@@ -183,6 +212,12 @@ impl SystemUnderTest for PetkvSystem {
         self.cluster.ordinals().into_iter().filter_map(|o| self.cluster.pod(o).ok()?.pid()).collect()
     }
 
+    async fn history(&self) -> Option<(u64, u64)> {
+        let leader = self.leader().await.ok()?;
+        let status = self.cluster.status(self.ordinal(leader).ok()?).await.ok()?;
+        Some((status.revision, status.compacted_revision))
+    }
+
     async fn shutdown(mut self) -> anyhow::Result<()> {
         self.cluster.down().await
     }
@@ -217,16 +252,26 @@ mod etcd_system {
             System::Etcd
         }
 
-        fn launch(parent: &Path) -> anyhow::Result<Self> {
-            Ok(Self { etcd: EtcdCluster::start(parent)? })
+        fn launch(parent: &Path, args: &ExtraArgs) -> anyhow::Result<Self> {
+            Ok(Self { etcd: EtcdCluster::start(parent, &args.etcd)? })
         }
 
         fn members(&self) -> usize {
             self.etcd.endpoints().len()
         }
 
-        async fn connect(&self, connections: usize) -> anyhow::Result<Vec<Arc<EtcdTarget>>> {
-            EtcdTarget::connect(self.etcd.endpoints(), connections).await
+        async fn connect(&self, connections: usize, target: Target) -> anyhow::Result<Vec<Arc<EtcdTarget>>> {
+            match target {
+                Target::Spread => EtcdTarget::connect(self.etcd.endpoints(), connections).await,
+                Target::Leader => {
+                    let leader = self.leader().await?;
+                    EtcdTarget::connect(&[self.etcd.endpoint(leader).to_string()], connections).await
+                }
+            }
+        }
+
+        async fn connect_to(&self, i: usize) -> anyhow::Result<Arc<EtcdTarget>> {
+            Ok(EtcdTarget::connect(&[self.etcd.endpoint(i).to_string()], 1).await?.remove(0))
         }
 
         async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {

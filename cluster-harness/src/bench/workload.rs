@@ -14,8 +14,16 @@ use super::Mode;
 /// Highest latency the histograms record (longer ones are clamped to it).
 const MAX_LATENCY_US: u64 = 60_000_000;
 
+/// One watch stream of a system under test.
+pub trait EventStream: Send + 'static {
+    /// The events of the next response, each as the stamp its value starts with
+    /// ([`stamp_of`]); empty for a response without events; None when the stream ended.
+    fn next_batch(&mut self) -> impl Future<Output = Result<Option<Vec<u64>>, String>> + Send;
+}
+
 /// One connection to a system under test. Errors are strings: the driver only counts them.
 pub trait KvTarget: Send + Sync + 'static {
+    type Events: EventStream;
     /// Writes `key`.
     fn put(&self, key: String, value: Arc<Vec<u8>>) -> impl Future<Output = Result<(), String>> + Send;
     /// Linearizable read.
@@ -27,6 +35,33 @@ pub trait KvTarget: Send + Sync + 'static {
     fn cas(&self, key: String, value: Arc<Vec<u8>>) -> impl Future<Output = Result<bool, String>> + Send;
     /// Puts `value` to both keys in one transaction.
     fn txn(&self, keys: [String; 2], value: Arc<Vec<u8>>) -> impl Future<Output = Result<(), String>> + Send;
+    /// Watches every key that starts with `prefix`, from now; returns once the server says the
+    /// watch is established (its first, `created` response has arrived).
+    fn watch_prefix(&self, prefix: String) -> impl Future<Output = Result<Self::Events, String>> + Send;
+    /// Grants a lease of `ttl_seconds` (the system picks its id).
+    fn lease_grant(&self, ttl_seconds: u64) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// The prefix of every key the bench writes.
+pub const KEY_PREFIX: &str = "bench-";
+
+/// Microseconds since this process first asked: the clock of [`stamped_value`].
+pub fn stamp_now() -> u64 {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+/// A value of `size` bytes (at least 8) that starts with [`stamp_now`], little-endian: a watcher
+/// that receives it knows how long ago the put was sent.
+pub fn stamped_value(size: usize) -> Vec<u8> {
+    let mut v = vec![b'x'; size.max(8)];
+    v[..8].copy_from_slice(&stamp_now().to_le_bytes());
+    v
+}
+
+/// The stamp a value of [`stamped_value`] starts with; 0 for a shorter value.
+pub fn stamp_of(value: &[u8]) -> u64 {
+    value.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes)
 }
 
 /// The workload's shape.
@@ -60,7 +95,7 @@ pub struct Outcome {
 
 /// The key a client uses for its `i`th operation: spread over the key space.
 pub fn key_of(n: u64) -> String {
-    format!("bench-{n:08}")
+    format!("{KEY_PREFIX}{n:08}")
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -111,6 +146,7 @@ async fn drive_inner<T: KvTarget>(connections: &[Arc<T>], w: &Workload, record: 
                             conn.txn([key.clone(), key_of((seed + 1) % keys)], value.clone()).await.map(|_| true)
                         }
                         Mode::Put => conn.put(key, value.clone()).await.map(|_| true),
+                        Mode::Watch => conn.put(key, Arc::new(stamped_value(value.len()))).await.map(|_| true),
                         Mode::Get => conn.get(key).await.map(|_| true),
                         Mode::GetStale => conn.get_stale(key).await.map(|_| true),
                         Mode::Mixed if n.is_multiple_of(2) => conn.put(key, value.clone()).await.map(|_| true),
@@ -255,6 +291,17 @@ pub fn longest_gap_after(times: &[Instant], from: Instant, end: Instant) -> (Dur
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stamped_value_carries_its_send_time() {
+        let before = stamp_now();
+        let v = stamped_value(100);
+        assert_eq!(v.len(), 100);
+        let stamp = stamp_of(&v);
+        assert!(stamp >= before && stamp <= stamp_now(), "{before} <= {stamp}");
+        assert_eq!(stamped_value(3).len(), 8);
+        assert_eq!(stamp_of(b"short"), 0);
+    }
 
     #[test]
     fn longest_gap_spans_the_fault() {
