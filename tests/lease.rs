@@ -1,11 +1,14 @@
 //! Leases end to end: keys attached to a lease live while it is kept alive (through a leader
 //! failover), and disappear together, at one revision, when it is revoked or expires.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use petkv_client::pb::v1::event::EventType;
 use petkv_client::pb::v1::{Consistency, WatchRequest};
-use petkv_client::{Client, Watcher};
+use petkv_client::{Client, LeaseKeeper, Renewal, Watcher};
 use petkv_e2e::{healthy_cluster, refused, SETTLE};
 use tonic::Code;
 
@@ -69,39 +72,60 @@ async fn keys_of_a_lease_go_together_when_it_is_revoked_or_expires() -> anyhow::
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_failover_never_expires_a_kept_alive_lease() -> anyhow::Result<()> {
+async fn a_kept_alive_lease_outlives_a_paused_and_then_a_killed_leader() -> anyhow::Result<()> {
     let mut cluster = healthy_cluster(3, 3, &[]).await?;
     let leader = cluster.wait_leader(SETTLE).await?;
-    let all: Vec<String> = (0..3).map(|o| cluster.client_addr(o)).collect();
-    let c = cluster.client_for(&all, Duration::from_secs(10))?;
+    // The keeper's client starts at the leader, so the pause hangs the very member it renews on.
+    let mut endpoints: Vec<String> = (0..3).map(|o| cluster.client_addr(o)).collect();
+    endpoints.rotate_left(leader as usize);
+    let c = Arc::new(cluster.client_for(&endpoints, Duration::from_secs(2))?);
     let lease = c.lease_grant(0, 2).await?;
     c.put_with_lease(b"lock/owner", b"me", lease.id).await?;
+    let mut keeper = LeaseKeeper::start(c.clone(), lease.id, Duration::from_millis(500), Duration::from_millis(400));
 
-    // Keep-alives every half second, across the leader's kill and the election after it.
-    let keeping = async {
-        let until = Instant::now() + Duration::from_secs(8);
-        let mut keep = c.keep_alive().await?;
-        while Instant::now() < until {
-            match keep.renew(lease.id).await {
-                Ok(ttl) => assert!(ttl > 0, "the lease was kept alive, yet it is gone"),
-                Err(_) => keep = c.keep_alive().await?,
+    // Renewals are recorded while the leader is paused (its keep-alives hang) until one is
+    // acknowledged by another member; then it is resumed, and the leader of that moment killed.
+    let (renewed, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let recorder = {
+        let (renewed, failed) = (renewed.clone(), failed.clone());
+        tokio::spawn(async move {
+            while let Some(r) = keeper.next().await {
+                match r {
+                    Renewal::Renewed { ttl_seconds, .. } => {
+                        assert!(ttl_seconds > 0);
+                        renewed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Renewal::Failed(_) => _ = failed.fetch_add(1, Ordering::Relaxed),
+                    Renewal::Ended(e) => panic!("the keeper stopped: {e:?}"),
+                }
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        anyhow::Ok(())
+        })
     };
-    let failover = async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        cluster.kill(leader).await?;
-        anyhow::Ok(())
-    };
-    let (k, f) = tokio::join!(keeping, failover);
-    k?;
-    f?;
-    let survivor = cluster.client_of((leader + 1) % 3)?;
-    assert!(present(&survivor, "lock/owner").await?, "the key outlived the failover");
+    petkv_harness::wait::until("a first renewal", SETTLE, || async {
+        (renewed.load(Ordering::Relaxed) > 0).then_some(())
+    })
+    .await?;
+    cluster.signal(leader, Signal::SIGSTOP)?;
+    let before = renewed.load(Ordering::Relaxed);
+    let during_pause = petkv_harness::wait::until("a renewal while the leader is paused", SETTLE, || async {
+        (renewed.load(Ordering::Relaxed) > before).then_some(())
+    })
+    .await;
+    cluster.signal(leader, Signal::SIGCONT)?;
+    during_pause?;
+    assert!(failed.load(Ordering::Relaxed) > 0, "a renewal on the paused member timed out");
+    let now_leading = cluster.wait_leader(SETTLE).await?;
+    cluster.kill(now_leading).await?;
+    let before = renewed.load(Ordering::Relaxed);
+    petkv_harness::wait::until("a renewal after the kill", SETTLE, || async {
+        (renewed.load(Ordering::Relaxed) > before).then_some(())
+    })
+    .await?;
+    let survivor = cluster.client_of((now_leading + 1) % 3)?;
+    assert!(present(&survivor, "lock/owner").await?, "the key outlived the pause and the failover");
     let ttl = survivor.lease_time_to_live(lease.id, false).await?;
     assert!(ttl.remaining_ms > 0, "{ttl:?}");
+    recorder.abort();
     Ok(())
 }
 

@@ -271,8 +271,13 @@ impl Client {
         }
     }
 
+    /// The endpoint requests start with now.
+    pub(crate) fn preferred(&self) -> usize {
+        self.preferred.load(Ordering::Relaxed) as usize % self.channels.len().max(1)
+    }
+
     /// After endpoint `i` failed, later requests start with the next one.
-    fn avoid(&self, i: usize) {
+    pub(crate) fn avoid(&self, i: usize) {
         let next = ((i + 1) % self.channels.len()) as u64;
         let _ = self.preferred.compare_exchange(i as u64, next, Ordering::Relaxed, Ordering::Relaxed);
     }
@@ -426,7 +431,9 @@ impl Client {
                 Ok((tx, responses))
             })
             .await?;
-        Ok(crate::KeepAlive::new(tx, responses))
+        // The endpoint that answered is the preferred one now.
+        let endpoint = self.preferred();
+        Ok(crate::KeepAlive::new(tx, responses, endpoint))
     }
 
     /// Drops the history before `revision`.

@@ -14,7 +14,8 @@
 //!   too).
 //! - [`auth`]: bearer tokens on the wire (`authorization: Bearer <token>`).
 //! - [`Watcher`]: a watch that resumes on another member from its last revision.
-//! - [`KeepAlive`]: a stream that keeps leases alive.
+//! - [`KeepAlive`]: a stream that keeps leases alive; [`LeaseKeeper`]: a task that keeps one
+//!   lease alive across members, each renewal with a timeout.
 //! - [`Lock`]: a lock on leases and revisions (etcd's recipe), and elections on it.
 //!
 //! The node (crate `petkv`) builds on this crate for the same pieces: it serves [`pb::v1`],
@@ -31,6 +32,6 @@ pub mod tls;
 mod watch;
 
 pub use client::{is_retryable, Client, ClientError, DEFAULT_TIMEOUT, MAX_WATCH_RESPONSE_BYTES};
-pub use lease::KeepAlive;
+pub use lease::{KeepAlive, LeaseKeeper, Renewal};
 pub use lock::{leader, next_leader_change, Lock};
 pub use watch::Watcher;

@@ -10,15 +10,12 @@
 //! observe who leads.
 
 use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::task::JoinHandle;
 
 use crate::pb::v1::event::EventType;
 use crate::pb::v1::txn_op::Op;
 use crate::pb::v1::txn_op_result::Result as OpResult;
 use crate::pb::v1::{TxnOp, TxnRange, TxnRequest, WatchRequest};
-use crate::{Client, ClientError, Watcher};
+use crate::{Client, ClientError, LeaseKeeper, Watcher};
 
 /// A held lock; [`Lock::release`] gives it up (dropping it only stops the keep-alives, and the
 /// lock then goes when the lease expires).
@@ -29,17 +26,9 @@ pub struct Lock {
     pub lease: u64,
     /// The revision the key was created at: the lock's fencing token (it only grows).
     pub revision: u64,
-    _keeper: Keeper,
-}
-
-/// The task keeping the lease alive; stopped when this drops (a lock dropped, or an
-/// acquisition given up half-way: the lease then expires by itself).
-struct Keeper(JoinHandle<()>);
-
-impl Drop for Keeper {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    /// Keeps the lease alive; stops when dropped (a lock dropped, or an acquisition given up
+    /// half-way: the lease then expires by itself).
+    _keeper: LeaseKeeper,
 }
 
 impl Lock {
@@ -57,7 +46,7 @@ impl Lock {
         value: &[u8],
     ) -> Result<Self, ClientError> {
         let lease = client.lease_grant(0, ttl_seconds).await?;
-        let keeper = Keeper(tokio::spawn(keep_alive(client.clone(), lease.id, lease.ttl_seconds)));
+        let keeper = LeaseKeeper::for_ttl(client.clone(), lease.id, lease.ttl_seconds);
         let prefix = format!("{name}/");
         let key = format!("{prefix}{:016x}", lease.id).into_bytes();
         let held = async {
@@ -146,24 +135,5 @@ async fn wait_deleted(client: &Client, key: &[u8], from: u64) -> Result<(), Clie
         if response.events.iter().any(|e| e.r#type == EventType::Delete as i32) {
             return Ok(());
         }
-    }
-}
-
-/// Renews `lease` every third of its TTL until aborted; a failed renewal opens a new stream.
-async fn keep_alive(client: Arc<Client>, lease: u64, ttl_seconds: u64) {
-    let every = Duration::from_millis(ttl_seconds.max(1) * 1000 / 3);
-    let mut keep = None;
-    loop {
-        if keep.is_none() {
-            keep = client.keep_alive().await.ok();
-        }
-        if let Some(k) = keep.as_mut() {
-            match k.renew(lease).await {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(_) => keep = None,
-            }
-        }
-        tokio::time::sleep(every).await;
     }
 }

@@ -10,6 +10,11 @@
 //!   transactions (compares on version, create/mod revision, value, lease; then puts, deletes
 //!   of a key or a span, ranges with a limit, each seeing the ones before it, all at one
 //!   revision); node-id incarnations; the declared replica count;
+//! - leases: a grant (id 0: the next id after the highest ever granted) of an id that exists is
+//!   refused; a put or a transaction's chosen put naming a lease that does not exist is refused
+//!   whole; a put moves its key to its lease (or none), a delete frees it; a revoke of a missing
+//!   lease is refused, of one that exists deletes exactly the keys still on it, at one revision
+//!   (none when it holds no key);
 //! - a repeated `(client, sequence)` returns the original answer and applies nothing; the same
 //!   write id on another command is refused (`WriteIdReused`); an older sequence is stale;
 //! - afterwards the key count equals the number of keys, and a get of every key and a full
@@ -18,7 +23,7 @@
 //!   revision to the current one equals the model's keys at that revision (and a get of every
 //!   key at one of them); reads below the compaction revision are refused `Compacted`, above
 //!   the current one `Future`; the kept history (`events_from`) replays to every revision's
-//!   state and ends at the current one.
+//!   state and ends at the current one; the leases and each lease's keys are the model's.
 
 #![no_main]
 
@@ -30,8 +35,8 @@ use libfuzzer_sys::fuzz_target;
 use openraft::entry::RaftEntry;
 use petkv::raft::{self, Entry, TypeConfig};
 use petkv::store::command::{
-    Command, CommandResult, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, RevisionError, StoredValue, Txn,
-    TxnOp, TxnOpResult, WriteId,
+    Command, CommandResult, Compare, CompareOp, CompareTarget, KeyRange, KeyValue, LeaseError, RevisionError,
+    StoredValue, Txn, TxnOp, TxnOpResult, WriteId,
 };
 use petkv::store::{self, StoreOptions};
 
@@ -42,6 +47,8 @@ enum Op {
         value: u8,
         cas: Option<u8>,
         id: Option<(u8, u8)>,
+        /// The lease ([`lease_id`]).
+        lease: u8,
     },
     Delete {
         key: u8,
@@ -61,6 +68,12 @@ enum Op {
     Retry(u8),
     AllocateNodeId(u8),
     SetReplicas(u16),
+    /// A grant of lease [`lease_id`] (0: the next free id).
+    LeaseGrant {
+        id: u8,
+        ttl: u8,
+    },
+    LeaseRevoke(u8),
     /// Ends the current run: the next entries go to the tree in a new batch.
     EndRun,
 }
@@ -77,7 +90,7 @@ struct CompareSpec {
 
 #[derive(Arbitrary, Debug)]
 enum OpSpec {
-    Put { key: u8, value: u8, prev_kv: bool },
+    Put { key: u8, value: u8, prev_kv: bool, lease: u8 },
     Delete { range: RangeSpec, prev_kv: bool },
     Range { range: RangeSpec, limit: u8 },
 }
@@ -121,6 +134,11 @@ fn key_range(spec: &RangeSpec) -> KeyRange {
     }
 }
 
+/// A lease id: 0 (none, or for a grant: the next free id) or one of a few, granted or not.
+fn lease_id(l: u8) -> u64 {
+    u64::from(l % 5)
+}
+
 fn write_id(id: Option<(u8, u8)>) -> Option<WriteId> {
     id.map(|(c, s)| WriteId { client_id: u64::from(c % 4), sequence: u64::from(s % 16) })
 }
@@ -141,6 +159,10 @@ struct Model {
     sessions: HashMap<u64, (u64, Command, CommandResult)>,
     incarnations: HashMap<u32, u32>,
     replicas: Option<u32>,
+    /// Lease id -> TTL.
+    leases: BTreeMap<u64, u64>,
+    /// The highest lease id ever granted.
+    last_lease: u64,
 }
 
 impl Model {
@@ -186,7 +208,7 @@ impl Model {
                 (false, _) if c.operand == 1 => Vec::new(),
                 (false, _) => vec![c.operand / 2],
             }),
-            _ => CompareTarget::Lease(if real { 0 } else { u64::from(c.operand / 2) % 2 }),
+            _ => CompareTarget::Lease(number(|s| s.lease)),
         };
         let op = [CompareOp::Equal, CompareOp::NotEqual, CompareOp::Greater, CompareOp::Less][usize::from(c.op % 4)];
         Compare { key: k, target, op }
@@ -200,10 +222,10 @@ impl Model {
         let mut ops = Vec::new();
         for spec in specs.iter().take(8) {
             let (op, writes) = match spec {
-                OpSpec::Put { key: k, value, prev_kv } => {
+                OpSpec::Put { key: k, value, prev_kv, lease } => {
                     let k = key(*k);
                     (
-                        TxnOp::Put { key: k.clone(), value: vec![*value], lease: 0, prev_kv: *prev_kv },
+                        TxnOp::Put { key: k.clone(), value: vec![*value], lease: lease_id(*lease), prev_kv: *prev_kv },
                         Some(KeyRange::Key(k)),
                     )
                 }
@@ -238,7 +260,7 @@ impl Model {
         self.revision
     }
 
-    fn put_key(&mut self, key: &[u8], value: &[u8]) -> StoredValue {
+    fn put_key(&mut self, key: &[u8], value: &[u8], lease: u64) -> StoredValue {
         let revision = self.change_revision();
         let current = self.kv.get(key);
         let stored = StoredValue {
@@ -246,7 +268,7 @@ impl Model {
             create_revision: current.map_or(revision, |c| c.create_revision),
             mod_revision: revision,
             version: current.map_or(1, |c| c.version + 1),
-            lease: 0,
+            lease,
         };
         self.kv.insert(key.to_vec(), stored.clone());
         stored
@@ -301,7 +323,10 @@ impl Model {
 
     fn execute(&mut self, index: u64, cmd: &Command) -> CommandResult {
         match cmd {
-            Command::Put { key, value, if_mod_revision, lease: 0, .. } => {
+            Command::Put { key, value, if_mod_revision, lease, .. } => {
+                if *lease != 0 && !self.leases.contains_key(lease) {
+                    return CommandResult::LeaseRefused(LeaseError::NotFound(*lease));
+                }
                 let current = self.kv.get(key).cloned();
                 if let Some(expected) = if_mod_revision {
                     if current.as_ref().map(|c| c.mod_revision).unwrap_or(0) != *expected {
@@ -309,7 +334,7 @@ impl Model {
                         return CommandResult::Put { index, revision: self.revision, succeeded: false, current };
                     }
                 }
-                let stored = self.put_key(key, value);
+                let stored = self.put_key(key, value, *lease);
                 let current = Some(KeyValue { key: key.clone(), stored });
                 CommandResult::Put { index, revision: self.revision, succeeded: true, current }
             }
@@ -343,6 +368,13 @@ impl Model {
             Command::Txn(txn) => {
                 let succeeded = txn.compares.iter().all(|c| holds(c, self.kv.get(&c.key)));
                 let ops = if succeeded { &txn.success } else { &txn.failure };
+                for op in ops {
+                    if let TxnOp::Put { lease, .. } = op {
+                        if *lease != 0 && !self.leases.contains_key(lease) {
+                            return CommandResult::LeaseRefused(LeaseError::NotFound(*lease));
+                        }
+                    }
+                }
                 let results = ops.iter().map(|op| self.txn_op(op)).collect();
                 CommandResult::Txn { index, revision: self.revision, succeeded, results }
             }
@@ -354,6 +386,26 @@ impl Model {
             Command::SetReplicas { replicas } => {
                 self.replicas = Some(*replicas);
                 CommandResult::Replicas { index, replicas: *replicas }
+            }
+            Command::LeaseGrant { id, ttl_seconds } => {
+                let id = if *id == 0 { self.last_lease + 1 } else { *id };
+                if self.leases.contains_key(&id) {
+                    return CommandResult::LeaseRefused(LeaseError::Exists(id));
+                }
+                self.leases.insert(id, *ttl_seconds);
+                self.last_lease = self.last_lease.max(id);
+                CommandResult::LeaseGranted { index, id, ttl_seconds: *ttl_seconds }
+            }
+            Command::LeaseRevoke { id } => {
+                if self.leases.remove(id).is_none() {
+                    return CommandResult::LeaseRefused(LeaseError::NotFound(*id));
+                }
+                let held: Vec<Vec<u8>> =
+                    self.kv.iter().filter(|(_, s)| s.lease == *id).map(|(k, _)| k.clone()).collect();
+                for k in &held {
+                    self.delete_key(k);
+                }
+                CommandResult::LeaseRevoked { index, revision: self.revision, deleted: held.len() as u64 }
             }
             other => unreachable!("the target does not send {other:?}"),
         }
@@ -369,13 +421,13 @@ impl Model {
 
     fn txn_op(&mut self, op: &TxnOp) -> TxnOpResult {
         match op {
-            TxnOp::Put { key, value, prev_kv, .. } => {
+            TxnOp::Put { key, value, prev_kv, lease } => {
                 let prev = self
                     .kv
                     .get(key)
                     .filter(|_| *prev_kv)
                     .map(|stored| KeyValue { key: key.clone(), stored: stored.clone() });
-                self.put_key(key, value);
+                self.put_key(key, value, *lease);
                 TxnOpResult::Put { prev }
             }
             TxnOp::Delete { range, prev_kv } => {
@@ -449,12 +501,12 @@ fuzz_target!(|ops: Vec<Op>| {
     };
     for op in ops {
         let cmd = match op {
-            Op::Put { key: k, value, cas, id } => Command::Put {
+            Op::Put { key: k, value, cas, id, lease } => Command::Put {
                 key: key(k),
                 value: vec![value],
                 if_mod_revision: model.cas_of(&key(k), cas),
                 write_id: write_id(id),
-                lease: 0,
+                lease: lease_id(lease),
             },
             Op::Delete { key: k, cas, id } => {
                 Command::Delete { key: key(k), if_mod_revision: model.cas_of(&key(k), cas), write_id: write_id(id) }
@@ -470,6 +522,8 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Retry(_) => continue,
             Op::AllocateNodeId(o) => Command::AllocateNodeId { ordinal: u32::from(o % 4) },
             Op::SetReplicas(r) => Command::SetReplicas { replicas: u32::from(r) },
+            Op::LeaseGrant { id, ttl } => Command::LeaseGrant { id: lease_id(id), ttl_seconds: u64::from(ttl) },
+            Op::LeaseRevoke(id) => Command::LeaseRevoke { id: lease_id(id) },
             Op::EndRun => {
                 flush(&mut run, &mut expected);
                 continue;
@@ -492,6 +546,12 @@ fuzz_target!(|ops: Vec<Op>| {
     assert_eq!(pairs(page.kvs), now, "full scan");
     assert_eq!(sm.declared_replicas().expect("replicas"), model.replicas);
     assert_eq!(sm.applied().expect("applied").map(|l| l.index), (index > 0).then_some(index));
+    let leases: Vec<(u64, u64)> = sm.leases().expect("leases").into_iter().map(|(id, r)| (id, r.ttl_seconds)).collect();
+    assert_eq!(leases, model.leases.clone().into_iter().collect::<Vec<_>>(), "leases");
+    for id in 0..=model.last_lease.max(4) {
+        let held: Vec<Vec<u8>> = model.kv.iter().filter(|(_, s)| id != 0 && s.lease == id).map(|(k, _)| k.clone()).collect();
+        assert_eq!(sm.lease_keys(id).expect("lease keys"), held, "the keys of lease {id}");
+    }
 
     // Revisions and the history.
     let (current, compacted) = (model.revision, model.compacted);

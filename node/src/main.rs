@@ -3,7 +3,7 @@
 //! failed, 4 outcome unknown (a write that may or may not have been applied).
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
 
 use clap::Parser;
 use petkv::cli::output::{
@@ -14,7 +14,7 @@ use petkv::raft::fence::FenceError;
 use petkv::recovery::backup::BackupSummary;
 use petkv::recovery::restore::StageOutcome;
 use petkv_client::pb::v1::{ScanRequest, WatchRequest};
-use petkv_client::{Client, ClientError};
+use petkv_client::{Client, ClientError, LeaseKeeper, Renewal};
 use serde_json::json;
 
 /// The node's allocator: jemalloc, measured against glibc malloc under the 64-client put
@@ -78,6 +78,12 @@ async fn wait_for_interrupt() {
     }
 }
 
+/// Says that lease `id` is gone; the exit code for it.
+fn lease_gone(id: u64) -> Result<u8, ClientError> {
+    eprintln!("lease {id} expired or was revoked");
+    Ok(EXIT_NOT_FOUND_OR_COMPARE_FAILED)
+}
+
 /// `petkv lease …`.
 async fn run_lease(command: LeaseCommand) -> Result<u8, ClientError> {
     match command {
@@ -89,30 +95,35 @@ async fn run_lease(command: LeaseCommand) -> Result<u8, ClientError> {
         }
         LeaseCommand::KeepAlive { id, once, client: args } => {
             let c = client(&args)?;
-            let mut keep = c.keep_alive().await?;
-            loop {
-                let ttl = match keep.renew(id).await {
-                    Ok(ttl) => ttl,
-                    // The stream ended (the leader changed, the member stopped): a new one.
-                    Err(ClientError::Unavailable { .. } | ClientError::Rejected(_)) if !once => {
-                        keep = c.keep_alive().await?;
-                        continue;
+            let print = |ttl: u64| match args.output {
+                OutputFormat::Json => println!("{}", json!({"id": id, "ttl_seconds": ttl})),
+                OutputFormat::Table => println!("lease {id} kept alive, TTL {ttl} s"),
+            };
+            if once {
+                return match c.keep_alive().await?.renew(id).await? {
+                    0 => lease_gone(id),
+                    ttl => {
+                        print(ttl);
+                        Ok(0)
                     }
-                    Err(e) => return Err(e),
                 };
-                if ttl == 0 {
-                    eprintln!("lease {id} expired or was revoked");
-                    return Ok(EXIT_NOT_FOUND_OR_COMPARE_FAILED);
-                }
-                match args.output {
-                    OutputFormat::Json => println!("{}", json!({"id": id, "ttl_seconds": ttl})),
-                    OutputFormat::Table => println!("lease {id} kept alive, TTL {ttl} s"),
-                }
-                if once {
-                    return Ok(0);
-                }
-                tokio::time::sleep(Duration::from_millis(ttl * 1000 / 3)).await;
             }
+            // The first renewal says the TTL, which sets the pace of the ones after it.
+            let ttl = match c.keep_alive().await?.renew(id).await? {
+                0 => return lease_gone(id),
+                ttl => ttl,
+            };
+            print(ttl);
+            let mut keeper = LeaseKeeper::for_ttl(Arc::new(c), id, ttl);
+            while let Some(renewal) = keeper.next().await {
+                match renewal {
+                    Renewal::Renewed { ttl_seconds, .. } => print(ttl_seconds),
+                    Renewal::Failed(e) => eprintln!("keep-alive failed, trying again: {e}"),
+                    Renewal::Ended(None) => return lease_gone(id),
+                    Renewal::Ended(Some(e)) => return Err(e),
+                }
+            }
+            Ok(0)
         }
         LeaseCommand::Revoke { id, client: args } => {
             let r = client(&args)?.lease_revoke(id).await?;

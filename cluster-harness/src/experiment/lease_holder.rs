@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use petkv_client::pb::v1::Consistency;
+use petkv_client::{LeaseKeeper, Renewal};
 use serde::Serialize;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -61,6 +62,8 @@ struct Record {
 
 /// How long one keep-alive may take before the holder tries the next member.
 const RENEW_TIMEOUT: Duration = Duration::from_millis(400);
+/// The pause after an acknowledged keep-alive before the next.
+const RENEW_EVERY: Duration = Duration::from_millis(500);
 
 /// A running lease holder.
 pub struct LeaseHolder {
@@ -79,44 +82,29 @@ impl LeaseHolder {
         client.put_with_lease(KEY, b"held", lease).await?;
         let record = Arc::new(Mutex::new(Record::default()));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        // One client per member, so a member that hangs (paused, cut off) is left for the next.
-        let members = endpoints
-            .iter()
-            .map(|e| spec.client(std::slice::from_ref(e), RENEW_TIMEOUT))
-            .collect::<Result<Vec<_>, _>>()?;
+        // Its own client: a member that hangs is left for the next (the keeper's renewal
+        // timeout), without moving the reader's client.
+        let keeper_client = Arc::new(spec.client(endpoints, RENEW_TIMEOUT)?);
+        let mut keeper = LeaseKeeper::start(keeper_client, lease, RENEW_EVERY, RENEW_TIMEOUT);
         let keeper = {
-            let (record, stop_rx) = (record.clone(), stop_rx.clone());
+            let (record, mut stop_rx) = (record.clone(), stop_rx.clone());
             tokio::spawn(async move {
-                let mut at = 0usize;
-                let mut keep = None;
-                while !*stop_rx.borrow() {
-                    let sent = Instant::now();
-                    let renewed = tokio::time::timeout(RENEW_TIMEOUT, async {
-                        if keep.is_none() {
-                            keep = Some(members[at].keep_alive().await?);
-                        }
-                        match keep.as_mut() {
-                            Some(k) => k.renew(lease).await,
-                            None => Ok(0),
-                        }
-                    })
-                    .await;
+                loop {
+                    // Stopping drops the keeper: no keep-alive is sent after it.
+                    let renewal = tokio::select! {
+                        _ = stop_rx.wait_for(|stop| *stop) => return,
+                        renewal = keeper.next() => renewal,
+                    };
+                    let Some(renewal) = renewal else { return };
                     let mut r = record.lock().await;
-                    match renewed {
-                        Ok(Ok(ttl)) if ttl > 0 => r.acks.push(sent),
-                        Ok(Ok(_)) => {
+                    match renewal {
+                        Renewal::Renewed { sent, .. } => r.acks.push(sent.into_std()),
+                        Renewal::Failed(_) => r.failed += 1,
+                        Renewal::Ended(_) => {
                             r.ended = Some(Instant::now());
                             return;
                         }
-                        Ok(Err(_)) | Err(_) => {
-                            r.failed += 1;
-                            keep = None;
-                            at = (at + 1) % members.len();
-                            continue;
-                        }
                     }
-                    drop(r);
-                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             })
         };

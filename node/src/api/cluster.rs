@@ -11,8 +11,8 @@ use petkv_client::pb::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::forward::{relay, to_leader, to_leader_without_deadline, Origin};
-use super::kv::NotServed;
+use super::forward::{relay, to_leader_without_deadline, Origin};
+use super::leader::NotServed;
 use super::{applied_header, header, Api};
 use crate::recovery::backup::ChunkStream;
 use crate::store::command::CommandResult;
@@ -57,19 +57,16 @@ impl Cluster for Api {
         let origin = Origin::of(&req);
         let msg = req.into_inner();
         let cmd = crate::api::validation::scale(&msg)?;
-        match self.propose(cmd, origin.forwarded).await {
-            Ok(CommandResult::Replicas { index, replicas }) => {
+        let answer = |result| match result {
+            CommandResult::Replicas { index, replicas } => {
                 tracing::info!(replicas, "declared replica count changed");
                 let revision = self.node.sm.current_revision();
-                Ok(Response::new(ScaleResponse { header: Some(header(&self.node, index, revision)), replicas }))
+                Ok(ScaleResponse { header: Some(header(&self.node, index, revision)), replicas })
             }
-            Ok(other) => Err(Status::internal(format!("unexpected result for a scale: {other:?}"))),
-            Err(NotServed::Forward(leader)) => {
-                let (channel, req) = to_leader(&self.node, &leader, &origin, msg)?;
-                ClusterClient::new(channel).scale(req).await.map_err(relay)
-            }
-            Err(NotServed::Failed(s)) => Err(s),
-        }
+            other => Err(other),
+        };
+        let forward = |ch, req| async move { ClusterClient::new(ch).scale(req).await };
+        self.write_or_forward(&origin, msg, cmd, answer, forward).await
     }
 
     async fn members(&self, req: Request<MembersRequest>) -> Result<Response<MembersResponse>, Status> {

@@ -6,6 +6,7 @@
 //! - [`txn`]: transactions checked into commands, and their results.
 //! - [`watch`]: streams of changes, served by any member from its own state machine.
 //! - [`cluster`]: status of this node and of every member.
+//! - [`leader`]: requests that need the leader: propose, read index, serve here or forward.
 //! - [`forward`]: sending a request that needs the leader to the leader, over a cached channel.
 //! - [`validation`]: request checks at the edge of the data path: a request becomes a command
 //!   or a read plan, or is refused with a clear error.
@@ -13,6 +14,7 @@
 pub mod cluster;
 pub mod forward;
 pub mod kv;
+pub mod leader;
 pub mod lease;
 pub mod txn;
 pub mod validation;

@@ -21,8 +21,8 @@ use petkv_client::pb::v1::{
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::forward::{no_leader, relay, to_leader, to_leader_without_deadline, Origin};
-use super::kv::NotServed;
+use super::forward::{no_leader, relay, to_leader_without_deadline, Origin};
+use super::leader::{NotServed, ReadAt};
 use super::{applied_header, header, Api};
 use crate::raft::ServerState;
 use crate::store::command::{Command, CommandResult, LeaseError};
@@ -87,43 +87,33 @@ impl Lease for Api {
             )));
         }
         let ttl_seconds = msg.ttl_seconds.max(self.min_ttl_seconds());
-        match self.propose(Command::LeaseGrant { id: msg.id, ttl_seconds }, origin.forwarded).await {
-            Ok(CommandResult::LeaseGranted { index, id, ttl_seconds }) => {
+        let answer = |result| match result {
+            CommandResult::LeaseGranted { index, id, ttl_seconds } => {
                 if let Some(term) = self.leading_term() {
                     self.node.lease_clock.renew(term, id, Duration::from_secs(ttl_seconds), Instant::now());
                 }
                 let revision = self.node.sm.current_revision();
-                Ok(Response::new(LeaseGrantResponse {
-                    header: Some(header(&self.node, index, revision)),
-                    id,
-                    ttl_seconds,
-                }))
+                Ok(LeaseGrantResponse { header: Some(header(&self.node, index, revision)), id, ttl_seconds })
             }
-            Ok(CommandResult::LeaseRefused(e)) => Err(lease_status(e)),
-            Ok(other) => Err(Status::internal(format!("unexpected result for a lease grant: {other:?}"))),
-            Err(NotServed::Forward(leader)) => {
-                let (channel, req) = to_leader(&self.node, &leader, &origin, msg)?;
-                LeaseClient::new(channel).lease_grant(req).await.map_err(relay)
-            }
-            Err(NotServed::Failed(s)) => Err(s),
-        }
+            other => Err(other),
+        };
+        let cmd = Command::LeaseGrant { id: msg.id, ttl_seconds };
+        let forward = |ch, req| async move { LeaseClient::new(ch).lease_grant(req).await };
+        self.write_or_forward(&origin, msg, cmd, answer, forward).await
     }
 
     async fn lease_revoke(&self, req: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
         let origin = Origin::of(&req);
         let msg = req.into_inner();
-        match self.propose(Command::LeaseRevoke { id: msg.id }, origin.forwarded).await {
-            Ok(CommandResult::LeaseRevoked { index, revision, deleted }) => {
-                Ok(Response::new(LeaseRevokeResponse { header: Some(header(&self.node, index, revision)), deleted }))
+        let answer = |result| match result {
+            CommandResult::LeaseRevoked { index, revision, deleted } => {
+                Ok(LeaseRevokeResponse { header: Some(header(&self.node, index, revision)), deleted })
             }
-            Ok(CommandResult::LeaseRefused(e)) => Err(lease_status(e)),
-            Ok(other) => Err(Status::internal(format!("unexpected result for a lease revoke: {other:?}"))),
-            Err(NotServed::Forward(leader)) => {
-                let (channel, req) = to_leader(&self.node, &leader, &origin, msg)?;
-                LeaseClient::new(channel).lease_revoke(req).await.map_err(relay)
-            }
-            Err(NotServed::Failed(s)) => Err(s),
-        }
+            other => Err(other),
+        };
+        let cmd = Command::LeaseRevoke { id: msg.id };
+        let forward = |ch, req| async move { LeaseClient::new(ch).lease_revoke(req).await };
+        self.write_or_forward(&origin, msg, cmd, answer, forward).await
     }
 
     async fn lease_keep_alive(
@@ -176,15 +166,11 @@ impl Lease for Api {
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let origin = Origin::of(&req);
-        let msg = req.into_inner();
-        match self.read_index(origin.forwarded).await {
-            Ok(()) => {}
-            Err(NotServed::Forward(leader)) => {
-                let (channel, req) = to_leader(&self.node, &leader, &origin, msg)?;
-                return LeaseClient::new(channel).lease_time_to_live(req).await.map_err(relay);
-            }
-            Err(NotServed::Failed(s)) => return Err(s),
-        }
+        let forward = |ch, req| async move { LeaseClient::new(ch).lease_time_to_live(req).await };
+        let msg = match self.read_or_forward(&origin, req.into_inner(), forward).await? {
+            ReadAt::Here(msg) => msg,
+            ReadAt::Leader(answer) => return Ok(answer),
+        };
         let Some(term) = self.leading_term() else { return Err(no_leader(&self.node, origin.forwarded)) };
         let (sm, id, want_keys) = (self.node.sm.clone(), msg.id, msg.keys);
         let (lease, keys) = tokio::task::spawn_blocking(move || {
@@ -209,13 +195,9 @@ impl Lease for Api {
 
     async fn lease_leases(&self, req: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
         let origin = Origin::of(&req);
-        match self.read_index(origin.forwarded).await {
-            Ok(()) => {}
-            Err(NotServed::Forward(leader)) => {
-                let (channel, req) = to_leader(&self.node, &leader, &origin, req.into_inner())?;
-                return LeaseClient::new(channel).lease_leases(req).await.map_err(relay);
-            }
-            Err(NotServed::Failed(s)) => return Err(s),
+        let forward = |ch, req| async move { LeaseClient::new(ch).lease_leases(req).await };
+        if let ReadAt::Leader(answer) = self.read_or_forward(&origin, req.into_inner(), forward).await? {
+            return Ok(answer);
         }
         let sm = self.node.sm.clone();
         let leases = tokio::task::spawn_blocking(move || sm.leases())

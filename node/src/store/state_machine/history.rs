@@ -21,7 +21,7 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 
 use super::apply::Pending;
-use super::records::{history_key, history_revision, COMPACTED, HISTORY, REVISION};
+use super::records::{history_key, history_revision, Records, COMPACTED, HISTORY, REVISION};
 use crate::store::command::{CommandResult, KeyValue, RevisionError, StoredValue};
 use crate::store::write_back::{Live, Merged};
 use crate::store::{decode, encode};
@@ -79,7 +79,7 @@ pub(super) struct EntryRevision {
 impl Pending<'_> {
     /// The store's revision as this run sees it.
     pub(super) fn revision(&self) -> io::Result<u64> {
-        Ok(self.read::<u64>("revision", REVISION)?.unwrap_or(0))
+        revision(self)
     }
 
     /// The revision a change of the entry being applied takes: the entry's own once it changed
@@ -114,9 +114,10 @@ impl Pending<'_> {
         Ok(at.revision)
     }
 
-    /// The revision before which the history is dropped (0: nothing dropped).
+    /// The revision before which the history is dropped (0: nothing dropped), as this run
+    /// sees it.
     pub(super) fn compacted(&self) -> io::Result<u64> {
-        Ok(self.read::<u64>("compacted revision", COMPACTED)?.unwrap_or(0))
+        compacted(self)
     }
 
     /// Drops the history before `revision`.
@@ -140,13 +141,13 @@ impl Pending<'_> {
 }
 
 /// The store's revision.
-pub(super) fn revision(live: &Live) -> io::Result<u64> {
-    Ok(live.read::<u64>("revision", REVISION)?.unwrap_or(0))
+pub(super) fn revision(records: &impl Records) -> io::Result<u64> {
+    Ok(records.read::<u64>("revision", REVISION)?.unwrap_or(0))
 }
 
 /// The revision before which the history is dropped (0: nothing dropped).
-pub(super) fn compacted(live: &Live) -> io::Result<u64> {
-    Ok(live.read::<u64>("compacted revision", COMPACTED)?.unwrap_or(0))
+pub(super) fn compacted(records: &impl Records) -> io::Result<u64> {
+    Ok(records.read::<u64>("compacted revision", COMPACTED)?.unwrap_or(0))
 }
 
 /// Checks that `requested` can be read: not compacted away, not in the future.

@@ -206,10 +206,10 @@ impl StateMachine {
         let applied =
             sm.applied().map_err(|e| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() })?;
         sm.inner.applied_index.store(applied.map_or(0, |l| l.index), Ordering::Relaxed);
-        let revision = history::revision(&sm.inner.live())
+        let revision = history::revision(&*sm.inner.live())
             .map_err(|e| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() })?;
         sm.inner.revision.store(revision, Ordering::Relaxed);
-        let compacted = history::compacted(&sm.inner.live())
+        let compacted = history::compacted(&*sm.inner.live())
             .map_err(|e| StoreError::Corrupt { path: sled_path.clone(), detail: e.to_string() })?;
         sm.inner.compacted.store(compacted, Ordering::Relaxed);
         let keep = sm

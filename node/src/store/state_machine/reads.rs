@@ -64,7 +64,7 @@ impl StateMachine {
         at: Option<u64>,
     ) -> io::Result<Result<AtRevision<ScanPage>, RevisionError>> {
         let live = self.inner.live();
-        let revision = history::revision(&live)?;
+        let revision = history::revision(&*live)?;
         let past = match at {
             Some(at) if at < revision => {
                 if let Err(e) = history::check_readable(&live, at)? {
@@ -82,7 +82,7 @@ impl StateMachine {
 
     /// The store's revision: that of the last change applied (0 before the first).
     pub fn revision(&self) -> io::Result<u64> {
-        history::revision(&self.inner.live())
+        history::revision(&*self.inner.live())
     }
 
     /// The revision before which the history is dropped (0: nothing dropped), without a
@@ -95,7 +95,7 @@ impl StateMachine {
     /// them (at least one revision), or the error that says why they are not kept.
     pub fn events_from(&self, from: u64, max_bytes: usize) -> io::Result<Result<Vec<RevisionedEvent>, RevisionError>> {
         let live = self.inner.live();
-        let compacted = history::compacted(&live)?;
+        let compacted = history::compacted(&*live)?;
         if from < compacted {
             return Ok(Err(RevisionError::Compacted { requested: from, compacted }));
         }

@@ -90,6 +90,24 @@ pub(super) fn history_revision(key: &[u8]) -> std::io::Result<u64> {
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "damaged history key"))
 }
 
+/// Where a record can be read: the live tree under its unwritten layers, or a run's pending
+/// writes over those.
+pub(super) trait Records {
+    fn read<T: serde::de::DeserializeOwned>(&self, what: &str, key: &[u8]) -> std::io::Result<Option<T>>;
+}
+
+impl Records for crate::store::write_back::Live {
+    fn read<T: serde::de::DeserializeOwned>(&self, what: &str, key: &[u8]) -> std::io::Result<Option<T>> {
+        crate::store::write_back::Live::read(self, what, key)
+    }
+}
+
+impl Records for super::apply::Pending<'_> {
+    fn read<T: serde::de::DeserializeOwned>(&self, what: &str, key: &[u8]) -> std::io::Result<Option<T>> {
+        super::apply::Pending::read(self, what, key)
+    }
+}
+
 #[cfg(test)]
 mod properties {
     use proptest::prelude::*;

@@ -214,9 +214,9 @@ impl StateMachine {
         self.publish_snapshot(meta, &file_name, Some(generation))?;
         *self.inner.live_mut() = Live::new(generation, tree);
         self.inner.applied_index.store(index, Ordering::Relaxed);
-        let revision = super::history::revision(&self.inner.live())?;
+        let revision = super::history::revision(&*self.inner.live())?;
         self.inner.revision.store(revision, Ordering::Relaxed);
-        self.inner.compacted.store(super::history::compacted(&self.inner.live())?, Ordering::Relaxed);
+        self.inner.compacted.store(super::history::compacted(&*self.inner.live())?, Ordering::Relaxed);
         let _ = self.inner.applied.send(super::history::Applied { revision, events: Vec::new().into() });
         self.inner.db.drop_tree(tree_name(old_generation).as_bytes()).map_err(|e| from_sled("drop old tree", e))?;
         self.inner.metrics.record_snapshot(SnapshotKind::Installed, file.len, entries);

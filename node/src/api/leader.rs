@@ -1,0 +1,151 @@
+//! Requests that need the leader: proposing a command, confirming a linearizable read with a
+//! read-index round, and the two shapes every handler takes on top of them: serve here when
+//! this node leads, else forward the request to the leader and relay its answer
+//! ([`super::forward`]).
+
+use std::future::Future;
+
+use petkv_client::outcome::not_applied;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::forward::{no_leader, relay, to_leader, Origin};
+use super::{revision_status, Api};
+use crate::raft::{ClientWriteError, LinearizableReadError, PeerNode, RaftError, ReadPolicy};
+use crate::store::command::{Command, CommandResult};
+
+/// Why a request that needs the leader was not served here.
+pub(super) enum NotServed {
+    Forward(PeerNode),
+    Failed(Status),
+}
+
+impl Api {
+    /// Proposes a command on this node if it leads.
+    pub(super) async fn propose(&self, cmd: Command, forwarded: bool) -> Result<CommandResult, NotServed> {
+        let node = &self.node;
+        let raft = node.serving_raft().map_err(|s| NotServed::Failed(not_applied(s)))?;
+        node.space.check_write().map_err(NotServed::Failed)?;
+        let outcome = tokio::time::timeout(node.config.request_timeout, raft.client_write(cmd)).await;
+        match outcome {
+            Err(_) => Err(NotServed::Failed(Status::deadline_exceeded(
+                "outcome unknown: the write was proposed but not confirmed within the request timeout; \
+                 it may or may not be applied (retry with the same write id to find out)",
+            ))),
+            Ok(Ok(resp)) => match resp.data {
+                CommandResult::WriteIdReused { sequence } => {
+                    Err(NotServed::Failed(Status::failed_precondition(format!(
+                        "write id sequence {sequence} of this client id was already used for another command: \
+                     a retry must send the same command; a new write needs a new sequence"
+                    ))))
+                }
+                CommandResult::StaleSequence { last_applied } => {
+                    Err(NotServed::Failed(Status::failed_precondition(format!(
+                        "write id sequence is older than this client id's last applied sequence {last_applied}: \
+                         a client id must not have two writes in flight"
+                    ))))
+                }
+                result => Ok(result),
+            },
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => match (f.leader_id, f.leader_node) {
+                (Some(id), Some(n)) if !forwarded && Some(id) != node.node_id() => Err(NotServed::Forward(n)),
+                _ => Err(NotServed::Failed(no_leader(node, forwarded))),
+            },
+            // Raft stopped or dropped the entry: it may or may not have reached the log, so this
+            // is not marked "not applied"; a retry with the same write id is safe.
+            Ok(Err(e)) => Err(NotServed::Failed(Status::unavailable(format!("outcome unknown: {e}")))),
+        }
+    }
+
+    /// Confirms this node can serve a linearizable read right now.
+    pub(super) async fn read_index(&self, forwarded: bool) -> Result<(), NotServed> {
+        let node = &self.node;
+        let raft = node.serving_raft().map_err(NotServed::Failed)?;
+        let deadline = tokio::time::Instant::now() + node.config.request_timeout;
+        let outcome = tokio::time::timeout_at(deadline, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await;
+        match outcome {
+            Err(_) => Err(NotServed::Failed(Status::deadline_exceeded("read-index round timed out (no quorum?)"))),
+            // A leader always reads in a term it won by election (a restarted node never resumes
+            // its old term: raft/settings.rs), whose first entry follows every entry it held, so
+            // the read index covers every write it acknowledged.
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
+                match (f.leader_id, f.leader_node) {
+                    (Some(id), Some(n)) if !forwarded && Some(id) != node.node_id() => Err(NotServed::Forward(n)),
+                    _ => Err(NotServed::Failed(no_leader(node, forwarded))),
+                }
+            }
+            Ok(Err(e)) => Err(NotServed::Failed(Status::unavailable(format!("linearizable read failed: {e}")))),
+        }
+    }
+
+    pub(super) fn storage_error(e: std::io::Error) -> Status {
+        Status::internal(format!("storage error: {e}"))
+    }
+}
+
+/// Where a linearizable read is answered.
+pub(super) enum ReadAt<M, R> {
+    /// This node may serve it: the request, back.
+    Here(M),
+    /// The leader's answer, relayed.
+    Leader(Response<R>),
+}
+
+impl Api {
+    /// Proposes `cmd` if this node leads and answers with `answer` of its result; on a follower
+    /// sends `msg` to the leader with `forward` and relays its answer. `answer` hands back a
+    /// result it does not expect: a refused lease or compaction becomes its status, anything
+    /// else INTERNAL.
+    pub(super) async fn write_or_forward<M, R, Fut>(
+        &self,
+        origin: &Origin,
+        msg: M,
+        cmd: Command,
+        answer: impl FnOnce(CommandResult) -> Result<R, CommandResult>,
+        forward: impl FnOnce(Channel, Request<M>) -> Fut,
+    ) -> Result<Response<R>, Status>
+    where
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        match self.propose(cmd, origin.forwarded).await {
+            Ok(result) => answer(result).map(Response::new).map_err(refused),
+            Err(NotServed::Forward(leader)) => {
+                let (channel, req) = to_leader(&self.node, &leader, origin, msg)?;
+                forward(channel, req).await.map_err(relay)
+            }
+            Err(NotServed::Failed(s)) => Err(s),
+        }
+    }
+
+    /// Confirms this node may serve a linearizable read of `msg` ([`ReadAt::Here`]); on a
+    /// follower sends `msg` to the leader with `forward` instead ([`ReadAt::Leader`]).
+    pub(super) async fn read_or_forward<M, R, Fut>(
+        &self,
+        origin: &Origin,
+        msg: M,
+        forward: impl FnOnce(Channel, Request<M>) -> Fut,
+    ) -> Result<ReadAt<M, R>, Status>
+    where
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        match self.read_index(origin.forwarded).await {
+            Ok(()) => Ok(ReadAt::Here(msg)),
+            Err(NotServed::Forward(leader)) => {
+                let (channel, req) = to_leader(&self.node, &leader, origin, msg)?;
+                forward(channel, req).await.map(ReadAt::Leader).map_err(relay)
+            }
+            Err(NotServed::Failed(s)) => Err(s),
+        }
+    }
+}
+
+/// The status of a command result the handler did not expect: a refusal's own status, or
+/// INTERNAL.
+fn refused(result: CommandResult) -> Status {
+    match result {
+        CommandResult::LeaseRefused(e) => super::lease::lease_status(e),
+        CommandResult::CompactRefused(e) => revision_status(e),
+        other => Status::internal(format!("unexpected command result: {other:?}")),
+    }
+}
