@@ -1,5 +1,7 @@
-//! The data path through real nodes: forwarding, compare-and-set, scans, deduplication of
-//! retried writes, health and reflection. (Every bad input the API can receive: `bad_input.rs`.)
+//! The data path through real nodes: followers handing writes and read indexes to the leader,
+//! compare-and-set, scans, deduplication of retried writes, health and reflection, what a
+//! restarted member reports before it rejoins. (Every bad input the API can receive:
+//! `bad_input.rs`.)
 
 use petkv_client::pb::v1::kv_client::KvClient;
 use petkv_client::pb::v1::{Consistency, GetRequest, PutRequest, ScanRequest, WriteId};
@@ -139,6 +141,82 @@ async fn health_and_reflection_are_served_on_the_client_port() -> anyhow::Result
     // The public API (petkv-client's descriptors) and the peer transport (the node's).
     for service in ["petkv.v1.KV", "petkv.v1.Cluster", "petkv.raft.v1.Raft"] {
         assert!(names.iter().any(|n| n == service), "{service} missing from {names:?}");
+    }
+    Ok(())
+}
+
+/// A follower serves linearizable reads itself (with the leader's read index) and answers a
+/// write once it has applied it, so what was acknowledged anywhere is read here at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_serves_linearizable_reads_itself_and_reads_its_own_writes() -> anyhow::Result<()> {
+    let cluster = healthy_cluster(3, 3, &[]).await?;
+    let leader = cluster.wait_leader(petkv_e2e::SETTLE).await?;
+    let (f1, f2) = ((leader + 1) % 3, (leader + 2) % 3);
+    let on_leader = cluster.client_of(leader)?;
+    let on_f1 = cluster.client_of(f1)?;
+    let f1_id = cluster.status(f1).await?.node_id;
+    for i in 0..20u32 {
+        // Acknowledged by the leader, read at once on a follower: linearizable, served there.
+        let key = format!("lin/{i}");
+        on_leader.put(key.as_bytes(), &i.to_be_bytes(), None).await?;
+        let got = on_f1.get(key.as_bytes(), Consistency::Linearizable).await?;
+        assert_eq!(got.kv.expect("the acknowledged write").value.as_ref(), i.to_be_bytes());
+        assert_eq!(got.header.expect("header").served_by, f1_id, "served by the follower itself");
+        // Written through one follower, read stale on it at once: it applied it before answering.
+        let mine = format!("own/{i}");
+        let put = on_f1.put(mine.as_bytes(), b"v", None).await?;
+        let stale = on_f1.get(mine.as_bytes(), Consistency::Stale).await?;
+        assert_eq!(stale.kv.expect("its own write").mod_revision, put.kv.expect("kv").mod_revision);
+    }
+    // Many reads at once on the other follower share read-index rounds; each sees the last write.
+    on_leader.put(b"lin/last", b"seen", None).await?;
+    let on_f2 = std::sync::Arc::new(cluster.client_of(f2)?);
+    let reads: Vec<_> = (0..64)
+        .map(|_| {
+            let c = on_f2.clone();
+            tokio::spawn(async move { c.get(b"lin/last", Consistency::Linearizable).await })
+        })
+        .collect();
+    for r in reads {
+        assert_eq!(r.await??.kv.expect("the last write").value.as_ref(), b"seen");
+    }
+    Ok(())
+}
+
+/// A restarted member answers `status` before Raft runs again with what its volume holds, not
+/// zeros: after a graceful stop (SIGTERM: its applied state was written out) its applied index;
+/// after kill -9 its log and term (the applied state is rebuilt from the log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_member_reports_its_persisted_applied_index_from_its_first_answer() -> anyhow::Result<()> {
+    let mut cluster = healthy_cluster(3, 3, &[]).await?;
+    let f = follower(&cluster).await?;
+    let c = cluster.client_of(f)?;
+    for i in 0..50u32 {
+        c.put(format!("k{i}").as_bytes(), b"v", None).await?;
+    }
+    let before = petkv_harness::wait::until("the follower to apply every write", petkv_e2e::SETTLE, || async {
+        let s = cluster.status(f).await.ok()?;
+        (s.applied_index >= c.get(b"k49", Consistency::Linearizable).await.ok()?.header?.raft_index).then_some(s)
+    })
+    .await?;
+    for graceful in [true, false] {
+        if graceful {
+            cluster.terminate(f).await?;
+        } else {
+            cluster.kill(f).await?;
+        }
+        cluster.start(f)?;
+        let first = petkv_harness::wait::until("the restarted member's first status", petkv_e2e::SETTLE, || async {
+            cluster.status(f).await.ok()
+        })
+        .await?;
+        let seen = format!("graceful {graceful}: first answer {first:?}, before {before:?}");
+        if graceful {
+            assert!(first.applied_index >= before.applied_index, "{seen}");
+        }
+        assert!(first.last_log_index >= before.applied_index, "{seen}");
+        assert!(first.term >= before.term, "{seen}");
+        cluster.wait_healthy(petkv_e2e::SETTLE).await?;
     }
     Ok(())
 }

@@ -349,6 +349,10 @@ struct BenchArgs {
     /// footprint: idle watchers opened.
     #[arg(long, default_value_t = 16)]
     watchers: usize,
+    /// Operations per second over all clients, each pacing its share (default: closed loop,
+    /// as fast as answers come): compares latencies at one load.
+    #[arg(long)]
+    rate: Option<f64>,
     /// --scenario footprint: leases granted.
     #[arg(long, default_value_t = 10_000)]
     leases: u64,
@@ -417,6 +421,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
         rounds: args.rounds,
         target: args.target,
         watchers: args.watchers,
+        rate: args.rate,
         args: args.extra_args(),
     };
     if spec.mode == bench::Mode::Watch {

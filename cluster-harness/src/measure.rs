@@ -88,6 +88,7 @@ pub async fn run(spec: &MeasureSpec) -> anyhow::Result<Measured> {
         value_size: VALUE.len(),
         warmup: Duration::ZERO,
         duration: spec.throughput_for,
+        rate: None,
     };
     let outcome = drive(&PetkvTarget::connect(&endpoints, 1)?, &workload).await?;
     anyhow::ensure!(outcome.errors == 0, "{} puts failed: {:?}", outcome.errors, outcome.sample_errors);

@@ -155,8 +155,8 @@ mod scenarios {
     }
 }
 
-/// `--mode watch`, petkv only: every watcher receives every acknowledged put, and the
-/// put-to-event latency is measured.
+/// `--mode watch`, petkv only, paced at 300 puts/s: every watcher receives every acknowledged
+/// put, the put-to-event latency is measured, and the pace holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_mode_delivers_every_put_to_every_watcher() -> anyhow::Result<()> {
     let spec = BenchSpec {
@@ -166,6 +166,7 @@ async fn watch_mode_delivers_every_put_to_every_watcher() -> anyhow::Result<()> 
         keys: 1000,
         warmup: Duration::from_millis(500),
         duration: Duration::from_secs(2),
+        rate: Some(300.0),
         ..Default::default()
     };
     let report = bench::watch::run(&spec).await?;
@@ -174,6 +175,8 @@ async fn watch_mode_delivers_every_put_to_every_watcher() -> anyhow::Result<()> 
     assert_eq!(figure("events missing after the drain (all watchers)"), 0.0, "{table}");
     assert_eq!(figure("failed puts"), 0.0, "{table}");
     assert!(figure("events delivered/s (all watchers)") > 0.0, "{table}");
+    let puts = figure("puts acknowledged/s");
+    assert!((200.0..=330.0).contains(&puts), "paced at 300 puts/s: {table}");
     // Each put reaches all 6 watchers; the window's edges make the ratio a little uneven.
     let per_put = figure("events per put (ideal: 6)");
     assert!((5.0..=7.0).contains(&per_put), "{table}");

@@ -32,6 +32,8 @@ pub struct Node {
     pub fence: Arc<Fence>,
     /// Lease deadlines, kept while this node leads.
     pub lease_clock: crate::api::lease::LeaseClock,
+    /// Linearizable reads on this follower waiting for the leader's read index.
+    pub read_index: crate::raft::leader_rpc::ReadIndexBatch,
     identity: OnceLock<IdentityRecord>,
     raft: OnceLock<Raft>,
     stopping: AtomicBool,
@@ -67,6 +69,7 @@ impl Node {
             prometheus,
             fence,
             lease_clock: Default::default(),
+            read_index: Default::default(),
             identity: OnceLock::new(),
             raft: OnceLock::new(),
             stopping: AtomicBool::new(false),
@@ -276,6 +279,13 @@ impl Node {
             status.snapshot_index = m.snapshot.map(|c| c.index).unwrap_or(0);
             status.purged_index = m.purged.map(|c| c.index).unwrap_or(0);
             status.ready = self.is_ready();
+        } else {
+            // Raft is not running yet (a restarted node's first moments): what the volume holds.
+            // Everything applied was committed.
+            status.applied_index = self.sm.applied_index();
+            status.committed_index = status.applied_index;
+            status.term = self.log.vote().ok().flatten().map(|v| crate::raft::vote_term(&v)).unwrap_or(0);
+            status.last_log_index = self.log.last_index().unwrap_or(0);
         }
         status
     }

@@ -154,6 +154,8 @@ pub struct BenchSpec {
     pub target: Target,
     /// Watch mode: watchers of every bench key.
     pub watchers: usize,
+    /// Operations per second over all clients (paced); `None`: closed loop.
+    pub rate: Option<f64>,
     /// Extra flags for every member of each system.
     pub args: sut::ExtraArgs,
 }
@@ -173,6 +175,7 @@ impl Default for BenchSpec {
             rounds: 1,
             target: Target::Spread,
             watchers: 16,
+            rate: None,
             args: sut::ExtraArgs::default(),
         }
     }
@@ -325,6 +328,7 @@ async fn rounds(systems: &Systems, spec: &BenchSpec, clients: usize) -> anyhow::
         value_size: spec.value_size,
         warmup: spec.warmup,
         duration: spec.duration,
+        rate: spec.rate,
     };
     let mut runs = Vec::new();
     for round in 1..=spec.rounds.max(1) {
@@ -342,7 +346,7 @@ async fn rounds(systems: &Systems, spec: &BenchSpec, clients: usize) -> anyhow::
         }
     }
     let header = (spec.mode, clients, connections, w.keys, spec.value_size, spec.duration.as_secs_f64());
-    Ok(Report::new(header, spec.target, runs))
+    Ok(Report::new(header, (spec.target, spec.rate), runs))
 }
 
 /// Runs the bench: fresh systems, the rounds, then both systems stopped.

@@ -154,6 +154,8 @@ pub struct Report {
     pub duration_secs: f64,
     /// Where the connections went, the same for both systems.
     pub target: Target,
+    /// The paced rate of all clients together (ops/s); `None`: closed loop.
+    pub rate: Option<f64>,
     pub runs: Vec<RunResult>,
     pub petkv: Option<Summary>,
     pub etcd: Option<Summary>,
@@ -161,10 +163,15 @@ pub struct Report {
 
 impl Report {
     /// Summarizes the runs.
-    pub fn new(header: (Mode, usize, usize, u64, usize, f64), target: Target, runs: Vec<RunResult>) -> Self {
+    pub fn new(
+        header: (Mode, usize, usize, u64, usize, f64),
+        (target, rate): (Target, Option<f64>),
+        runs: Vec<RunResult>,
+    ) -> Self {
         let (mode, clients, connections, keys, value_size, duration_secs) = header;
         Self {
             target,
+            rate,
             mode,
             clients,
             connections,
@@ -230,6 +237,9 @@ impl Report {
         rows.push(row);
         let mut out = side_by_side(header, rows).to_string();
         out.push_str(&format!("\n{}", self.target.describe()));
+        if let Some(rate) = self.rate {
+            out.push_str(&format!("\nclients paced at {rate:.0} ops/s in all (open loop)"));
+        }
         for r in &self.runs {
             for e in &r.sample_errors {
                 out.push_str(&format!("\n{} round {}: error: {e}", r.system.name(), r.round));
@@ -406,7 +416,7 @@ mod tests {
             run(System::Petkv, 3, 2000.0, 2.0),
             run(System::Etcd, 3, 1000.0, 3.0),
         ];
-        let report = Report::new((Mode::Put, 1, 1, 100, 100, 10.0), Target::Spread, runs);
+        let report = Report::new((Mode::Put, 1, 1, 100, 100, 10.0), (Target::Spread, None), runs);
         let p = report.petkv.as_ref().unwrap();
         let e = report.etcd.as_ref().unwrap();
         assert_eq!((p.ops_per_sec, p.p99_ms, p.rounds, p.errors), (2000.0, 2.0, 3, 3));

@@ -317,6 +317,7 @@ async fn failover<S: SystemUnderTest>(s: &mut S, spec: &ScenarioSpec, sig: Signa
         value_size: spec.value_size,
         warmup: Duration::ZERO,
         duration: spec.before + spec.after,
+        rate: None,
     };
     let started = Instant::now();
     let driver = tokio::spawn(async move { workload::drive_recorded(&conns, &w).await });

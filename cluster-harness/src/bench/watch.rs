@@ -46,9 +46,9 @@ pub async fn run(spec: &BenchSpec) -> anyhow::Result<ScenarioReport> {
     }
     .await;
     systems.stop().await?;
+    let rate = spec.rate.map_or(String::new(), |r| format!(" at {r:.0} puts/s"));
     let settings = format!(
-        "{} watchers (watcher i on member i mod 3, own connection) · {} clients / {} conns putting · {} keys · {} B \
-         · {}s",
+        "{} watchers · {} clients / {} conns{rate} · {} keys · {} B · {}s",
         spec.watchers,
         spec.clients,
         spec.connections_for(spec.clients),
@@ -57,6 +57,7 @@ pub async fn run(spec: &BenchSpec) -> anyhow::Result<ScenarioReport> {
         spec.duration.as_secs_f64()
     );
     let notes = vec![
+        "watchers: watcher i has its own connection to member i mod 3, one watch of every bench key".into(),
         spec.target.describe().to_string(),
         "put→event: from just before the put is sent until the watcher receives its event (commit included)".into(),
     ];
@@ -128,6 +129,7 @@ async fn one_round<S: SystemUnderTest>(s: &S, spec: &BenchSpec, round: usize) ->
         value_size: spec.value_size,
         warmup: spec.warmup,
         duration: spec.duration,
+        rate: spec.rate,
     };
     let pids = s.pids();
     let start = Instant::now();
@@ -179,6 +181,7 @@ async fn one_round<S: SystemUnderTest>(s: &S, spec: &BenchSpec, round: usize) ->
         Metric::new("put→event p99 ms", ms(0.99), 2),
         Metric::new("put→event p99.9 ms", ms(0.999), 2),
         Metric::new("put acknowledged p50 ms", outcome.latency_us.value_at_quantile(0.5) as f64 / 1000.0, 2),
+        Metric::new("put acknowledged p99 ms", outcome.latency_us.value_at_quantile(0.99) as f64 / 1000.0, 2),
         Metric::new("CPU s (cluster, window)", cpu_seconds, 2),
         Metric::new(
             "CPU ms per 1,000 events delivered",

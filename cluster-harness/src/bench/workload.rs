@@ -73,6 +73,9 @@ pub struct Workload {
     pub value_size: usize,
     pub warmup: Duration,
     pub duration: Duration,
+    /// Operations per second over all clients, each client pacing its own share; `None`: as
+    /// fast as answers come (closed loop).
+    pub rate: Option<f64>,
 }
 
 /// What the clients saw in the measured window.
@@ -124,6 +127,9 @@ async fn drive_inner<T: KvTarget>(connections: &[Arc<T>], w: &Workload, record: 
         .map(|c| {
             let conn = connections[c % connections.len()].clone();
             let (value, mode, keys) = (value.clone(), w.mode, w.keys);
+            // A paced client starts its operations this far apart, offset so the clients interleave.
+            let pace = w.rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(w.clients as f64 / r));
+            let mut next_start = start + pace.map_or(Duration::ZERO, |p| p.mul_f64(c as f64 / w.clients as f64));
             tokio::spawn(async move {
                 let mut hist = new_histogram();
                 let (mut ops, mut errors, mut conflicts) = (0u64, 0u64, 0u64);
@@ -132,6 +138,10 @@ async fn drive_inner<T: KvTarget>(connections: &[Arc<T>], w: &Workload, record: 
                 let mut seed = (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 let mut n = 0u64;
                 loop {
+                    if let Some(pace) = pace {
+                        tokio::time::sleep_until(next_start.into()).await;
+                        next_start += pace;
+                    }
                     let now = Instant::now();
                     if now >= deadline {
                         break;

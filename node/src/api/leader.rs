@@ -1,7 +1,16 @@
 //! Requests that need the leader: proposing a command, confirming a linearizable read with a
-//! read-index round, and the two shapes every handler takes on top of them: serve here when
-//! this node leads, else forward the request to the leader and relay its answer
-//! ([`super::forward`]).
+//! read-index round, and the two shapes every handler takes on top of them.
+//!
+//! - A write: proposed here when this node leads; on a follower, the command (already
+//!   validated and checked here) goes to the leader over the peer connection
+//!   ([`crate::raft::leader_rpc::propose`]) and the response is built here from its result,
+//!   once this member has applied it too (reads and watches here then see it).
+//! - A linearizable read: on the leader, a read-index round; on a follower, the read index from
+//!   the leader (one round for the reads that arrive together), then the read is served here
+//!   once this member has applied that far.
+//!
+//! A leader too old for the peer RPCs, or a leadership that moved while a command was proposed
+//! here, sends the client's request itself to the leader's client port ([`super::forward`]).
 
 use std::future::Future;
 
@@ -11,7 +20,8 @@ use tonic::{Request, Response, Status};
 
 use super::forward::{no_leader, relay, to_leader, Origin};
 use super::{revision_status, Api};
-use crate::raft::{ClientWriteError, LinearizableReadError, PeerNode, RaftError, ReadPolicy};
+use crate::raft::leader_rpc;
+use crate::raft::{ClientWriteError, LinearizableReadError, NodeId, PeerNode, RaftError, ReadPolicy};
 use crate::store::command::{Command, CommandResult};
 
 /// Why a request that needs the leader was not served here.
@@ -55,6 +65,15 @@ impl Api {
             // is not marked "not applied"; a retry with the same write id is safe.
             Ok(Err(e)) => Err(NotServed::Failed(Status::unavailable(format!("outcome unknown: {e}")))),
         }
+    }
+
+    /// Proposes a command a follower hands over ([`crate::raft::leader_rpc`]): as a forwarded
+    /// request, so a leader that just stepped down refuses it instead of passing it on.
+    pub async fn propose_for_follower(&self, cmd: Command) -> Result<CommandResult, Status> {
+        self.propose(cmd, true).await.map_err(|refusal| match refusal {
+            NotServed::Failed(s) => s,
+            NotServed::Forward(_) => no_leader(&self.node, true),
+        })
     }
 
     /// Confirms this node can serve a linearizable read right now.
@@ -108,6 +127,29 @@ impl Api {
     where
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
+        if let Some(leader) = self.other_leader(origin) {
+            self.node.serving_raft().map_err(not_applied)?;
+            self.node.space.check_write()?;
+            let deadline = tokio::time::Instant::now() + self.node.config.request_timeout;
+            match leader_rpc::propose(&self.node, (leader.0, &leader.1), &cmd).await {
+                Ok(result) => {
+                    // As etcd does: answer once this member has applied the write too, so a
+                    // read or watch here afterwards sees it. It is committed either way, so a
+                    // member too slow to apply it in time still answers with its result.
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if let Err(e) = leader_rpc::wait_applied(&self.node, result.index(), left).await {
+                        tracing::debug!(error = %e, "answering a committed write before applying it here");
+                    }
+                    return answer(result).map(Response::new).map_err(refused);
+                }
+                // A leader that predates proposals over the peer port.
+                Err(s) if s.code() == tonic::Code::Unimplemented => {
+                    let (channel, req) = to_leader(&self.node, &leader.1, origin, msg)?;
+                    return forward(channel, req).await.map_err(relay);
+                }
+                Err(s) => return Err(s),
+            }
+        }
         match self.propose(cmd, origin.forwarded).await {
             Ok(result) => answer(result).map(Response::new).map_err(refused),
             Err(NotServed::Forward(leader)) => {
@@ -118,9 +160,42 @@ impl Api {
         }
     }
 
-    /// Confirms this node may serve a linearizable read of `msg` ([`ReadAt::Here`]); on a
-    /// follower sends `msg` to the leader with `forward` instead ([`ReadAt::Leader`]).
+    /// Confirms this node may serve a linearizable read of `msg` ([`ReadAt::Here`]): on the
+    /// leader by a read-index round; on a follower by the leader's read index and waiting to
+    /// apply through it. Only when that is not possible (a leader too old for the peer RPC)
+    /// does the request go to the leader with `forward` ([`ReadAt::Leader`]).
     pub(super) async fn read_or_forward<M, R, Fut>(
+        &self,
+        origin: &Origin,
+        msg: M,
+        forward: impl FnOnce(Channel, Request<M>) -> Fut,
+    ) -> Result<ReadAt<M, R>, Status>
+    where
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        if let Some(leader) = self.other_leader(origin) {
+            self.node.serving_raft()?;
+            let deadline = tokio::time::Instant::now() + self.node.config.request_timeout;
+            match leader_rpc::read_index(&self.node, leader.clone()).await {
+                Ok(index) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    leader_rpc::wait_applied(&self.node, index, left).await?;
+                    return Ok(ReadAt::Here(msg));
+                }
+                Err(s) if s.code() == tonic::Code::Unimplemented => {
+                    let (channel, req) = to_leader(&self.node, &leader.1, origin, msg)?;
+                    return forward(channel, req).await.map(ReadAt::Leader).map_err(relay);
+                }
+                Err(s) => return Err(s),
+            }
+        }
+        self.read_on_leader_or_forward(origin, msg, forward).await
+    }
+
+    /// [`Api::read_or_forward`] for a read only the leader can answer (it needs the leader's
+    /// lease clock): a read-index round here when this node leads, else the request goes to
+    /// the leader with `forward`.
+    pub(super) async fn read_on_leader_or_forward<M, R, Fut>(
         &self,
         origin: &Origin,
         msg: M,
@@ -137,6 +212,15 @@ impl Api {
             }
             Err(NotServed::Failed(s)) => Err(s),
         }
+    }
+
+    /// The leader, when another member leads and this request came from a client (a request
+    /// forwarded by an older member is served here or refused, never sent on).
+    fn other_leader(&self, origin: &Origin) -> Option<(NodeId, PeerNode)> {
+        if origin.forwarded {
+            return None;
+        }
+        self.node.leader().filter(|(id, _)| Some(*id) != self.node.node_id())
     }
 }
 

@@ -6,7 +6,9 @@
 //! - [`codec`]: how openraft's messages are encoded on the wire and on disk (postcard).
 //! - [`fence`]: start epochs that fence a stale process sharing this node's identity.
 //! - [`network`]: the client side of the peer transport, one cached channel per peer.
-//! - [`service`]: the server side of the peer transport (Raft RPCs, join, start-up probes).
+//! - [`service`]: the server side of the peer transport (Raft RPCs, join, start-up probes,
+//!   followers' proposals and read-index requests).
+//! - [`leader_rpc`]: the follower's side of those: a proposal or a read index from the leader.
 //! - [`settings`]: Raft timings and snapshot policy.
 //! - [`snapshot_trigger`]: earlier snapshots for a small state.
 //! - [`compactor`]: the leader keeps the history to `--history-retention` revisions.
@@ -14,6 +16,7 @@
 pub mod codec;
 pub mod compactor;
 pub mod fence;
+pub mod leader_rpc;
 pub mod network;
 pub mod peer_health;
 pub mod service;

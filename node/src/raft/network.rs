@@ -115,7 +115,7 @@ pub struct Speaker {
 }
 
 impl Speaker {
-    fn envelope(&self, target: NodeId) -> Envelope<'_> {
+    pub(crate) fn envelope(&self, target: NodeId) -> Envelope<'_> {
         Envelope {
             target,
             target_epoch: self.fence.newest_of(target),
@@ -127,7 +127,7 @@ impl Speaker {
 
     /// Refuses a reply from a replaced process of `target` (it still answers on a connection
     /// opened before its replacement started): its acknowledgement must never count.
-    fn check_reply(&self, target: NodeId, reply: &RaftMessage) -> Result<(), RPCError<TypeConfig>> {
+    pub(crate) fn check_reply(&self, target: NodeId, reply: &RaftMessage) -> Result<(), RPCError<TypeConfig>> {
         match fence::observe_and_persist(&self.fence, target, reply.sender_epoch) {
             Observed::Stale { newest } => Err(RPCError::Unreachable(Unreachable::from_string(format!(
                 "node {target} answered from start epoch {}, replaced by epoch {newest}: ignored",

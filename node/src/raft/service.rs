@@ -25,6 +25,8 @@ use crate::pb::raft::{
 };
 use crate::store::command::{Command, CommandResult};
 use crate::store::snapshot::{self, SnapshotFile};
+use openraft::ReadPolicy;
+use petkv_client::outcome::not_applied;
 
 /// Bound on a membership change made on behalf of a joining node.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -228,6 +230,37 @@ impl RaftRpc for PeerService {
         });
         let trailer = futures::stream::once(bad_rx).filter_map(|bad| futures::future::ready(bad.ok().map(Err)));
         Ok(Response::new(answers.chain(trailer).boxed()))
+    }
+
+    async fn propose(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        check_addressee(&self.node, req.get_ref().into())?;
+        let cmd: Command = codec::unpack("proposal", req.get_ref())?;
+        let answer: super::leader_rpc::ProposalAnswer = crate::api::Api { node: self.node.clone() }
+            .propose_for_follower(cmd)
+            .await
+            .map_err(|s| super::leader_rpc::WireStatus::from(&s));
+        Ok(Response::new(reply(&self.node, "proposal answer", &answer)?))
+    }
+
+    async fn read_index(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        check_addressee(&self.node, req.get_ref().into())?;
+        let () = codec::unpack("read index", req.get_ref())?;
+        let raft = self.node.raft()?;
+        let answer: super::leader_rpc::ReadIndexAnswer = match tokio::time::timeout(
+            self.node.config.request_timeout,
+            raft.get_read_linearizer(ReadPolicy::ReadIndex),
+        )
+        .await
+        {
+            Ok(Ok(linearizer)) => Ok(linearizer.read_log_id().index()),
+            Ok(Err(e)) => Err(super::leader_rpc::WireStatus::from(&not_applied(Status::unavailable(format!(
+                "no read index: {e}"
+            ))))),
+            Err(_) => Err(super::leader_rpc::WireStatus::from(&Status::deadline_exceeded(
+                "the read-index round timed out (no quorum?)",
+            ))),
+        };
+        Ok(Response::new(reply(&self.node, "read index answer", &answer)?))
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {

@@ -167,7 +167,7 @@ impl Lease for Api {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let origin = Origin::of(&req);
         let forward = |ch, req| async move { LeaseClient::new(ch).lease_time_to_live(req).await };
-        let msg = match self.read_or_forward(&origin, req.into_inner(), forward).await? {
+        let msg = match self.read_on_leader_or_forward(&origin, req.into_inner(), forward).await? {
             ReadAt::Here(msg) => msg,
             ReadAt::Leader(answer) => return Ok(answer),
         };
