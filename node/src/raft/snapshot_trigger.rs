@@ -5,9 +5,10 @@
 //! record (~90 bytes) for every entry it keeps; with the default of 100,000 entries that index
 //! was about a tenth of a node's peak memory under a write load. A snapshot writes the whole
 //! state, so how often it pays to take one depends on how big the state is: this task takes one
-//! once the entries since the last reach [`entries_between_snapshots`] of the key count (a
-//! quarter of it, at least [`MIN_ENTRIES_BETWEEN_SNAPSHOTS`]), so a snapshot writes at most
-//! about four key records per entry it lets the log drop, and never more often than every
+//! once the entries since the last reach [`entries_between_snapshots`] of the state's records
+//! (the keys and the revisions of history kept: a quarter of them, at least
+//! [`MIN_ENTRIES_BETWEEN_SNAPSHOTS`]), so a snapshot writes at most about four records per
+//! entry it lets the log drop, and never more often than every
 //! [`MIN_ENTRIES_BETWEEN_SNAPSHOTS`] entries.
 //!
 //! The check runs every [`CHECK_EVERY`] on every node (each node snapshots its own state
@@ -23,15 +24,16 @@ use crate::node::Node;
 
 /// A state this small is snapshotted at most this often (in entries), whatever its size.
 pub const MIN_ENTRIES_BETWEEN_SNAPSHOTS: u64 = 20_000;
-/// Entries between snapshots per key of the state: a snapshot every `keys / 4` entries.
-const KEYS_PER_ENTRY_BETWEEN_SNAPSHOTS: u64 = 4;
+/// Records of the state per entry between snapshots: a snapshot every `records / 4` entries.
+const RECORDS_PER_ENTRY_BETWEEN_SNAPSHOTS: u64 = 4;
 /// How often the log's length behind the last snapshot is checked.
 pub const CHECK_EVERY: Duration = Duration::from_millis(500);
 
-/// Entries after which a state of `key_count` keys is snapshotted; never more than
-/// `snapshot_every` (the configured bound, which openraft's policy applies itself).
-pub fn entries_between_snapshots(key_count: u64, snapshot_every: u64) -> u64 {
-    (key_count / KEYS_PER_ENTRY_BETWEEN_SNAPSHOTS).max(MIN_ENTRIES_BETWEEN_SNAPSHOTS).min(snapshot_every)
+/// Entries after which a state of `records` records (keys, and revisions of history) is
+/// snapshotted; never more than `snapshot_every` (the configured bound, which openraft's
+/// policy applies itself).
+pub fn entries_between_snapshots(records: u64, snapshot_every: u64) -> u64 {
+    (records / RECORDS_PER_ENTRY_BETWEEN_SNAPSHOTS).max(MIN_ENTRIES_BETWEEN_SNAPSHOTS).min(snapshot_every)
 }
 
 /// Runs until `stop` turns true (or Raft stops).
@@ -59,12 +61,14 @@ pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                 continue;
             }
         };
-        let threshold = entries_between_snapshots(key_count, snapshot_every);
+        // Each revision of history kept is a record the snapshot writes too.
+        let history = node.sm.current_revision().saturating_sub(node.sm.compacted());
+        let threshold = entries_between_snapshots(key_count + history, snapshot_every);
         let base = snapshot.unwrap_or(0).max(asked_at);
         if applied.saturating_sub(base) < threshold {
             continue;
         }
-        tracing::debug!(applied, ?snapshot, key_count, threshold, "log long for the state's size: snapshot");
+        tracing::debug!(applied, ?snapshot, key_count, history, threshold, "log long for the state's size: snapshot");
         asked_at = applied;
         if let Err(e) = raft.trigger().snapshot().await {
             tracing::debug!(error = %e, "snapshot request not taken: Raft is stopping");

@@ -55,7 +55,10 @@ impl StateMachine {
         if let Some(e) = self.inner.write_error.borrow().clone() {
             return Err(io_err("state machine writer failed earlier", e));
         }
+        // The changes are kept for watchers only while some subscriber listens.
         let mut pending = Pending::new(&self.inner.live);
+        pending.keep_events = self.inner.applied.receiver_count() > 0;
+        let revision_before = self.inner.revision.load(Ordering::Relaxed);
         let mut results = Vec::with_capacity(entries.len());
         for entry in entries {
             results.push(Self::apply_entry(&mut pending, entry)?);
@@ -77,8 +80,10 @@ impl StateMachine {
         if let Some(compacted) = pending.compacted_to {
             self.inner.compacted.store(compacted, Ordering::Relaxed);
         }
-        if !changed.is_empty() {
-            // No subscriber is fine: nobody watches.
+        if revision > revision_before && (!changed.is_empty() || self.inner.applied.receiver_count() > 0) {
+            // No subscriber is fine: nobody watches. A run whose changes were not kept (nobody
+            // listened when it began) goes out without them: a feed that subscribed meanwhile
+            // sees a run it cannot follow and reads those changes from the history.
             let _ = self.inner.applied.send(Applied { revision, events: changed.into() });
         }
         if over_limit {
@@ -103,13 +108,22 @@ pub(super) struct Pending<'a> {
     pub(super) entry_revision: Option<EntryRevision>,
     /// The changes of this run, in order, for watchers.
     pub(super) events: Vec<RevisionedEvent>,
+    /// Whether to keep the changes in `events` (some watcher listens).
+    pub(super) keep_events: bool,
     /// The revision this run compacted the history to, if it did.
     pub(super) compacted_to: Option<u64>,
 }
 
 impl<'a> Pending<'a> {
     pub(super) fn new(live: &'a RwLock<Live>) -> Self {
-        Self { live, writes: Writes::new(), entry_revision: None, events: Vec::new(), compacted_to: None }
+        Self {
+            live,
+            writes: Writes::new(),
+            entry_revision: None,
+            events: Vec::new(),
+            keep_events: true,
+            compacted_to: None,
+        }
     }
 
     pub(super) fn live(&self) -> RwLockReadGuard<'a, Live> {

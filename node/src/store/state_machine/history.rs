@@ -108,7 +108,9 @@ impl Pending<'_> {
             }
         };
         self.insert(&history_key(at.revision, at.next_sub), encode(event)?);
-        self.events.push(RevisionedEvent { revision: at.revision, event: event.clone() });
+        if self.keep_events {
+            self.events.push(RevisionedEvent { revision: at.revision, event: event.clone() });
+        }
         at.next_sub += 1;
         self.entry_revision = Some(at);
         Ok(at.revision)
