@@ -29,6 +29,7 @@ async fn data_path_through_a_follower() -> anyhow::Result<()> {
     assert!(put.succeeded);
     let kv = put.kv.expect("kv");
     assert_eq!((kv.version, kv.create_revision), (1, kv.mod_revision));
+    assert!(kv.value.is_empty(), "a successful put does not echo the value back");
     assert_eq!(put.header.expect("header").revision, kv.mod_revision);
 
     // Compare-and-set on the mod revision.

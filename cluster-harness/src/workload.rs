@@ -91,7 +91,12 @@ impl Workload {
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let mut tasks = Vec::new();
         for c in 0..spec.clients {
-            let client = spec.client(endpoints, spec.timeout)?;
+            // Client c starts at member c mod n: reads and writes reach every member, followers
+            // included (which serve linearizable reads and hand writes to the leader).
+            let mut mine = endpoints.to_vec();
+            let n = mine.len().max(1);
+            mine.rotate_left(c % n);
+            let client = spec.client(&mine, spec.timeout)?;
             let (stop, paused, recorded, keys) = (stop.clone(), paused.clone(), recorded.clone(), spec.keys);
             let prefix = spec.value_prefix.clone();
             tasks.push(tokio::spawn(async move {

@@ -407,7 +407,6 @@ impl Model {
                 }
                 CommandResult::LeaseRevoked { index, revision: self.revision, deleted: held.len() as u64 }
             }
-            other => unreachable!("the target does not send {other:?}"),
         }
     }
 

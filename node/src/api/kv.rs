@@ -35,9 +35,18 @@ impl Kv for Api {
         let msg = req.into_inner();
         let cmd = self.node.config.limits.put(&msg)?;
         let answer = |result| match result {
-            CommandResult::Put { index, revision, succeeded, current } => {
-                Ok(PutResponse { header: Some(header(&self.node, index, revision)), succeeded, kv: current.map(to_pb) })
-            }
+            CommandResult::Put { index, revision, succeeded, current } => Ok(PutResponse {
+                header: Some(header(&self.node, index, revision)),
+                succeeded,
+                // The client has the value it wrote: a successful put answers with the key's
+                // revisions and version only (a failed compare with the value it found).
+                kv: current.map(|mut kv| {
+                    if succeeded {
+                        kv.stored.value = Vec::new();
+                    }
+                    to_pb(kv)
+                }),
+            }),
             other => Err(other),
         };
         self.write_or_forward(&origin, msg, cmd, answer, |ch, req| async move { kv_client(ch).put(req).await }).await
