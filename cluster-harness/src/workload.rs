@@ -82,6 +82,15 @@ fn key_name(k: usize) -> Vec<u8> {
     format!("key-{k}").into_bytes()
 }
 
+/// `endpoints` starting at the `first`-th (modulo their number): a client given them starts
+/// there and fails over to the ones after it.
+pub fn endpoints_from(endpoints: &[String], first: usize) -> Vec<String> {
+    let mut rotated = endpoints.to_vec();
+    let len = rotated.len().max(1);
+    rotated.rotate_left(first % len);
+    rotated
+}
+
 impl Workload {
     /// Starts the clients against `endpoints`.
     pub fn start(endpoints: &[String], spec: &WorkloadSpec) -> anyhow::Result<Self> {
@@ -93,10 +102,7 @@ impl Workload {
         for c in 0..spec.clients {
             // Client c starts at member c mod n: reads and writes reach every member, followers
             // included (which serve linearizable reads and hand writes to the leader).
-            let mut mine = endpoints.to_vec();
-            let n = mine.len().max(1);
-            mine.rotate_left(c % n);
-            let client = spec.client(&mine, spec.timeout)?;
+            let client = spec.client(&endpoints_from(endpoints, c), spec.timeout)?;
             let (stop, paused, recorded, keys) = (stop.clone(), paused.clone(), recorded.clone(), spec.keys);
             let prefix = spec.value_prefix.clone();
             tasks.push(tokio::spawn(async move {
@@ -307,4 +313,18 @@ fn record_into(recorded: &mut Recorded, done: Done) {
     let m = Mutex::new(std::mem::take(recorded));
     record(&m, done);
     *recorded = m.into_inner().unwrap_or_else(|p| p.into_inner());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoints_from;
+
+    #[test]
+    fn endpoints_start_at_the_given_one_and_wrap_around() {
+        let e: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(endpoints_from(&e, 0), ["a", "b", "c"]);
+        assert_eq!(endpoints_from(&e, 1), ["b", "c", "a"]);
+        assert_eq!(endpoints_from(&e, 5), ["c", "a", "b"]);
+        assert!(endpoints_from(&[], 3).is_empty());
+    }
 }

@@ -23,14 +23,7 @@ impl PetkvTarget {
     /// `connections` clients spread over `endpoints`: client `c` starts at endpoint
     /// `c mod len` and fails over to the ones after it.
     pub fn connect_spread(endpoints: &[String], connections: usize) -> anyhow::Result<Vec<Arc<Self>>> {
-        (0..connections.max(1))
-            .map(|c| {
-                let mut rotated = endpoints.to_vec();
-                let len = rotated.len().max(1);
-                rotated.rotate_left(c % len);
-                Self::one(&rotated)
-            })
-            .collect()
+        (0..connections.max(1)).map(|c| Self::one(&crate::workload::endpoints_from(endpoints, c))).collect()
     }
 
     fn one(endpoints: &[String]) -> anyhow::Result<Arc<Self>> {

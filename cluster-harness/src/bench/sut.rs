@@ -110,15 +110,6 @@ impl PetkvSystem {
         Self { cluster, endpoints }
     }
 
-    /// The client endpoints starting at member `first` (a client starts there and fails over
-    /// to the ones after it).
-    fn endpoints_from(&self, first: usize) -> Vec<String> {
-        let mut endpoints = self.endpoints.clone();
-        let len = endpoints.len().max(1);
-        endpoints.rotate_left(first % len);
-        endpoints
-    }
-
     fn ordinal(&self, i: usize) -> anyhow::Result<u32> {
         self.cluster.ordinals().get(i).copied().with_context(|| format!("no petkv member {i}"))
     }
@@ -144,12 +135,15 @@ impl SystemUnderTest for PetkvSystem {
     async fn connect(&self, connections: usize, target: Target) -> anyhow::Result<Vec<Arc<PetkvTarget>>> {
         match target {
             Target::Spread => PetkvTarget::connect_spread(&self.endpoints, connections),
-            Target::Leader => PetkvTarget::connect(&self.endpoints_from(self.leader().await?), connections),
+            Target::Leader => PetkvTarget::connect(
+                &crate::workload::endpoints_from(&self.endpoints, self.leader().await?),
+                connections,
+            ),
         }
     }
 
     async fn connect_to(&self, i: usize) -> anyhow::Result<Arc<PetkvTarget>> {
-        Ok(PetkvTarget::connect(&self.endpoints_from(i), 1)?.remove(0))
+        Ok(PetkvTarget::connect(&crate::workload::endpoints_from(&self.endpoints, i), 1)?.remove(0))
     }
 
     async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {

@@ -136,14 +136,10 @@ async fn one_round<S: SystemUnderTest>(s: &S, spec: &BenchSpec, round: usize) ->
     let window = (start + w.warmup, start + w.warmup + w.duration);
     let drain_until = window.1 + DRAIN;
     let expected = Arc::new(AtomicU64::new(u64::MAX));
-    let mut conns = Vec::new();
-    let tasks: Vec<_> = watchers
-        .into_iter()
-        .map(|(conn, events)| {
-            conns.push(conn);
-            tokio::spawn(watch(events, window, expected.clone(), drain_until))
-        })
-        .collect();
+    // The connections stay open until every watcher is done.
+    let (conns, streams): (Vec<_>, Vec<_>) = watchers.into_iter().unzip();
+    let tasks: Vec<_> =
+        streams.into_iter().map(|events| tokio::spawn(watch(events, window, expected.clone(), drain_until))).collect();
     let cpu = super::cpu_over_window(pids.clone(), tokio::time::Instant::from_std(start), w.warmup, w.duration);
     let outcome = workload::drive_recorded(&writers, &w).await?;
     let acknowledged = outcome.success_times.len() as u64;

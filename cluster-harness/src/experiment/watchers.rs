@@ -30,9 +30,7 @@ impl Watchers {
         let (stop, stop_rx) = watch::channel(None);
         let mut tasks = Vec::new();
         for i in 0..n {
-            let mut rotated = endpoints.to_vec();
-            rotated.rotate_left(i % endpoints.len().max(1));
-            let client = spec.client(&rotated, Duration::from_secs(10))?;
+            let client = spec.client(&crate::workload::endpoints_from(endpoints, i), Duration::from_secs(10))?;
             let stop_rx = stop_rx.clone();
             tasks.push(tokio::spawn(async move { record(client, stop_rx).await }));
         }

@@ -112,10 +112,11 @@ pub(super) enum ReadAt<M, R> {
 }
 
 impl Api {
-    /// Proposes `cmd` if this node leads and answers with `answer` of its result; on a follower
-    /// sends `msg` to the leader with `forward` and relays its answer. `answer` hands back a
-    /// result it does not expect: a refused lease or compaction becomes its status, anything
-    /// else INTERNAL.
+    /// Proposes `cmd` if this node leads, or on a follower has the leader propose it over the
+    /// peer connection, and answers with `answer` of its result. Only a leader too old for that
+    /// (or a leadership that moved while `cmd` was proposed here) gets `msg` itself, sent with
+    /// `forward`. `answer` hands back a result it does not expect: a refused lease or
+    /// compaction becomes its status, anything else INTERNAL.
     pub(super) async fn write_or_forward<M, R, Fut>(
         &self,
         origin: &Origin,
@@ -144,18 +145,14 @@ impl Api {
                 }
                 // A leader that predates proposals over the peer port.
                 Err(s) if s.code() == tonic::Code::Unimplemented => {
-                    let (channel, req) = to_leader(&self.node, &leader.1, origin, msg)?;
-                    return forward(channel, req).await.map_err(relay);
+                    return self.send_to_leader(&leader.1, origin, msg, forward).await;
                 }
                 Err(s) => return Err(s),
             }
         }
         match self.propose(cmd, origin.forwarded).await {
             Ok(result) => answer(result).map(Response::new).map_err(refused),
-            Err(NotServed::Forward(leader)) => {
-                let (channel, req) = to_leader(&self.node, &leader, origin, msg)?;
-                forward(channel, req).await.map_err(relay)
-            }
+            Err(NotServed::Forward(leader)) => self.send_to_leader(&leader, origin, msg, forward).await,
             Err(NotServed::Failed(s)) => Err(s),
         }
     }
@@ -183,8 +180,7 @@ impl Api {
                     return Ok(ReadAt::Here(msg));
                 }
                 Err(s) if s.code() == tonic::Code::Unimplemented => {
-                    let (channel, req) = to_leader(&self.node, &leader.1, origin, msg)?;
-                    return forward(channel, req).await.map(ReadAt::Leader).map_err(relay);
+                    return self.send_to_leader(&leader.1, origin, msg, forward).await.map(ReadAt::Leader);
                 }
                 Err(s) => return Err(s),
             }
@@ -207,11 +203,26 @@ impl Api {
         match self.read_index(origin.forwarded).await {
             Ok(()) => Ok(ReadAt::Here(msg)),
             Err(NotServed::Forward(leader)) => {
-                let (channel, req) = to_leader(&self.node, &leader, origin, msg)?;
-                forward(channel, req).await.map(ReadAt::Leader).map_err(relay)
+                self.send_to_leader(&leader, origin, msg, forward).await.map(ReadAt::Leader)
             }
             Err(NotServed::Failed(s)) => Err(s),
         }
+    }
+
+    /// Sends the client's request `msg` to the leader's client port with `forward` and relays
+    /// the answer.
+    async fn send_to_leader<M, R, Fut>(
+        &self,
+        leader: &PeerNode,
+        origin: &Origin,
+        msg: M,
+        forward: impl FnOnce(Channel, Request<M>) -> Fut,
+    ) -> Result<Response<R>, Status>
+    where
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        let (channel, req) = to_leader(&self.node, leader, origin, msg)?;
+        forward(channel, req).await.map_err(relay)
     }
 
     /// The leader, when another member leads and this request came from a client (a request
