@@ -101,6 +101,66 @@ async fn a_retried_write_is_applied_once() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_answers_with_the_key_before_it_only_when_asked() -> anyhow::Result<()> {
+    let cluster = healthy_cluster(3, 3, &[]).await?;
+    let f = follower(&cluster).await?;
+    let mut kv = raw(&cluster, f).await?;
+    let put = |value: &'static [u8], prev_kv: bool| PutRequest {
+        key: b"k".to_vec().into(),
+        value: value.to_vec().into(),
+        prev_kv,
+        ..Default::default()
+    };
+    let first = kv.put(put(b"v1", true)).await?.into_inner();
+    assert!(first.succeeded && first.prev_kv.is_none(), "a new key has no previous: {first:?}");
+    let r1 = first.header.expect("header").revision;
+    let kv1 = first.kv.expect("kv");
+    assert_eq!((kv1.key.as_ref(), kv1.create_revision, kv1.mod_revision, kv1.version), (&b"k"[..], r1, r1, 1));
+
+    let plain = kv.put(put(b"v2", false)).await?.into_inner();
+    assert!(plain.prev_kv.is_none(), "not asked, not sent");
+    let r2 = plain.header.expect("header").revision;
+
+    let third = kv.put(put(b"v3", true)).await?.into_inner();
+    let prev = third.prev_kv.expect("previous");
+    assert_eq!((prev.value.as_ref(), prev.mod_revision, prev.version), (&b"v2"[..], r2, 2));
+    let r3 = third.header.expect("header").revision;
+    let kv3 = third.kv.expect("kv");
+    assert_eq!((kv3.create_revision, kv3.mod_revision, kv3.version), (r1, r3, 3), "as a plain put answers");
+    assert!(kv3.value.is_empty(), "the client has the value it wrote");
+
+    // With a compare: a mismatch writes nothing and answers with the key as it is.
+    let stale = PutRequest { if_mod_revision: Some(r2), ..put(b"lost", true) };
+    let refused = kv.put(stale).await?.into_inner();
+    assert!(!refused.succeeded && refused.prev_kv.is_none());
+    let current = refused.kv.expect("current");
+    assert_eq!((current.value.as_ref(), current.mod_revision), (&b"v3"[..], r3));
+    let matching = PutRequest { if_mod_revision: Some(r3), ..put(b"v4", true) };
+    let written = kv.put(matching).await?.into_inner();
+    assert!(written.succeeded);
+    assert_eq!(written.prev_kv.map(|p| p.value.to_vec()), Some(b"v3".to_vec()));
+
+    // A retry with the same write id gets the same answer, the previous value included.
+    let id = WriteId { client_id: 9, sequence: 1 };
+    let once = PutRequest { write_id: Some(id), ..put(b"v5", true) };
+    let a = kv.put(once.clone()).await?.into_inner();
+    let b = kv.put(once).await?.into_inner();
+    assert_eq!((a.kv, a.prev_kv.map(|p| p.value.to_vec())), (b.kv, Some(b"v4".to_vec())));
+    assert_eq!(b.prev_kv.map(|p| p.value.to_vec()), Some(b"v4".to_vec()));
+
+    // The CLI's --prev-kv.
+    let out = tokio::process::Command::new(petkv_harness::binary::petkv_binary()?)
+        .args(["put", "k", "v6", "--prev-kv", "--output", "json", "--endpoints", &cluster.client_addr(f)])
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(json["prev_kv"]["value"], "v5", "{json}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_are_served_on_the_client_port() -> anyhow::Result<()> {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;

@@ -60,6 +60,11 @@ async fn every_pod_exports_metrics_and_health_over_http() -> anyhow::Result<()> 
     })
     .await?;
     let puts: f64 = scrapes.iter().map(|t| sample(t, PUT_OK).unwrap_or(0.0)).sum();
+    let merged: f64 = scrapes
+        .iter()
+        .map(|t| sample(t, r#"petkv_raft_batch_entries_sum{stage="client_writes"}"#).unwrap_or(0.0))
+        .sum();
+    assert!(merged >= PUTS as f64, "the leader counts every client write in a write batch: {merged}");
     assert!(puts >= PUTS as f64, "put requests counted: {puts}");
     for text in &scrapes {
         assert_eq!(value(text, r#"petkv_raft_members{role="voter"}"#), 3.0);
@@ -68,6 +73,9 @@ async fn every_pod_exports_metrics_and_health_over_http() -> anyhow::Result<()> 
         assert!(value(text, "petkv_raft_commit_index") >= last_index as f64);
         assert!(value(text, "petkv_raft_last_log_index") >= last_index as f64);
         assert!(value(text, r#"petkv_fsync_duration_seconds_count{store="log"}"#) > 0.0, "{text}");
+        // Every member appended and applied the puts; how many per batch is the bench's figure.
+        assert!(value(text, r#"petkv_raft_batch_entries_sum{stage="append"}"#) >= PUTS as f64, "{text}");
+        assert!(value(text, r#"petkv_raft_batch_entries_sum{stage="apply"}"#) >= PUTS as f64, "{text}");
         assert!(text.contains("# TYPE petkv_grpc_request_duration_seconds histogram"));
         assert!(!text.contains("key-"), "no keys in the metrics");
     }

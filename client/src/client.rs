@@ -302,17 +302,18 @@ impl Client {
             if_mod_revision,
             ..Default::default()
         };
-        self.put_request(msg).await
+        self.put_with(msg).await
     }
 
     /// Writes `key` attached to `lease`: the key is deleted when the lease ends.
     pub async fn put_with_lease(&self, key: &[u8], value: &[u8], lease: u64) -> Result<PutResponse, ClientError> {
         let msg = PutRequest { key: key.to_vec().into(), value: value.to_vec().into(), lease, ..Default::default() };
-        self.put_request(msg).await
+        self.put_with(msg).await
     }
 
-    /// Sends a put (its write id is set here).
-    async fn put_request(&self, mut msg: PutRequest) -> Result<PutResponse, ClientError> {
+    /// Sends a put as the caller built it (`if_mod_revision`, `lease`, `prev_kv` for the key
+    /// before the write); its write id is set here, so a retry is applied once.
+    pub async fn put_with(&self, mut msg: PutRequest) -> Result<PutResponse, ClientError> {
         self.on_lane(|id| async move {
             msg.write_id = Some(id);
             self.with_failover(true, |ch, t| {

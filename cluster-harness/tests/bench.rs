@@ -44,7 +44,7 @@ async fn bench_petkv_put_and_get_for_a_second() -> anyhow::Result<()> {
 async fn compare_etcd_without_the_feature_says_how_to_enable_it() {
     let spec = BenchSpec { compare: Some(bench::Compare::Etcd), ..Default::default() };
     let err = bench::run(&spec).await.expect_err("no etcd support in this build");
-    assert!(format!("{err:#}").contains("--features etcd"), "{err:#}");
+    assert!(format!("{err:#}").contains("--features petkv-harness/etcd"), "{err:#}");
 }
 
 /// The scenarios, petkv only, with tiny parameters: each must measure something and leave the

@@ -13,7 +13,7 @@ use petkv::cli::{BackupArgs, CertsArgs, Cli, ClientArgs, Command, LeaseCommand, 
 use petkv::raft::fence::FenceError;
 use petkv::recovery::backup::BackupSummary;
 use petkv::recovery::restore::StageOutcome;
-use petkv_client::pb::v1::{ScanRequest, WatchRequest};
+use petkv_client::pb::v1::{PutRequest, ScanRequest, WatchRequest};
 use petkv_client::{Client, ClientError, LeaseKeeper, Renewal};
 use serde_json::json;
 
@@ -157,19 +157,36 @@ async fn run_lease(command: LeaseCommand) -> Result<u8, ClientError> {
 
 async fn run_client(command: Command) -> Result<u8, ClientError> {
     match command {
-        Command::Put { key, value, if_mod_revision, lease, client: args } => {
-            let c = client(&args)?;
-            let r = match lease {
-                Some(lease) => c.put_with_lease(key.as_bytes(), value.as_bytes(), lease).await?,
-                None => c.put(key.as_bytes(), value.as_bytes(), if_mod_revision).await?,
+        Command::Put { key, value, if_mod_revision, lease, prev_kv, client: args } => {
+            let msg = PutRequest {
+                key: key.as_bytes().to_vec().into(),
+                value: value.as_bytes().to_vec().into(),
+                if_mod_revision,
+                lease: lease.unwrap_or(0),
+                prev_kv,
+                ..Default::default()
             };
+            let r = client(&args)?.put_with(msg).await?;
             let kv = r.kv.as_ref();
-            let human = if r.succeeded {
+            let mut human = if r.succeeded {
                 format!("OK {key} version {}", kv.map(|k| k.version).unwrap_or(0))
             } else {
                 format!("NOT WRITTEN: {key} has mod revision {}", kv.map(|k| k.mod_revision).unwrap_or(0))
             };
-            print_reply(args.output, &r.header, json!({"succeeded": r.succeeded, "kv": kv.map(kv_json)}), human);
+            let mut fields = json!({"succeeded": r.succeeded, "kv": kv.map(kv_json)});
+            if prev_kv && r.succeeded {
+                match &r.prev_kv {
+                    Some(p) => human.push_str(&format!(
+                        "\nprevious: {} (mod revision {}, version {})",
+                        String::from_utf8_lossy(&p.value),
+                        p.mod_revision,
+                        p.version
+                    )),
+                    None => human.push_str("\nprevious: none (new key)"),
+                }
+                fields["prev_kv"] = r.prev_kv.as_ref().map(kv_json).into();
+            }
+            print_reply(args.output, &r.header, fields, human);
             Ok(if r.succeeded { 0 } else { EXIT_NOT_FOUND_OR_COMPARE_FAILED })
         }
         Command::Get { key, consistency, rev, client: args } => {

@@ -5,6 +5,7 @@
 //! - [`workload`]: the driver, generic over [`workload::KvTarget`];
 //! - [`petkv_target`] and (feature `etcd`) `etcd_target`: the two targets;
 //! - (feature `etcd`) `etcd`: starts and stops the etcd members;
+//! - [`batching`]: petkv's batch sizes over a run, from the members' `/metrics`;
 //! - [`procstat`]: CPU seconds and peak RSS of the server processes from `/proc`;
 //! - [`report`]: medians per system, the side by side table, JSON;
 //! - [`sweep`]: throughput and p99 against client count, as an SVG;
@@ -14,6 +15,7 @@
 //! - [`scenario`]: `--scenario`: failover (kill -9, SIGTERM), cold start, restart-to-ready and
 //!   volume size, on both systems.
 
+pub mod batching;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(feature = "etcd")]
@@ -294,12 +296,15 @@ async fn measure_one<S: SystemUnderTest>(
     let pids = s.pids();
     anyhow::ensure!(pids.len() == s.members(), "a {} member is not running", s.system().name());
     let term_before = s.term().await?;
+    let batches_before = s.batching().await;
     let cpu = cpu_over_window(pids.clone(), tokio::time::Instant::now(), w.warmup, w.duration);
     let outcome = workload::drive(targets, w).await?;
     let cpu_seconds = cpu.await??;
     let rss = procstat::peak_rss(&pids)?;
     let leader_changes = s.term().await?.saturating_sub(term_before);
-    Ok(RunResult::new(s.system(), header, &outcome, cpu_seconds, &rss, leader_changes))
+    let mut result = RunResult::new(s.system(), header, &outcome, cpu_seconds, &rss, leader_changes);
+    result.batching = batches_before.zip(s.batching().await).map(|(before, after)| before.means_until(&after));
+    Ok(result)
 }
 
 /// CPU seconds the processes `pids` use from `start + warmup` for `duration` (a task that

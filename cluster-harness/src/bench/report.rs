@@ -5,6 +5,7 @@
 use comfy_table::{presets::UTF8_FULL, Cell, CellAlignment, Table};
 use serde::Serialize;
 
+use super::batching::Means;
 use super::workload::Outcome;
 use super::{Mode, System, Target};
 use crate::measure::median;
@@ -33,6 +34,8 @@ pub struct RunResult {
     /// elections, that happened while the workload ran without faults.
     pub leader_changes: u64,
     pub sample_errors: Vec<String>,
+    /// What petkv coalesced over the run (the warm-up included).
+    pub batching: Option<Means>,
 }
 
 impl RunResult {
@@ -65,6 +68,7 @@ impl RunResult {
             peak_rss_mib: peak_rss.iter().map(|b| *b as f64 / (1024.0 * 1024.0)).collect(),
             leader_changes,
             sample_errors: o.sample_errors.clone(),
+            batching: None,
         }
     }
 }
@@ -87,6 +91,8 @@ pub struct Summary {
     pub peak_rss_mib: Vec<f64>,
     /// Term increments over all rounds.
     pub leader_changes: u64,
+    /// Medians of the rounds' batch means (petkv only).
+    pub batching: Option<Means>,
 }
 
 /// Medians over the runs of `system` (None if it has none).
@@ -112,9 +118,24 @@ pub fn summarize(system: System, runs: &[RunResult]) -> Option<Summary> {
         leader_changes: mine.iter().map(|r| r.leader_changes).sum(),
         cpu_seconds,
         cpu_ms_per_op: if ops_per_sec > 0.0 { cpu_seconds * 1000.0 / (ops_per_sec * seconds) } else { 0.0 },
+        batching: median_batching(&mine),
         peak_rss_mib: (0..nodes)
             .map(|i| mine.iter().filter_map(|r| r.peak_rss_mib.get(i)).copied().fold(0.0, f64::max))
             .collect(),
+    })
+}
+
+/// Medians of the runs' batch means, stage by stage (None: no run reported any).
+fn median_batching(runs: &[&RunResult]) -> Option<Means> {
+    let means: Vec<Means> = runs.iter().filter_map(|r| r.batching).collect();
+    let med = |f: fn(&Means) -> Option<f64>| {
+        let values: Vec<f64> = means.iter().filter_map(f).collect();
+        (!values.is_empty()).then(|| median(&values))
+    };
+    (!means.is_empty()).then(|| Means {
+        client_writes_per_append: med(|m| m.client_writes_per_append),
+        entries_per_append: med(|m| m.entries_per_append),
+        entries_per_apply: med(|m| m.entries_per_apply),
     })
 }
 
@@ -237,6 +258,9 @@ impl Report {
         rows.push(row);
         let mut out = side_by_side(header, rows).to_string();
         out.push_str(&format!("\n{}", self.target.describe()));
+        if let Some(batching) = self.petkv.as_ref().and_then(|s| s.batching) {
+            out.push_str(&format!("\n{}", batching.describe()));
+        }
         if let Some(rate) = self.rate {
             out.push_str(&format!("\nclients paced at {rate:.0} ops/s in all (open loop)"));
         }
@@ -403,6 +427,7 @@ mod tests {
             peak_rss_mib: vec![10.0 * round as f64, 20.0],
             leader_changes: 0,
             sample_errors: vec![],
+            batching: None,
         }
     }
 

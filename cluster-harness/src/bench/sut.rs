@@ -67,6 +67,10 @@ pub trait SystemUnderTest: Sized {
     fn history(&self) -> impl Future<Output = Option<(u64, u64)>> {
         std::future::ready(None)
     }
+    /// The members' batch totals now, where the system reports them (petkv's `/metrics`).
+    fn batching(&self) -> impl Future<Output = Option<super::batching::Snapshot>> {
+        std::future::ready(None)
+    }
     /// Process ids of the running members.
     fn pids(&self) -> Vec<u32>;
     /// Stops every member.
@@ -204,6 +208,18 @@ impl SystemUnderTest for PetkvSystem {
 
     fn pids(&self) -> Vec<u32> {
         self.cluster.ordinals().into_iter().filter_map(|o| self.cluster.pod(o).ok()?.pid()).collect()
+    }
+
+    async fn batching(&self) -> Option<super::batching::Snapshot> {
+        let mut totals = super::batching::Snapshot::default();
+        for o in self.cluster.ordinals() {
+            let (code, text) = http_get(&self.cluster.http_addr(o), "/metrics").await?;
+            if code != 200 {
+                return None;
+            }
+            totals.add_scrape(&text);
+        }
+        Some(totals)
     }
 
     async fn history(&self) -> Option<(u64, u64)> {

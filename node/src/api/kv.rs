@@ -11,8 +11,8 @@
 
 use petkv_client::pb::v1::kv_server::Kv;
 use petkv_client::pb::v1::{
-    CompactRequest, CompactResponse, DeleteRequest, DeleteResponse, GetRequest, GetResponse, PutRequest, PutResponse,
-    ScanRequest, ScanResponse, TxnRequest, TxnResponse, WatchRequest,
+    CompactRequest, CompactResponse, DeleteRequest, DeleteResponse, GetRequest, GetResponse, KeyValue as PbKeyValue,
+    PutRequest, PutResponse, ResponseHeader, ScanRequest, ScanResponse, TxnRequest, TxnResponse, WatchRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -20,7 +20,7 @@ use super::forward::{kv_client, Origin};
 use super::leader::ReadAt;
 use super::{header, revision_status, to_pb, Api};
 use crate::api::validation::ReadConsistency;
-use crate::store::command::CommandResult;
+use crate::store::command::{CommandResult, TxnOpResult};
 
 #[tonic::async_trait]
 impl Kv for Api {
@@ -34,6 +34,7 @@ impl Kv for Api {
         let origin = Origin::of(&req);
         let msg = req.into_inner();
         let cmd = self.node.config.limits.put(&msg)?;
+        let (key, lease) = (msg.key.clone(), msg.lease);
         let answer = |result| match result {
             CommandResult::Put { index, revision, succeeded, current } => Ok(PutResponse {
                 header: Some(header(&self.node, index, revision)),
@@ -46,7 +47,11 @@ impl Kv for Api {
                     }
                     to_pb(kv)
                 }),
+                prev_kv: None,
             }),
+            CommandResult::Txn { index, revision, succeeded, results } => {
+                Ok(put_answer_with_previous(header(&self.node, index, revision), succeeded, results, (key, lease)))
+            }
             other => Err(other),
         };
         self.write_or_forward(&origin, msg, cmd, answer, |ch, req| async move { kv_client(ch).put(req).await }).await
@@ -155,4 +160,33 @@ async fn blocking<T: Send + 'static>(read: impl FnOnce() -> std::io::Result<T> +
         .await
         .map_err(|e| Status::internal(format!("read task: {e}")))?
         .map_err(Api::storage_error)
+}
+
+/// The answer to a put that asked for the key before it (proposed as a one-put transaction,
+/// see [`crate::api::validation`]): as a plain put's, plus `prev_kv`. The key after the write
+/// follows from the one before it, since the put was the transaction's only change.
+fn put_answer_with_previous(
+    header: ResponseHeader,
+    succeeded: bool,
+    results: Vec<TxnOpResult>,
+    (key, lease): (prost::bytes::Bytes, u64),
+) -> PutResponse {
+    let revision = header.revision;
+    match results.into_iter().next() {
+        Some(TxnOpResult::Put { prev }) if succeeded => {
+            let kv = PbKeyValue {
+                key,
+                value: Default::default(),
+                create_revision: prev.as_ref().map_or(revision, |p| p.stored.create_revision),
+                mod_revision: revision,
+                version: prev.as_ref().map_or(1, |p| p.stored.version + 1),
+                lease,
+            };
+            PutResponse { header: Some(header), succeeded, kv: Some(kv), prev_kv: prev.map(to_pb) }
+        }
+        Some(TxnOpResult::Range { kvs, .. }) => {
+            PutResponse { header: Some(header), succeeded, kv: kvs.into_iter().next().map(to_pb), prev_kv: None }
+        }
+        _ => PutResponse { header: Some(header), succeeded, kv: None, prev_kv: None },
+    }
 }

@@ -13,7 +13,7 @@ use petkv_client::pb::v1::{
 };
 use tonic::Status;
 
-use crate::store::command::{Command, WriteId};
+use crate::store::command::{Command, Compare, CompareOp, CompareTarget, KeyRange, Txn, TxnOp, WriteId};
 
 /// Default largest key, in bytes.
 pub const DEFAULT_MAX_KEY_BYTES: usize = 4 * 1024;
@@ -111,12 +111,38 @@ impl Limits {
     pub fn put(&self, req: &PutRequest) -> Result<Command, Status> {
         self.key(&req.key)?;
         self.value(&req.value)?;
+        if req.prev_kv {
+            return Ok(Self::put_returning_previous(req));
+        }
         Ok(Command::Put {
             key: req.key.to_vec(),
             value: req.value.to_vec(),
             if_mod_revision: req.if_mod_revision,
             write_id: write_id(req.write_id),
             lease: req.lease,
+        })
+    }
+
+    /// A put that answers with the key before it: a transaction of that one put (`prev_kv`), whose
+    /// compare is the put's `if_mod_revision` and whose failure branch reads the key as it is, so
+    /// the answer is the plain put's in every case. Plain puts skip the transaction: they neither
+    /// keep nor copy the previous value.
+    fn put_returning_previous(req: &PutRequest) -> Command {
+        let key = req.key.to_vec();
+        let compares = req
+            .if_mod_revision
+            .map(|expected| Compare {
+                key: key.clone(),
+                target: CompareTarget::ModRevision(expected),
+                op: CompareOp::Equal,
+            })
+            .into_iter()
+            .collect();
+        Command::Txn(Txn {
+            compares,
+            success: vec![TxnOp::Put { key: key.clone(), value: req.value.to_vec(), lease: req.lease, prev_kv: true }],
+            failure: vec![TxnOp::Range { range: KeyRange::Key(key), limit: 1 }],
+            write_id: write_id(req.write_id),
         })
     }
 
@@ -308,6 +334,7 @@ mod tests {
             write_id: Some(PbWriteId { client_id: 3, sequence: 4 }),
             if_mod_revision: Some(0),
             lease: 9,
+            prev_kv: false,
         };
         assert_eq!(
             l.put(&put).expect("valid"),
@@ -320,6 +347,20 @@ mod tests {
             }
         );
         is_invalid(l.put(&PutRequest { key: Default::default(), ..put.clone() }), "empty");
+        // Asking for the previous value makes it a one-put transaction with the same compare.
+        assert_eq!(
+            l.put(&PutRequest { prev_kv: true, ..put.clone() }).expect("valid"),
+            Command::Txn(Txn {
+                compares: vec![Compare {
+                    key: b"k".to_vec(),
+                    target: CompareTarget::ModRevision(0),
+                    op: CompareOp::Equal
+                }],
+                success: vec![TxnOp::Put { key: b"k".to_vec(), value: b"v".to_vec(), lease: 9, prev_kv: true }],
+                failure: vec![TxnOp::Range { range: KeyRange::Key(b"k".to_vec()), limit: 1 }],
+                write_id: Some(WriteId { client_id: 3, sequence: 4 }),
+            })
+        );
         let delete = DeleteRequest { key: b"k".to_vec().into(), write_id: None, if_mod_revision: None };
         assert_eq!(
             l.delete(&delete).expect("valid"),

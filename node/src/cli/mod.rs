@@ -39,11 +39,14 @@ pub enum Command {
         key: String,
         value: String,
         /// Only write if the key's mod revision equals this (0 = the key must not exist).
-        #[arg(long, conflicts_with = "lease")]
+        #[arg(long)]
         if_mod_revision: Option<u64>,
         /// Attach the key to this lease: it is deleted when the lease ends.
         #[arg(long)]
         lease: Option<u64>,
+        /// Also print the key as it was before the write (its value, revisions and version).
+        #[arg(long)]
+        prev_kv: bool,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -93,6 +93,32 @@ struct SnapshotLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BatchLabels {
+    stage: &'static str,
+}
+
+/// A point where openraft coalesces log entries ([`crate::raft::batch_metrics`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RaftBatchStage {
+    /// Client writes the leader merged into one log append.
+    ClientWrites,
+    /// Entries written to the log in one append call (leader and followers).
+    Append,
+    /// Entries handed to the state machine in one apply call.
+    Apply,
+}
+
+impl RaftBatchStage {
+    fn label(self) -> &'static str {
+        match self {
+            Self::ClientWrites => "client_writes",
+            Self::Append => "append",
+            Self::Apply => "apply",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SpaceRefusalLabels {
     reason: &'static str,
 }
@@ -150,6 +176,11 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
 }
 
+fn batch_histogram() -> Histogram {
+    // 1 .. 4096 entries.
+    Histogram::new(exponential_buckets(1.0, 2.0, 13))
+}
+
 fn fsync_histogram() -> Histogram {
     // 50 µs .. ~1.6 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -171,6 +202,7 @@ pub struct Metrics {
     grpc_latency: HistogramFamily<MethodLabels>,
     auth_refusals: Family<RefusalLabels, Counter>,
     fsync: HistogramFamily<StoreLabels>,
+    raft_batch: HistogramFamily<BatchLabels>,
     snapshot_bytes: Family<SnapshotLabels, Gauge>,
     snapshot_entries: Family<SnapshotLabels, Gauge>,
     snapshots: Family<SnapshotLabels, Counter>,
@@ -217,6 +249,7 @@ impl Metrics {
             grpc_latency: Family::new_with_constructor(latency_histogram),
             auth_refusals: Family::default(),
             fsync: Family::new_with_constructor(fsync_histogram),
+            raft_batch: Family::new_with_constructor(batch_histogram),
             snapshot_bytes: Family::default(),
             snapshot_entries: Family::default(),
             snapshots: Family::default(),
@@ -259,6 +292,12 @@ impl Metrics {
             "Time of an fsync (sled flush) of the log or the state machine",
             Unit::Seconds,
             m.fsync.clone(),
+        );
+        r.register(
+            "raft_batch_entries",
+            "Log entries per batch where openraft coalesces them (stage: client_writes merged into one \
+             append on the leader, append to the log, apply to the state machine)",
+            m.raft_batch.clone(),
         );
         r.register_with_unit(
             "snapshot_size",
@@ -377,6 +416,11 @@ impl Metrics {
     /// Counts a write refused for lack of space.
     pub fn record_space_refusal(&self, reason: SpaceRefusal) {
         self.space_refusals.get_or_create(&SpaceRefusalLabels { reason: reason.label() }).inc();
+    }
+
+    /// Records the size of one batch openraft coalesced at `stage`.
+    pub fn record_raft_batch(&self, stage: RaftBatchStage, entries: u64) {
+        self.raft_batch.get_or_create(&BatchLabels { stage: stage.label() }).observe(entries as f64);
     }
 
     /// Counts a request forwarded to the leader.

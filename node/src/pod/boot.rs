@@ -30,6 +30,7 @@ use crate::pod::discovery::PeerDirectory;
 use crate::pod::identity::{self, IdentityRecord, PodName};
 use crate::pod::marker::{error_chain, MarkerError};
 use crate::pod::startup::{decide, ProbeRound, QuietWindow, StartupAction, StartupFacts, WaitReason, BOOTSTRAP_QUIET};
+use crate::raft::batch_metrics::BatchRecorder;
 use crate::raft::fence::VoteFloor;
 use crate::raft::network::{Network, PeerChannels, Speaker};
 use crate::raft::peer_health::PeerHealth;
@@ -95,6 +96,9 @@ async fn start_raft(node: &Arc<Node>, record: IdentityRecord) -> anyhow::Result<
     )
     .await
     .context("starting Raft")?;
+    raft.set_metrics_recorder(Some(Arc::new(BatchRecorder(node.prometheus.clone()))))
+        .await
+        .context("installing the Raft batch recorder")?;
     node.set_raft(raft.clone());
     tracing::info!(node_id = record.node_id, cluster_id = %record.cluster_id, epoch = node.fence.epoch(), "raft started");
     if let Some(mut restarted) = node.fence.take_restarted() {

@@ -3,6 +3,7 @@
 //! re-exports below, so the next openraft bump touches this module and the store.
 //!
 //! - [`types`]: the Raft type configuration (node id, node address, command and response).
+//! - [`batch_metrics`]: openraft's batch sizes into the node's Prometheus histograms.
 //! - [`codec`]: how openraft's messages are encoded on the wire and on disk (postcard).
 //! - [`fence`]: start epochs that fence a stale process sharing this node's identity.
 //! - [`network`]: the client side of the peer transport, one cached channel per peer.
@@ -13,6 +14,7 @@
 //! - [`snapshot_trigger`]: earlier snapshots for a small state.
 //! - [`compactor`]: the leader keeps the history to `--history-retention` revisions.
 
+pub mod batch_metrics;
 pub mod codec;
 pub mod compactor;
 pub mod fence;
