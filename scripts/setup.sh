@@ -70,7 +70,8 @@ fi
 petkv_apt_install make
 
 # The test suite's pod-mode tests use iproute2 (network namespaces, a bridge); the deploy
-# checks use python3's venv module to install their linters from PyPI.
+# checks use python3's venv module to install their linters from PyPI; the etcd API tests
+# drive petkv's etcd port with etcd's own etcdctl (Debian's etcd-client).
 if [ "${1:-}" = "--test" ]; then
-  petkv_apt_install iproute2 python3-venv
+  petkv_apt_install iproute2 python3-venv etcd-client
 fi

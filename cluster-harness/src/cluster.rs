@@ -29,6 +29,8 @@ pub const CLIENT_PORT: u16 = 7379;
 pub const PEER_PORT: u16 = 7380;
 /// HTTP port (`/metrics`, `/healthz`, `/readyz`) of every pod.
 pub const HTTP_PORT: u16 = 7381;
+/// etcd v3 API port of every pod, when the set serves it ([`ClusterSpec::etcd`]).
+pub const ETCD_PORT: u16 = 7382;
 /// File in the state dir that keeps the cluster's loopback range (`[a, b]` of `127.a.b.0/24`).
 pub const ADDRESSES_FILE: &str = "addresses.json";
 /// How long a pod gets between SIGTERM and SIGKILL.
@@ -74,6 +76,8 @@ pub struct ClusterSpec {
     /// the pod is added and unmounted with the cluster; [`Cluster::power_loss`] works only
     /// with it.
     pub lazyfs: bool,
+    /// Every pod also serves etcd's v3 API (`--etcd-listen`) on [`ETCD_PORT`] of its address.
+    pub etcd: bool,
 }
 
 impl Default for ClusterSpec {
@@ -89,6 +93,7 @@ impl Default for ClusterSpec {
             auth: false,
             volume_bytes: None,
             lazyfs: false,
+            etcd: false,
         }
     }
 }
@@ -292,6 +297,11 @@ impl Cluster {
         format!("{}:{CLIENT_PORT}", self.ip(ordinal))
     }
 
+    /// `host:port` of a pod's etcd v3 API (served when the spec says [`ClusterSpec::etcd`]).
+    pub fn etcd_addr(&self, ordinal: u32) -> String {
+        format!("{}:{ETCD_PORT}", self.ip(ordinal))
+    }
+
     /// `host:port` of a pod's HTTP port (`/metrics`, `/healthz`, `/readyz`).
     pub fn http_addr(&self, ordinal: u32) -> String {
         format!("{}:{HTTP_PORT}", self.ip(ordinal))
@@ -376,6 +386,7 @@ impl Cluster {
             client_addr: self.client_addr(ordinal),
             peer_addr: format!("{}:{PEER_PORT}", self.ip(ordinal)),
             http_addr: self.http_addr(ordinal),
+            etcd_addr: self.spec.etcd.then(|| self.etcd_addr(ordinal)),
             data_dir: self.volume(ordinal),
             log_path: self.state_dir.join("logs").join(format!("{}-{ordinal}.log", self.spec.set)),
             peer_args: self.peer_args(),

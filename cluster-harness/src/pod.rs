@@ -20,6 +20,8 @@ pub struct PodSpec {
     pub peer_addr: String,
     /// `host:port` of the HTTP port (metrics and health).
     pub http_addr: String,
+    /// `host:port` of the etcd v3 API port, when the pod serves one.
+    pub etcd_addr: Option<String>,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     /// How the pod finds its peers: `--peers <map>` (process mode) or `--peer-domain <d>`.
@@ -115,6 +117,13 @@ impl Pod {
             }
         };
         cmd.arg(self.name()).arg(&s.binary).env("PETKV_DATA_DIR", &s.data_dir);
+        match (&s.etcd_addr, &s.netns) {
+            (Some(addr), Some(_)) => {
+                cmd.env("PETKV_ETCD_LISTEN", format!("0.0.0.0:{}", port_of(addr))).env("PETKV_ETCD_ADVERTISE", addr)
+            }
+            (Some(addr), None) => cmd.env("PETKV_ETCD_LISTEN", addr).env("PETKV_ETCD_ADVERTISE", addr),
+            (None, _) => cmd.env_remove("PETKV_ETCD_LISTEN").env_remove("PETKV_ETCD_ADVERTISE"),
+        };
         for var in TLS_ENV {
             cmd.env_remove(var);
         }

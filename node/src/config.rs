@@ -36,6 +36,10 @@ pub struct NodeConfig {
     pub client_advertise: String,
     /// `host:port` other nodes use to reach the peer port.
     pub peer_advertise: String,
+    /// Where etcd's v3 API is served ([`crate::api::etcd`]); none: not served.
+    pub etcd_listen: Option<SocketAddr>,
+    /// `host:port` etcd clients use for this node's etcd port (its `MemberList` client URL).
+    pub etcd_advertise: Option<String>,
     pub peers: PeerDirectory,
     pub voters: u32,
     pub raft: RaftSettings,

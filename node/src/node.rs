@@ -257,6 +257,7 @@ impl Node {
             writes_refused: self.space.refusal().map(|(_, why)| why).unwrap_or_default(),
             revision: self.sm.current_revision(),
             compacted_revision: self.sm.compacted(),
+            etcd_addr: self.config.etcd_advertise.clone().unwrap_or_default(),
             ..Default::default()
         };
         if let Some(m) = self.metrics() {

@@ -68,6 +68,11 @@ impl Snapshot {
 }
 
 impl Means {
+    /// Whether any stage had a batch (a read-only run has none).
+    pub fn any(&self) -> bool {
+        self.client_writes_per_append.is_some() || self.entries_per_append.is_some() || self.entries_per_apply.is_some()
+    }
+
     /// One line for the report.
     pub fn describe(&self) -> String {
         let f = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "–".into());

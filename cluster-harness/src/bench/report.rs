@@ -258,7 +258,7 @@ impl Report {
         rows.push(row);
         let mut out = side_by_side(header, rows).to_string();
         out.push_str(&format!("\n{}", self.target.describe()));
-        if let Some(batching) = self.petkv.as_ref().and_then(|s| s.batching) {
+        if let Some(batching) = self.petkv.as_ref().and_then(|s| s.batching).filter(Means::any) {
             out.push_str(&format!("\n{}", batching.describe()));
         }
         if let Some(rate) = self.rate {

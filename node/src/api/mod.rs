@@ -12,6 +12,7 @@
 //!   or a read plan, or is refused with a clear error.
 
 pub mod cluster;
+pub mod etcd;
 pub mod forward;
 pub mod kv;
 pub mod leader;
@@ -46,6 +47,20 @@ pub(crate) fn revision_status(e: RevisionError) -> Status {
     match e {
         RevisionError::Compacted { .. } => Status::failed_precondition(e.to_string()),
         RevisionError::Future { .. } => Status::out_of_range(e.to_string()),
+    }
+}
+
+/// A key-value from its wire form.
+pub(crate) fn from_pb(kv: PbKeyValue) -> KeyValue {
+    KeyValue {
+        key: kv.key.to_vec(),
+        stored: crate::store::command::StoredValue {
+            value: kv.value.to_vec(),
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+            lease: kv.lease,
+        },
     }
 }
 

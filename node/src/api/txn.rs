@@ -16,6 +16,10 @@ use crate::store::command::{Command, Compare, CompareOp, CompareTarget, KeyRange
 /// Most operations in one list of a transaction (etcd's default `--max-txn-ops`).
 pub const MAX_TXN_OPS: usize = 128;
 
+/// A `range_end` of one zero byte: every key from `key` on, as etcd's API has it (no key sorts
+/// before it, so it could not be an ordinary range end).
+pub const TO_THE_END: &[u8] = &[0];
+
 impl Limits {
     /// Checks a transaction and turns it into the command the handler proposes.
     pub fn txn(&self, req: &TxnRequest) -> Result<Command, Status> {
@@ -112,7 +116,7 @@ impl Limits {
         Ok(out)
     }
 
-    /// One key, a prefix, or `[key, range_end)`.
+    /// One key, a prefix, `[key, range_end)`, or every key from `key` on ([`TO_THE_END`]).
     fn key_range(&self, key: &[u8], range_end: &[u8], prefix: bool) -> Result<KeyRange, Status> {
         for k in [key, range_end] {
             if k.len() > self.max_key_bytes {
@@ -136,6 +140,7 @@ impl Limits {
                 self.key(key)?;
                 Ok(KeyRange::Key(key.to_vec()))
             }
+            (false, false) if range_end == TO_THE_END => Ok(KeyRange::Span { start: key.to_vec(), end: None }),
             (false, false) if key >= range_end => Err(Status::invalid_argument(format!(
                 "empty or inverted range: key {:?} must sort before range_end {:?}",
                 String::from_utf8_lossy(key),

@@ -169,6 +169,15 @@ pub struct ServeArgs {
     /// Address the HTTP port (/metrics, /healthz, /readyz) listens on.
     #[arg(long, env = "PETKV_HTTP_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)))]
     pub http_listen: SocketAddr,
+    /// Also serve etcd's v3 gRPC API on this address (etcdctl and etcd client libraries work
+    /// against it; 2379 by convention), with the client port's TLS, authentication and limits.
+    /// Off unless set.
+    #[arg(long, env = "PETKV_ETCD_LISTEN")]
+    pub etcd_listen: Option<SocketAddr>,
+    /// host:port etcd clients use for this node's etcd port, as `MemberList` reports it
+    /// (default: the listen address if it is specific, else <hostname>.<peer-domain>:<port>).
+    #[arg(long, env = "PETKV_ETCD_ADVERTISE", requires = "etcd_listen")]
+    pub etcd_advertise: Option<String>,
     /// host:port clients and other nodes use for this node's client API (default: the listen
     /// address if it is specific, else <hostname>.<peer-domain>:<port>).
     #[arg(long, env = "PETKV_CLIENT_ADVERTISE")]
@@ -332,6 +341,16 @@ impl ServeArgs {
                 .or_else(|| dns_name(self.client_listen.port()))
                 .context("cannot tell the client address to advertise: set --client-advertise")?,
         };
+        let etcd_advertise = match (&self.etcd_advertise, self.etcd_listen) {
+            (Some(a), _) => Some(a.clone()),
+            (None, Some(listen)) => Some(
+                is_specific(&listen)
+                    .then(|| listen.to_string())
+                    .or_else(|| dns_name(listen.port()))
+                    .context("cannot tell the etcd address to advertise: set --etcd-advertise")?,
+            ),
+            (None, None) => None,
+        };
         #[cfg(feature = "kube")]
         let (bootstrap_marker, kube) = self.kube_settings()?;
         #[cfg(not(feature = "kube"))]
@@ -345,6 +364,8 @@ impl ServeArgs {
             http_listen: self.http_listen,
             client_advertise,
             peer_advertise,
+            etcd_listen: self.etcd_listen,
+            etcd_advertise,
             peers,
             voters: self.voters,
             raft: RaftSettings {

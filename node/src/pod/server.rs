@@ -36,6 +36,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tracing::Instrument;
 
+use crate::api::etcd::EtcdApi;
 use crate::api::Api;
 use crate::config::NodeConfig;
 use crate::edge::auth::{AuthLayer, Tokens, TokensFile};
@@ -46,6 +47,11 @@ use crate::edge::metrics::Metrics;
 use crate::edge::reload::Reloaded;
 use crate::edge::tls::{ClientCerts, NodeTls, PeerNameRule, TlsSettings};
 use crate::node::Node;
+use crate::pb::etcd::etcdserverpb::cluster_server::ClusterServer as EtcdClusterServer;
+use crate::pb::etcd::etcdserverpb::kv_server::KvServer as EtcdKvServer;
+use crate::pb::etcd::etcdserverpb::lease_server::LeaseServer as EtcdLeaseServer;
+use crate::pb::etcd::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::pb::etcd::etcdserverpb::watch_server::WatchServer;
 use crate::pb::raft::raft_server::RaftServer;
 use crate::pod::discovery::PeerDirectory;
 use crate::pod::{boot, membership, shutdown, storage_failure, volume};
@@ -148,6 +154,10 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     let client_listener = bind(config.client_listen, "client").await?;
     let peer_listener = bind(config.peer_listen, "peer").await?;
     let http_listener = bind(config.http_listen, "http").await?;
+    let etcd_listener = match config.etcd_listen {
+        Some(addr) => Some(bind(addr, "etcd").await?),
+        None => None,
+    };
     tracing::info!(
         pod = %config.pod,
         client = %client_listener.local_addr()?,
@@ -184,21 +194,49 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     let api = Api { node: node.clone() };
     let limits = node.config.client_port;
     let max_message = max_message_bytes(&node.config.limits);
-    let client_router = limits
-        .server(node.config.request_timeout)
-        .layer(metrics.grpc_layer())
-        .layer(InflightLimitLayer::new(limits.max_inflight_requests, metrics.clone()))
-        .layer(oversized_layer(metrics.clone()))
-        .layer(AuthLayer::new(tokens, pods, metrics.clone()))
+    // The client port's layers, which the etcd port shares: metrics, the in-flight cap, the
+    // message size limit, authentication.
+    let client_stack = || {
+        limits
+            .server(node.config.request_timeout)
+            .layer(metrics.grpc_layer())
+            .layer(InflightLimitLayer::new(limits.max_inflight_requests, metrics.clone()))
+            .layer(oversized_layer(metrics.clone()))
+            .layer(AuthLayer::new(tokens.clone(), pods.clone(), metrics.clone()))
+    };
+    let client_router = client_stack()
         .add_service(KvServer::new(api.clone()).max_decoding_message_size(max_message))
         .add_service(LeaseServer::new(api.clone()))
-        .add_service(ClusterServer::new(api).max_decoding_message_size(max_message))
+        .add_service(ClusterServer::new(api.clone()).max_decoding_message_size(max_message))
         .add_service(health_service)
         .add_service(reflection);
     let client_listener =
         GatedListener::new(client_listener, ConnectionGate::new("client", limits.max_connections, metrics.clone()));
     let client_server =
         serve_port!(client_router, client_listener, &tls.client_port, "client", wait_for(stop_client_rx.clone()));
+    let etcd_task = match etcd_listener {
+        Some(listener) => {
+            tracing::info!(etcd = %listener.local_addr()?, "serving etcd's v3 API");
+            warn_if_plaintext("etcd", listener.local_addr()?, tls.client_port.is_some());
+            let etcd = EtcdApi::new(api.clone());
+            let reflection = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::pb::etcd::FILE_DESCRIPTOR_SET)
+                .build_v1()
+                .context("building the etcd port's reflection service")?;
+            let router = client_stack()
+                .add_service(EtcdKvServer::new(etcd.clone()).max_decoding_message_size(max_message))
+                .add_service(WatchServer::new(etcd.clone()))
+                .add_service(EtcdLeaseServer::new(etcd.clone()))
+                .add_service(EtcdClusterServer::new(etcd.clone()))
+                .add_service(MaintenanceServer::new(etcd))
+                .add_service(reflection);
+            let listener =
+                GatedListener::new(listener, ConnectionGate::new("etcd", limits.max_connections, metrics.clone()));
+            let server = serve_port!(router, listener, &tls.client_port, "etcd", wait_for(stop_client_rx.clone()));
+            Some(tokio::spawn(server.instrument(span.clone())))
+        }
+        None => None,
+    };
     let peer_router = Server::builder().add_service(
         RaftServer::new(PeerService::new(node.clone()))
             .max_decoding_message_size(MAX_PEER_MESSAGE)
@@ -263,6 +301,9 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         }
         let _ = stop_client_tx.send(true);
         let _ = client_task.await;
+        if let Some(etcd_task) = etcd_task {
+            let _ = etcd_task.await;
+        }
         if let Ok(Err(e)) = http_task.await {
             tracing::warn!(error = %e, "the HTTP port stopped with an error");
         }

@@ -62,6 +62,10 @@ pub enum StageOutcome {
 
 /// Checks `backup` and stages it on `data_dir` for `pod` (see the module doc).
 pub fn stage(backup: &Path, data_dir: &Path, pod: &PodName, if_empty: bool) -> anyhow::Result<StageOutcome> {
+    // A snapshot saved through the etcd port (etcdctl snapshot save) holds the backup inside.
+    let unwrapped = super::etcd_snapshot::unwrap(backup)
+        .with_context(|| format!("reading {} as an etcd snapshot of a petkv backup", backup.display()))?;
+    let backup = unwrapped.as_ref().map_or(backup, |file| file.path());
     let summary = backup::inspect(backup)?;
     if pod.ordinal != 0 {
         return Ok(StageOutcome::NotPrimary);

@@ -128,6 +128,39 @@ pub fn read(path: &Path, on_record: impl FnMut(Vec<u8>, Vec<u8>) -> io::Result<(
 /// `snapshot_file` feeds it arbitrary bytes.)
 pub fn read_from<R: Read>(
     reader: R,
+    on_record: impl FnMut(Vec<u8>, Vec<u8>) -> io::Result<()>,
+) -> io::Result<SnapshotMeta> {
+    let mut inner = reader;
+    let meta = read_head_of(&mut inner, on_record)?;
+    let mut rest = [0u8; 1];
+    if inner.read(&mut rest)? != 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "trailing bytes after checksum"));
+    }
+    Ok(meta)
+}
+
+/// The length of the whole snapshot at the head of `path`, checked as [`read`] checks it;
+/// what follows it is not looked at (an envelope around it: [`crate::recovery::etcd_snapshot`]).
+pub fn len_at_head(path: &Path) -> io::Result<u64> {
+    struct Counting<R> {
+        inner: R,
+        n: u64,
+    }
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.n += n as u64;
+            Ok(n)
+        }
+    }
+    let mut counted = Counting { inner: BufReader::new(File::open(path)?), n: 0 };
+    read_head_of(&mut counted, |_, _| Ok(()))?;
+    Ok(counted.n)
+}
+
+/// Reads one snapshot from `reader`, up to and including its checksum.
+fn read_head_of<R: Read>(
+    reader: &mut R,
     mut on_record: impl FnMut(Vec<u8>, Vec<u8>) -> io::Result<()>,
 ) -> io::Result<SnapshotMeta> {
     let mut r = CrcReader { inner: reader, crc: crc32fast::Hasher::new() };
@@ -149,10 +182,6 @@ pub fn read_from<R: Read>(
             io::ErrorKind::InvalidData,
             format!("checksum mismatch: stored {stored:08x}, computed {computed:08x}"),
         ));
-    }
-    let mut rest = [0u8; 1];
-    if r.inner.read(&mut rest)? != 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "trailing bytes after checksum"));
     }
     Ok(meta)
 }

@@ -40,6 +40,23 @@ pub fn lease_status(e: LeaseError) -> Status {
     }
 }
 
+/// The messages of a client stream until it ends or fails, each through `map`, read by a task
+/// of their own (so the stream handed on is a plain channel).
+pub(crate) fn until_error<T: Send + 'static, U: Send + 'static>(
+    mut incoming: Streaming<T>,
+    map: fn(T) -> U,
+) -> tokio_stream::wrappers::ReceiverStream<U> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = incoming.next().await {
+            if tx.send(map(msg)).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
 /// The response stream of a keep-alive.
 pub type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
 
@@ -70,6 +87,47 @@ impl Api {
         let Some(lease) = lease else { return Ok(0) };
         self.node.lease_clock.renew(term, id, Duration::from_secs(lease.ttl_seconds), Instant::now());
         Ok(lease.ttl_seconds)
+    }
+
+    /// Serves a stream of keep-alives (the native and the etcd API's): renewed here when this
+    /// node leads, else the whole stream is relayed to the leader; when leadership moves it
+    /// ends and the client opens a new one.
+    pub(super) async fn keep_alive(
+        &self,
+        origin: Origin,
+        mut incoming: tokio_stream::wrappers::ReceiverStream<LeaseKeepAliveRequest>,
+    ) -> Result<KeepAliveStream, Status> {
+        let node = &self.node;
+        node.serving_raft()?;
+        if self.leading_term().is_none() {
+            let Some((_, leader)) = node.leader().filter(|(id, _)| Some(*id) != node.node_id()) else {
+                return Err(no_leader(node, origin.forwarded));
+            };
+            if origin.forwarded {
+                return Err(no_leader(node, true));
+            }
+            let (channel, req) = to_leader_without_deadline(node, &leader, &origin, incoming)?;
+            let stream = LeaseClient::new(channel).lease_keep_alive(req).await.map_err(relay)?.into_inner();
+            return Ok(Box::pin(stream));
+        }
+        let api = self.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Some(msg) = incoming.next().await {
+                let answer = match api.renew_here(msg.id).await {
+                    Ok(ttl_seconds) => {
+                        Ok(LeaseKeepAliveResponse { header: Some(applied_header(&api.node)), id: msg.id, ttl_seconds })
+                    }
+                    Err(NotServed::Forward(_)) => Err(no_leader(&api.node, false)),
+                    Err(NotServed::Failed(s)) => Err(s),
+                };
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 }
 
@@ -121,44 +179,8 @@ impl Lease for Api {
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let origin = Origin::of(&req);
-        let node = &self.node;
-        node.serving_raft()?;
-        if self.leading_term().is_none() {
-            // Relay the whole stream to the leader; when leadership moves it ends and the
-            // client opens a new one.
-            let Some((_, leader)) = node.leader().filter(|(id, _)| Some(*id) != node.node_id()) else {
-                return Err(no_leader(node, origin.forwarded));
-            };
-            if origin.forwarded {
-                return Err(no_leader(node, true));
-            }
-            let incoming = req
-                .into_inner()
-                .take_while(|r| std::future::ready(r.is_ok()))
-                .filter_map(|r| std::future::ready(r.ok()));
-            let (channel, req) = to_leader_without_deadline(node, &leader, &origin, incoming)?;
-            let stream = LeaseClient::new(channel).lease_keep_alive(req).await.map_err(relay)?.into_inner();
-            return Ok(Response::new(Box::pin(stream)));
-        }
-        let api = self.clone();
-        let mut incoming = req.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
-            while let Some(Ok(msg)) = incoming.next().await {
-                let answer = match api.renew_here(msg.id).await {
-                    Ok(ttl_seconds) => {
-                        Ok(LeaseKeepAliveResponse { header: Some(applied_header(&api.node)), id: msg.id, ttl_seconds })
-                    }
-                    Err(NotServed::Forward(_)) => Err(no_leader(&api.node, false)),
-                    Err(NotServed::Failed(s)) => Err(s),
-                };
-                let failed = answer.is_err();
-                if tx.send(answer).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let incoming = until_error(req.into_inner(), |r| r);
+        self.keep_alive(origin, incoming).await.map(Response::new)
     }
 
     async fn lease_time_to_live(

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 
 pub use feed::{Ended, FeedLimits, Update, WatchSpec};
 
+use super::txn::TO_THE_END;
 use super::validation::{prefix_end, Limits};
 use super::{header, revision_status, to_pb, Api};
 use crate::store::command::{KeyValue, RevisionError};
@@ -50,6 +51,7 @@ impl Limits {
                 return Err(Status::invalid_argument("key must not be empty (set prefix to watch every key)"))
             }
             (false, true) => (Bound::Included(req.key.to_vec()), Bound::Included(req.key.to_vec())),
+            (false, false) if req.range_end == TO_THE_END => (Bound::Included(req.key.to_vec()), Bound::Unbounded),
             (false, false) if req.key >= req.range_end => {
                 return Err(Status::invalid_argument(format!(
                     "empty or inverted range: key {:?} must sort before range_end {:?}",
@@ -117,7 +119,7 @@ fn response(node: &crate::node::Node, update: Update) -> WatchResponse {
 }
 
 /// One change as an event.
-fn event(e: RevisionedEvent) -> Event {
+pub(crate) fn event(e: RevisionedEvent) -> Event {
     let key = e.event.key;
     let prev_kv = e.event.before.map(|stored| to_pb(KeyValue { key: key.clone(), stored }));
     match e.event.after {

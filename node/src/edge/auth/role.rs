@@ -7,6 +7,10 @@
 //! - `admin`: Scale (the declared replica count, hence membership), Backup (every key) and
 //!   Compact (the history other clients may still read).
 //!
+//! etcd's API on the etcd port follows the same lines: reads (Range, Watch, TimeToLive,
+//! Leases, MemberList, Status, Alarm list) need `read`; writes and leases `write`; Compact,
+//! Snapshot and the membership and maintenance calls `admin`.
+//!
 //! gRPC health and reflection stay open: they reveal no keys or values, and the kubelet's
 //! probes carry no credentials. Any other path (a method added later, a made-up path) needs
 //! `admin`, so a new RPC is closed until it is placed in the table.
@@ -72,8 +76,8 @@ pub enum Access {
     Unknown,
 }
 
-/// Every RPC of `petkv.v1` and the role it needs.
-pub const METHODS: [(&str, Role); 16] = [
+/// Every RPC of `petkv.v1`, and of etcd's v3 API on the etcd port, and the role it needs.
+pub const METHODS: [(&str, Role); 41] = [
     ("/petkv.v1.KV/Get", Role::Read),
     ("/petkv.v1.KV/Scan", Role::Read),
     ("/petkv.v1.KV/Watch", Role::Read),
@@ -90,6 +94,31 @@ pub const METHODS: [(&str, Role); 16] = [
     ("/petkv.v1.Lease/LeaseLeases", Role::Read),
     ("/petkv.v1.Cluster/Scale", Role::Admin),
     ("/petkv.v1.Cluster/Backup", Role::Admin),
+    ("/etcdserverpb.KV/Range", Role::Read),
+    ("/etcdserverpb.KV/RangeStream", Role::Read),
+    ("/etcdserverpb.KV/Put", Role::Write),
+    ("/etcdserverpb.KV/DeleteRange", Role::Write),
+    ("/etcdserverpb.KV/Txn", Role::Write),
+    ("/etcdserverpb.KV/Compact", Role::Admin),
+    ("/etcdserverpb.Watch/Watch", Role::Read),
+    ("/etcdserverpb.Lease/LeaseGrant", Role::Write),
+    ("/etcdserverpb.Lease/LeaseRevoke", Role::Write),
+    ("/etcdserverpb.Lease/LeaseKeepAlive", Role::Write),
+    ("/etcdserverpb.Lease/LeaseTimeToLive", Role::Read),
+    ("/etcdserverpb.Lease/LeaseLeases", Role::Read),
+    ("/etcdserverpb.Cluster/MemberList", Role::Read),
+    ("/etcdserverpb.Cluster/MemberAdd", Role::Admin),
+    ("/etcdserverpb.Cluster/MemberRemove", Role::Admin),
+    ("/etcdserverpb.Cluster/MemberUpdate", Role::Admin),
+    ("/etcdserverpb.Cluster/MemberPromote", Role::Admin),
+    ("/etcdserverpb.Maintenance/Status", Role::Read),
+    ("/etcdserverpb.Maintenance/Alarm", Role::Read),
+    ("/etcdserverpb.Maintenance/Snapshot", Role::Admin),
+    ("/etcdserverpb.Maintenance/Defragment", Role::Admin),
+    ("/etcdserverpb.Maintenance/Hash", Role::Admin),
+    ("/etcdserverpb.Maintenance/HashKV", Role::Admin),
+    ("/etcdserverpb.Maintenance/MoveLeader", Role::Admin),
+    ("/etcdserverpb.Maintenance/Downgrade", Role::Admin),
 ];
 
 /// Services whose every method is open.
