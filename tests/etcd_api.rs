@@ -230,3 +230,34 @@ async fn etcdctl_leases_members_status_and_snapshots() -> anyhow::Result<()> {
     assert_eq!(etcdctl(&ep, &["get", "kept"], "").await?.ok()?, "kept\nyes\n");
     restored.down().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_users_are_the_tokens_files_lines() -> anyhow::Result<()> {
+    use petkv_harness::auth::{USER_READ, USER_WRITE};
+    let mut cluster = petkv_e2e::healthy(ClusterSpec { etcd: true, auth: true, ..Default::default() }).await?;
+    let ep = endpoints(&cluster);
+    let auth = cluster.auth().context("auth")?.clone();
+    let writer = format!("--user={USER_WRITE}:{}", auth.write);
+    let reader = format!("--user={USER_READ}:{}", auth.read);
+    assert_eq!(etcdctl(&ep, &[&writer, "put", "k", "v"], "").await?.ok()?, "OK\n");
+    assert_eq!(etcdctl(&ep, &[&reader, "get", "k"], "").await?.ok()?, "k\nv\n");
+    let denied = etcdctl(&ep, &[&reader, "put", "k", "w"], "").await?;
+    assert!(denied.code != Some(0) && denied.stderr.contains("PermissionDenied"), "{}", denied.stderr);
+    let nobody = etcdctl(&ep, &["get", "k"], "").await?;
+    assert!(nobody.code != Some(0) && nobody.stderr.contains("Unauthenticated"), "{}", nobody.stderr);
+    let wrong = etcdctl(&ep, &[&format!("--user={USER_WRITE}:{}", auth.read), "get", "k"], "").await?;
+    assert!(wrong.stderr.contains("authentication failed, invalid user ID or password"), "{}", wrong.stderr);
+    // A token's lease keep-alives go to the leader with the token (a follower relays them).
+    let id = json(&ep, &[&writer, "lease", "grant", "60"]).await?["ID"].as_i64().context("lease id")?;
+    for o in cluster.ordinals() {
+        let one = cluster.etcd_addr(o);
+        let kept = etcdctl(&one, &[&writer, "lease", "keep-alive", "--once", &format!("{id:x}")], "").await?.ok()?;
+        assert!(kept.contains("keepalived with TTL(60)"), "{kept}");
+    }
+    let users = etcdctl(&ep, &[&writer, "user", "add", "someone:pw"], "").await?;
+    assert!(users.stderr.contains("may not call /etcdserverpb.Auth/UserAdd (needs admin)"), "{}", users.stderr);
+    let admin = format!("--user={}:{}", petkv_harness::auth::HARNESS, auth.admin);
+    let users = etcdctl(&ep, &[&admin, "user", "add", "someone:pw"], "").await?;
+    assert!(users.stderr.contains("lines of its tokens file"), "{}", users.stderr);
+    cluster.down().await
+}

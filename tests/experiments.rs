@@ -81,6 +81,15 @@ async fn failover() -> anyhow::Result<()> {
     passes(Experiment::Failover).await
 }
 
+/// The same failover with the workload speaking etcd's v3 API (the `etcd-client` crate on every
+/// pod's etcd port): the linearizability and convergence checks cover the etcd port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_through_the_etcd_port() -> anyhow::Result<()> {
+    let mut spec = short();
+    spec.workload.api = petkv_harness::workload::WorkloadApi::Etcd;
+    passes_with(Experiment::Failover, &spec).await.map(|_| ())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_all_parallel() -> anyhow::Result<()> {
     passes(Experiment::RestartAllParallel).await

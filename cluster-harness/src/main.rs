@@ -206,6 +206,11 @@ enum Command {
         /// streams are checked against the history afterwards; `watch` runs at least 3.
         #[arg(long, default_value_t = 0)]
         watchers: usize,
+        /// The recorded workload's API: petkv's own (native), or etcd's v3 API on every pod's
+        /// etcd port with the etcd-client crate (etcd-api; needs the etcd feature), so the
+        /// linearizability check covers the etcd port.
+        #[arg(long, value_enum, default_value_t = petkv_harness::bench::Via::Native)]
+        via: petkv_harness::bench::Via,
     },
     /// Measure failover (kill -9 the leader), single-client put latency and N-client throughput.
     Measure {
@@ -364,6 +369,10 @@ struct BenchArgs {
     /// (repeatable).
     #[arg(long = "etcd-arg", allow_hyphen_values = true)]
     etcd_args: Vec<String>,
+    /// Drive petkv through its own API (native) or through its etcd v3 port with the same
+    /// etcd-client as etcd (etcd-api; needs the etcd feature), to compare the very same client.
+    #[arg(long, value_enum, default_value_t = petkv_harness::bench::Via::Native)]
+    via: petkv_harness::bench::Via,
 }
 
 impl BenchArgs {
@@ -423,8 +432,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
         watchers: args.watchers,
         rate: args.rate,
         args: args.extra_args(),
+        via: args.via,
     };
     if spec.mode == bench::Mode::Watch {
+        anyhow::ensure!(spec.via == bench::Via::Native, "--mode watch drives petkv through its own API only");
         anyhow::ensure!(args.sweep.is_none(), "--mode watch takes no --sweep");
         let report = bench::watch::run(&spec).await?;
         if args.json {
@@ -608,6 +619,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             delete_marker,
             zombie_secs,
             watchers,
+            via,
         } => {
             use petkv_harness::experiment::{Experiment, ForceDeleteTarget};
             anyhow::ensure!(
@@ -627,7 +639,14 @@ async fn run(command: Command) -> anyhow::Result<bool> {
                 mode,
                 warmup: Duration::from_secs(settle_secs),
                 cooldown: Duration::from_secs(settle_secs),
-                workload: petkv_harness::workload::WorkloadSpec { clients, ..Default::default() },
+                workload: petkv_harness::workload::WorkloadSpec {
+                    clients,
+                    api: match via {
+                        petkv_harness::bench::Via::Native => petkv_harness::workload::WorkloadApi::Native,
+                        petkv_harness::bench::Via::EtcdApi => petkv_harness::workload::WorkloadApi::Etcd,
+                    },
+                    ..Default::default()
+                },
                 out_dir: out,
                 target: target.unwrap_or_default(),
                 cycles,

@@ -1,10 +1,15 @@
 //! A concurrent client workload that records every operation, for the checker.
 //!
-//! Each simulated client has its own petkv [`Client`] over every pod and loops over a small
-//! key space: puts of unique values, linearizable gets, some deletes. Every operation is
-//! recorded with its invoke and completion time. A write whose outcome the client could not
-//! learn is recorded as `Unknown` (it may or may not have happened); one known not to have
-//! been applied, and any failed read, is left out (it had no effect).
+//! Each simulated client has its own client over every pod and loops over a small key space:
+//! puts of unique values, linearizable gets, some deletes, two-key transactions. Every
+//! operation is recorded with its invoke and completion time. A write whose outcome the client
+//! could not learn is recorded as `Unknown` (it may or may not have happened); one known not
+//! to have been applied, and any failed read, is left out (it had no effect).
+//!
+//! The clients speak petkv's own API ([`Client`]) or, with [`WorkloadApi::Etcd`], etcd's v3 API
+//! on the pods' etcd ports through the `etcd-client` crate ([`etcd`], feature `etcd`), so the
+//! same checks cover both. etcd's errors do not say whether a write was applied: every failed
+//! write through it is recorded as `Unknown`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +20,9 @@ use petkv_client::{Client, ClientError};
 
 use crate::checker::{Input, Operation, Outcome, Output, Served};
 use petkv_client::pb::v1::ResponseHeader;
+
+#[cfg(feature = "etcd")]
+mod etcd;
 
 /// How the workload runs.
 #[derive(Debug, Clone)]
@@ -30,10 +38,23 @@ pub struct WorkloadSpec {
     /// Put before every value the workload writes (`c<client>-<n>`): a second workload on the
     /// same keys (`restore`'s, on the restored cluster) writes values no earlier one wrote.
     pub value_prefix: String,
+    /// The API the workload's clients (and the final reads) speak; with `Etcd`, the endpoints
+    /// given to the workload are the pods' etcd ports.
+    pub api: WorkloadApi,
+}
+
+/// Which API the workload drives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WorkloadApi {
+    /// petkv's own API and client library.
+    #[default]
+    Native,
+    /// etcd's v3 API on the pods' etcd ports, with the `etcd-client` crate (feature `etcd`).
+    Etcd,
 }
 
 impl WorkloadSpec {
-    /// One client of the workload (or the checker's final reads).
+    /// One petkv client (the watchers', the lease holder's: always petkv's own API).
     pub(crate) fn client(&self, endpoints: &[String], timeout: Duration) -> Result<Client, petkv_client::ClientError> {
         let client = Client::with_tls(endpoints, timeout, self.tls.as_ref())?;
         match &self.token {
@@ -41,6 +62,108 @@ impl WorkloadSpec {
             None => Ok(client),
         }
     }
+
+    /// One client of the workload (or the checker's final reads), through [`Self::api`].
+    async fn workload_client(&self, endpoints: &[String], timeout: Duration) -> anyhow::Result<WorkloadClient> {
+        match self.api {
+            WorkloadApi::Native => Ok(WorkloadClient::Native(self.client(endpoints, timeout)?)),
+            #[cfg(feature = "etcd")]
+            WorkloadApi::Etcd => {
+                anyhow::ensure!(
+                    self.tls.is_none() && self.token.is_none(),
+                    "the etcd workload runs on sets without TLS or authentication"
+                );
+                Ok(WorkloadClient::Etcd(Box::new(etcd::connect(endpoints, timeout).await?)))
+            }
+            #[cfg(not(feature = "etcd"))]
+            WorkloadApi::Etcd => anyhow::bail!("a workload through the etcd port needs petkv-harness's etcd feature"),
+        }
+    }
+}
+
+/// Why an operation did not complete.
+pub(crate) enum Failure {
+    /// A write that may or may not have been applied.
+    Unknown,
+    /// It certainly had no effect (a refused write, any failed read).
+    NoEffect,
+}
+
+/// What a completed operation returned: its outputs (one per key) and where it was served.
+pub(crate) type Answer = (Vec<Output>, Option<Served>);
+
+/// One client of the workload.
+pub(crate) enum WorkloadClient {
+    Native(Client),
+    #[cfg(feature = "etcd")]
+    Etcd(Box<etcd_client::KvClient>),
+}
+
+impl WorkloadClient {
+    /// Runs `input` on `key`.
+    async fn one(&self, key: &[u8], input: &Input) -> Result<Answer, Failure> {
+        match self {
+            WorkloadClient::Native(client) => {
+                let result = match input {
+                    Input::Put(v) => client.put(key, v, None).await.map(|r| (vec![Output::Ok], r.header)),
+                    Input::Delete => client.delete(key, None).await.map(|r| (vec![Output::Ok], r.header)),
+                    Input::Get => client
+                        .get(key, Consistency::Linearizable)
+                        .await
+                        .map(|r| (vec![Output::Value(r.kv.map(|kv| kv.value.to_vec()))], r.header)),
+                    Input::CompareAndPut { .. } => unreachable!("the workload issues no compare-and-put"),
+                };
+                result.map(|(outputs, header)| (outputs, header.map(served))).map_err(native_failure)
+            }
+            #[cfg(feature = "etcd")]
+            WorkloadClient::Etcd(kv) => etcd::one(kv, key, input).await,
+        }
+    }
+
+    /// Runs the two-key transaction `kind` on `keys`: one output per key.
+    async fn txn(&self, keys: &[Vec<u8>; 2], kind: &TxnKind) -> Result<Answer, Failure> {
+        match self {
+            WorkloadClient::Native(client) => native_txn(client, keys, kind).await,
+            #[cfg(feature = "etcd")]
+            WorkloadClient::Etcd(kv) => etcd::txn(kv, keys, kind).await,
+        }
+    }
+}
+
+fn served(h: ResponseHeader) -> Served {
+    Served { node: h.served_by, raft_index: h.raft_index, term: h.term, revision: h.revision }
+}
+
+fn native_failure(e: ClientError) -> Failure {
+    match e {
+        ClientError::OutcomeUnknown(_) => Failure::Unknown,
+        _ => Failure::NoEffect,
+    }
+}
+
+async fn native_txn(client: &Client, keys: &[Vec<u8>; 2], kind: &TxnKind) -> Result<Answer, Failure> {
+    use petkv_client::pb::v1::txn_op::Op;
+    use petkv_client::pb::v1::txn_op_result::Result as OpResult;
+    use petkv_client::pb::v1::{TxnOp, TxnPut, TxnRange, TxnRequest};
+    let ops = keys
+        .iter()
+        .map(|key| TxnOp {
+            op: Some(match kind {
+                TxnKind::PutBoth(v) => {
+                    Op::Put(TxnPut { key: key.clone().into(), value: v.clone().into(), ..Default::default() })
+                }
+                TxnKind::GetBoth => Op::Range(TxnRange { key: key.clone().into(), ..Default::default() }),
+            }),
+        })
+        .collect();
+    let r = client.txn(TxnRequest { success: ops, ..Default::default() }).await.map_err(native_failure)?;
+    let outputs = (0..keys.len())
+        .map(|i| match r.results.get(i).and_then(|x| x.result.clone()) {
+            Some(OpResult::Range(range)) => Output::Value(range.kvs.first().map(|kv| kv.value.to_vec())),
+            _ => Output::Ok,
+        })
+        .collect();
+    Ok((outputs, r.header.map(served)))
 }
 
 impl Default for WorkloadSpec {
@@ -52,6 +175,7 @@ impl Default for WorkloadSpec {
             tls: None,
             token: None,
             value_prefix: String::new(),
+            api: WorkloadApi::Native,
         }
     }
 }
@@ -93,7 +217,7 @@ pub fn endpoints_from(endpoints: &[String], first: usize) -> Vec<String> {
 
 impl Workload {
     /// Starts the clients against `endpoints`.
-    pub fn start(endpoints: &[String], spec: &WorkloadSpec) -> anyhow::Result<Self> {
+    pub async fn start(endpoints: &[String], spec: &WorkloadSpec) -> anyhow::Result<Self> {
         let started = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let paused = Arc::new(AtomicBool::new(false));
@@ -102,7 +226,7 @@ impl Workload {
         for c in 0..spec.clients {
             // Client c starts at member c mod n: reads and writes reach every member, followers
             // included (which serve linearizable reads and hand writes to the leader).
-            let client = spec.client(&endpoints_from(endpoints, c), spec.timeout)?;
+            let client = spec.workload_client(&endpoints_from(endpoints, c), spec.timeout).await?;
             let (stop, paused, recorded, keys) = (stop.clone(), paused.clone(), recorded.clone(), spec.keys);
             let prefix = spec.value_prefix.clone();
             tasks.push(tokio::spawn(async move {
@@ -174,32 +298,23 @@ struct Done {
     failed: bool,
 }
 
-async fn run_one(client: &Client, id: u64, key: Vec<u8>, input: Input, started: Instant) -> Done {
+async fn run_one(client: &WorkloadClient, id: u64, key: Vec<u8>, input: Input, started: Instant) -> Done {
     let invoked_ns = started.elapsed().as_nanos() as u64;
     let is_write = !matches!(input, Input::Get);
-    let result: Result<(Output, Option<ResponseHeader>), ClientError> = match &input {
-        Input::Put(v) => client.put(&key, v, None).await.map(|r| (Output::Ok, r.header)),
-        Input::Delete => client.delete(&key, None).await.map(|r| (Output::Ok, r.header)),
-        Input::Get => client
-            .get(&key, Consistency::Linearizable)
-            .await
-            .map(|r| (Output::Value(r.kv.map(|kv| kv.value.to_vec())), r.header)),
-        Input::CompareAndPut { .. } => unreachable!("the workload issues no compare-and-put"),
-    };
+    let result = client.one(&key, &input).await;
     let at_ns = started.elapsed().as_nanos() as u64;
     let (outcome, served) = match result {
-        Ok((output, header)) => (
-            Outcome::Completed { at_ns, output },
-            header.map(|h| Served { node: h.served_by, raft_index: h.raft_index, term: h.term, revision: h.revision }),
-        ),
-        Err(ClientError::OutcomeUnknown(_)) => (Outcome::Unknown, None),
-        Err(_) => return Done { op: None, is_write, failed: true },
+        Ok((mut outputs, served)) => {
+            (Outcome::Completed { at_ns, output: outputs.pop().unwrap_or(Output::Ok) }, served)
+        }
+        Err(Failure::Unknown) => (Outcome::Unknown, None),
+        Err(Failure::NoEffect) => return Done { op: None, is_write, failed: true },
     };
     Done { op: Some(Operation { client: id, key, input, invoked_ns, outcome, served }), is_write, failed: false }
 }
 
 /// A transaction of the workload, on two keys.
-enum TxnKind {
+pub(crate) enum TxnKind {
     /// Put one value to both keys: one revision for both.
     PutBoth(Vec<u8>),
     /// Read both keys at one point.
@@ -211,71 +326,33 @@ enum TxnKind {
 /// key's part in that key's history (a per-key projection: every violation it reports is real,
 /// but it checks no order across keys); that the parts are one atomic change is what the watch
 /// streams check (one revision for both puts, [`crate::checker::watch`]).
-async fn run_txn(client: &Client, id: u64, keys: [Vec<u8>; 2], kind: TxnKind, started: Instant) -> Vec<Done> {
-    use petkv_client::pb::v1::txn_op::Op;
-    use petkv_client::pb::v1::txn_op_result::Result as OpResult;
-    use petkv_client::pb::v1::{TxnOp, TxnPut, TxnRange, TxnRequest};
+async fn run_txn(client: &WorkloadClient, id: u64, keys: [Vec<u8>; 2], kind: TxnKind, started: Instant) -> Vec<Done> {
     let invoked_ns = started.elapsed().as_nanos() as u64;
     let is_write = matches!(kind, TxnKind::PutBoth(_));
-    let ops = keys
-        .iter()
-        .map(|key| TxnOp {
-            op: Some(match &kind {
-                TxnKind::PutBoth(v) => {
-                    Op::Put(TxnPut { key: key.clone().into(), value: v.clone().into(), ..Default::default() })
-                }
-                TxnKind::GetBoth => Op::Range(TxnRange { key: key.clone().into(), ..Default::default() }),
-            }),
-        })
-        .collect();
-    let result = client.txn(TxnRequest { success: ops, ..Default::default() }).await;
+    let result = client.txn(&keys, &kind).await;
     let at_ns = started.elapsed().as_nanos() as u64;
     let input = |_: usize| match &kind {
         TxnKind::PutBoth(v) => Input::Put(v.clone()),
         TxnKind::GetBoth => Input::Get,
     };
-    match result {
-        Ok(r) => {
-            let served = r.header.map(|h| Served {
-                node: h.served_by,
-                raft_index: h.raft_index,
-                term: h.term,
-                revision: h.revision,
-            });
-            keys.into_iter()
-                .enumerate()
-                .map(|(i, key)| {
-                    let output = match r.results.get(i).and_then(|x| x.result.clone()) {
-                        Some(OpResult::Range(range)) => Output::Value(range.kvs.first().map(|kv| kv.value.to_vec())),
-                        _ => Output::Ok,
-                    };
-                    let outcome = Outcome::Completed { at_ns, output };
-                    Done {
-                        op: Some(Operation { client: id, key, input: input(i), invoked_ns, outcome, served }),
-                        is_write,
-                        failed: false,
-                    }
-                })
-                .collect()
-        }
-        Err(ClientError::OutcomeUnknown(_)) if is_write => keys
-            .into_iter()
-            .enumerate()
-            .map(|(i, key)| Done {
-                op: Some(Operation {
-                    client: id,
-                    key,
-                    input: input(i),
-                    invoked_ns,
-                    outcome: Outcome::Unknown,
-                    served: None,
-                }),
-                is_write,
-                failed: false,
-            })
-            .collect(),
-        Err(_) => vec![Done { op: None, is_write, failed: true }],
-    }
+    let outcome_of = |output: Option<Output>| match output {
+        Some(output) => Outcome::Completed { at_ns, output },
+        None => Outcome::Unknown,
+    };
+    let (outputs, served): (Vec<Option<Output>>, Option<Served>) = match result {
+        Ok((outputs, served)) => (outputs.into_iter().map(Some).collect(), served),
+        Err(Failure::Unknown) if is_write => (vec![None, None], None),
+        Err(_) => return vec![Done { op: None, is_write, failed: true }],
+    };
+    keys.into_iter()
+        .zip(outputs)
+        .enumerate()
+        .map(|(i, (key, output))| Done {
+            op: Some(Operation { client: id, key, input: input(i), invoked_ns, outcome: outcome_of(output), served }),
+            is_write,
+            failed: false,
+        })
+        .collect()
 }
 
 fn record(recorded: &Mutex<Recorded>, done: Done) {
@@ -302,7 +379,7 @@ pub const FINAL_READER: u64 = u64::MAX;
 /// Reads every key once more (linearizable) and appends the reads to the history, so a lost
 /// acknowledged write shows up as a violation.
 pub async fn final_reads(endpoints: &[String], spec: &WorkloadSpec, recorded: &mut Recorded, started: Instant) {
-    let Ok(client) = spec.client(endpoints, Duration::from_secs(10)) else { return };
+    let Ok(client) = spec.workload_client(endpoints, Duration::from_secs(10)).await else { return };
     for k in 0..spec.keys {
         let done = run_one(&client, FINAL_READER, key_name(k), Input::Get, started).await;
         record_into(recorded, done);

@@ -39,6 +39,29 @@ async fn bench_petkv_put_and_get_for_a_second() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The same etcd client on petkv's etcd port: every mode the comparison uses runs without an
+/// error, and the report says which API petkv was driven through.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_petkv_through_its_etcd_port_with_the_etcd_client() -> anyhow::Result<()> {
+    for mode in [Mode::Put, Mode::Get, Mode::Cas, Mode::Txn] {
+        let spec = BenchSpec {
+            mode,
+            clients: 4,
+            keys: 200,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(1),
+            via: bench::Via::EtcdApi,
+            ..Default::default()
+        };
+        let report = bench::run(&spec).await?;
+        let p = report.petkv.as_ref().expect("petkv ran");
+        assert!(p.ops_per_sec > 0.0 && p.errors == 0, "{}", report.table());
+        assert!(report.table().contains("through its etcd v3 port"), "{}", report.table());
+    }
+    Ok(())
+}
+
 #[cfg(not(feature = "etcd"))]
 #[tokio::test]
 async fn compare_etcd_without_the_feature_says_how_to_enable_it() {

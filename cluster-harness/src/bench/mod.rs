@@ -39,7 +39,7 @@ use serde::Serialize;
 use crate::ClusterSpec;
 use report::{Report, RunResult};
 use sut::{PetkvSystem, SystemUnderTest};
-use workload::Workload;
+use workload::{KvTarget, Workload};
 
 /// How long a fresh etcd cluster may take to elect a leader and settle.
 #[cfg(feature = "etcd")]
@@ -131,6 +131,28 @@ impl Target {
     }
 }
 
+/// Which API petkv is driven through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    /// petkv's own API with its client library.
+    #[default]
+    Native,
+    /// petkv's etcd v3 port (`--etcd-listen`) with the `etcd-client` crate: the very client
+    /// and connection policy the bench uses for etcd (needs the `etcd` feature).
+    EtcdApi,
+}
+
+impl Via {
+    /// The API, as the reports state it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Via::Native => "petkv through its own API and client",
+            Via::EtcdApi => "petkv through its etcd v3 port, with the same etcd-client as etcd",
+        }
+    }
+}
+
 /// What to compare petkv with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Compare {
@@ -160,6 +182,8 @@ pub struct BenchSpec {
     pub rate: Option<f64>,
     /// Extra flags for every member of each system.
     pub args: sut::ExtraArgs,
+    /// The API petkv is driven through.
+    pub via: Via,
 }
 
 impl Default for BenchSpec {
@@ -179,6 +203,7 @@ impl Default for BenchSpec {
             watchers: 16,
             rate: None,
             args: sut::ExtraArgs::default(),
+            via: Via::Native,
         }
     }
 }
@@ -209,8 +234,15 @@ impl Systems {
         if spec.compare.is_some() {
             ensure_etcd_available()?;
         }
+        if spec.via == Via::EtcdApi {
+            ensure_etcd_client()?;
+        }
         say_which_build()?;
-        let cluster_spec = ClusterSpec { extra_args: spec.args.petkv.clone(), ..ClusterSpec::default() };
+        let cluster_spec = ClusterSpec {
+            extra_args: spec.args.petkv.clone(),
+            etcd: spec.via == Via::EtcdApi,
+            ..ClusterSpec::default()
+        };
         let (cluster, _) = crate::measure::fresh_cluster(cluster_spec).await?;
         let petkv = PetkvSystem::new(cluster);
         #[allow(unused_mut)]
@@ -269,6 +301,17 @@ fn say_which_build() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Fails unless this build has the etcd client (`--via etcd-api` needs no etcd server).
+pub(crate) fn ensure_etcd_client() -> anyhow::Result<()> {
+    #[cfg(feature = "etcd")]
+    return Ok(());
+    #[cfg(not(feature = "etcd"))]
+    anyhow::bail!(
+        "this petkv-harness was built without etcd support: cargo build --profile dist -p petkv -p petkv-harness \
+         --features petkv-harness/etcd"
+    )
+}
+
 pub(crate) fn ensure_etcd_available() -> anyhow::Result<()> {
     #[cfg(feature = "etcd")]
     {
@@ -287,9 +330,9 @@ pub(crate) fn ensure_etcd_available() -> anyhow::Result<()> {
 
 /// Runs the workload once on one system, with CPU sampled exactly over the measured window
 /// and the Raft term read before and after (leader changes during a run without faults).
-async fn measure_one<S: SystemUnderTest>(
+async fn measure_one<S: SystemUnderTest, T: KvTarget>(
     s: &S,
-    targets: &[Arc<S::Target>],
+    targets: &[Arc<T>],
     w: &Workload,
     header: (Mode, usize, usize, usize),
 ) -> anyhow::Result<RunResult> {
@@ -338,8 +381,19 @@ async fn rounds(systems: &Systems, spec: &BenchSpec, clients: usize) -> anyhow::
     let mut runs = Vec::new();
     for round in 1..=spec.rounds.max(1) {
         let header = (spec.mode, clients, connections, round);
-        let targets = systems.petkv.connect(connections, spec.target).await?;
-        let r = measure_one(&systems.petkv, &targets, &w, header).await?;
+        let r = match spec.via {
+            Via::Native => {
+                let targets = systems.petkv.connect(connections, spec.target).await?;
+                measure_one(&systems.petkv, &targets, &w, header).await?
+            }
+            #[cfg(feature = "etcd")]
+            Via::EtcdApi => {
+                let targets = systems.petkv.connect_etcd_api(connections, spec.target).await?;
+                measure_one(&systems.petkv, &targets, &w, header).await?
+            }
+            #[cfg(not(feature = "etcd"))]
+            Via::EtcdApi => anyhow::bail!("--via etcd-api needs a petkv-harness built with the etcd feature"),
+        };
         eprintln!("round {round}: petkv {} clients: {:.0} ops/s, p99 {:.2} ms", clients, r.ops_per_sec, r.p99_ms);
         runs.push(r);
         #[cfg(feature = "etcd")]
@@ -351,7 +405,7 @@ async fn rounds(systems: &Systems, spec: &BenchSpec, clients: usize) -> anyhow::
         }
     }
     let header = (spec.mode, clients, connections, w.keys, spec.value_size, spec.duration.as_secs_f64());
-    Ok(Report::new(header, (spec.target, spec.rate), runs))
+    Ok(Report::new(header, (spec.target, spec.rate), runs).via(spec.via))
 }
 
 /// Runs the bench: fresh systems, the rounds, then both systems stopped.

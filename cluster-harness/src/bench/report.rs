@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::batching::Means;
 use super::workload::Outcome;
-use super::{Mode, System, Target};
+use super::{Mode, System, Target, Via};
 use crate::measure::median;
 
 /// One measured run of one system.
@@ -177,6 +177,8 @@ pub struct Report {
     pub target: Target,
     /// The paced rate of all clients together (ops/s); `None`: closed loop.
     pub rate: Option<f64>,
+    /// The API petkv was driven through.
+    pub via: Via,
     pub runs: Vec<RunResult>,
     pub petkv: Option<Summary>,
     pub etcd: Option<Summary>,
@@ -193,6 +195,7 @@ impl Report {
         Self {
             target,
             rate,
+            via: Via::Native,
             mode,
             clients,
             connections,
@@ -203,6 +206,11 @@ impl Report {
             etcd: summarize(System::Etcd, &runs),
             runs,
         }
+    }
+
+    /// The same report, saying petkv was driven through `via`.
+    pub fn via(self, via: Via) -> Self {
+        Self { via, ..self }
     }
 
     /// The human table: one column per system, plus petkv/etcd when both ran.
@@ -258,6 +266,9 @@ impl Report {
         rows.push(row);
         let mut out = side_by_side(header, rows).to_string();
         out.push_str(&format!("\n{}", self.target.describe()));
+        if self.via != Via::Native {
+            out.push_str(&format!("\n{}", self.via.describe()));
+        }
         if let Some(batching) = self.petkv.as_ref().and_then(|s| s.batching).filter(Means::any) {
             out.push_str(&format!("\n{}", batching.describe()));
         }

@@ -114,6 +114,25 @@ impl PetkvSystem {
         Self { cluster, endpoints }
     }
 
+    /// `connections` etcd clients over the members' etcd ports (`--via etcd-api`), placed as
+    /// the bench places etcd's own: each balanced over every member, or on the leader alone.
+    #[cfg(feature = "etcd")]
+    pub async fn connect_etcd_api(
+        &self,
+        connections: usize,
+        target: Target,
+    ) -> anyhow::Result<Vec<Arc<super::etcd_target::EtcdTarget>>> {
+        let all: Vec<String> = self.cluster.ordinals().iter().map(|o| self.cluster.etcd_addr(*o)).collect();
+        let endpoints = match target {
+            Target::Spread => all,
+            Target::Leader => {
+                let leader = self.leader().await?;
+                vec![all.get(leader).cloned().context("the leader has no etcd port")?]
+            }
+        };
+        super::etcd_target::EtcdTarget::connect(&endpoints, connections).await
+    }
+
     fn ordinal(&self, i: usize) -> anyhow::Result<u32> {
         self.cluster.ordinals().get(i).copied().with_context(|| format!("no petkv member {i}"))
     }

@@ -43,7 +43,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::checker::{self, Verdict};
-use crate::workload::{self, Workload, WorkloadSpec};
+use crate::workload::{self, Workload, WorkloadApi, WorkloadSpec};
 use crate::{timeline, Cluster, ClusterSpec, Mode};
 
 mod checks;
@@ -241,7 +241,9 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
     if experiment == Experiment::PowerLoss && spec.target == PowerLossTarget::MidSnapshot {
         extra_args.extend(["--snapshot-every".to_string(), MID_SNAPSHOT_EVERY.to_string()]);
     }
-    let mut cluster = Cluster::new(ClusterSpec { mode: spec.mode, lazyfs, extra_args, ..Default::default() })?;
+    let through_etcd = spec.workload.api == WorkloadApi::Etcd;
+    let mut cluster =
+        Cluster::new(ClusterSpec { mode: spec.mode, lazyfs, extra_args, etcd: through_etcd, ..Default::default() })?;
     let needs_pod_mode = matches!(
         experiment,
         Experiment::Partition | Experiment::Latency | Experiment::DnsBlip | Experiment::ForceDelete
@@ -267,7 +269,17 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
         token: cluster.auth().map(|a| a.write.clone()),
         ..spec.workload.clone()
     };
-    let workload = std::sync::Arc::new(Workload::start(&endpoints, &workload_spec)?);
+    // The recorded workload and its final reads go through the etcd ports when asked; the
+    // watchers and the lease holder keep petkv's own API.
+    let workload_endpoints: Vec<String> = if through_etcd {
+        cluster.ordinals().iter().map(|o| cluster.etcd_addr(*o)).collect()
+    } else {
+        endpoints.clone()
+    };
+    if through_etcd {
+        println!("  the workload speaks etcd's v3 API on every pod's etcd port");
+    }
+    let workload = std::sync::Arc::new(Workload::start(&workload_endpoints, &workload_spec).await?);
     let watcher_count = if experiment == Experiment::Watch { spec.watchers.max(3) } else { spec.watchers };
     let watchers =
         (watcher_count > 0).then(|| Watchers::start(&endpoints, &workload_spec, watcher_count)).transpose()?;
@@ -306,7 +318,7 @@ pub async fn run(experiment: Experiment, spec: &ExperimentSpec) -> anyhow::Resul
         .map_err(|_| anyhow::anyhow!("the progress display still holds the workload"))?;
     let started = workload.started;
     let mut recorded = workload.stop().await;
-    workload::final_reads(&endpoints, &workload_spec, &mut recorded, started).await;
+    workload::final_reads(&workload_endpoints, &workload_spec, &mut recorded, started).await;
     let duration_ns = started.elapsed().as_nanos() as u64;
     let lease = match lease_holder {
         Some(holder) => {

@@ -511,7 +511,7 @@ pub(super) async fn run(spec: &ExperimentSpec) -> anyhow::Result<Report> {
     let keys: Vec<Vec<u8>> = (0..workload_spec.keys).map(|k| format!("key-{k}").into_bytes()).collect();
 
     // 1. The workload, and a backup while it writes.
-    let workload = Arc::new(Workload::start(&endpoints, &workload_spec)?);
+    let workload = Arc::new(Workload::start(&endpoints, &workload_spec).await?);
     let mut faults = Faults::for_workload(&workload);
     let progress = tokio::spawn(show_progress(workload.clone()));
     tokio::time::sleep(spec.warmup).await;
@@ -563,7 +563,7 @@ pub(super) async fn run(spec: &ExperimentSpec) -> anyhow::Result<Report> {
     let mut seeds = Vec::new();
     if let Some(r) = &restored {
         let spec_after = WorkloadSpec { value_prefix: RESTORED_PREFIX.into(), ..workload_spec.clone() };
-        let workload = Arc::new(Workload::start(&endpoints, &spec_after)?);
+        let workload = Arc::new(Workload::start(&endpoints, &spec_after).await?);
         let offset_ns = workload.started.duration_since(faults.started).as_nanos() as u64;
         faults.mark("workload resumed on the restored cluster");
         let progress = tokio::spawn(progress_since(workload.clone(), faults.started));

@@ -23,6 +23,7 @@ use tonic::metadata::{Ascii, Binary, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
+use crate::edge::auth::layer::ETCD_TOKEN;
 use crate::edge::auth::{Authenticated, Credential};
 use crate::node::Node;
 use crate::raft::PeerNode;
@@ -56,9 +57,14 @@ impl Origin {
             Some(Authenticated { credential: Credential::Certificate(subject), .. }) => Some(subject.clone()),
             _ => None,
         };
+        // An etcd client's token (its `token` metadata) goes on as a bearer token.
+        let etcd_token = || {
+            let token = req.metadata().get(ETCD_TOKEN)?.to_str().ok()?;
+            format!("Bearer {}", token.trim()).parse().ok()
+        };
         Self {
             forwarded: req.metadata().contains_key(FORWARDED),
-            authorization: req.metadata().get(AUTHORIZATION).cloned(),
+            authorization: req.metadata().get(AUTHORIZATION).cloned().or_else(etcd_token),
             certificate,
         }
     }

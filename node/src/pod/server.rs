@@ -47,6 +47,7 @@ use crate::edge::metrics::Metrics;
 use crate::edge::reload::Reloaded;
 use crate::edge::tls::{ClientCerts, NodeTls, PeerNameRule, TlsSettings};
 use crate::node::Node;
+use crate::pb::etcd::etcdserverpb::auth_server::AuthServer as EtcdAuthServer;
 use crate::pb::etcd::etcdserverpb::cluster_server::ClusterServer as EtcdClusterServer;
 use crate::pb::etcd::etcdserverpb::kv_server::KvServer as EtcdKvServer;
 use crate::pb::etcd::etcdserverpb::lease_server::LeaseServer as EtcdLeaseServer;
@@ -218,7 +219,7 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         Some(listener) => {
             tracing::info!(etcd = %listener.local_addr()?, "serving etcd's v3 API");
             warn_if_plaintext("etcd", listener.local_addr()?, tls.client_port.is_some());
-            let etcd = EtcdApi::new(api.clone());
+            let etcd = EtcdApi::new(api.clone(), tokens.clone());
             let reflection = tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(crate::pb::etcd::FILE_DESCRIPTOR_SET)
                 .build_v1()
@@ -228,7 +229,8 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
                 .add_service(WatchServer::new(etcd.clone()))
                 .add_service(EtcdLeaseServer::new(etcd.clone()))
                 .add_service(EtcdClusterServer::new(etcd.clone()))
-                .add_service(MaintenanceServer::new(etcd))
+                .add_service(MaintenanceServer::new(etcd.clone()))
+                .add_service(EtcdAuthServer::new(etcd))
                 .add_service(reflection);
             let listener =
                 GatedListener::new(listener, ConnectionGate::new("etcd", limits.max_connections, metrics.clone()));

@@ -10,11 +10,14 @@
 //! - [`lease`]: Grant, Revoke, KeepAlive, TimeToLive, Leases.
 //! - [`maintenance`]: Cluster (MemberList; membership follows the StatefulSet) and Maintenance
 //!   (Status, Alarm, Snapshot in petkv's backup format).
+//! - [`auth`]: Authenticate and AuthStatus on petkv's tokens file (a user's password is its
+//!   token); users and roles are the file's lines.
 //! - [`errors`]: petkv's statuses as etcd's codes and messages, which client libraries match on.
 //!
 //! What petkv does not serve answers UNIMPLEMENTED (or FAILED_PRECONDITION for membership)
 //! with the reason; the README's compatibility table lists every RPC.
 
+pub mod auth;
 pub mod errors;
 pub mod kv;
 pub mod lease;
@@ -30,6 +33,7 @@ use tonic::{Request, Response, Status};
 
 use super::forward::Origin;
 use super::Api;
+use crate::edge::auth::CurrentTokens;
 use crate::node::Node;
 use crate::pb::etcd::etcdserverpb::ResponseHeader;
 use crate::pb::etcd::mvccpb;
@@ -38,11 +42,13 @@ use crate::pb::etcd::mvccpb;
 #[derive(Clone)]
 pub struct EtcdApi {
     api: Api,
+    /// The tokens file in use (Authenticate checks names and passwords against it).
+    tokens: Option<CurrentTokens>,
 }
 
 impl EtcdApi {
-    pub fn new(api: Api) -> Self {
-        Self { api }
+    pub fn new(api: Api, tokens: Option<CurrentTokens>) -> Self {
+        Self { api, tokens }
     }
 
     fn node(&self) -> &Node {

@@ -8,7 +8,7 @@
 //!    authenticated by certificate): believed only over a connection whose verified client
 //!    certificate names a pod of the set (the same rule as the peer port's); the asserted
 //!    subject is then looked up in this node's own tokens file;
-//! 2. `authorization: Bearer <token>`: a token from the tokens file;
+//! 2. `authorization: Bearer <token>`, or etcd's `token: <token>`: a token from the tokens file;
 //! 3. a verified client certificate (TLS on the client port): its subject name
 //!    ([`super::certificate`]) looked up in the `cert:` lines of the tokens file.
 //!
@@ -44,6 +44,10 @@ use crate::edge::metrics::{AuthRefusal, Metrics, UNKNOWN_METHOD};
 use crate::edge::reload::Reloaded;
 use crate::edge::tls::verify::names_a_pod;
 use crate::edge::tls::PeerNameRule;
+
+/// The metadata in which etcd's clients send the token Authenticate gave them (on the etcd
+/// port, a petkv token: [`crate::api::etcd::auth`]).
+pub const ETCD_TOKEN: &str = "token";
 
 /// The tokens file in use, reloaded when it changes.
 pub type CurrentTokens = Arc<Reloaded<TokensFile>>;
@@ -193,6 +197,10 @@ pub fn decide<B>(
     } else if let Some(value) = req.headers().get(AUTHORIZATION) {
         let token = value.to_str().ok().and_then(bearer_token);
         let identity = token.and_then(|t| tokens.identify(t)).ok_or(refuse(Refusal::UnknownToken))?;
+        Authenticated { identity: identity.clone(), credential: Credential::Token }
+    } else if let Some(value) = req.headers().get(ETCD_TOKEN) {
+        let identity =
+            value.to_str().ok().and_then(|t| tokens.identify(t.trim())).ok_or(refuse(Refusal::UnknownToken))?;
         Authenticated { identity: identity.clone(), credential: Credential::Token }
     } else if let Some(certificate) = certificate {
         by_certificate(subject_name(certificate).ok_or(refuse(Refusal::NamelessCertificate))?)?

@@ -11,6 +11,8 @@
 //! Leases, MemberList, Status, Alarm list) need `read`; writes and leases `write`; Compact,
 //! Snapshot and the membership and maintenance calls `admin`.
 //!
+//! etcd's Authenticate is open too (it is how an etcd client gets a token).
+//!
 //! gRPC health and reflection stay open: they reveal no keys or values, and the kubelet's
 //! probes carry no credentials. Any other path (a method added later, a made-up path) needs
 //! `admin`, so a new RPC is closed until it is placed in the table.
@@ -77,7 +79,7 @@ pub enum Access {
 }
 
 /// Every RPC of `petkv.v1`, and of etcd's v3 API on the etcd port, and the role it needs.
-pub const METHODS: [(&str, Role); 41] = [
+pub const METHODS: [(&str, Role); 57] = [
     ("/petkv.v1.KV/Get", Role::Read),
     ("/petkv.v1.KV/Scan", Role::Read),
     ("/petkv.v1.KV/Watch", Role::Read),
@@ -119,18 +121,43 @@ pub const METHODS: [(&str, Role); 41] = [
     ("/etcdserverpb.Maintenance/HashKV", Role::Admin),
     ("/etcdserverpb.Maintenance/MoveLeader", Role::Admin),
     ("/etcdserverpb.Maintenance/Downgrade", Role::Admin),
+    ("/etcdserverpb.Auth/AuthStatus", Role::Read),
+    ("/etcdserverpb.Auth/AuthEnable", Role::Admin),
+    ("/etcdserverpb.Auth/AuthDisable", Role::Admin),
+    ("/etcdserverpb.Auth/UserAdd", Role::Admin),
+    ("/etcdserverpb.Auth/UserGet", Role::Admin),
+    ("/etcdserverpb.Auth/UserList", Role::Admin),
+    ("/etcdserverpb.Auth/UserDelete", Role::Admin),
+    ("/etcdserverpb.Auth/UserChangePassword", Role::Admin),
+    ("/etcdserverpb.Auth/UserGrantRole", Role::Admin),
+    ("/etcdserverpb.Auth/UserRevokeRole", Role::Admin),
+    ("/etcdserverpb.Auth/RoleAdd", Role::Admin),
+    ("/etcdserverpb.Auth/RoleGet", Role::Admin),
+    ("/etcdserverpb.Auth/RoleList", Role::Admin),
+    ("/etcdserverpb.Auth/RoleDelete", Role::Admin),
+    ("/etcdserverpb.Auth/RoleGrantPermission", Role::Admin),
+    ("/etcdserverpb.Auth/RoleRevokePermission", Role::Admin),
 ];
 
 /// Services whose every method is open.
-const OPEN_SERVICES: [&str; 3] =
-    ["/grpc.health.v1.Health/", "/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/"];
+const OPEN_SERVICES: [&str; 4] = [
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    // How an etcd client turns a name and password into a token: it has none before.
+    ETCD_AUTHENTICATE,
+];
 
-/// The methods of the open services that the client port serves.
-const OPEN_METHODS: [&str; 4] = [
+/// etcd's Authenticate, open like the services above.
+const ETCD_AUTHENTICATE: &str = "/etcdserverpb.Auth/Authenticate";
+
+/// The methods of the open services that the client and etcd ports serve.
+const OPEN_METHODS: [&str; 5] = [
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ETCD_AUTHENTICATE,
 ];
 
 /// The method at `path` if the client port serves it: the one table the auth, limit and
