@@ -261,3 +261,89 @@ async fn etcdctl_users_are_the_tokens_files_lines() -> anyhow::Result<()> {
     assert!(users.stderr.contains("lines of its tokens file"), "{}", users.stderr);
     cluster.down().await
 }
+
+/// etcd's Rust client (the `etcd-client` crate) on the etcd port: watch ids per stream, filters,
+/// cancel, a progress request, a compacted start revision; compares of every target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_client_crate_watches_and_compares() -> anyhow::Result<()> {
+    use etcd_client::{Client, Compare, CompareOp, EventType, Txn, TxnOp, WatchFilterType, WatchOptions};
+    let mut cluster = etcd_set().await?;
+    let endpoints: Vec<String> = cluster.ordinals().iter().map(|o| cluster.etcd_addr(*o)).collect();
+    let mut client = Client::connect(&endpoints, None).await?;
+    let first = client.put("a", "1", None).await?.header().context("header")?.revision();
+    client.put("a", "2", None).await?;
+
+    // Two watches on one stream: ids 0 and 1; the second drops PUTs.
+    let mut stream = client.watch("a", Some(WatchOptions::new().with_start_revision(first).with_prev_key())).await?;
+    let created = stream.message().await?.context("created")?;
+    assert!(created.created() && created.watch_id() == 0);
+    stream.watch("a", Some(WatchOptions::new().with_filters([WatchFilterType::NoPut]))).await?;
+    let mut puts = Vec::new();
+    let mut second = None;
+    while puts.len() < 2 || second.is_none() {
+        let r = stream.message().await?.context("the stream ended")?;
+        if r.created() {
+            second = Some(r.watch_id());
+            continue;
+        }
+        assert_eq!(r.watch_id(), 0, "{r:?}");
+        puts.extend(r.events().iter().map(|e| e.kv().map(|kv| kv.value().to_vec())));
+    }
+    assert_eq!(second, Some(1));
+    assert_eq!(puts, [Some(b"1".to_vec()), Some(b"2".to_vec())]);
+    client.delete("a", None).await?;
+    // The delete reaches both watches (the second one only sees deletes).
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 2 {
+        let r = stream.message().await?.context("the stream ended")?;
+        for e in r.events() {
+            assert_eq!(e.event_type(), EventType::Delete);
+            if r.watch_id() == 0 {
+                assert_eq!(e.prev_kv().map(|kv| kv.value().to_vec()), Some(b"2".to_vec()), "prev_kv");
+            }
+            seen.insert(r.watch_id());
+        }
+    }
+    stream.cancel(1).await?;
+    let canceled = stream.message().await?.context("cancel answer")?;
+    assert!(canceled.canceled() && canceled.watch_id() == 1);
+    stream.request_progress().await?;
+    let progress = stream.message().await?.context("progress")?;
+    assert_eq!(progress.watch_id(), -1);
+    assert!(progress.header().is_some_and(|h| h.revision() > first));
+
+    // Compares on every target, and the failure branch.
+    let now = client.put("c", "v", None).await?.header().context("header")?.revision();
+    let holds = Txn::new()
+        .when([
+            Compare::value("c", CompareOp::Equal, "v"),
+            Compare::version("c", CompareOp::Equal, 1),
+            Compare::mod_revision("c", CompareOp::Equal, now),
+            Compare::create_revision("c", CompareOp::Less, now + 1),
+            Compare::lease("c", CompareOp::Equal, 0),
+        ])
+        .and_then([TxnOp::put("c", "w", None)])
+        .or_else([TxnOp::get("c", None)]);
+    assert!(client.txn(holds).await?.succeeded());
+    let fails = Txn::new()
+        .when([Compare::version("c", CompareOp::Greater, 5)])
+        .and_then([TxnOp::put("c", "x", None)])
+        .or_else([TxnOp::get("c", None)]);
+    let r = client.txn(fails).await?;
+    assert!(!r.succeeded());
+    let got = match r.op_responses().first() {
+        Some(etcd_client::TxnOpResponse::Get(g)) => g.kvs().first().map(|kv| kv.value().to_vec()),
+        other => anyhow::bail!("expected a range answer, got {other:?}"),
+    };
+    assert_eq!(got, Some(b"w".to_vec()));
+
+    // A watch from a compacted revision is canceled with the compaction revision.
+    client.compact(now, None).await?;
+    let mut old = client.watch("c", Some(WatchOptions::new().with_start_revision(first))).await?;
+    let mut answer = old.message().await?.context("answer")?;
+    if answer.created() && !answer.canceled() {
+        answer = old.message().await?.context("cancel")?;
+    }
+    assert!(answer.canceled() && answer.compact_revision() == now, "{answer:?}");
+    cluster.down().await
+}

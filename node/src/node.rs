@@ -37,6 +37,9 @@ pub struct Node {
     identity: OnceLock<IdentityRecord>,
     raft: OnceLock<Raft>,
     stopping: AtomicBool,
+    /// True from the start of shutdown: long-lived streams (watches) end on it, so a graceful
+    /// stop does not wait for clients to close them.
+    streams_end: tokio::sync::watch::Sender<bool>,
     /// When a leader last reached this node (an append or heartbeat it did not refuse).
     last_leader_contact: Mutex<Option<Instant>>,
     /// The last Raft request of another cluster's member, and when it came.
@@ -73,6 +76,7 @@ impl Node {
             identity: OnceLock::new(),
             raft: OnceLock::new(),
             stopping: AtomicBool::new(false),
+            streams_end: tokio::sync::watch::Sender::new(false),
             last_leader_contact: Mutex::new(None),
             foreign_cluster: Mutex::new(None),
         }
@@ -81,6 +85,15 @@ impl Node {
     /// Marks the node as shutting down (it reports not ready from then on).
     pub fn set_stopping(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.streams_end.send_replace(true);
+    }
+
+    /// Completes once shutdown has begun (at once if it has).
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut end = self.streams_end.subscribe();
+        async move {
+            let _ = end.wait_for(|stopping| *stopping).await;
+        }
     }
 
     /// True once shutdown has begun.

@@ -66,7 +66,20 @@ impl EtcdWatch for EtcdApi {
         tokio::spawn(async move {
             let mut watches: HashMap<i64, Running> = HashMap::new();
             let mut next_id = 0i64;
-            while let Some(Ok(request)) = incoming.next().await {
+            let stopped = etcd.node().stopped();
+            tokio::pin!(stopped);
+            loop {
+                let request = tokio::select! {
+                    request = incoming.next() => match request {
+                        Some(Ok(request)) => request,
+                        _ => break,
+                    },
+                    // The node stops: the stream ends (the client watches again elsewhere).
+                    () = &mut stopped => {
+                        let _ = tx.send(Err(Status::unavailable("etcdserver: server stopped"))).await;
+                        break;
+                    }
+                };
                 let answer = match request.request_union {
                     Some(RequestUnion::CreateRequest(create)) => {
                         etcd.create(create, &mut watches, &mut next_id, &tx).await
@@ -186,7 +199,7 @@ impl EtcdApi {
     ) {
         let node = self.node();
         loop {
-            let (mut updates, ended) = feed::start(node.sm.clone(), spec.clone(), node.config.watch);
+            let (mut updates, ended) = feed::start(node.sm.clone(), spec.clone(), node.config.watch, node.stopped());
             while let Some(update) = updates.recv().await {
                 let (revision, answer) = match update {
                     Update::Created { revision } => (revision, None),

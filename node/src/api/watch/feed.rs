@@ -75,17 +75,19 @@ pub enum Ended {
 }
 
 /// Starts a feed; updates go to the returned receiver, and the reason it ended to the
-/// oneshot. Dropping the receiver ends it.
+/// oneshot. Dropping the receiver ends it; so does `node_stopped` completing.
 pub fn start(
     sm: StateMachine,
     spec: WatchSpec,
     limits: FeedLimits,
+    node_stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> (mpsc::Receiver<Update>, oneshot::Receiver<Ended>) {
     let (tx, rx) = mpsc::channel(BUFFERED_UPDATES);
     let (end_tx, end_rx) = oneshot::channel();
     let applied = sm.subscribe();
     let next = spec.start.unwrap_or_else(|| sm.current_revision() + 1).max(1);
-    let feed = Feed { sm, spec, limits, tx, next, last_sent: Instant::now() };
+    let node_stopped = Box::pin(node_stopped);
+    let feed = Feed { sm, spec, limits, tx, next, last_sent: Instant::now(), node_stopped };
     tokio::spawn(async move {
         if let Some(ended) = feed.run(applied).await {
             let _ = end_tx.send(ended);
@@ -102,6 +104,8 @@ struct Feed {
     /// The next revision to deliver.
     next: u64,
     last_sent: Instant,
+    /// Completes when the node begins to stop: the feed ends then (`Ended::Stopped`).
+    node_stopped: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 }
 
 /// What the feed does next.
@@ -189,6 +193,7 @@ impl Feed {
                     self.send(progress).await?;
                 }
                 () = self.tx.closed() => return Err(None),
+                () = &mut self.node_stopped => return Err(Some(Ended::Stopped { resume_from: self.next })),
             }
         }
     }

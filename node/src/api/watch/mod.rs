@@ -90,7 +90,7 @@ impl Api {
         if let Some(requested) = spec.start.filter(|start| *start < compacted) {
             return Err(revision_status(RevisionError::Compacted { requested, compacted }));
         }
-        let (updates, ended) = feed::start(node.sm.clone(), spec, node.config.watch);
+        let (updates, ended) = feed::start(node.sm.clone(), spec, node.config.watch, node.stopped());
         let head = node.clone();
         let responses =
             tokio_stream::wrappers::ReceiverStream::new(updates).map(move |update| Ok(response(&head, update)));
