@@ -115,9 +115,11 @@ async fn etcdctl_puts_gets_deletes_and_compacts() -> anyhow::Result<()> {
     assert!(header["member_id"].as_u64().is_some_and(|id| id != 0), "{header}");
     assert!(header["raft_term"].as_u64().is_some_and(|t| t >= 1), "{header}");
 
-    // A transaction, as etcdctl reads it from stdin: compares, success ops, failure ops.
+    // A transaction, as etcdctl reads it: compares, success ops, failure ops (interactive
+    // form, with its prompts, then the same from stdin without them).
     let txn = "value(\"foo\") = \"baz\"\n\nput foo qux\nget k1\n\nput foo failed\n\n";
-    assert_eq!(etcdctl(&ep, &["txn"], txn).await?.ok()?, "SUCCESS\n\nOK\n\nk1\nc\n");
+    let prompts = "compares:\nsuccess requests (get, put, del):\nfailure requests (get, put, del):\n";
+    assert_eq!(etcdctl(&ep, &["txn", "-i"], txn).await?.ok()?, format!("{prompts}SUCCESS\n\nOK\n\nk1\nc\n"));
     assert_eq!(etcdctl(&ep, &["txn"], txn).await?.ok()?, "FAILURE\n\nOK\n");
     assert_eq!(etcdctl(&ep, &["get", "foo"], "").await?.ok()?, "foo\nfailed\n");
 

@@ -1,6 +1,7 @@
 //! How much petkv coalesced during a run, from the members' `petkv_raft_batch_entries`
 //! histograms (`/metrics`): client writes merged into one log append on the leader, entries
-//! per append, entries per state-machine apply. The figures are means over the measured run
+//! per append, entries per state-machine apply; and how many applied runs had to write sled
+//! themselves because its background writer fell behind. The figures are over the measured run
 //! (the difference of the histograms' `_sum` and `_count` before and after it), summed over
 //! the members. etcd reports no such figures; the bench prints them for petkv only.
 
@@ -19,6 +20,8 @@ pub struct Snapshot {
     pub client_writes: Totals,
     pub append: Totals,
     pub apply: Totals,
+    /// Applied runs that wrote sled themselves (the background writer fell behind).
+    pub write_throughs: f64,
 }
 
 /// Mean entries per batch over a run, per stage (None: no batch at that stage).
@@ -27,12 +30,18 @@ pub struct Means {
     pub client_writes_per_append: Option<f64>,
     pub entries_per_append: Option<f64>,
     pub entries_per_apply: Option<f64>,
+    /// Applied runs over the run that waited for sled (state-machine back-pressure).
+    pub write_throughs: f64,
 }
 
 impl Snapshot {
     /// Adds one member's `/metrics` text.
     pub fn add_scrape(&mut self, text: &str) {
         for line in text.lines() {
+            if let Some(count) = line.strip_prefix("petkv_state_machine_write_through_total ") {
+                self.write_throughs += count.trim().parse::<f64>().unwrap_or(0.0);
+                continue;
+            }
             let Some(rest) = line.strip_prefix("petkv_raft_batch_entries_") else { continue };
             let Some((series, value)) = rest.rsplit_once(' ') else { continue };
             let Ok(value) = value.parse::<f64>() else { continue };
@@ -63,6 +72,7 @@ impl Snapshot {
             client_writes_per_append: mean(self.client_writes, after.client_writes),
             entries_per_append: mean(self.append, after.append),
             entries_per_apply: mean(self.apply, after.apply),
+            write_throughs: after.write_throughs - self.write_throughs,
         }
     }
 }
@@ -78,10 +88,11 @@ impl Means {
         let f = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "–".into());
         format!(
             "petkv batching (means over the run, all members): {} client writes per leader append, {} entries \
-             per log append, {} entries per state-machine apply",
+             per log append, {} entries per state-machine apply; {} applied runs waited for sled",
             f(self.client_writes_per_append),
             f(self.entries_per_append),
-            f(self.entries_per_apply)
+            f(self.entries_per_apply),
+            self.write_throughs
         )
     }
 }
@@ -99,6 +110,7 @@ petkv_raft_batch_entries_sum{stage=\"append\"} 300.0
 petkv_raft_batch_entries_count{stage=\"append\"} 20
 petkv_raft_batch_entries_sum{stage=\"apply\"} 50.0
 petkv_raft_batch_entries_count{stage=\"apply\"} 5
+petkv_state_machine_write_through_total 2
 petkv_raft_term 3
 ";
 
@@ -113,6 +125,7 @@ petkv_raft_term 3
         assert_eq!(means.client_writes_per_append, Some(400.0 / 30.0));
         assert_eq!(means.entries_per_append, Some(15.0));
         assert_eq!(means.entries_per_apply, Some(10.0));
+        assert_eq!(means.write_throughs, 2.0, "the second member's count");
         assert_eq!(before.means_until(&before), Means::default(), "no batch in between: no figure");
     }
 }

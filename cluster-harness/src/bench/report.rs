@@ -136,6 +136,7 @@ fn median_batching(runs: &[&RunResult]) -> Option<Means> {
         client_writes_per_append: med(|m| m.client_writes_per_append),
         entries_per_append: med(|m| m.entries_per_append),
         entries_per_apply: med(|m| m.entries_per_apply),
+        write_throughs: median(&means.iter().map(|m| m.write_throughs).collect::<Vec<_>>()),
     })
 }
 

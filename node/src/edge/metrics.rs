@@ -203,6 +203,8 @@ pub struct Metrics {
     auth_refusals: Family<RefusalLabels, Counter>,
     fsync: HistogramFamily<StoreLabels>,
     raft_batch: HistogramFamily<BatchLabels>,
+    sm_write: Histogram,
+    sm_write_through: Counter,
     snapshot_bytes: Family<SnapshotLabels, Gauge>,
     snapshot_entries: Family<SnapshotLabels, Gauge>,
     snapshots: Family<SnapshotLabels, Counter>,
@@ -250,6 +252,8 @@ impl Metrics {
             auth_refusals: Family::default(),
             fsync: Family::new_with_constructor(fsync_histogram),
             raft_batch: Family::new_with_constructor(batch_histogram),
+            sm_write: fsync_histogram(),
+            sm_write_through: Counter::default(),
             snapshot_bytes: Family::default(),
             snapshot_entries: Family::default(),
             snapshots: Family::default(),
@@ -298,6 +302,18 @@ impl Metrics {
             "Log entries per batch where openraft coalesces them (stage: client_writes merged into one \
              append on the leader, append to the log, apply to the state machine)",
             m.raft_batch.clone(),
+        );
+        r.register_with_unit(
+            "state_machine_write_duration",
+            "Time to write one layer of applied records into sled (the background writer's batch, or the apply \
+             path's own when the writer fell behind)",
+            Unit::Seconds,
+            m.sm_write.clone(),
+        );
+        r.register(
+            "state_machine_write_through",
+            "Applied runs that wrote sled themselves because the background writer fell behind (back-pressure)",
+            m.sm_write_through.clone(),
         );
         r.register_with_unit(
             "snapshot_size",
@@ -416,6 +432,16 @@ impl Metrics {
     /// Counts a write refused for lack of space.
     pub fn record_space_refusal(&self, reason: SpaceRefusal) {
         self.space_refusals.get_or_create(&SpaceRefusalLabels { reason: reason.label() }).inc();
+    }
+
+    /// Records one write of applied records into sled.
+    pub fn record_sm_write(&self, elapsed: Duration) {
+        self.sm_write.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts an applied run that wrote sled itself (the background writer fell behind).
+    pub fn record_sm_write_through(&self) {
+        self.sm_write_through.inc();
     }
 
     /// Records the size of one batch openraft coalesced at `stage`.

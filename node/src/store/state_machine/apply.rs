@@ -88,6 +88,7 @@ impl StateMachine {
         }
         if over_limit {
             // The background writer fell behind: write here rather than grow without bound.
+            self.inner.metrics.record_sm_write_through();
             self.inner.write_through()?;
         } else if freeze {
             // A full channel means a wake-up is already pending; the writer takes whatever is

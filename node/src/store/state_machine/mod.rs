@@ -112,8 +112,10 @@ impl Inner {
             (live.tree.clone(), live.frozen())
         };
         let Some(frozen) = frozen else { return Ok(()) };
+        let started = std::time::Instant::now();
         tree.apply_batch(write_back::to_batch(&frozen))
             .map_err(|e| self.faults.note(from_sled("write applied entries", e)))?;
+        self.metrics.record_sm_write(started.elapsed());
         self.live_mut().written(&frozen);
         Ok(())
     }
