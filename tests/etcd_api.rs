@@ -215,6 +215,17 @@ async fn etcdctl_leases_members_status_and_snapshots() -> anyhow::Result<()> {
     assert_eq!(health.code, Some(0), "{}", health.stderr);
     assert_eq!(health.stderr.matches("is healthy").count(), 3, "{}", health.stderr);
 
+    // HashKV: every member, at one revision, hashes its keys alike.
+    etcdctl(&ep, &["put", "hashed", "1"], "").await?.ok()?;
+    let now = json(&ep, &["get", "hashed"]).await?["header"]["revision"].as_i64().context("revision")?;
+    let hashes = wait::until("equal HashKV on every member", SETTLE, || async {
+        let out = etcdctl(&ep, &["endpoint", "hashkv", &format!("--rev={now}")], "").await.ok()?.ok().ok()?;
+        let hashes: std::collections::BTreeSet<&str> = out.lines().filter_map(|l| l.split(", ").nth(1)).collect();
+        (out.lines().count() == 3 && hashes.len() == 1).then(|| out.clone())
+    })
+    .await?;
+    assert!(!hashes.contains(", 0\n"), "{hashes}");
+
     // A snapshot through the etcd port is petkv's backup: a new set restored from it has the data.
     etcdctl(&ep, &["put", "kept", "yes"], "").await?.ok()?;
     let dir = tempfile::tempdir()?;

@@ -163,12 +163,34 @@ struct RangeRead {
 /// Reads the range at one revision (`at`, or now).
 fn read_range(
     sm: &StateMachine,
-    (mut start, end): (Bound<Vec<u8>>, Bound<Vec<u8>>),
-    mut at: Option<u64>,
+    range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+    at: Option<u64>,
     shape: &Shape,
 ) -> io::Result<Result<RangeRead, RevisionError>> {
     let hold = if shape.needs_all() || shape.limit == 0 { usize::MAX } else { shape.limit };
+    let keep = !shape.count_only || shape.filters();
     let (mut held, mut count) = (Vec::new(), 0u64);
+    let read = for_each_at(sm, range, at, |kv| {
+        count += 1;
+        if keep && held.len() < hold {
+            held.push(kv);
+        }
+    })?;
+    if let Err(e) = read {
+        return Ok(Err(e));
+    }
+    let skipped = (held.len() as u64) < count && !shape.count_only;
+    Ok(Ok(RangeRead { held, count, skipped }))
+}
+
+/// Visits every key of a range as it was at one revision (`at`, or now), in key order, a page
+/// at a time with every page read at the first one's revision; returns that revision.
+pub(super) fn for_each_at(
+    sm: &StateMachine,
+    (mut start, end): (Bound<Vec<u8>>, Bound<Vec<u8>>),
+    mut at: Option<u64>,
+    mut visit: impl FnMut(KeyValue),
+) -> io::Result<Result<u64, RevisionError>> {
     loop {
         let page = match sm.scan_at(start, end.clone(), PAGE, at)? {
             Ok(page) => page,
@@ -176,17 +198,12 @@ fn read_range(
         };
         at = Some(page.revision);
         let (more, last) = (page.value.more, page.value.kvs.last().map(|kv| kv.key.clone()));
-        count += page.value.kvs.len() as u64;
-        if !shape.count_only || shape.filters() {
-            held.extend(page.value.kvs.into_iter().take(hold.saturating_sub(held.len())));
-        }
+        page.value.kvs.into_iter().for_each(&mut visit);
         match (more, last) {
             (true, Some(key)) => start = Bound::Excluded(key),
-            _ => break,
+            _ => return Ok(Ok(page.revision)),
         }
     }
-    let skipped = (held.len() as u64) < count && !shape.count_only;
-    Ok(Ok(RangeRead { held, count, skipped }))
 }
 
 impl EtcdApi {

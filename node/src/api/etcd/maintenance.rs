@@ -12,8 +12,10 @@
 //! - Snapshot: petkv's consistent backup in etcd's snapshot envelope
 //!   ([`crate::recovery::etcd_snapshot`]), which `petkv restore` reads. It is not a bbolt file:
 //!   etcd's own `snapshot restore` cannot read it.
-//! - Defragment, Hash, HashKV, MoveLeader, Downgrade: UNIMPLEMENTED, with the reason.
+//! - HashKV: a CRC-32 of the member's keys at a revision, equal on members at one revision.
+//! - Defragment, Hash, MoveLeader, Downgrade: UNIMPLEMENTED, with the reason.
 
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -211,8 +213,39 @@ impl EtcdMaintenance for EtcdApi {
         Err(Status::unimplemented("etcdserver: Hash (of a bbolt file) has no petkv counterpart"))
     }
 
-    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(Status::unimplemented("etcdserver: HashKV is not served by petkv yet"))
+    /// A CRC-32 of every key this member holds at the revision (0: now), with its value,
+    /// revisions, version and lease, in key order: members at one revision answer the same
+    /// hash, so a member that diverged shows (`etcdctl endpoint hashkv`). Served by the member
+    /// asked, from its own state, as etcd's.
+    async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let at = match super::non_negative("revision", req.get_ref().revision)? {
+            0 => None,
+            at => Some(at),
+        };
+        self.node().serving_raft().map_err(to_etcd)?;
+        let sm = self.node().sm.clone();
+        let compacted = sm.compacted();
+        let (hash, revision) = tokio::task::spawn_blocking(move || {
+            let mut hasher = crc32fast::Hasher::new();
+            let read = super::kv::for_each_at(&sm, (Bound::Unbounded, Bound::Unbounded), at, |kv| {
+                hasher.update(&kv.key);
+                hasher.update(&kv.stored.value);
+                for n in [kv.stored.create_revision, kv.stored.mod_revision, kv.stored.version, kv.stored.lease] {
+                    hasher.update(&n.to_le_bytes());
+                }
+            })?;
+            std::io::Result::Ok(read.map(|revision| (hasher.finalize(), revision)))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(format!("etcdserver: storage error: {e}")))?
+        .map_err(|e| to_etcd(crate::api::revision_status(e)))?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.header(self.node().sm.current_revision())),
+            hash,
+            compact_revision: to_i64(compacted),
+            hash_revision: to_i64(revision),
+        }))
     }
 
     async fn move_leader(&self, _: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
