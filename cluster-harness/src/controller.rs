@@ -36,6 +36,8 @@ pub struct UpOptions {
     pub tls: bool,
     /// Authentication on every pod's client port (tokens in `<state dir>/auth/tokens`).
     pub auth: bool,
+    /// etcd's v3 API on every pod ([`crate::cluster::ETCD_PORT`]).
+    pub etcd: bool,
 }
 
 #[derive(Debug, Default)]
@@ -76,9 +78,14 @@ pub async fn up(state_dir: &Path, options: UpOptions) -> anyhow::Result<()> {
         delete_volumes_when_scaled: options.delete_volumes_when_scaled,
         tls: options.tls,
         auth: options.auth,
+        etcd: options.etcd,
         ..Default::default()
     };
     let mut cluster = Cluster::in_dir(spec, state_dir)?;
+    if options.etcd {
+        let endpoints: Vec<String> = (0..options.replicas).map(|o| cluster.etcd_addr(o)).collect();
+        println!("etcd's v3 API on every pod: etcdctl --endpoints {}", endpoints.join(","));
+    }
     if let Some(auth) = cluster.auth() {
         println!("authentication on: tokens in {}", auth.file().display());
         println!("  write: PETKV_TOKEN={}", auth.write);

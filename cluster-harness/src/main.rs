@@ -70,6 +70,10 @@ enum Command {
         /// <state-dir>/auth/tokens; send one with `petkv --token-file` or PETKV_TOKEN.
         #[arg(long)]
         auth: bool,
+        /// Serve etcd's v3 API on every pod too (`--etcd-listen`, port 7382 of its address),
+        /// for etcdctl and etcd client libraries; the endpoints are printed at start.
+        #[arg(long)]
+        etcd: bool,
         /// Extra `petkv serve` flags for every pod (after `--`).
         #[arg(last = true)]
         serve_args: Vec<String>,
@@ -494,7 +498,18 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             let r = petkv_harness::demo::run_fresh(state_dir.as_deref()).await?;
             Ok(r.identity_ok && r.data_ok)
         }
-        Command::Up { dir, replicas, voters, policy, mode, delete_volumes_when_scaled, tls, auth, serve_args } => {
+        Command::Up {
+            dir,
+            replicas,
+            voters,
+            policy,
+            mode,
+            delete_volumes_when_scaled,
+            tls,
+            auth,
+            etcd,
+            serve_args,
+        } => {
             let options = UpOptions {
                 replicas,
                 voters,
@@ -504,6 +519,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
                 delete_volumes_when_scaled,
                 tls,
                 auth,
+                etcd,
             };
             controller::up(&dir.state_dir, options).await?;
             Ok(true)
