@@ -350,6 +350,30 @@ async fn the_etcd_client_crate_watches_and_compares() -> anyhow::Result<()> {
     };
     assert_eq!(got, Some(b"w".to_vec()));
 
+    // A compare over a range, and a transaction inside the transaction.
+    client.put("r/a", "1", None).await?;
+    client.put("r/b", "1", None).await?;
+    let nested = Txn::new()
+        .when([Compare::version("r/a", CompareOp::Equal, 1)])
+        .and_then([TxnOp::put("inner", "yes", None)])
+        .or_else([TxnOp::put("inner", "no", None)]);
+    let outer = Txn::new()
+        .when([Compare::version("r/", CompareOp::Equal, 1).with_prefix()])
+        .and_then([TxnOp::put("r/a", "2", None), TxnOp::txn(nested)]);
+    let r = client.txn(outer).await?;
+    assert!(r.succeeded());
+    match r.op_responses().get(1) {
+        Some(etcd_client::TxnOpResponse::Txn(inner)) => assert!(inner.succeeded(), "decided before r/a changed"),
+        other => anyhow::bail!("expected a nested answer, got {other:?}"),
+    }
+    let inner = client.get("inner", None).await?;
+    assert_eq!(inner.kvs().first().map(|kv| kv.value().to_vec()), Some(b"yes".to_vec()));
+    let over_range = Txn::new()
+        .when([Compare::version("r/", CompareOp::Equal, 1).with_prefix()])
+        .and_then([TxnOp::put("never", "x", None)]);
+    assert!(!client.txn(over_range).await?.succeeded(), "r/a has version 2 now");
+    let now = client.get("r/a", None).await?.header().context("header")?.revision();
+
     // A watch from a compacted revision is canceled with the compaction revision.
     client.compact(now, None).await?;
     let mut old = client.watch("c", Some(WatchOptions::new().with_start_revision(first))).await?;

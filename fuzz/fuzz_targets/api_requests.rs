@@ -140,6 +140,8 @@ fn expected_range(key: &[u8], range_end: &[u8], prefix: bool) -> Option<KeyRange
         (true, true) => Some(KeyRange::Span { start: key.to_vec(), end: prefix_end(key).map(Into::into) }),
         (true, false) => None,
         (false, true) => is_key(key).then(|| KeyRange::Key(key.to_vec())),
+        // One zero byte: every key from `key` on (etcd's convention).
+        (false, false) if range_end == [0] => Some(KeyRange::Span { start: key.to_vec(), end: None }),
         (false, false) => {
             (key < range_end).then(|| KeyRange::Span { start: key.to_vec(), end: Some(range_end.to_vec().into()) })
         }
@@ -203,6 +205,7 @@ fn expected_ops(ops: &[PbTxnOp]) -> Option<Vec<TxnOp>> {
             TxnOp::Put { key, .. } => Some(KeyRange::Key(key.clone())),
             TxnOp::Delete { range, .. } => Some(range.clone()),
             TxnOp::Range { .. } => None,
+            TxnOp::Txn(_) => unreachable!("petkv's own API has no nested transactions"),
         })
         .collect();
     for (i, a) in writes.iter().enumerate() {
@@ -240,6 +243,7 @@ fn check_txn(req: &TxnRequest) {
                     }
                     TxnOp::Range { limit, .. } => assert!((1..=LIMITS.max_scan_limit as usize).contains(limit)),
                     TxnOp::Delete { .. } => {}
+                    TxnOp::Txn(_) => panic!("petkv's own API made a nested transaction"),
                 }
                 if let TxnOp::Delete { range: KeyRange::Span { start, end: Some(end) }, .. }
                 | TxnOp::Range { range: KeyRange::Span { start, end: Some(end) }, .. } = op
@@ -280,6 +284,7 @@ fn expected_watch(req: &WatchRequest) -> Option<WatchSpec> {
         (true, false) => return None,
         (false, true) if key.is_empty() => return None,
         (false, true) => (Bound::Included(key.clone()), Bound::Included(key)),
+        (false, false) if req.range_end.as_ref() == [0] => (Bound::Included(key), Bound::Unbounded),
         (false, false) if req.key >= req.range_end => return None,
         (false, false) => (Bound::Included(key), Bound::Excluded(req.range_end.to_vec())),
     };

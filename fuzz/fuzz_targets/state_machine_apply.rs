@@ -442,6 +442,7 @@ impl Model {
                 kvs.truncate(*limit);
                 TxnOpResult::Range { kvs, more }
             }
+            TxnOp::Txn(_) => unreachable!("the generator makes no nested transactions"),
         }
     }
 }
@@ -459,6 +460,7 @@ fn holds(c: &Compare, current: Option<&StoredValue>) -> bool {
             Some(s) => s.value.cmp(v),
             None => return c.op == CompareOp::NotEqual,
         },
+        CompareTarget::InRange { .. } => unreachable!("the generator makes no compares over a range"),
     };
     match c.op {
         CompareOp::Equal => ordering.is_eq(),

@@ -50,20 +50,6 @@ pub(crate) fn revision_status(e: RevisionError) -> Status {
     }
 }
 
-/// A key-value from its wire form.
-pub(crate) fn from_pb(kv: PbKeyValue) -> KeyValue {
-    KeyValue {
-        key: kv.key.to_vec(),
-        stored: crate::store::command::StoredValue {
-            value: kv.value.to_vec(),
-            create_revision: kv.create_revision,
-            mod_revision: kv.mod_revision,
-            version: kv.version,
-            lease: kv.lease,
-        },
-    }
-}
-
 /// Converts a stored key-value into its wire form.
 pub(crate) fn to_pb(kv: KeyValue) -> PbKeyValue {
     PbKeyValue {

@@ -63,7 +63,6 @@ impl Limits {
 
     fn txn_ops(&self, list: &str, ops: &[PbTxnOp]) -> Result<Vec<TxnOp>, Status> {
         let mut out = Vec::with_capacity(ops.len());
-        let mut written: Vec<KeyRange> = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             let op = match &op.op {
                 Some(Op::Put(put)) => {
@@ -99,20 +98,7 @@ impl Limits {
             };
             out.push(op);
         }
-        // A key written twice in one list would take two changes at one revision.
-        for op in &out {
-            let range = match op {
-                TxnOp::Put { key, .. } => KeyRange::Key(key.clone()),
-                TxnOp::Delete { range, .. } => range.clone(),
-                TxnOp::Range { .. } => continue,
-            };
-            if written.iter().any(|w| overlaps(w, &range)) {
-                return Err(Status::invalid_argument(format!(
-                    "{list} writes a key more than once (a key may be put or deleted once per transaction)"
-                )));
-            }
-            written.push(range);
-        }
+        check_writes_once(list, &out)?;
         Ok(out)
     }
 
@@ -151,6 +137,33 @@ impl Limits {
     }
 }
 
+/// Refuses a list of operations that writes a key twice: it would take two changes at one
+/// revision. A nested transaction's writes (either of its branches) count as its list's.
+pub(crate) fn check_writes_once(list: &str, ops: &[TxnOp]) -> Result<(), Status> {
+    let mut written: Vec<KeyRange> = Vec::new();
+    for op in ops {
+        // A nested transaction's two branches may write the same key: only one runs.
+        let ranges = writes_of(op);
+        if ranges.iter().any(|range| written.iter().any(|w| overlaps(w, range))) {
+            return Err(Status::invalid_argument(format!(
+                "{list} writes a key more than once (a key may be put or deleted once per transaction)"
+            )));
+        }
+        written.extend(ranges);
+    }
+    Ok(())
+}
+
+/// The key ranges an operation may write.
+fn writes_of(op: &TxnOp) -> Vec<KeyRange> {
+    match op {
+        TxnOp::Put { key, .. } => vec![KeyRange::Key(key.clone())],
+        TxnOp::Delete { range, .. } => vec![range.clone()],
+        TxnOp::Range { .. } => Vec::new(),
+        TxnOp::Txn(inner) => inner.success.iter().chain(&inner.failure).flat_map(writes_of).collect(),
+    }
+}
+
 /// Whether two key ranges share a key.
 fn overlaps(a: &KeyRange, b: &KeyRange) -> bool {
     let (a_start, a_end) = bounds(a);
@@ -173,20 +186,21 @@ fn bounds(r: &KeyRange) -> (Vec<u8>, Option<Vec<u8>>) {
 
 /// A transaction's results as the reply's.
 pub fn results_to_pb(results: Vec<TxnOpResult>) -> Vec<PbTxnOpResult> {
-    results
-        .into_iter()
-        .map(|r| PbTxnOpResult {
-            result: Some(match r {
-                TxnOpResult::Put { prev } => OpResult::Put(TxnPutResult { prev_kv: prev.map(to_pb) }),
-                TxnOpResult::Delete { deleted, prev } => {
-                    OpResult::Delete(TxnDeleteResult { deleted, prev_kvs: prev.into_iter().map(to_pb).collect() })
-                }
-                TxnOpResult::Range { kvs, more } => {
-                    OpResult::Range(TxnRangeResult { kvs: kvs.into_iter().map(to_pb).collect(), more })
-                }
-            }),
-        })
-        .collect()
+    results.into_iter().map(|r| PbTxnOpResult { result: result_to_pb(r) }).collect()
+}
+
+fn result_to_pb(r: TxnOpResult) -> Option<OpResult> {
+    Some(match r {
+        TxnOpResult::Put { prev } => OpResult::Put(TxnPutResult { prev_kv: prev.map(to_pb) }),
+        TxnOpResult::Delete { deleted, prev } => {
+            OpResult::Delete(TxnDeleteResult { deleted, prev_kvs: prev.into_iter().map(to_pb).collect() })
+        }
+        TxnOpResult::Range { kvs, more } => {
+            OpResult::Range(TxnRangeResult { kvs: kvs.into_iter().map(to_pb).collect(), more })
+        }
+        // Only etcd's API nests transactions; petkv's has no form for their result.
+        TxnOpResult::Txn { .. } => return None,
+    })
 }
 
 #[cfg(test)]

@@ -81,6 +81,13 @@ pub enum CompareTarget {
     ModRevision(u64),
     Value(#[serde(with = "serde_bytes")] Vec<u8>),
     Lease(u64),
+    /// `target` compared for every key of `[key, end)` (no end: every key from `key` on):
+    /// etcd's compare with a range end. It holds when it holds for each key in the range; an
+    /// empty range compares as an absent key. (Added last: older log entries never hold it.)
+    InRange {
+        end: Option<serde_bytes::ByteBuf>,
+        target: Box<CompareTarget>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,14 +130,31 @@ pub enum TxnOp {
         range: KeyRange,
         limit: usize,
     },
+    /// A transaction inside the transaction (etcd's `request_txn`): its compares see the keys
+    /// as the outer transaction found them, as etcd's do. (Added last: older log entries never
+    /// hold it.)
+    Txn(Box<Txn>),
 }
 
 /// What one operation of a transaction returned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOpResult {
-    Put { prev: Option<KeyValue> },
-    Delete { deleted: u64, prev: Vec<KeyValue> },
-    Range { kvs: Vec<KeyValue>, more: bool },
+    Put {
+        prev: Option<KeyValue>,
+    },
+    Delete {
+        deleted: u64,
+        prev: Vec<KeyValue>,
+    },
+    Range {
+        kvs: Vec<KeyValue>,
+        more: bool,
+    },
+    /// A nested transaction's branch and its operations' results.
+    Txn {
+        succeeded: bool,
+        results: Vec<TxnOpResult>,
+    },
 }
 
 impl Command {

@@ -12,32 +12,25 @@
 use std::io;
 use std::ops::Bound;
 
-use petkv_client::pb::v1::compare::{Op as PbCompareOp, Target as PbCompareTarget};
 use petkv_client::pb::v1::kv_server::Kv;
-use petkv_client::pb::v1::txn_op::Op as PbOp;
-use petkv_client::pb::v1::txn_op_result::Result as PbOpResult;
-use petkv_client::pb::v1::{
-    CompactRequest, Compare as PbCompare, Consistency, GetRequest, PutRequest as PbPutRequest, TxnDelete, TxnOp,
-    TxnPut, TxnRange, TxnRequest as PbTxnRequest,
-};
+use petkv_client::pb::v1::{CompactRequest, Consistency, GetRequest, PutRequest as PbPutRequest};
 use tonic::{Request, Response, Status};
 
 use super::errors::{self, to_etcd};
-use super::{kv_to_etcd, native, non_negative, to_i64, EtcdApi};
+use super::{kv_to_etcd, native, non_negative, not_forwarded, to_i64, EtcdApi};
 use crate::api::forward::Origin;
 use crate::api::revision_status;
-use crate::api::txn::{MAX_TXN_OPS, TO_THE_END};
-use crate::pb::etcd::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::api::txn::TO_THE_END;
 use crate::pb::etcd::etcdserverpb::kv_server::Kv as EtcdKv;
 use crate::pb::etcd::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcd::etcdserverpb::request_op::Request as EtcdOp;
 use crate::pb::etcd::etcdserverpb::response_op::Response as EtcdOpResponse;
 use crate::pb::etcd::etcdserverpb::{
-    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, RangeStreamResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, RangeStreamResponse, RequestOp, TxnRequest, TxnResponse,
 };
 use crate::pb::etcd::mvccpb;
-use crate::store::command::{KeyValue, RevisionError};
+use crate::store::command::{CommandResult, KeyValue, RevisionError};
 use crate::store::StateMachine;
 
 /// Keys read per page while a Range walks its range.
@@ -49,7 +42,7 @@ const IGNORE_RETRIES: usize = 32;
 
 /// What a Range asks for beyond its keys: filters, order, limit and shape of the answer.
 #[derive(Debug, Clone, Default)]
-struct Shape {
+pub struct Shape {
     limit: usize,
     sort: Option<(SortTarget, bool)>,
     min_mod: u64,
@@ -61,7 +54,7 @@ struct Shape {
 }
 
 impl Shape {
-    fn of(r: &RangeRequest) -> Result<Self, Status> {
+    pub fn of(r: &RangeRequest) -> Result<Self, Status> {
         let target = SortTarget::try_from(r.sort_target)
             .map_err(|_| Status::invalid_argument(format!("etcdserver: unknown sort target {}", r.sort_target)))?;
         let order = SortOrder::try_from(r.sort_order)
@@ -103,7 +96,7 @@ impl Shape {
 
     /// The answer from the keys held (`held`, in key order) and the count of the whole range;
     /// `skipped`: keys of the range were not held (past the limit).
-    fn answer(&self, held: Vec<KeyValue>, count: u64, skipped: bool) -> (Vec<mvccpb::KeyValue>, bool, i64) {
+    pub fn answer(&self, held: Vec<KeyValue>, count: u64, skipped: bool) -> (Vec<mvccpb::KeyValue>, bool, i64) {
         let mut kvs: Vec<KeyValue> = held.into_iter().filter(|kv| self.passes(kv)).collect();
         if let Some((target, descending)) = self.sort {
             kvs.sort_by(|a, b| {
@@ -243,19 +236,24 @@ impl EtcdApi {
         )))
     }
 
-    /// A transaction through petkv's handler, answered as etcd's.
-    async fn native_txn<T>(&self, req: &Request<T>, txn: &TxnRequest) -> Result<TxnResponse, Status> {
-        let (msg, shapes) = txn_to_petkv(txn)?;
-        let answer = Kv::txn(&self.api, native(req, msg)).await.map_err(to_etcd)?.into_inner();
-        let header = self.header_of(answer.header);
-        let ran = if answer.succeeded { &shapes.0 } else { &shapes.1 };
-        let responses = answer
-            .results
-            .into_iter()
-            .zip(ran)
-            .map(|(result, shape)| ResponseOp { response: result.result.map(|r| op_response(r, shape, &header)) })
-            .collect();
-        Ok(TxnResponse { header: Some(header), succeeded: answer.succeeded, responses })
+    /// A transaction: proposed as petkv's command (nested transactions and compares over a
+    /// range included, [`super::txn`]) and answered as etcd's.
+    async fn etcd_txn<T>(&self, req: &Request<T>, txn: &TxnRequest) -> Result<TxnResponse, Status> {
+        let origin = Origin::of(req);
+        let (cmd, shapes) = super::txn::to_command(&self.node().config.limits, txn)?;
+        let answer = |result| match result {
+            CommandResult::Txn { revision, succeeded, results, .. } => {
+                let header = self.header(revision);
+                let responses = super::txn::responses(results, shapes.branch(succeeded), &header);
+                Ok(TxnResponse { header: Some(header), succeeded, responses })
+            }
+            other => Err(other),
+        };
+        self.api
+            .write_or_forward(&origin, (), cmd, answer, not_forwarded)
+            .await
+            .map(Response::into_inner)
+            .map_err(to_etcd)
     }
 }
 
@@ -332,7 +330,7 @@ impl EtcdKv for EtcdApi {
         }
         let op = RequestOp { request: Some(EtcdOp::RequestDeleteRange(d.clone())) };
         let txn = TxnRequest { compare: vec![], success: vec![op], failure: vec![] };
-        let answer = self.native_txn(&req, &txn).await?;
+        let answer = self.etcd_txn(&req, &txn).await?;
         let deleted = answer.responses.into_iter().next().and_then(|r| match r.response {
             Some(EtcdOpResponse::ResponseDeleteRange(d)) => Some(d),
             _ => None,
@@ -343,7 +341,7 @@ impl EtcdKv for EtcdApi {
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let txn = req.get_ref().clone();
-        self.native_txn(&req, &txn).await.map(Response::new)
+        self.etcd_txn(&req, &txn).await.map(Response::new)
     }
 
     async fn compact(&self, req: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
@@ -351,130 +349,6 @@ impl EtcdKv for EtcdApi {
         let answer =
             Kv::compact(&self.api, native(&req, CompactRequest { revision })).await.map_err(to_etcd)?.into_inner();
         Ok(Response::new(CompactionResponse { header: Some(self.header_of(answer.header)) }))
-    }
-}
-
-/// The answer shapes of a transaction's ranges, per list (`None` for a put or delete).
-type Shapes = (Vec<Option<Shape>>, Vec<Option<Shape>>);
-
-/// An etcd transaction as petkv's, and how to shape each range's answer.
-fn txn_to_petkv(txn: &TxnRequest) -> Result<(PbTxnRequest, Shapes), Status> {
-    for n in [txn.compare.len(), txn.success.len(), txn.failure.len()] {
-        if n > MAX_TXN_OPS {
-            return Err(Status::invalid_argument(errors::TOO_MANY_OPS));
-        }
-    }
-    let compare = txn.compare.iter().map(compare_to_petkv).collect::<Result<Vec<_>, _>>()?;
-    let (success, success_shapes) = ops_to_petkv(&txn.success)?;
-    let (failure, failure_shapes) = ops_to_petkv(&txn.failure)?;
-    Ok((PbTxnRequest { compare, success, failure, write_id: None }, (success_shapes, failure_shapes)))
-}
-
-fn compare_to_petkv(c: &Compare) -> Result<PbCompare, Status> {
-    if !c.range_end.is_empty() {
-        return Err(Status::unimplemented(
-            "etcdserver: petkv compares one key per comparison; a compare over a range (range_end) is not supported",
-        ));
-    }
-    let op = match CompareResult::try_from(c.result) {
-        Ok(CompareResult::Equal) => PbCompareOp::Equal,
-        Ok(CompareResult::NotEqual) => PbCompareOp::NotEqual,
-        Ok(CompareResult::Greater) => PbCompareOp::Greater,
-        Ok(CompareResult::Less) => PbCompareOp::Less,
-        Err(_) => return Err(Status::invalid_argument(format!("etcdserver: unknown compare result {}", c.result))),
-    };
-    let mut out = PbCompare { key: c.key.clone(), op: op as i32, ..Default::default() };
-    let (target, number) = match (CompareTarget::try_from(c.target), &c.target_union) {
-        (Ok(CompareTarget::Version), Some(TargetUnion::Version(v))) => (PbCompareTarget::Version, *v),
-        (Ok(CompareTarget::Create), Some(TargetUnion::CreateRevision(v))) => (PbCompareTarget::CreateRevision, *v),
-        (Ok(CompareTarget::Mod), Some(TargetUnion::ModRevision(v))) => (PbCompareTarget::ModRevision, *v),
-        (Ok(CompareTarget::Lease), Some(TargetUnion::Lease(v))) => (PbCompareTarget::Lease, *v),
-        (Ok(CompareTarget::Value), Some(TargetUnion::Value(v))) => {
-            out.value = v.clone();
-            (PbCompareTarget::Value, 0)
-        }
-        // An unset operand is its zero value on etcd's wire (proto3 drops zeros).
-        (Ok(CompareTarget::Version), None) => (PbCompareTarget::Version, 0),
-        (Ok(CompareTarget::Create), None) => (PbCompareTarget::CreateRevision, 0),
-        (Ok(CompareTarget::Mod), None) => (PbCompareTarget::ModRevision, 0),
-        (Ok(CompareTarget::Lease), None) => (PbCompareTarget::Lease, 0),
-        (Ok(CompareTarget::Value), None) => (PbCompareTarget::Value, 0),
-        _ => {
-            return Err(Status::invalid_argument(format!(
-                "etcdserver: compare target {} does not match its operand",
-                c.target
-            )))
-        }
-    };
-    out.target = target as i32;
-    out.number = non_negative("compare operand", number)?;
-    Ok(out)
-}
-
-fn ops_to_petkv(ops: &[RequestOp]) -> Result<(Vec<TxnOp>, Vec<Option<Shape>>), Status> {
-    let mut out = Vec::with_capacity(ops.len());
-    let mut shapes = Vec::with_capacity(ops.len());
-    for op in ops {
-        let (op, shape) = match &op.request {
-            Some(EtcdOp::RequestPut(p)) => {
-                if p.ignore_value || p.ignore_lease {
-                    return Err(Status::unimplemented(
-                        "etcdserver: ignore_value and ignore_lease are not supported inside a transaction",
-                    ));
-                }
-                let put = TxnPut {
-                    key: p.key.clone(),
-                    value: p.value.clone(),
-                    lease: non_negative("lease", p.lease)?,
-                    prev_kv: p.prev_kv,
-                };
-                (PbOp::Put(put), None)
-            }
-            Some(EtcdOp::RequestDeleteRange(d)) => {
-                let delete =
-                    TxnDelete { key: d.key.clone(), range_end: d.range_end.clone(), prefix: false, prev_kv: d.prev_kv };
-                (PbOp::Delete(delete), None)
-            }
-            Some(EtcdOp::RequestRange(r)) => {
-                if r.revision != 0 {
-                    return Err(Status::unimplemented(
-                        "etcdserver: a range inside a transaction reads the transaction's revision; revision is not supported there",
-                    ));
-                }
-                let shape = Shape::of(r)?;
-                // petkv's limit (0: its scan limit) bounds the keys read; etcd's applies after
-                // sorting and filtering, here.
-                let range = TxnRange { key: r.key.clone(), range_end: r.range_end.clone(), prefix: false, limit: 0 };
-                (PbOp::Range(range), Some(shape))
-            }
-            Some(EtcdOp::RequestTxn(_)) => {
-                return Err(Status::unimplemented("etcdserver: petkv does not nest transactions (request_txn)"));
-            }
-            None => return Err(Status::invalid_argument("etcdserver: a transaction operation has no request")),
-        };
-        out.push(TxnOp { op: Some(op) });
-        shapes.push(shape);
-    }
-    Ok((out, shapes))
-}
-
-/// One operation's result as etcd's.
-fn op_response(result: PbOpResult, shape: &Option<Shape>, header: &ResponseHeader) -> EtcdOpResponse {
-    let header = Some(*header);
-    match result {
-        PbOpResult::Put(p) => EtcdOpResponse::ResponsePut(PutResponse { header, prev_kv: p.prev_kv.map(kv_to_etcd) }),
-        PbOpResult::Delete(d) => EtcdOpResponse::ResponseDeleteRange(DeleteRangeResponse {
-            header,
-            deleted: to_i64(d.deleted),
-            prev_kvs: d.prev_kvs.into_iter().map(kv_to_etcd).collect(),
-        }),
-        PbOpResult::Range(r) => {
-            let shape = shape.clone().unwrap_or_default();
-            let held: Vec<KeyValue> = r.kvs.into_iter().map(crate::api::from_pb).collect();
-            let count = held.len() as u64;
-            let (kvs, more, count) = shape.answer(held, count, r.more);
-            EtcdOpResponse::ResponseRange(RangeResponse { header, kvs, more, count })
-        }
     }
 }
 
@@ -518,38 +392,5 @@ mod tests {
         assert_eq!(bounds(b"k", b""), (Bound::Included(b"k".to_vec()), Bound::Included(b"k".to_vec())));
         assert_eq!(bounds(b"k", b"\0"), (Bound::Included(b"k".to_vec()), Bound::Unbounded));
         assert_eq!(bounds(b"a", b"b"), (Bound::Included(b"a".to_vec()), Bound::Excluded(b"b".to_vec())));
-    }
-
-    #[test]
-    fn transactions_map_onto_petkvs_and_refuse_what_petkv_lacks() {
-        let compare = Compare {
-            result: CompareResult::Greater as i32,
-            target: CompareTarget::Mod as i32,
-            key: b"k".to_vec().into(),
-            target_union: Some(TargetUnion::ModRevision(5)),
-            range_end: Default::default(),
-        };
-        let put = RequestOp {
-            request: Some(EtcdOp::RequestPut(PutRequest {
-                key: b"k".to_vec().into(),
-                value: b"v".to_vec().into(),
-                prev_kv: true,
-                ..Default::default()
-            })),
-        };
-        let txn = TxnRequest { compare: vec![compare.clone()], success: vec![put], failure: vec![] };
-        let (petkv, shapes) = txn_to_petkv(&txn).expect("maps");
-        assert_eq!(petkv.compare[0].number, 5);
-        assert_eq!(petkv.compare[0].op, PbCompareOp::Greater as i32);
-        assert_eq!(petkv.compare[0].target, PbCompareTarget::ModRevision as i32);
-        assert!(matches!(&petkv.success[0].op, Some(PbOp::Put(p)) if p.prev_kv));
-        assert_eq!(shapes.0.len(), 1);
-
-        let over_range = Compare { range_end: b"z".to_vec().into(), ..compare };
-        let refused = txn_to_petkv(&TxnRequest { compare: vec![over_range], ..Default::default() });
-        assert_eq!(refused.expect_err("range compare").code(), tonic::Code::Unimplemented);
-        let nested = RequestOp { request: Some(EtcdOp::RequestTxn(TxnRequest::default())) };
-        let refused = txn_to_petkv(&TxnRequest { success: vec![nested], ..Default::default() });
-        assert_eq!(refused.expect_err("nested").code(), tonic::Code::Unimplemented);
     }
 }

@@ -5,6 +5,8 @@
 //!
 //! - [`kv`]: Range (count, sort, filters, keys/count only, serializable), Put (prev_kv, lease,
 //!   ignore_value/ignore_lease), DeleteRange, Txn, Compact.
+//! - [`txn`]: etcd's transactions (compares over ranges, nested transactions) as petkv's
+//!   command, and their results.
 //! - [`watch`]: the watch stream: many watches per stream by watch id, start revisions,
 //!   prev_kv, filters, progress.
 //! - [`lease`]: Grant, Revoke, KeepAlive, TimeToLive, Leases.
@@ -22,6 +24,7 @@ pub mod errors;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod txn;
 pub mod watch;
 
 use std::future::Future;
@@ -134,6 +137,6 @@ pub(crate) fn native<T, U>(req: &Request<T>, msg: U) -> Request<U> {
 /// over the peer port (or a leadership that moved mid-request): an etcd request has no
 /// petkv form to send there, so the client is told to retry, as etcd tells it when its
 /// leader changes.
-fn not_forwarded<M, R>(_: Channel, _: Request<M>) -> impl Future<Output = Result<Response<R>, Status>> {
+pub(crate) fn not_forwarded<M, R>(_: Channel, _: Request<M>) -> impl Future<Output = Result<Response<R>, Status>> {
     std::future::ready(Err(errors::leader_changed()))
 }

@@ -1,6 +1,12 @@
 //! Transactions: every comparison against the keys as the entry finds them, then the
 //! `success` or the `failure` operations, in order, each seeing the writes of the ones before
 //! it. All the changes share the entry's revision, so watchers see them as one.
+//!
+//! Nested transactions (etcd's `request_txn`) are decided first, as etcd decides them: every
+//! compare of every level is evaluated against the keys as the entry found them, which picks
+//! one path through the tree ([`Path`]); then every put on that path is checked for its lease,
+//! and the operations run in order. A compare over a range ([`CompareTarget::InRange`]) holds
+//! when it holds for every key of the range (an empty range compares as an absent key).
 
 use std::io;
 use std::ops::Bound;
@@ -16,27 +22,79 @@ use crate::store::decode;
 impl Pending<'_> {
     /// Applies a transaction; returns its results.
     pub(super) fn txn(&mut self, index: u64, txn: &Txn) -> io::Result<CommandResult> {
+        let path = self.decide(txn)?;
+        if let Some(missing) = self.missing_lease(txn, &path)? {
+            return Ok(CommandResult::LeaseRefused(LeaseError::NotFound(missing)));
+        }
+        let (succeeded, results) = self.run_path(txn, &path)?;
+        let revision = self.revision()?;
+        Ok(CommandResult::Txn { index, revision, succeeded, results })
+    }
+
+    /// Which branch every level of `txn` takes, against the keys as they are now.
+    fn decide(&self, txn: &Txn) -> io::Result<Path> {
         let mut succeeded = true;
         for compare in &txn.compares {
-            if !holds(compare, self.value(&compare.key)?.as_ref()) {
+            if !self.compare_holds(compare)? {
                 succeeded = false;
                 break;
             }
         }
         let ops = if succeeded { &txn.success } else { &txn.failure };
-        for op in ops {
-            if let TxnOp::Put { lease, .. } = op {
-                if *lease != 0 && !self.lease_exists(*lease)? {
-                    return Ok(CommandResult::LeaseRefused(LeaseError::NotFound(*lease)));
-                }
+        let nested = ops
+            .iter()
+            .map(|op| match op {
+                TxnOp::Txn(inner) => self.decide(inner).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Path { succeeded, nested })
+    }
+
+    fn compare_holds(&self, compare: &Compare) -> io::Result<bool> {
+        let CompareTarget::InRange { end, target } = &compare.target else {
+            return Ok(holds(compare, self.value(&compare.key)?.as_ref()));
+        };
+        let each = Compare { key: compare.key.clone(), target: (**target).clone(), op: compare.op };
+        let (kvs, _) = self.keys_in(&KeyRange::Span { start: compare.key.clone(), end: end.clone() }, None)?;
+        if kvs.is_empty() {
+            // As etcd: an empty range compares as one absent key.
+            return Ok(holds(&each, None));
+        }
+        Ok(kvs.iter().all(|kv| holds(&each, Some(&kv.stored))))
+    }
+
+    /// The first lease a put on `path` names that does not exist: the whole transaction is
+    /// refused then, before anything is written.
+    fn missing_lease(&self, txn: &Txn, path: &Path) -> io::Result<Option<u64>> {
+        let ops = if path.succeeded { &txn.success } else { &txn.failure };
+        for (op, nested) in ops.iter().zip(&path.nested) {
+            let missing = match (op, nested) {
+                (TxnOp::Put { lease, .. }, _) if *lease != 0 && !self.lease_exists(*lease)? => Some(*lease),
+                (TxnOp::Txn(inner), Some(path)) => self.missing_lease(inner, path)?,
+                _ => None,
+            };
+            if missing.is_some() {
+                return Ok(missing);
             }
         }
+        Ok(None)
+    }
+
+    /// Runs the operations on `path`, in order.
+    fn run_path(&mut self, txn: &Txn, path: &Path) -> io::Result<(bool, Vec<TxnOpResult>)> {
+        let ops = if path.succeeded { &txn.success } else { &txn.failure };
         let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
-            results.push(self.txn_op(op)?);
+        for (op, nested) in ops.iter().zip(&path.nested) {
+            results.push(match (op, nested) {
+                (TxnOp::Txn(inner), Some(path)) => {
+                    let (succeeded, results) = self.run_path(inner, path)?;
+                    TxnOpResult::Txn { succeeded, results }
+                }
+                _ => self.txn_op(op)?,
+            });
         }
-        let revision = self.revision()?;
-        Ok(CommandResult::Txn { index, revision, succeeded, results })
+        Ok((path.succeeded, results))
     }
 
     fn txn_op(&mut self, op: &TxnOp) -> io::Result<TxnOpResult> {
@@ -59,6 +117,13 @@ impl Pending<'_> {
             TxnOp::Range { range, limit } => {
                 let (kvs, more) = self.keys_in(range, Some(*limit))?;
                 TxnOpResult::Range { kvs, more }
+            }
+            // Decided with its parent; this runs it as the branch its compares pick now, which
+            // `run_path` never asks for (it runs nested transactions on their decided path).
+            TxnOp::Txn(inner) => {
+                let path = self.decide(inner)?;
+                let (succeeded, results) = self.run_path(inner, &path)?;
+                TxnOpResult::Txn { succeeded, results }
             }
         })
     }
@@ -96,6 +161,13 @@ impl Pending<'_> {
     }
 }
 
+/// The branch each level of a transaction takes: `nested` has one entry per operation of the
+/// branch, the path of a nested transaction or `None`.
+struct Path {
+    succeeded: bool,
+    nested: Vec<Option<Path>>,
+}
+
 /// Whether `compare` holds for a key whose value is `current` (`None`: absent, with version,
 /// revisions and lease 0 and no value).
 fn holds(compare: &Compare, current: Option<&StoredValue>) -> bool {
@@ -110,6 +182,10 @@ fn holds(compare: &Compare, current: Option<&StoredValue>) -> bool {
             // An absent key's value is unequal to everything and neither greater nor less.
             None => return compare.op == CompareOp::NotEqual,
         },
+        // Evaluated key by key by `Pending::compare_holds`; on one key it is its target.
+        CompareTarget::InRange { target, .. } => {
+            return holds(&Compare { key: compare.key.clone(), target: (**target).clone(), op: compare.op }, current)
+        }
     };
     match compare.op {
         CompareOp::Equal => ordering.is_eq(),
@@ -206,5 +282,58 @@ mod tests {
         assert_eq!(revision, 3, "a transaction that changes nothing takes no revision");
         assert!(matches!(&results[0], TxnOpResult::Range { kvs, .. } if kvs[0].stored.value == b"2"));
         assert_eq!(sm.key_count().expect("count"), 2);
+    }
+
+    #[test]
+    fn nested_transactions_decide_on_the_keys_as_found_and_range_compares_hold_for_every_key() {
+        let (_d, sm) = store();
+        sm.apply_run(&[entry(1, put("r/a", "1", None, None)), entry(2, put("r/b", "1", None, None))]).expect("apply");
+        let in_range = |target| CompareTarget::InRange { end: Some(b"r0".to_vec().into()), target: Box::new(target) };
+        // The parent writes r/a; the nested compare still sees version 1 (decided first, as
+        // etcd decides), so the nested success branch runs.
+        let nested = Txn {
+            compares: vec![compare("r/a", CompareTarget::Version(1), CompareOp::Equal)],
+            success: vec![tput("n", "inner")],
+            failure: vec![tput("n", "outer-changed-it")],
+            write_id: None,
+        };
+        let txn = Txn {
+            compares: vec![
+                Compare { key: b"r/".to_vec(), target: in_range(CompareTarget::Version(1)), op: CompareOp::Equal },
+                Compare {
+                    key: b"s/".to_vec(),
+                    target: CompareTarget::InRange { end: None, target: Box::new(CompareTarget::Value(b"x".to_vec())) },
+                    op: CompareOp::NotEqual,
+                },
+            ],
+            success: vec![tput("r/a", "2"), TxnOp::Txn(Box::new(nested))],
+            failure: vec![],
+            write_id: None,
+        };
+        let CommandResult::Txn { revision, succeeded, results, .. } = run(&sm, 3, Command::Txn(txn)) else {
+            panic!("a txn result")
+        };
+        assert!(succeeded, "every key of r/ has version 1; s/ and on holds no key (an absent key's value)");
+        assert_eq!(revision, 3, "the nested writes share the revision");
+        let TxnOpResult::Txn { succeeded: inner, results: inner_results } = &results[1] else { panic!("{results:?}") };
+        assert!(*inner, "decided before r/a was written");
+        assert!(matches!(&inner_results[0], TxnOpResult::Put { .. }));
+        let n = sm.get(b"n").expect("read").expect("written");
+        assert_eq!(n.stored.value, b"inner");
+
+        // Now r/a has version 2: the range compare fails for one key of the range.
+        let again = Txn {
+            compares: vec![Compare {
+                key: b"r/".to_vec(),
+                target: in_range(CompareTarget::Version(1)),
+                op: CompareOp::Equal,
+            }],
+            success: vec![tput("m", "1")],
+            failure: vec![],
+            write_id: None,
+        };
+        let CommandResult::Txn { succeeded, .. } = run(&sm, 4, Command::Txn(again)) else { panic!("a txn result") };
+        assert!(!succeeded);
+        assert!(sm.get(b"m").expect("read").is_none());
     }
 }
