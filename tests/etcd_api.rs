@@ -384,3 +384,16 @@ async fn the_etcd_client_crate_watches_and_compares() -> anyhow::Result<()> {
     assert!(answer.canceled() && answer.compact_revision() == now, "{answer:?}");
     cluster.down().await
 }
+
+/// The etcd port speaks TLS when the client port does, with the same certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_over_tls() -> anyhow::Result<()> {
+    let mut cluster = petkv_e2e::healthy(ClusterSpec { etcd: true, tls: true, ..Default::default() }).await?;
+    let ep = endpoints(&cluster);
+    let ca = format!("--cacert={}", cluster.tls().context("tls")?.ca().display());
+    assert_eq!(etcdctl(&ep, &[&ca, "put", "k", "v"], "").await?.ok()?, "OK\n");
+    assert_eq!(etcdctl(&ep, &[&ca, "get", "k"], "").await?.ok()?, "k\nv\n");
+    let plaintext = etcdctl(&ep, &["--dial-timeout=2s", "--command-timeout=3s", "get", "k"], "").await?;
+    assert_ne!(plaintext.code, Some(0), "a plaintext client is not served: {}", plaintext.stdout);
+    cluster.down().await
+}
