@@ -327,6 +327,23 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!((if_mod_revision, lease), (req.if_mod_revision, req.lease));
                     same_write_id(write_id, req.write_id);
                 }
+                // A put that asks for the key before it: a one-put transaction with the same
+                // compare, whose failure branch reads the key.
+                Ok(Command::Txn(txn)) if req.prev_kv => {
+                    let key = req.key.to_vec();
+                    key_ok(&key);
+                    assert!(req.value.len() <= LIMITS.max_value_bytes);
+                    let compares: Vec<Compare> = req
+                        .if_mod_revision
+                        .map(|r| Compare { key: key.clone(), target: CompareTarget::ModRevision(r), op: CompareOp::Equal })
+                        .into_iter()
+                        .collect();
+                    let put = TxnOp::Put { key: key.clone(), value: req.value.to_vec(), lease: req.lease, prev_kv: true };
+                    assert_eq!(txn.compares, compares);
+                    assert_eq!(txn.success, [put]);
+                    assert_eq!(txn.failure, [TxnOp::Range { range: KeyRange::Key(key), limit: 1 }]);
+                    same_write_id(txn.write_id, req.write_id);
+                }
                 Ok(other) => panic!("a put became {other:?}"),
                 Err(status) => refused(status),
             }
