@@ -44,7 +44,7 @@ async fn bench_petkv_put_and_get_for_a_second() -> anyhow::Result<()> {
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_petkv_through_its_etcd_port_with_the_etcd_client() -> anyhow::Result<()> {
-    for mode in [Mode::Put, Mode::Get, Mode::Cas, Mode::Txn] {
+    for mode in [Mode::Put, Mode::Get, Mode::Txn] {
         let spec = BenchSpec {
             mode,
             clients: 4,
@@ -182,9 +182,11 @@ mod scenarios {
 /// put, the put-to-event latency is measured, and the pace holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_mode_delivers_every_put_to_every_watcher() -> anyhow::Result<()> {
+    // 16 clients: the pace holds even when the suite's other clusters slow each put down
+    // (300 puts/s needs a put p50 under ~50 ms from 16 clients, not under ~13 ms as from 4).
     let spec = BenchSpec {
         mode: Mode::Watch,
-        clients: 4,
+        clients: 16,
         watchers: 6,
         keys: 1000,
         warmup: Duration::from_millis(500),
