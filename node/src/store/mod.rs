@@ -193,7 +193,7 @@ mod crash_recovery {
         // What an install leaves behind when it dies halfway: a partly filled next-generation
         // tree (the pointer still names generation 0) and a half-received snapshot file.
         {
-            let db = sled::Config::new().path(dir.path().join("sled")).open().expect("reopen raw");
+            let db = reopen_sled(&dir.path().join("sled")).expect("reopen raw");
             let partial = db.open_tree("sm.1").expect("tree");
             partial.insert(b"dhalf-installed", b"garbage".to_vec()).expect("insert");
             let active = db.open_tree("sm.0").expect("tree");
@@ -279,6 +279,20 @@ mod damage {
         files.remove(0)
     }
 
+    /// Opens the sled database at `path` again once its previous user let go: sled's
+    /// background threads may hold the file lock for a moment after the drop.
+    fn reopen_sled(path: &Path) -> sled::Result<sled::Db> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match sled::Config::new().path(path).open() {
+                Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn flip(path: &Path) {
         let mut bytes = std::fs::read(path).expect("read");
         let mid = bytes.len() / 2;
@@ -306,7 +320,7 @@ mod damage {
             db.flush().expect("flush");
         }
         flip(&path.join("db"));
-        let db = sled::Config::new().path(&path).open().expect("sled opens a damaged db without an error");
+        let db = reopen_sled(&path).expect("sled opens a damaged db without an error");
         let kept = db.iter().collect::<Result<Vec<_>, _>>().expect("and reads it without an error").len();
         assert!(kept < 100, "sled kept all {kept} records past the damage");
     }
