@@ -178,6 +178,21 @@ mod conformance {
 }
 
 #[cfg(test)]
+/// Opens the sled database at `path` again once its previous user let go: sled's
+/// background threads may hold the file lock for a moment after the drop.
+fn reopen_sled(path: &Path) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
 mod crash_recovery {
     //! Reopening the store after a crash at awkward moments.
 
@@ -277,20 +292,6 @@ mod damage {
             .collect();
         files.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).expect("meta").len()));
         files.remove(0)
-    }
-
-    /// Opens the sled database at `path` again once its previous user let go: sled's
-    /// background threads may hold the file lock for a moment after the drop.
-    fn reopen_sled(path: &Path) -> sled::Result<sled::Db> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match sled::Config::new().path(path).open() {
-                Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                other => return other,
-            }
-        }
     }
 
     fn flip(path: &Path) {
