@@ -103,7 +103,7 @@ impl Limits {
     }
 
     /// One key, a prefix, `[key, range_end)`, or every key from `key` on ([`TO_THE_END`]).
-    fn key_range(&self, key: &[u8], range_end: &[u8], prefix: bool) -> Result<KeyRange, Status> {
+    pub(crate) fn key_range(&self, key: &[u8], range_end: &[u8], prefix: bool) -> Result<KeyRange, Status> {
         for k in [key, range_end] {
             if k.len() > self.max_key_bytes {
                 return Err(Status::invalid_argument(format!(

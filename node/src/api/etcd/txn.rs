@@ -10,7 +10,7 @@ use super::errors;
 use super::kv::Shape;
 use super::{kv_to_etcd, non_negative, to_i64};
 use crate::api::to_pb;
-use crate::api::txn::{check_writes_once, MAX_TXN_OPS, TO_THE_END};
+use crate::api::txn::{check_writes_once, MAX_TXN_OPS};
 use crate::api::validation::Limits;
 use crate::pb::etcd::etcdserverpb::compare::{CompareResult, CompareTarget as EtcdTarget, TargetUnion};
 use crate::pb::etcd::etcdserverpb::request_op::Request as EtcdOp;
@@ -73,29 +73,10 @@ fn convert(limits: &Limits, txn: &TxnRequest, depth: usize) -> Result<(Txn, Shap
     Ok((Txn { compares, success, failure, write_id: None }, shapes))
 }
 
-/// etcd's `key` and `range_end` as a key range: no end is the key alone, one zero byte every
-/// key from `key` on.
+/// etcd's `key` and `range_end` as a key range (no end: the key alone; one zero byte: every
+/// key from `key` on), checked as petkv's own transactions check theirs, with etcd's errors.
 fn key_range(limits: &Limits, key: &[u8], range_end: &[u8]) -> Result<KeyRange, Status> {
-    for k in [key, range_end] {
-        if k.len() > limits.max_key_bytes {
-            return Err(Status::invalid_argument(format!(
-                "etcdserver: key is {} bytes, over the limit of {} bytes",
-                k.len(),
-                limits.max_key_bytes
-            )));
-        }
-    }
-    match range_end {
-        [] if key.is_empty() => Err(Status::invalid_argument(errors::EMPTY_KEY)),
-        [] => Ok(KeyRange::Key(key.to_vec())),
-        end if end == TO_THE_END => Ok(KeyRange::Span { start: key.to_vec(), end: None }),
-        end if key >= end => Err(Status::invalid_argument(format!(
-            "etcdserver: empty or inverted range: key {:?} must sort before range_end {:?}",
-            String::from_utf8_lossy(key),
-            String::from_utf8_lossy(end)
-        ))),
-        end => Ok(KeyRange::Span { start: key.to_vec(), end: Some(end.to_vec().into()) }),
-    }
+    limits.key_range(key, range_end, false).map_err(errors::to_etcd)
 }
 
 fn compare(limits: &Limits, c: &EtcdCompare) -> Result<Compare, Status> {
